@@ -1,0 +1,27 @@
+# Every target creates (or reuses) its own virtualenv in .venv.
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: install test demo bandit clean
+
+$(BIN)/.installed: pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	# torch first: the CPU wheel; anything installed later that wants torch then finds it.
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e '.[test]'
+	touch $@
+
+install: $(BIN)/.installed
+
+test: install
+	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(BIN)/python -m pytest -q tests
+
+# The main job on the embedded default. Until the built-in demo world lands it is the
+# group-robust paper's synthetic log-linear experiment (all methods, 20 seeds).
+demo: install
+	$(BIN)/python scripts/reproduce_robust_bandit.py --scenario uneven_imbalanced --seeds 20 --out runs/robust_bandit/uneven_imbalanced
+
+clean:
+	rm -rf $(VENV) .pytest_cache .hypothesis
