@@ -1,0 +1,41 @@
+"""Pure loss functions of arrays (no model inside a loss).
+
+GRPO side (``common``, ``grpo``, ``reward``)::
+
+    token_logprobs, token_entropy, masked_sum, masked_mean, kl_penalty      # common building blocks
+    group_advantages, group_reward_stats, grpo_loss, aggregate_token_loss   # GRPO (DeepSeekMath / TRL)
+    reward_regression_loss, bradley_terry_loss, LabelAffine, ...            # reward-model training
+
+Preference side (``dpo``, ``robust``): DPO / IPO per-pair losses and the group-robust weights.
+"""
+
+from grpojax.losses.common import (
+    KL_ESTIMATORS,
+    kl_penalty,
+    masked_mean,
+    masked_sum,
+    token_entropy,
+    token_logprobs,
+)
+from grpojax.losses.grpo import (
+    ADVANTAGE_SCALES,
+    IMPORTANCE_SAMPLING_LEVELS,
+    LOSS_TYPES,
+    GroupRewardStats,
+    GRPOAux,
+    aggregate_token_loss,
+    group_advantages,
+    group_reward_stats,
+    grpo_loss,
+)
+from grpojax.losses.reward import (
+    BradleyTerryAux,
+    LabelAffine,
+    RegressionAux,
+    bradley_terry_loss,
+    label_affine_from_range,
+    make_label_affine,
+    reward_regression_loss,
+)
+
+# --- preference-side losses (dpo.py, robust.py) ---
