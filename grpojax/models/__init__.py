@@ -1,0 +1,20 @@
+"""Qwen2 / Qwen2.5 / Qwen3 in Flax NNX: config presets, modules, KV cache, HF import/export, LoRA,
+and the multi-label reward model.
+
+Public API:
+    QwenConfig, PRESETS            shapes of a dense Qwen decoder; published checkpoint presets
+    Qwen                           the NNX decoder (logits, hidden states, cached decode)
+    init_cache                     zero KV cache pytree: [dict(k=[B,S,K,H], v=[B,S,K,H])] * L
+    from_hf, to_hf                 HF checkpoint (dir or hub id) <-> Qwen
+    config_from_hf_dict, config_to_hf_dict
+"""
+
+from grpojax.models.config import PRESETS, QwenConfig, config_from_hf_dict, config_to_hf_dict
+from grpojax.models.hf_io import from_hf, hf_name_table, to_hf
+from grpojax.models.kv_cache import init_cache
+from grpojax.models.qwen import Qwen
+
+__all__ = [
+    "PRESETS", "QwenConfig", "Qwen", "init_cache", "from_hf", "to_hf", "hf_name_table",
+    "config_from_hf_dict", "config_to_hf_dict",
+]

@@ -1,0 +1,260 @@
+"""Qwen2 / Qwen2.5 / Qwen3 dense decoders as Flax NNX modules (einsum with lettered axes).
+
+Architecture (Qwen2 technical report, arXiv 2407.10671; Qwen3 technical report, arXiv 2505.09388):
+
+    x_0      = E[tokens]                                         E: [V, D]
+    h_l      = x_l + Attn(RMSNorm(x_l))                          GQA, RoPE; Qwen2: q/k/v bias;
+                                                                 Qwen3: per-head RMSNorm on q and k
+    x_{l+1}  = h_l + W_down (silu(W_gate z) * (W_up z)),  z = RMSNorm(h_l)
+    logits   = RMSNorm(x_L) @ W_head^T                            W_head = E when embeddings are tied
+
+    RMSNorm(x) = w * x / sqrt(mean(x^2) + eps)   (computed in float32, as transformers does)
+    Attn: softmax(q k^T / sqrt(H) + mask) v with query head n reading key/value head n // G, G = N / K.
+
+Every parameter carries logical axis names (``out_sharding`` metadata, e.g. ``("embed", "mlp")``) so a
+sharding layer can map them onto a mesh (``nnx.get_partition_spec``); no mesh is needed to build one.
+Parameters live in ``param_dtype`` and are cast to the compute ``dtype`` at use.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import chex
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from grpojax.models.config import QwenConfig
+from grpojax.models.kv_cache import write_cache
+from grpojax.models.rope import apply_rope, rope_angles
+from grpojax.types import Array
+
+_INIT = nnx.initializers.normal(stddev=0.02)
+_NEG = -0.7 * float(jnp.finfo(jnp.float32).max)
+
+
+def _param(init, rngs: nnx.Rngs, shape: Sequence[int], axes: Sequence[str], param_dtype) -> nnx.Param:
+    """A parameter tagged with logical axis names (no mesh needed: ``eager_sharding=False``)."""
+    if len(shape) != len(axes):
+        raise ValueError(f"shape {tuple(shape)} and axis names {tuple(axes)} differ in rank")
+    return nnx.Param(init(rngs.params(), tuple(shape), param_dtype),
+                     out_sharding=tuple(axes), eager_sharding=False)
+
+
+class Dense(nnx.Module):
+    """``y = einsum(eq, x, w) [+ b] [+ (alpha / r) * (x A) B]`` with a lettered-axis kernel.
+
+    ``w`` has shape ``in_shape + out_shape`` (e.g. q: ``[D, N, H]``, o: ``[N, H, D]``). ``lora`` is ``None``
+    until :func:`grpojax.models.lora.apply_lora` attaches a flax ``nnx.LoRA`` acting on the flattened
+    input/output features; ``lora_scale`` is alpha / r (PEFT's scaling).
+    """
+
+    def __init__(self, eq: str, in_shape: Sequence[int], out_shape: Sequence[int], axes: Sequence[str], *,
+                 bias: bool, dtype: Any, param_dtype: Any, rngs: nnx.Rngs):
+        self.eq = eq
+        self.in_shape = tuple(int(s) for s in in_shape)
+        self.out_shape = tuple(int(s) for s in out_shape)
+        self.dtype = dtype
+        self.w = _param(_INIT, rngs, self.in_shape + self.out_shape, axes, param_dtype)
+        self.b = (_param(nnx.initializers.zeros, rngs, self.out_shape, axes[len(self.in_shape):], param_dtype)
+                  if bias else nnx.data(None))
+        self.lora = nnx.data(None)
+        self.lora_scale = 1.0
+
+    def __call__(self, x: Array) -> Array:
+        y = jnp.einsum(self.eq, x.astype(self.dtype), self.w[...].astype(self.dtype))
+        if self.b is not None:
+            b = self.b[...].astype(self.dtype)
+            y = y + b.reshape((1,) * (y.ndim - b.ndim) + b.shape)
+        if self.lora is not None:
+            lead = x.shape[: x.ndim - len(self.in_shape)]
+            x_flat = x.reshape(*lead, -1).astype(self.dtype)
+            delta = self.lora(x_flat) * self.lora_scale
+            y = y + delta.reshape(y.shape).astype(y.dtype)
+        return y
+
+
+class RMSNorm(nnx.Module):
+    """``w * x / sqrt(mean(x^2) + eps)`` over the last axis; statistics in float32 (as transformers)."""
+
+    def __init__(self, size: int, axis_name: str, *, eps: float, dtype: Any, param_dtype: Any,
+                 rngs: nnx.Rngs):
+        self.eps = float(eps)
+        self.dtype = dtype
+        self.scale = _param(nnx.initializers.ones, rngs, (size,), (axis_name,), param_dtype)
+
+    def __call__(self, x: Array) -> Array:
+        x32 = x.astype(jnp.float32)
+        var = jnp.mean(x32 * x32, axis=-1, keepdims=True)
+        normed = (x32 * jax.lax.rsqrt(var + self.eps)).astype(self.dtype)
+        w = self.scale[...].astype(self.dtype)
+        return normed * w.reshape((1,) * (x.ndim - 1) + w.shape)
+
+
+def attend(q_BTNH: Array, k_BSKH: Array, v_BSKH: Array, mask_BTS: Array) -> Array:
+    """Grouped-query attention ``softmax(q k^T / sqrt(H) + mask) v`` (softmax in float32).
+
+    Query head n reads key/value head ``n // G`` (G = N / K), as HF ``repeat_kv``. A query whose keys
+    are all masked gets finite (uniform) weights instead of NaN; callers ignore such rows.
+    Shapes: q ``[B, T, N, H]``, k/v ``[B, S, K, H]``, mask ``[B, T, S]`` (bool, True = may attend).
+    Returns ``[B, T, N, H]``.
+    """
+    B, T, N, H = q_BTNH.shape
+    K = k_BSKH.shape[2]
+    chex.assert_equal_shape([k_BSKH, v_BSKH])
+    chex.assert_shape(mask_BTS, (B, T, k_BSKH.shape[1]))
+    q_BTKGH = q_BTNH.reshape(B, T, K, N // K, H)
+    logits_BKGTS = jnp.einsum("BTKGH,BSKH->BKGTS", q_BTKGH, k_BSKH.astype(q_BTNH.dtype),
+                              preferred_element_type=jnp.float32) * (H ** -0.5)
+    logits_BKGTS = jnp.where(mask_BTS[:, None, None, :, :], logits_BKGTS, _NEG)
+    probs_BKGTS = jax.nn.softmax(logits_BKGTS, axis=-1).astype(q_BTNH.dtype)
+    out_BTKGH = jnp.einsum("BKGTS,BSKH->BTKGH", probs_BKGTS, v_BSKH.astype(q_BTNH.dtype))
+    return out_BTKGH.reshape(B, T, N, H)
+
+
+class Attention(nnx.Module):
+    """Self-attention block: q/k/v projections, optional q/k norm, RoPE, GQA, output projection."""
+
+    def __init__(self, cfg: QwenConfig, *, dtype: Any, param_dtype: Any, rngs: nnx.Rngs):
+        D, N, K, H = cfg.hidden_size, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
+        kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        self.q = Dense("BTD,DNH->BTNH", (D,), (N, H), ("embed", "q_heads", "head_dim"), bias=cfg.qkv_bias, **kw)
+        self.k = Dense("BTD,DKH->BTKH", (D,), (K, H), ("embed", "kv_heads", "head_dim"), bias=cfg.qkv_bias, **kw)
+        self.v = Dense("BTD,DKH->BTKH", (D,), (K, H), ("embed", "kv_heads", "head_dim"), bias=cfg.qkv_bias, **kw)
+        self.o = Dense("BTNH,NHD->BTD", (N, H), (D,), ("q_heads", "head_dim", "embed"), bias=False, **kw)
+        if cfg.qk_norm:
+            self.q_norm = RMSNorm(H, "head_dim", eps=cfg.rms_norm_eps, **kw)
+            self.k_norm = RMSNorm(H, "head_dim", eps=cfg.rms_norm_eps, **kw)
+        else:
+            self.q_norm = nnx.data(None)
+            self.k_norm = nnx.data(None)
+
+    def __call__(self, x_BTD: Array, cos_BTJ: Array, sin_BTJ: Array, mask_BTS: Array,
+                 layer_cache: dict | None = None, cache_pos: Array | None = None):
+        q_BTNH, k_BTKH, v_BTKH = self.q(x_BTD), self.k(x_BTD), self.v(x_BTD)
+        if self.q_norm is not None:
+            q_BTNH, k_BTKH = self.q_norm(q_BTNH), self.k_norm(k_BTKH)
+        q_BTNH = apply_rope(q_BTNH, cos_BTJ, sin_BTJ)
+        k_BTKH = apply_rope(k_BTKH, cos_BTJ, sin_BTJ)
+        if layer_cache is None:
+            out_BTNH = attend(q_BTNH, k_BTKH, v_BTKH, mask_BTS)
+        else:
+            layer_cache = write_cache(layer_cache, k_BTKH, v_BTKH, cache_pos)
+            out_BTNH = attend(q_BTNH, layer_cache["k"], layer_cache["v"], mask_BTS)
+        return self.o(out_BTNH), layer_cache
+
+
+class MLP(nnx.Module):
+    """SwiGLU: ``down(silu(gate(x)) * up(x))``."""
+
+    def __init__(self, cfg: QwenConfig, *, dtype: Any, param_dtype: Any, rngs: nnx.Rngs):
+        D, F = cfg.hidden_size, cfg.intermediate_size
+        kw = dict(bias=False, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        self.gate = Dense("BTD,DF->BTF", (D,), (F,), ("embed", "mlp"), **kw)
+        self.up = Dense("BTD,DF->BTF", (D,), (F,), ("embed", "mlp"), **kw)
+        self.down = Dense("BTF,FD->BTD", (F,), (D,), ("mlp", "embed"), **kw)
+
+    def __call__(self, x_BTD: Array) -> Array:
+        return self.down(jax.nn.silu(self.gate(x_BTD)) * self.up(x_BTD))
+
+
+class Block(nnx.Module):
+    """Pre-norm decoder layer: ``h = x + attn(norm(x)); y = h + mlp(norm(h))``."""
+
+    def __init__(self, cfg: QwenConfig, *, dtype: Any, param_dtype: Any, rngs: nnx.Rngs):
+        kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        self.attn_norm = RMSNorm(cfg.hidden_size, "embed", eps=cfg.rms_norm_eps, **kw)
+        self.attn = Attention(cfg, **kw)
+        self.mlp_norm = RMSNorm(cfg.hidden_size, "embed", eps=cfg.rms_norm_eps, **kw)
+        self.mlp = MLP(cfg, **kw)
+
+    def __call__(self, x_BTD, cos_BTJ, sin_BTJ, mask_BTS, layer_cache=None, cache_pos=None):
+        attn_BTD, layer_cache = self.attn(self.attn_norm(x_BTD), cos_BTJ, sin_BTJ, mask_BTS,
+                                          layer_cache, cache_pos)
+        h_BTD = x_BTD + attn_BTD
+        return h_BTD + self.mlp(self.mlp_norm(h_BTD)), layer_cache
+
+
+class Qwen(nnx.Module):
+    """A dense Qwen2 / Qwen2.5 / Qwen3 decoder.
+
+    ``model(tokens_BT, positions_BT=None, *, attn_mask_BT=None, cache=None, cache_pos=None,
+    return_hidden=False)``:
+
+    * no cache: causal attention over the T tokens; ``attn_mask_BT`` (bool, True = real token) masks
+      padded keys; ``positions_BT`` defaults to ``arange(T)`` per row. Returns float32 logits ``[B, T, V]``.
+    * with ``cache`` (from :func:`init_cache`, S slots) and scalar ``cache_pos``: the new keys/values go
+      to slots ``[cache_pos, cache_pos + T)``; query t attends to slot s iff ``s <= cache_pos + t`` and
+      ``attn_mask_BT[b, s]`` (then of length S). ``positions_BT`` defaults to ``cache_pos + arange(T)``.
+      Returns ``(logits_BTV, new_cache)``.
+    * ``return_hidden=True`` returns the final-normed hidden states ``[B, T, D]`` instead of logits; apply
+      :meth:`logits_from_hidden` (e.g. chunk by chunk) to get logits.
+
+    ``with_lm_head=False`` drops an untied LM head (reward-model backbones).
+    """
+
+    def __init__(self, config: QwenConfig, *, dtype: Any = jnp.float32, param_dtype: Any = jnp.float32,
+                 rngs: nnx.Rngs | None = None, with_lm_head: bool = True):
+        rngs = nnx.Rngs(0) if rngs is None else rngs
+        self.config = config
+        self.dtype = dtype
+        kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        self.embed = _param(_INIT, rngs, (config.vocab_size, config.hidden_size), ("vocab", "embed"),
+                            param_dtype)
+        self.layers = nnx.List([Block(config, **kw) for _ in range(config.num_layers)])
+        self.final_norm = RMSNorm(config.hidden_size, "embed", eps=config.rms_norm_eps, **kw)
+        if with_lm_head and not config.tie_word_embeddings:
+            self.lm_head = _param(_INIT, rngs, (config.vocab_size, config.hidden_size), ("vocab", "embed"),
+                                  param_dtype)
+        else:
+            self.lm_head = nnx.data(None)
+
+    def logits_from_hidden(self, hidden_BTD: Array) -> Array:
+        """float32 logits ``[..., V]`` from final hidden states ``[..., D]`` (tied or untied head)."""
+        table_VD = self.embed if self.config.tie_word_embeddings else self.lm_head
+        if table_VD is None:
+            raise ValueError("this Qwen was built with with_lm_head=False; it has no LM head")
+        return jnp.einsum("...D,VD->...V", hidden_BTD.astype(self.dtype), table_VD[...].astype(self.dtype),
+                          preferred_element_type=jnp.float32)
+
+    def __call__(self, tokens_BT: Array, positions_BT: Array | None = None, *,
+                 attn_mask_BT: Array | None = None, cache: list | None = None,
+                 cache_pos: Array | None = None, return_hidden: bool = False):
+        chex.assert_rank(tokens_BT, 2)
+        B, T = tokens_BT.shape
+        steps_T = jnp.arange(T, dtype=jnp.int32)
+        if cache is None:
+            S = T
+            if positions_BT is None:
+                positions_BT = jnp.broadcast_to(steps_T[None, :], (B, T))
+            allowed_TS = steps_T[None, :] <= steps_T[:, None]
+        else:
+            if cache_pos is None:
+                raise ValueError("Qwen: cache_pos is required when a cache is given")
+            if len(cache) != self.config.num_layers:
+                raise ValueError(f"Qwen: cache has {len(cache)} layers, model has {self.config.num_layers}")
+            S = cache[0]["k"].shape[1]
+            cache_pos = jnp.asarray(cache_pos, jnp.int32)
+            if positions_BT is None:
+                positions_BT = jnp.broadcast_to(cache_pos + steps_T[None, :], (B, T))
+            allowed_TS = jnp.arange(S, dtype=jnp.int32)[None, :] <= cache_pos + steps_T[:, None]
+        chex.assert_shape(positions_BT, (B, T))
+        mask_BTS = jnp.broadcast_to(allowed_TS[None], (B, T, S))
+        if attn_mask_BT is not None:
+            if attn_mask_BT.shape != (B, S):
+                raise ValueError(f"Qwen: attn_mask_BT has shape {attn_mask_BT.shape}, expected {(B, S)} "
+                                 "(token length without a cache, cache length S with one)")
+            mask_BTS = mask_BTS & attn_mask_BT.astype(bool)[:, None, :]
+
+        cos_BTJ, sin_BTJ = rope_angles(positions_BT, self.config.head_dim, self.config.rope_theta)
+        x_BTD = jnp.take(self.embed[...], tokens_BT, axis=0).astype(self.dtype)
+        new_cache = None if cache is None else []
+        for i, layer in enumerate(self.layers):
+            x_BTD, layer_cache = layer(x_BTD, cos_BTJ, sin_BTJ, mask_BTS,
+                                       None if cache is None else cache[i], cache_pos)
+            if cache is not None:
+                new_cache.append(layer_cache)
+        hidden_BTD = self.final_norm(x_BTD)
+        out = hidden_BTD if return_hidden else self.logits_from_hidden(hidden_BTD)
+        return out if cache is None else (out, new_cache)
