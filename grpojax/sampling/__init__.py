@@ -1,0 +1,44 @@
+"""KV-cache sampler: jitted prefill + ``lax.while_loop`` decode, temperature / top-k / top-p / greedy.
+
+Public API:
+
+- :func:`sample` -> :class:`SampleOutput` (completion tokens, mask, per-token log-probs, truncation flags,
+  the left-padded prompts used), ``num_samples`` completions per prompt for GRPO groups.
+- strategies (pure functions of logits ``[B, V]``): :func:`apply_temperature`, :func:`top_k_filter`,
+  :func:`top_p_filter`, :func:`filter_logits`, :func:`greedy`, :func:`categorical`,
+  :func:`token_logprobs`, :func:`next_token`.
+- building blocks: :func:`left_pad`, :func:`decode` (the traceable body), :class:`DecodeState`,
+  :func:`forward_last`, :class:`ModelCache`.
+"""
+
+from grpojax.sampling.decode import DecodeState, SampleOutput, decode, forward_last, is_eos, left_pad
+from grpojax.sampling.sampler import ModelCache, sample
+from grpojax.sampling.strategies import (
+    apply_temperature,
+    categorical,
+    filter_logits,
+    greedy,
+    next_token,
+    token_logprobs,
+    top_k_filter,
+    top_p_filter,
+)
+
+__all__ = [
+    "DecodeState",
+    "ModelCache",
+    "SampleOutput",
+    "apply_temperature",
+    "categorical",
+    "decode",
+    "filter_logits",
+    "forward_last",
+    "greedy",
+    "is_eos",
+    "left_pad",
+    "next_token",
+    "sample",
+    "token_logprobs",
+    "top_k_filter",
+    "top_p_filter",
+]
