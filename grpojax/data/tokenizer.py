@@ -1,0 +1,98 @@
+"""Tokenizer wrapper over ``transformers.AutoTokenizer`` (a local directory or a hub id).
+
+Prompts get the tokenizer's chat template (one user turn, optional system turn, generation prompt) when it
+has one and ``chat_template`` is on; plain text otherwise. Responses are encoded as plain text without
+special tokens; the EOS id is appended by the batching code. Pad id = the tokenizer's pad token, else EOS.
+
+Example::
+
+    tok = load_tokenizer("configs/data/tiny_tokenizer")
+    batch = tok.prompt_batch(["Hi there", "How do I bake bread?"], max_prompt_length=32)
+    batch.prompt_ids_BT.shape  # (2, 32), left-padded
+"""
+
+from __future__ import annotations
+
+import os
+from typing import NamedTuple, Sequence
+
+import numpy as np
+
+from grpojax.cli import UserError, one_line
+
+
+class PromptBatch(NamedTuple):
+    """Left-padded prompts: ``prompt_ids_BT`` int32 [B, T] and ``prompt_mask_BT`` int32 [B, T] (1 = token)."""
+
+    prompt_ids_BT: np.ndarray
+    prompt_mask_BT: np.ndarray
+
+
+class Tokenizer:
+    """A HF tokenizer plus the prompt-formatting and padding conventions of grpojax."""
+
+    def __init__(self, hf_tokenizer, chat_template: bool = True, system_prompt: str | None = None,
+                 name: str = "<tokenizer>"):
+        self.hf = hf_tokenizer
+        self.name = name
+        self.use_chat_template = bool(chat_template and getattr(hf_tokenizer, "chat_template", None))
+        self.system_prompt = system_prompt
+        eos = hf_tokenizer.eos_token_id
+        pad = hf_tokenizer.pad_token_id
+        if eos is None and pad is None:
+            raise UserError(f"tokenizer {name}: has neither an EOS nor a pad token; set eos_token in its "
+                            "tokenizer_config.json")
+        self.eos_id = int(eos if eos is not None else pad)
+        self.pad_id = int(pad if pad is not None else eos)
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.hf)
+
+    def format_prompt(self, prompt: str) -> str:
+        """The text the model sees for a user prompt (chat template with generation prompt, or as is)."""
+        if not self.use_chat_template:
+            return prompt
+        messages = ([{"role": "system", "content": self.system_prompt}] if self.system_prompt else [])
+        messages.append({"role": "user", "content": prompt})
+        return self.hf.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+    def encode_prompt(self, prompt: str) -> list[int]:
+        text = self.format_prompt(prompt)
+        return list(self.hf(text, add_special_tokens=not self.use_chat_template)["input_ids"])
+
+    def encode_response(self, response: str) -> list[int]:
+        return list(self.hf(response, add_special_tokens=False)["input_ids"])
+
+    def decode(self, ids: Sequence[int], stop_at_eos: bool = True) -> str:
+        """Text of ``ids`` (pads and specials dropped; cut at the first EOS when ``stop_at_eos``)."""
+        ids = [int(i) for i in ids]
+        if stop_at_eos and self.eos_id in ids:
+            ids = ids[: ids.index(self.eos_id)]
+        return self.hf.decode([i for i in ids if i != self.pad_id], skip_special_tokens=True)
+
+    def prompt_batch(self, prompts: Sequence[str], max_prompt_length: int) -> PromptBatch:
+        """Formats, encodes and left-pads prompts to ``[B, max_prompt_length]`` (long prompts keep their
+        last ``max_prompt_length`` tokens, so the generation prompt survives)."""
+        from grpojax.data.batching import left_pad
+
+        ids, mask = left_pad([self.encode_prompt(p) for p in prompts], max_prompt_length, self.pad_id)
+        return PromptBatch(ids, mask)
+
+
+def load_tokenizer(path: str, chat_template: bool = True, system_prompt: str | None = None) -> Tokenizer:
+    """``AutoTokenizer.from_pretrained(path)`` wrapped; UserError with a hint when it cannot be loaded."""
+    from transformers import AutoTokenizer
+
+    local = os.path.exists(path) or path.startswith((".", "/", "~")) or path.count("/") != 1
+    if local and not os.path.isdir(os.path.expanduser(path)):
+        raise UserError(f"tokenizer directory not found: {path} (hub ids look like org/name)")
+    try:
+        hf = AutoTokenizer.from_pretrained(os.path.expanduser(path))
+    except Exception as e:
+        offline = os.environ.get("HF_HUB_OFFLINE", "0") in ("1", "true", "True")
+        hint = ("offline mode is on and it is not cached: run once online or point tokenizer.path at a local "
+                "directory" if offline else "check the path / hub id")
+        raise UserError(f"could not load tokenizer {path!r}: {hint} [{type(e).__name__}: "
+                        f"{one_line(str(e))[:200]}]") from None
+    return Tokenizer(hf, chat_template=chat_template, system_prompt=system_prompt, name=path)
