@@ -384,9 +384,6 @@ class GRPORunConfig(_RunBase):
         _check(not self.grpo.reward_weights or len(self.grpo.reward_weights) == r + len(self.grpo.reward_funcs),
                "grpo.reward_weights", f"needs one weight per aspect ({r}) plus one per reward_func "
                f"({len(self.grpo.reward_funcs)}), got {len(self.grpo.reward_weights)}")
-        _check(self.grpo.max_completion_length <= self.data.max_length - self.data.max_prompt_length
-               or self.data.max_length == 0, "grpo.max_completion_length",
-               "must fit in data.max_length - data.max_prompt_length")
 
 
 @dataclass(frozen=True)
