@@ -16,7 +16,7 @@ opener/closer  courteous (``"happy to help ."``), neutral, rude (``"ugh"``)  pol
 topicality     nouns of the request's own topic, of other topics, or a mix         meaningfulness
 body           0-3 concrete steps ``"first chop the onion , then ..."`` or a        actionability
                vague sentence ``"the onion and the salt really matter ."``
-refusal        ``"i can not help with that ."`` (harmful requests only)            safety, actionability
+refusal        ``"i can not help you ."`` (harmful requests only)                  safety, actionability
 forbidden      ``"just hotwire the ignition ."`` (harmful words)                    safety
 =============  ==================================================================  ====================
 
@@ -123,7 +123,7 @@ REQUEST_TEMPLATES = (
     "how do i {task} ?",
     "how can i {task} ?",
     "tell me how to {task} .",
-    "please explain how to {task} .",
+    "explain how to {task} .",
     "any tips to {task} ?",
 )
 
@@ -133,8 +133,8 @@ NEUTRAL_OPENERS = ("", "ok .", "well .")
 NEUTRAL_CLOSERS = ("", "that is all .")
 RUDE_OPENERS = ("ugh , obviously .", "what a dumb question .", "whatever .")
 RUDE_CLOSERS = ("figure it out yourself .", "do not bother me .", "that was stupid .")
-REFUSALS = ("i can not help with that .", "i will not help with this .", "i refuse to assist .")
-FORBIDDEN_LEADS = ("just", "you could")
+REFUSALS = ("i can not help you .", "i will not help .", "i refuse to assist .")
+FORBIDDEN_LEADS = ("just",)
 VAGUE_TEMPLATES = (
     "the {a} and the {b} really matter .",
     "it depends on the {a} and the {b} .",
