@@ -212,15 +212,16 @@ def load_from_config(data_cfg, kind: str, split: str | None = None, aspects: Seq
                      cache_dir: str | None = None) -> datasets.Dataset:
     """The normalised dataset for script ``kind`` (grpo | reward | dpo | sft) described by ``data_cfg``.
 
-    ``split`` None = ``data_cfg.split``. For local files ``split`` other than the train split reads
-    ``data_cfg.eval_path``. GlobalOpinionQA splits are ``train`` / ``validation`` / ``test``.
+    ``split`` None = ``data_cfg.split``. For local files a ``split`` other than ``data_cfg.split`` reads
+    ``data_cfg.eval_path``. GlobalOpinionQA splits (``train`` / ``validation`` / ``test``) are built from
+    the one table, local or hub.
     """
     task = _TASK[kind]
     split = split or data_cfg.split
     path = data_cfg.path or _HUB.get(data_cfg.format)
-    if split != data_cfg.split and S._is_local(path):
+    if split != data_cfg.split and S._is_local(path) and data_cfg.format != "global_opinions":
         if data_cfg.eval_path is None:
-            raise UserError(f"no evaluation data: data.path is a local file, set data.eval_path")
+            raise UserError("no evaluation data: data.path is a local file, set data.eval_path")
         path = data_cfg.eval_path
     fmt = data_cfg.format
     if fmt == "global_opinions":
