@@ -45,7 +45,7 @@ sg = jax.lax.stop_gradient
 def _check_bt(name: str, *arrays: Array) -> None:
     shapes = [a.shape for a in arrays]
     if any(a.ndim != 2 for a in arrays) or len(set(shapes)) != 1:
-        raise ValueError(f"{name}: expected [B, T] arrays of one shape (values and mask), got shapes {shapes}")
+        raise ValueError(f"{name}: expected [B, T] arrays of one shape (values and mask), got {shapes}")
 
 
 def _float(x: Array) -> Array:
@@ -259,7 +259,7 @@ def ppo_policy_loss(
     clip_eps: float = 0.2,
     reduction: str = "token_mean",
 ) -> tuple[Array, PolicyLossAux]:
-    """PPO clipped surrogate, ``ℓ_bt = max(−A ρ, −A clip(ρ, 1 − ε, 1 + ε))``, ``ρ = exp(logp − old_logp)``.
+    """PPO clipped surrogate ``ℓ_bt = max(−A ρ, −A clip(ρ, 1 − ε, 1 + ε))``, ``ρ = exp(logp − old_logp)``.
 
     Schulman et al. 2017 eq. 7 (as a loss to minimise); TRL ``PPOTrainer`` ``pg_loss``.
     ``old_logp_BT`` and ``advantages_BT`` are stop-gradiented. At ``ρ = 1`` the clip is inactive and
@@ -344,8 +344,10 @@ def ppo_value_loss(
         err2_BT = jnp.square(jnp.clip(v_BT, old_BT - clip_value, old_BT + clip_value) - ret_BT)
     loss = 0.5 * _reduce(jnp.maximum(err1_BT, err2_BT), mask_BT, reduction)
     var_ret = masked_var(ret_BT, mask_BT)
-    ev = jnp.where(var_ret > 0, 1.0 - masked_var(ret_BT - v_BT, mask_BT) / jnp.where(var_ret > 0, var_ret, 1.0), 0.0)
-    aux = ValueLossAux(clipfrac=masked_mean((err2_BT > err1_BT).astype(v_BT.dtype), mask_BT), explained_variance=ev)
+    safe_var = jnp.where(var_ret > 0, var_ret, 1.0)
+    ev = jnp.where(var_ret > 0, 1.0 - masked_var(ret_BT - v_BT, mask_BT) / safe_var, 0.0)
+    clipfrac = masked_mean((err2_BT > err1_BT).astype(v_BT.dtype), mask_BT)
+    aux = ValueLossAux(clipfrac=clipfrac, explained_variance=ev)
     return loss, jax.tree.map(sg, aux)
 
 
@@ -409,7 +411,7 @@ def ppo_loss(
     kl = jnp.zeros((), loss.dtype)
     if ref_logp_BT is None:
         if not (isinstance(kl_beta, numbers.Real) and kl_beta == 0):
-            raise ValueError("ppo_loss: kl_beta is not 0 but ref_logp_BT is None; pass the reference log-probs")
+            raise ValueError("ppo_loss: kl_beta is not 0 but ref_logp_BT is None; pass reference log-probs")
     else:
         _check_bt("ppo_loss", logp_BT, ref_logp_BT, mask_BT)
         on = _active(mask_BT)
@@ -513,7 +515,7 @@ def running_moments() -> RunningMoments:
         zero = jnp.zeros((), jnp.float32)
         return RunningMomentsState(count=zero, mean=zero, m2=zero)
 
-    def update(scores_B: Array, state: RunningMomentsState, mask_B: Array | None = None) -> RunningMomentsState:
+    def update(scores_B: Array, state: RunningMomentsState, mask_B: Array | None = None):
         chex.assert_rank(scores_B, 1)
         on_B = jnp.ones(scores_B.shape, bool) if mask_B is None else _active(mask_B)
         chex.assert_equal_shape([scores_B, on_B])
