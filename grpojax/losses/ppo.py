@@ -37,7 +37,7 @@ import jax.numpy as jnp
 from grpojax.losses.common import KL_ESTIMATORS, kl_penalty, masked_mean
 from grpojax.types import Array
 
-REDUCTIONS = ("token_mean", "sequence_mean")
+PPO_REDUCTIONS = ("token_mean", "sequence_mean")
 
 sg = jax.lax.stop_gradient
 
@@ -69,7 +69,7 @@ def _reduce(x_BT: Array, mask_BT: Array, reduction: str) -> Array:
         return masked_mean(x_BT, mask_BT)
     if reduction == "sequence_mean":
         return jnp.mean(masked_mean(x_BT, mask_BT, axis=1))
-    raise ValueError(f"unknown reduction {reduction!r}; valid choices: {', '.join(REDUCTIONS)}")
+    raise ValueError(f"unknown reduction {reduction!r}; valid choices: {', '.join(PPO_REDUCTIONS)}")
 
 
 # ----------------------------------------------------------------------------------------- rewards
