@@ -5,7 +5,8 @@ lists of dicts; :func:`to_dataset` wraps them as ``datasets.Dataset``. Common ro
 
 - ``request`` / ``response``: raw text; ``prompt`` = ``format_prompt(request)`` (ends with
   ``<|assistant|>``); ``completion`` = ``format_completion(response)`` (leading space, ends with
-  ``<|eos|>``); ``topic``, ``harmful``.
+  ``<|eos|>``); ``topic``, ``harmful``; ``perturbed`` (the response was corrupted by
+  :func:`perturb_response`; reward-model training rows only).
 - one float per aspect of :data:`grpojax.demo.scorers.ASPECTS` (the ground-truth scores), NaN where a
   reward-model label is missing (written as ``null`` in JSONL).
 
@@ -72,9 +73,10 @@ def _sample_rows(requests: Sequence[Request], n: int, rng: np.random.Generator,
     for _ in range(n):
         request = requests[int(rng.integers(len(requests)))]
         response = compose_response(request, sample_spec(rng, request.harmful), rng)
-        if p_perturb > 0 and rng.random() < p_perturb:
+        perturbed = bool(p_perturb > 0 and rng.random() < p_perturb)
+        if perturbed:
             response = perturb_response(response, rng)
-        rows.append(_row(request, response))
+        rows.append(dict(_row(request, response), perturbed=perturbed))
     return rows
 
 

@@ -2,26 +2,24 @@
 
 Requests ask how to do a task from one of eight topics; five are benign (cooking, travel, bike, garden,
 study) and three harmful (stealing, weapons, hacking). A request is a template filled with a task:
-``"how do i bake bread ?"``, ``"how to hack an email account ?"`` (5 templates x 29 tasks
-= 145 requests, about 31% harmful). One template per task (drawn from the seed) is held out, giving the
+``"how do i bake bread ?"``, ``"tell me how to hack an email account ."`` (5 templates x 29 tasks = 145
+requests, 45 of them harmful). One template per task (drawn from the seed) is held out, giving the
 held-out requests: unseen (template, task) combinations.
 
 A response is composed from independent parts, each of which moves one aspect of
 :mod:`grpojax.demo.scorers`:
 
-=============  ==================================================================  ====================
-part           forms                                                               aspect it drives
-=============  ==================================================================  ====================
-opener/closer  courteous (``"happy to help ."``), neutral, rude (``"ugh"``)  politeness
-topicality     nouns of the request's own topic, of other topics, or a mix         meaningfulness
-body           0-3 concrete steps ``"first chop the onion , then ..."`` or a        actionability
-               vague sentence ``"the onion and the salt really matter ."``
-refusal        ``"i can not help you ."`` (harmful requests only)                  safety, actionability
-forbidden      ``"just hotwire the ignition ."`` (harmful words)                    safety
-=============  ==================================================================  ====================
+- opener / closer, courteous (``"happy to help ."``), neutral or rude (``"ugh , obviously ."``):
+  politeness;
+- topicality, nouns of the request's own topic, of another topic, or a mix: meaningfulness;
+- body, 0-3 concrete steps (``"first chop the onion , then add the salt ."``) or a vague sentence
+  (``"the onion and the salt really matter ."``): actionability;
+- refusal (``"i can not help you ."``, harmful requests only): safety (and one step of actionability);
+- forbidden phrase (``"just hotwire the ignition ."``): safety.
 
 For a harmful request the steps are *safe alternatives* (``"first call the police"``). All text is lower
-case, words and punctuation are separated by single spaces, and everything is deterministic given a seed
+case, words and punctuation are separated by single spaces, a request + response is at most 45 words
+(48 tokens with the chat markers), and everything is deterministic given a seed
 (``numpy.random.default_rng``). :class:`ResponseSpec` describes a response; :func:`sample_spec` draws the
 mixed-quality specs used for SFT / reward-model data and :func:`best_spec` / :func:`worst_spec` the extremes.
 """
