@@ -87,11 +87,9 @@ class Checkpointer:
     # ---------------------------------------------------------------- queries
     def latest_step(self) -> int | None:
         """The newest finalised step (half-written temporary directories are never steps)."""
-        self._manager.reload()
         return self._manager.latest_step()
 
     def all_steps(self) -> list[int]:
-        self._manager.reload()
         return sorted(self._manager.all_steps())
 
     def should_save(self, step: int) -> bool:
