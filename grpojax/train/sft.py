@@ -1,0 +1,35 @@
+"""The pure SFT step: next-token cross-entropy on response tokens only.
+
+Batch: ``prompt_BP, prompt_mask_BP`` (left-padded) and ``completion_BL, completion_mask_BL`` (the
+response, right-padded, EOS included). Loss = ``-Σ m log p / Σ m`` over the whole step's response tokens
+(token-mean over the full batch, so gradient accumulation does not change it).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from grpojax.train.accumulate import accumulate, apply_gradients
+from grpojax.train.forward import completion_logprobs
+from grpojax.train.state import TrainState, merge_model
+
+
+def sft_step(state: TrainState, batch: dict, rng: jax.Array, *, graphdef, tx,
+             num_micro: int = 1, logprob_chunk: int | None = 128):
+    del rng
+    num_items = jnp.maximum(jnp.sum(batch["completion_mask_BL"].astype(jnp.float32)), 1.0)
+
+    def loss_fn(params, mb):
+        model = merge_model(graphdef, params, state.frozen)
+        out = completion_logprobs(model, mb["prompt_BP"], mb["prompt_mask_BP"], mb["completion_BL"],
+                                  mb["completion_mask_BL"], chunk_size=logprob_chunk,
+                                  with_entropy=False)
+        mask = mb["completion_mask_BL"].astype(jnp.float32)
+        nll_sum = -jnp.sum(out.logp_BL * mask)
+        return nll_sum / num_items, {"tokens": jnp.sum(mask)}
+
+    loss, grads, metrics = accumulate(loss_fn, state.params, batch, num_micro)
+    metrics["tokens"] = metrics["tokens"] * num_micro
+    state, opt_metrics = apply_gradients(state, tx, grads, loss)
+    return state, {"loss": loss, "perplexity": jnp.exp(loss), **metrics, **opt_metrics}
