@@ -179,6 +179,7 @@ def run_dpo_family(problems: Problem, chi_H: Array, mu_HM: Array, *, group_sizes
         chunks.append(curves)
         done += n
         if progress is not None:
+            jax.block_until_ready(carry)  # dispatch is asynchronous: report real progress
             progress(done * eval_every, num_iters)
     curves = jax.tree.map(lambda *c: jnp.concatenate(c, axis=2), *chunks)
     return carry[0], curves
