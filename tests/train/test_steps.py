@@ -140,3 +140,68 @@ def test_lora_state_trains_only_adapters():
     new_state, _ = step(state, b, jax.random.key(0))
     for a, c in zip(jax.tree.leaves(state.frozen), jax.tree.leaves(new_state.frozen)):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(c))
+
+
+# ---------------------------------------------------------------- preference step
+from grpojax.losses.dpo import dpo_loss  # noqa: E402
+from grpojax.train.preference import (  # noqa: E402
+    PreferenceSettings, init_robust_state, pair_logprobs, preference_step)
+
+
+def _pref_batch(seed=5, B=8):
+    a, c = _batch(seed, B=B), _batch(seed + 100, B=B)
+    b = dict(prompt_BP=a["prompt_BP"], prompt_mask_BP=a["prompt_mask_BP"],
+             chosen_BL=a["completion_BL"], chosen_mask_BL=a["completion_mask_BL"],
+             rejected_BL=c["completion_BL"], rejected_mask_BL=c["completion_mask_BL"],
+             group_id_B=jnp.asarray([0, 1, 1, 1, 0, 1, 1, 1], jnp.int32))
+    return b
+
+
+def _pref_setup(settings, num_micro, tx=None):
+    model = _model()
+    tx = tx or optax.sgd(1.0)
+    b = _pref_batch()
+    pw, pl = pair_logprobs(model, b, settings)
+    b["ref_chosen_logp_B"] = pw + 0.3 * jnp.arange(8.0)   # a reference != policy, so h != 0
+    b["ref_rejected_logp_B"] = pl
+    graphdef, state = create_train_state(model, tx, jax.random.key(0),
+                                         robust=init_robust_state(settings))
+    step = jax.jit(functools.partial(preference_step, graphdef=graphdef, tx=tx, settings=settings,
+                                     num_micro=num_micro))
+    return state, b, step, (pw, pl)
+
+
+@pytest.mark.parametrize("loss", ["dpo", "ipo"])
+def test_preference_step_plain_loss_is_mean_pair_loss(loss):
+    settings = PreferenceSettings(loss=loss, beta=0.5, num_groups=2)
+    state, b, step, (pw, pl) = _pref_setup(settings, 1)
+    _, m = step(state, b, jax.random.key(0))
+    expect = dpo_loss(pw, pl, b["ref_chosen_logp_B"], b["ref_rejected_logp_B"], beta=0.5,
+                      loss_type="sigmoid" if loss == "dpo" else "ipo").mean()
+    np.testing.assert_allclose(float(m["loss"]), float(expect), rtol=1e-5)
+
+
+def test_gr_dpo_step_updates_alpha_first_and_micro_batching_is_exact():
+    settings = PreferenceSettings(loss="gr_dpo", beta=0.5, num_groups=2, group_sizes=(20, 80),
+                                  eta=0.5)
+    s1, b, step1, (pw, pl) = _pref_setup(settings, 1)
+    s2, _, step2, _ = _pref_setup(settings, 2)
+    n1, m1 = step1(s1, b, jax.random.key(0))
+    n2, m2 = step2(s2, b, jax.random.key(0))
+    # hand-computed alpha update: alpha_g ∝ exp(eta * (N/N_g) * Σ_{i∈g} ℓ_i), then the weighted loss
+    losses = np.asarray(dpo_loss(pw, pl, b["ref_chosen_logp_B"], b["ref_rejected_logp_B"], beta=0.5),
+                        np.float64)
+    g = np.asarray(b["group_id_B"])
+    ghat = np.array([100 / 20 * losses[g == 0].sum(), 100 / 80 * losses[g == 1].sum()])
+    alpha = 0.5 * np.exp(0.5 * ghat)
+    alpha /= alpha.sum()
+    np.testing.assert_allclose(np.asarray(m1["robust/alpha"]), alpha, rtol=1e-5)
+    np.testing.assert_allclose(float(m1["loss"]), float((alpha * ghat).sum() / 8), rtol=1e-5)
+    np.testing.assert_allclose(np.asarray(jnp.exp(n1.robust.log_alpha_M)), alpha, rtol=1e-5)
+    # micro-batched (two-pass) step: same alpha, same loss, same update
+    np.testing.assert_allclose(np.asarray(m2["robust/alpha"]), alpha, rtol=1e-5)
+    np.testing.assert_allclose(float(m2["loss"]), float(m1["loss"]), rtol=1e-5)
+    for a, c in zip(jax.tree.leaves(n1.params), jax.tree.leaves(n2.params)):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(c), atol=1e-6)
+    assert float(m1["worst_group/loss"]) == pytest.approx(float(np.max(
+        [losses[g == 0].mean(), losses[g == 1].mean()])), rel=1e-5)
