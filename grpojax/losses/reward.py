@@ -136,13 +136,22 @@ class LabelAffine(NamedTuple):
     scale_R: Array
     shift_R: Array
 
-    def apply(self, labels_R: Array) -> Array:
-        """Raw labels ``[..., R]`` -> model targets."""
-        return labels_R * self.scale_R + self.shift_R
+    def _lead(self, x: Array) -> tuple[Array, Array]:
+        x = jnp.asarray(x)
+        if x.ndim < 1 or x.shape[-1] != self.scale_R.shape[-1]:
+            raise ValueError(f"LabelAffine: expected [..., {self.scale_R.shape[-1]}] values, got shape {x.shape}")
+        lead = (1,) * (x.ndim - 1)
+        return self.scale_R.reshape(lead + self.scale_R.shape), self.shift_R.reshape(lead + self.shift_R.shape)
 
-    def invert(self, targets_R: Array) -> Array:
+    def apply(self, labels: Array) -> Array:
+        """Raw labels ``[..., R]`` -> model targets."""
+        scale, shift = self._lead(labels)
+        return labels * scale + shift
+
+    def invert(self, targets: Array) -> Array:
         """Model scores ``[..., R]`` -> the raw label scale."""
-        return (targets_R - self.shift_R) / self.scale_R
+        scale, shift = self._lead(targets)
+        return (targets - shift) / scale
 
     def to_dict(self) -> dict[str, list[float]]:
         """JSON-friendly form (for saving next to the reward-model weights)."""
