@@ -482,6 +482,18 @@ def dump_config(cfg, fmt: Literal["yaml", "json"] = "yaml") -> str:
     return yaml.safe_dump(d, sort_keys=False, default_flow_style=False)
 
 
+def write_config(cfg, run_dir: str) -> str:
+    """Writes the resolved config to ``<run_dir>/config.yaml`` (atomically) and returns the path. A resumed
+    run rewrites it with its own resolved values (only resumable keys such as ``train.steps`` can differ:
+    ``grpojax.checkpoint.Checkpointer`` refuses anything else)."""
+    os.makedirs(run_dir, exist_ok=True)
+    path = os.path.join(run_dir, "config.yaml")
+    with open(path + ".tmp", "w") as f:
+        f.write(dump_config(cfg))
+    os.replace(path + ".tmp", path)
+    return path
+
+
 def diff_configs(old: dict, new: dict, ignore: tuple[str, ...] = ()) -> list[str]:
     """Dotted keys whose values differ between two config dicts, skipping ``ignore`` prefixes."""
     out = []

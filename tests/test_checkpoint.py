@@ -23,12 +23,14 @@ CFG = C.config_to_dict(C.load_config(os.path.join(ROOT, "configs", "tiny_dpo.yam
 
 
 def make_state(step: int):
-    k = jax.random.key(step)
+    """A train-state-like pytree (built with numpy: no XLA compilation in these tests)."""
+    rng = np.random.default_rng(step)
     return {
-        "params": {"w_DF": jax.random.normal(k, (16, 8)), "b_F": jnp.arange(8, dtype=jnp.bfloat16) * step},
-        "opt": {"mu": jnp.full((16, 8), 0.5 * step), "count": jnp.int32(step)},
-        "rng": jax.random.fold_in(k, 1),
-        "alpha_M": jnp.array([0.25, 0.75]) * step,
+        "params": {"w_DF": jnp.asarray(rng.standard_normal((16, 8), dtype=np.float32)),
+                   "b_F": jnp.asarray(np.arange(8) * step, dtype=jnp.bfloat16)},
+        "opt": {"mu": jnp.asarray(np.full((16, 8), 0.5 * step, np.float32)), "count": jnp.int32(step)},
+        "rng": jax.random.key(step),
+        "alpha_M": jnp.asarray(np.array([0.25, 0.75], np.float32) * step),
         "step": jnp.int32(step),
     }
 
@@ -54,8 +56,6 @@ def test_round_trip_keep_last_k_and_data_position(tmp_path):
     r = ckpt.restore_latest(abstract_like(make_state(0)))
     assert r.step == 8 and r.data_position == {"epoch": 0, "index": 8} and r.config == CFG
     assert_state_equal(r.state, make_state(8))
-    # The restored RNG key behaves like the original one.
-    np.testing.assert_array_equal(jax.random.normal(r.state["rng"], (3,)), jax.random.normal(make_state(8)["rng"], (3,)))
     assert_state_equal(ckpt.restore(6, abstract_like(make_state(0))).state, make_state(6))
     ckpt.close()
 

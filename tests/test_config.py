@@ -7,6 +7,8 @@ import os
 
 import pytest
 import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from grpojax import config as C
 from grpojax.cli import UserError
@@ -217,6 +219,23 @@ def test_dump_config_yaml_is_complete_and_ordered():
     assert d["train"]["steps"] == 3 and d["grpo"]["epsilon_high"] is None
     with pytest.raises(ValueError):
         C.dump_config(cfg, "toml")
+
+
+def test_write_config_round_trips(tmp_path):
+    cfg = C.load_config(TINY, ["train.steps=4"])
+    path = C.write_config(cfg, str(tmp_path / "run"))
+    assert path == str(tmp_path / "run" / "config.yaml") and C.load_config(path) == cfg
+
+
+@settings(max_examples=30, deadline=None)
+@given(steps=st.integers(1, 10**9), lr=st.floats(1e-12, 10.0), seed=st.integers(0, 2**31 - 1),
+       aspects=st.lists(st.text("abcdefgh_", min_size=1, max_size=6), max_size=4, unique=True))
+def test_override_values_survive_dump_and_reload(steps, lr, seed, aspects):
+    over = [f"train.steps={steps}", f"train.learning_rate={lr!r}", f"train.seed={seed}",
+            f"grpo.aspects=[{', '.join(aspects)}]"]
+    cfg = C.load_config(TINY, over)
+    assert (cfg.train.steps, cfg.train.learning_rate, cfg.train.seed, cfg.grpo.aspects) == (steps, lr, seed, tuple(aspects))
+    assert C.config_from_dict(yaml.safe_load(C.dump_config(cfg))) == cfg
 
 
 def test_diff_configs_lists_changed_keys():

@@ -120,3 +120,23 @@ def test_dataloader_shards_and_resume():
     assert [next(again)["prompt"].tolist() for _ in range(4)] == after
     with pytest.raises(UserError, match="batch size 4 is not divisible by the 3 processes"):
         D.DataLoader(ds, collate, batch_size=4, shard=(0, 3))
+
+
+@settings(max_examples=40, deadline=None)
+@given(prompts=st.lists(st.text("abcdefghij", max_size=9), min_size=1, max_size=4),
+       responses=st.lists(st.text("klmnopqrst", max_size=9), min_size=4, max_size=4),
+       p_len=st.integers(1, 8), r_len=st.integers(1, 8))
+def test_encode_sequences_matches_python_reference(prompts, responses, p_len, r_len):
+    tok = CharTok()
+    responses = responses[: len(prompts)]
+    out = D.encode_sequences(tok, prompts, responses, p_len, p_len + r_len)
+    for b, (p, r) in enumerate(zip(prompts, responses)):
+        pi = tok.encode_prompt(p)[-p_len:]
+        ri = (tok.encode_response(r) + [tok.eos_id])[:r_len]
+        row = [tok.pad_id] * (p_len - len(pi)) + pi + ri + [tok.pad_id] * (r_len - len(ri))
+        assert out["input_ids_BT"][b].tolist() == row
+        assert out["attention_mask_BT"][b].tolist() == [0] * (p_len - len(pi)) + [1] * (len(pi) + len(ri)) + [0] * (r_len - len(ri))
+        assert out["loss_mask_BT"][b].tolist() == [0] * p_len + [1] * len(ri) + [0] * (r_len - len(ri))
+        assert bool(out["truncated_B"][b]) == (len(r) + 1 > r_len)
+        real = out["positions_BT"][b][out["attention_mask_BT"][b] == 1]
+        assert real.tolist() == list(range(len(pi) + len(ri)))  # contiguous positions over real tokens
