@@ -364,6 +364,11 @@ class _RunBase:
                "model.preset has no tokenizer: set tokenizer.path (a tokenizer directory or hub id)")
         _check(bool(self.run_dir.strip()), "run_dir", "must be a non-empty directory path")
 
+    @property
+    def tokenizer_path(self) -> str:
+        """``tokenizer.path``, else the model's directory / hub id."""
+        return self.tokenizer.path if self.tokenizer.path is not None else self.model.path
+
 
 @dataclass(frozen=True)
 class GRPORunConfig(_RunBase):
@@ -395,7 +400,7 @@ class RewardRunConfig(_RunBase):
 
     def __post_init__(self):
         super().__post_init__()
-        if self.reward.loss == "regression":
+        if self.reward.loss == "regression" and self.data.format == "columns":
             n = len(self.reward.aspects)
             _check(len(self.data.label_columns) == n, "data.label_columns",
                    f"needs one column per reward.aspects entry ({n}), got {len(self.data.label_columns)}")

@@ -221,6 +221,13 @@ def test_dump_config_yaml_is_complete_and_ordered():
         C.dump_config(cfg, "toml")
 
 
+def test_tokenizer_path_and_pku_reward_without_label_columns(tmp_path):
+    assert C.load_config(TINY).tokenizer_path == "configs/data/tiny_tokenizer"
+    d = base("reward", data={"format": "pku_saferlhf"}, model={"path": "Qwen/Qwen2.5-0.5B-Instruct"}, tokenizer={})
+    cfg = C.load_config(write(tmp_path, d))
+    assert cfg.tokenizer_path == "Qwen/Qwen2.5-0.5B-Instruct" and cfg.data.label_columns == ()
+
+
 def test_write_config_round_trips(tmp_path):
     cfg = C.load_config(TINY, ["train.steps=4"])
     path = C.write_config(cfg, str(tmp_path / "run"))
