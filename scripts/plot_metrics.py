@@ -54,19 +54,19 @@ def plot(rows: list[dict], keys: list[str], out_dir: str) -> list[str]:
     return written
 
 
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one-line UserError instead of argparse's usage dump + exit
+        raise UserError(f"{message}; usage: plot_metrics.py RUN_DIR [--keys K ...] [--out DIR]")
+
+
 def run(argv: list[str]) -> int:
     from grpojax.metrics import read_metrics
 
-    parser = argparse.ArgumentParser(prog="plot_metrics.py", description=__doc__.splitlines()[0])
+    parser = _Parser(prog="plot_metrics.py", description=__doc__.splitlines()[0])
     parser.add_argument("run_dir")
     parser.add_argument("--keys", nargs="+", default=None, help="metrics to plot (default: all numeric)")
     parser.add_argument("--out", default=None, help="output directory (default: RUN_DIR/plots)")
-    try:
-        args = parser.parse_args(argv)
-    except SystemExit as e:
-        if e.code == 0:
-            return 0
-        raise UserError("bad arguments; usage: plot_metrics.py RUN_DIR [--keys K ...] [--out DIR]") from None
+    args = parser.parse_args(argv)
     path = os.path.join(args.run_dir, "metrics.jsonl")
     if not os.path.isfile(path):
         raise UserError(f"no metrics file at {path}")
