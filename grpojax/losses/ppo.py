@@ -39,7 +39,7 @@ from grpojax.types import Array
 
 PPO_REDUCTIONS = ("token_mean", "sequence_mean")
 
-sg = jax.lax.stop_gradient
+_sg = jax.lax.stop_gradient
 
 
 def _check_bt(name: str, *arrays: Array) -> None:
@@ -89,7 +89,7 @@ def rollout_kl(logp_BT: Array, ref_logp_BT: Array, mask_BT: Array, *, kl_estimat
       [B] summed KL estimates, no gradient.
     """
     _check_bt("rollout_kl", logp_BT, ref_logp_BT, mask_BT)
-    kl_BT = kl_penalty(sg(logp_BT), sg(ref_logp_BT), kl_estimator)
+    kl_BT = kl_penalty(_sg(logp_BT), _sg(ref_logp_BT), kl_estimator)
     return jnp.sum(jnp.where(_active(mask_BT), kl_BT, 0.0), axis=1)
 
 
@@ -129,12 +129,12 @@ def kl_penalized_rewards(
         raise ValueError(f"unknown kl_estimator {kl_estimator!r}; valid choices: {', '.join(KL_ESTIMATORS)}")
     _check_nonneg("kl_coef", kl_coef)
     active_BT = _active(mask_BT)
-    kl_BT = kl_penalty(sg(logp_BT), sg(ref_logp_BT), kl_estimator)
+    kl_BT = kl_penalty(_sg(logp_BT), _sg(ref_logp_BT), kl_estimator)
     penalty_BT = jnp.where(active_BT, -kl_coef * kl_BT, 0.0)
     t_T = jnp.arange(mask_BT.shape[1])
     last_B = jnp.max(jnp.where(active_BT, t_T[None, :], -1), axis=1)  # -1 for an empty row
     at_end_BT = t_T[None, :] == last_B[:, None]
-    return sg(penalty_BT + jnp.where(at_end_BT, _float(scores_B)[:, None], 0.0))
+    return _sg(penalty_BT + jnp.where(at_end_BT, _float(scores_B)[:, None], 0.0))
 
 
 # ------------------------------------------------------------------------------------ advantages
@@ -174,8 +174,8 @@ def gae_advantages(
     _check_nonneg("lam", lam, 1.0)
     dtype = jnp.promote_types(jnp.promote_types(rewards_BT.dtype, values_BT.dtype), jnp.float32)
     active_TB = _active(mask_BT).T
-    r_TB = jnp.where(active_TB, sg(rewards_BT).T.astype(dtype), 0.0)
-    v_TB = jnp.where(active_TB, sg(values_BT).T.astype(dtype), 0.0)
+    r_TB = jnp.where(active_TB, _sg(rewards_BT).T.astype(dtype), 0.0)
+    v_TB = jnp.where(active_TB, _sg(values_BT).T.astype(dtype), 0.0)
 
     def step(carry, xs):
         next_value_B, next_adv_B = carry
@@ -188,7 +188,7 @@ def gae_advantages(
     zeros_B = jnp.zeros(mask_BT.shape[:1], dtype)
     _, adv_TB = jax.lax.scan(step, (zeros_B, zeros_B), (r_TB, v_TB, active_TB), reverse=True)
     adv_BT = adv_TB.T
-    return sg(adv_BT), sg(jnp.where(active_TB.T, adv_BT + v_TB.T, 0.0))
+    return _sg(adv_BT), _sg(jnp.where(active_TB.T, adv_BT + v_TB.T, 0.0))
 
 
 def masked_var(x: Array, mask: Array, *, unbiased: bool = True) -> Array:
@@ -225,7 +225,7 @@ def whiten(x: Array, mask: Array, *, shift_mean: bool = True, eps: float = 1e-8)
     chex.assert_equal_shape([x, mask])
     on = _active(mask)
     xf = _float(x)
-    stats_x = sg(jnp.where(on, xf, 0.0))
+    stats_x = _sg(jnp.where(on, xf, 0.0))
     mean = jnp.sum(stats_x) / jnp.maximum(jnp.sum(on.astype(xf.dtype)), 1.0)
     var = masked_var(stats_x, mask)
     y = (xf - mean) * jax.lax.rsqrt(var + eps)
@@ -281,8 +281,8 @@ def ppo_policy_loss(
     _check_nonneg("clip_eps", clip_eps)
     on = _active(mask_BT)
     # Inactive positions are replaced before exp() so garbage there cannot create inf / NaN gradients.
-    diff_BT = jnp.where(on, _float(logp_BT) - sg(old_logp_BT), 0.0)
-    adv_BT = jnp.where(on, sg(advantages_BT), 0.0)
+    diff_BT = jnp.where(on, _float(logp_BT) - _sg(old_logp_BT), 0.0)
+    adv_BT = jnp.where(on, _sg(advantages_BT), 0.0)
     ratio_BT = jnp.exp(diff_BT)
     loss1_BT = -adv_BT * ratio_BT
     loss2_BT = -adv_BT * jnp.clip(ratio_BT, 1.0 - clip_eps, 1.0 + clip_eps)
@@ -292,7 +292,7 @@ def ppo_policy_loss(
         approx_kl=0.5 * masked_mean(jnp.square(diff_BT), mask_BT),
         ratio_mean=masked_mean(ratio_BT, mask_BT),
     )
-    return loss, jax.tree.map(sg, aux)
+    return loss, jax.tree.map(_sg, aux)
 
 
 class ValueLossAux(NamedTuple):
@@ -334,8 +334,8 @@ def ppo_value_loss(
     _check_bt("ppo_value_loss", values_BT, old_values_BT, returns_BT, mask_BT)
     on = _active(mask_BT)
     v_BT = jnp.where(on, _float(values_BT), 0.0)
-    old_BT = jnp.where(on, sg(old_values_BT), 0.0).astype(v_BT.dtype)
-    ret_BT = jnp.where(on, sg(returns_BT), 0.0).astype(v_BT.dtype)
+    old_BT = jnp.where(on, _sg(old_values_BT), 0.0).astype(v_BT.dtype)
+    ret_BT = jnp.where(on, _sg(returns_BT), 0.0).astype(v_BT.dtype)
     err1_BT = jnp.square(v_BT - ret_BT)
     if clip_value is None:
         err2_BT = err1_BT
@@ -348,7 +348,7 @@ def ppo_value_loss(
     ev = jnp.where(var_ret > 0, 1.0 - masked_var(ret_BT - v_BT, mask_BT) / safe_var, 0.0)
     clipfrac = masked_mean((err2_BT > err1_BT).astype(v_BT.dtype), mask_BT)
     aux = ValueLossAux(clipfrac=clipfrac, explained_variance=ev)
-    return loss, jax.tree.map(sg, aux)
+    return loss, jax.tree.map(_sg, aux)
 
 
 class PPOLossAux(NamedTuple):
@@ -415,11 +415,11 @@ def ppo_loss(
     else:
         _check_bt("ppo_loss", logp_BT, ref_logp_BT, mask_BT)
         on = _active(mask_BT)
-        kl_BT = kl_penalty(jnp.where(on, logp_BT, 0.0), jnp.where(on, sg(ref_logp_BT), 0.0), kl_estimator)
+        kl_BT = kl_penalty(jnp.where(on, logp_BT, 0.0), jnp.where(on, _sg(ref_logp_BT), 0.0), kl_estimator)
         kl_term = _reduce(kl_BT, mask_BT, reduction)
         loss = loss + kl_beta * kl_term
-        kl = sg(kl_term)
-    aux = PPOLossAux(policy_loss=sg(pg_loss), value_loss=sg(vf_loss), kl=kl, policy=pg_aux, value=vf_aux)
+        kl = _sg(kl_term)
+    aux = PPOLossAux(policy_loss=_sg(pg_loss), value_loss=_sg(vf_loss), kl=kl, policy=pg_aux, value=vf_aux)
     return loss, aux
 
 
@@ -551,7 +551,7 @@ def normalize_scores(
       first, as TRL does). Returns [B], no gradient through the statistics.
     """
     chex.assert_rank(scores_B, 1)
-    state = jax.tree.map(sg, state)
+    state = jax.tree.map(_sg, state)
     x_B = _float(scores_B)
     if shift_mean:
         x_B = x_B - state.mean

@@ -524,3 +524,38 @@ def test_running_moments_mask_and_normalize():
     # before two scores the scale is 1
     one = rm.update(jnp.array([2.0]), rm.init())
     np.testing.assert_allclose(ppo.normalize_scores(jnp.array([5.0]), one), [3.0], rtol=1e-6)
+
+
+# ------------------------------------------------------------------------- end to end (TRL order)
+
+
+@pytest.mark.parametrize("whiten_rewards", [False, True])
+def test_rollout_to_loss_pipeline_matches_trl_order_numpy(whiten_rewards):
+    """TRL PPOTrainer's sequence for right-padded rows: KL-shaped rewards -> (whiten rewards) -> GAE ->
+    whiten advantages -> clipped policy + value loss, all in NumPy float64 vs the composed functions."""
+    rng, mask, f = random_batch(31, B=6, T=8)
+    mask[1:, 0] = True  # TRL rows always have at least one response token
+    scores, old_logp, ref_logp, old_v = f(6), f(6, 8), f(6, 8), f(6, 8)
+    logp, v = old_logp + 0.3 * f(6, 8), old_v + 0.3 * f(6, 8)
+
+    @jax.jit
+    def pipeline(logp, v):
+        r = ppo.kl_penalized_rewards(scores, old_logp, ref_logp, mask, kl_coef=0.05)
+        if whiten_rewards:
+            r = ppo.whiten(r, mask, shift_mean=False)
+        adv, ret = ppo.gae_advantages(r, old_v, mask, gamma=1.0, lam=0.95)
+        adv = ppo.whiten(adv, mask)
+        return ppo.ppo_loss(logp, old_logp, adv, v, old_v, ret, mask, vf_coef=0.1)
+
+    loss, aux = pipeline(logp, v)
+
+    r = np_rewards(scores, old_logp, ref_logp, mask, 0.05, "k1")
+    if whiten_rewards:
+        r = np_whiten(r, mask, shift_mean=False)
+    adv, ret = np_gae_trl(r, old_v.astype(np.float64), mask, 1.0, 0.95)
+    adv = np_whiten(adv, mask)
+    ret = np.where(mask, ret, 0.0)
+    pg = np_policy_loss(logp.astype(np.float64), old_logp, adv, mask, 0.2, "token_mean")[0]
+    vf = np_value_loss(v.astype(np.float64), old_v, ret, mask, 0.2, "token_mean")[0]
+    np.testing.assert_allclose([aux.policy_loss, aux.value_loss], [pg, vf], atol=1e-4, rtol=1e-4)
+    np.testing.assert_allclose(loss, pg + 0.1 * vf, atol=1e-4, rtol=1e-4)
