@@ -39,3 +39,28 @@ from grpojax.losses.reward import (
 )
 
 # --- preference-side losses (dpo.py, robust.py) ---
+
+# --- PPO-RLHF (ppo.py) ---
+from grpojax.losses.ppo import (
+    PPO_REDUCTIONS,
+    KLController,
+    KLControllerState,
+    PolicyLossAux,
+    PPOLossAux,
+    RunningMoments,
+    RunningMomentsState,
+    ValueLossAux,
+    adaptive_kl_controller,
+    fixed_kl_controller,
+    gae_advantages,
+    kl_penalized_rewards,
+    masked_var,
+    normalize_scores,
+    ppo_loss,
+    ppo_policy_loss,
+    ppo_value_loss,
+    rollout_kl,
+    running_moments,
+    running_std,
+    whiten,
+)
