@@ -157,9 +157,11 @@ def global_opinions(ds, source, seed: int = 0, countries: Sequence[str] = GOQA_C
 
     For every row and every country in ``countries`` with a non-empty, non-zero probability list of the
     same length as ``options``: prompt = :func:`goqa_prompt`, chosen = letter of the most probable option
-    (first on ties), rejected = a uniformly random other letter (seeded). Each country's examples are
-    shuffled (seeded) and split 80/10/10, so every split holds every group; group ids follow
-    ``countries``' order. Rows with an empty question or options are skipped (as the official code does).
+    (first on ties), rejected = a uniformly random other letter. Each country's examples are shuffled
+    with ``default_rng([seed, country_index])`` and split 80/10/10 (rounded), so every split holds every
+    group; group ids follow ``countries``' order. Rows with an empty question or options are skipped (as
+    the official code does). The official code splits 80/20 over all rows at once; ALGORITHMS.md 2.5 asks
+    for a per-country 80/10/10 split, which is what this builds.
     """
     S.require_columns(ds, ["question", "selections", "options"], source)
     per_country: dict[str, list] = {c: [] for c in countries}
@@ -181,9 +183,9 @@ def global_opinions(ds, source, seed: int = 0, countries: Sequence[str] = GOQA_C
             if not probs or len(probs) != len(options) or len(options) < 2 or not np.sum(probs) > 0:
                 continue
             per_country[country].append((i, question, options, np.asarray(probs, dtype=np.float64)))
-    rng = np.random.default_rng(seed)
     splits = {s: ([], [], [], []) for s in GOQA_SPLITS}
-    for country in countries:
+    for ci, country in enumerate(countries):
+        rng = np.random.default_rng([seed, ci])  # per country: one country's rows never move another's split
         items = per_country[country]
         order = rng.permutation(len(items))
         n_train = int(round(fractions[0] * len(items)))
