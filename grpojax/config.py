@@ -107,8 +107,8 @@ class ModelShape:
 @dataclass(frozen=True)
 class ModelConfig:
     """The policy (or reward-model backbone). Exactly one of ``path`` (HF dir / hub id) or ``preset``
-    (a name in ``grpojax.models.PRESETS``, random init, optionally resized by ``shape``) is set. ``ref_path``: frozen reference for KL / DPO
-    (None = the initial policy weights)."""
+    (a name in ``grpojax.models.PRESETS``, random init, optionally resized by ``shape``) is set.
+    ``ref_path``: the frozen reference for KL / DPO (None = the initial policy weights)."""
 
     path: Union[str, None] = None
     preset: Union[str, None] = None
