@@ -17,6 +17,12 @@ Names follow TRL where TRL has one (``num_generations``, ``epsilon_high``, ``los
 ``train.batch_size`` counts *sequences per optimizer step*; for GRPO that is completions, so it must be a
 multiple of ``grpo.num_generations`` (prompts per step = batch_size / num_generations), as in TRL.
 
+Public API: ``load_config``, ``config_from_dict``, ``config_to_dict``, ``dump_config``, ``write_config``,
+``diff_configs``; schemas ``GRPORunConfig``, ``RewardRunConfig``, ``DPORunConfig``, ``SFTRunConfig``
+(``SCHEMAS[kind]``) and their sections ``ModelConfig`` (``LoraConfig``, ``ModelShape``),
+``TokenizerConfig``, ``DataConfig``, ``TrainConfig`` (``PlateauConfig``), ``GRPOConfig``,
+``PreferenceConfig``, ``RewardConfig``, ``MeshConfig``.
+
 Example::
 
     cfg = load_config("configs/tiny_grpo.yaml", ["train.steps=20", "run_dir=/tmp/run"])
@@ -36,6 +42,7 @@ import yaml
 
 from grpojax import cli
 from grpojax.cli import UserError
+
 
 class _Invalid(Exception):
     """A field failed validation; ``key`` is the dotted path relative to the dataclass being built."""
