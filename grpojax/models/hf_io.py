@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 from safetensors import safe_open
-from safetensors.flax import save_file
+from safetensors.numpy import save_file
 
 from grpojax.models.config import QwenConfig, config_from_hf_dict, config_to_hf_dict
 from grpojax.models.qwen import Dense, Qwen
@@ -77,18 +77,19 @@ def hf_shape(entry: Entry, our_shape: tuple) -> tuple:
     return tuple(our_shape)
 
 
-def to_ours(entry: Entry, x, our_shape: tuple):
-    """HF tensor -> our layout."""
+def to_ours(entry: Entry, x, our_shape: tuple) -> np.ndarray:
+    """HF tensor -> our layout (NumPy on the host: no XLA compilation per tensor shape)."""
+    x = np.asarray(x)
     if entry.kind == "linear":
-        return jnp.asarray(x).T.reshape(our_shape)
-    return jnp.asarray(x).reshape(our_shape)
+        return np.ascontiguousarray(x.T).reshape(our_shape)
+    return x.reshape(our_shape)
 
 
-def to_theirs(entry: Entry, x):
-    """Our parameter -> HF layout."""
-    x = jnp.asarray(x)
+def to_theirs(entry: Entry, x) -> np.ndarray:
+    """Our parameter -> HF layout (a contiguous NumPy array)."""
+    x = np.asarray(x)
     if entry.kind == "linear":
-        return x.reshape(math.prod(x.shape[:entry.n_in]), -1).T
+        return np.ascontiguousarray(x.reshape(math.prod(x.shape[:entry.n_in]), -1).T)
     if entry.kind == "bias":
         return x.reshape(-1)
     return x
@@ -137,7 +138,7 @@ class TensorSource:
                 weight_map = json.load(f)["weight_map"]
             self.file_of = {k: os.path.join(ckpt_dir, v) for k, v in weight_map.items()}
         elif os.path.isfile(single):
-            with safe_open(single, framework="flax") as f:
+            with safe_open(single, framework="numpy") as f:
                 self.file_of = {k: single for k in f.keys()}
         else:
             raise FileNotFoundError(f"{ckpt_dir}: no model.safetensors or model.safetensors.index.json "
@@ -155,7 +156,7 @@ class TensorSource:
         for n in names:
             by_file.setdefault(self.file_of[n], []).append(n)
         for fname, group in by_file.items():
-            with safe_open(fname, framework="flax") as f:
+            with safe_open(fname, framework="numpy") as f:
                 for n in group:
                     yield n, fname, f.get_tensor(n)
 
@@ -194,7 +195,7 @@ def load_into(abstract: nnx.Module, entries: list[Entry], source: TensorSource, 
         if tuple(x.shape) != want:
             raise ValueError(f"tensor {name!r} in {fname} has shape {tuple(x.shape)}, expected {want} "
                              "from config.json")
-        _set(pure, entry.path, to_ours(entry, x, tuple(target.shape)).astype(param_dtype))
+        _set(pure, entry.path, jnp.asarray(to_ours(entry, x, tuple(target.shape)).astype(jnp.dtype(param_dtype), copy=False)))
         del x
     left = [p for p, v in jax.tree_util.tree_flatten_with_path(pure)[0]
             if isinstance(v, jax.ShapeDtypeStruct)]
