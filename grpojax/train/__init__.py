@@ -1,7 +1,7 @@
 """Training: the TrainState pytree, optimizers, and pure jitted steps ``(state, batch, rng) -> (state, metrics)``.
 
     TrainState, create_train_state, split_model, merge_model     grpojax.train.state
-    make_optimizer, make_schedule, PlateauSettings               grpojax.train.optim
+    make_optimizer, make_schedule, Plateau                      grpojax.train.optim
     accumulate, apply_gradients                                  grpojax.train.accumulate
     completion_logprobs, sequence_inputs                         grpojax.train.forward
     grpo_step, GRPOSettings                                      grpojax.train.grpo
@@ -11,13 +11,13 @@
 from grpojax.train.accumulate import accumulate, apply_gradients
 from grpojax.train.forward import CompletionLogprobs, completion_logprobs, sequence_inputs
 from grpojax.train.grpo import GRPOSettings, grpo_step
-from grpojax.train.optim import PlateauSettings, make_optimizer, make_schedule, plateau_scale
+from grpojax.train.optim import Plateau, make_optimizer, make_schedule
 from grpojax.train.sft import sft_step
 from grpojax.train.state import TrainState, create_train_state, merge_model, split_model
 
 __all__ = [
     "TrainState", "create_train_state", "split_model", "merge_model", "make_optimizer",
-    "make_schedule", "PlateauSettings", "plateau_scale", "accumulate", "apply_gradients",
+    "make_schedule", "Plateau", "accumulate", "apply_gradients",
     "CompletionLogprobs", "completion_logprobs", "sequence_inputs", "GRPOSettings", "grpo_step",
     "sft_step",
 ]

@@ -59,8 +59,11 @@ def accumulate(loss_fn: Callable, params, batch, num_micro: int = 1):
 
 def apply_gradients(state: TrainState, tx: optax.GradientTransformation, grads, loss,
                     **extra) -> tuple[TrainState, dict]:
-    """One optimizer update; ``loss`` is passed as ``value`` (reduce-on-plateau reads it)."""
-    updates, opt_state = tx.update(grads, state.opt_state, state.params, value=loss)
+    """One optimizer update, scaled by ``state.lr_scale`` (the host-side LR-on-plateau multiplier)."""
+    del loss
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    if state.lr_scale is not None:
+        updates = jax.tree.map(lambda u: (u * state.lr_scale).astype(u.dtype), updates)
     params = optax.apply_updates(state.params, updates)
     new_state = state._replace(step=state.step + 1, params=params, opt_state=opt_state, **extra)
     return new_state, {"grad_norm": optax.tree.norm(grads)}

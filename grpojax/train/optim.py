@@ -1,10 +1,11 @@
-"""Optimizers from plain values: an ``optax.chain`` of clipping, AdamW and a schedule.
+"""Optimizers from plain values: an ``optax.chain`` of clipping, AdamW and a schedule, and LR-on-plateau.
 
     tx = make_optimizer(1e-5, total_steps=1000, schedule="cosine", warmup_steps=50, max_grad_norm=1.0)
 
-With ``plateau=PlateauSettings(...)`` a ``optax.contrib.reduce_on_plateau`` stage is appended; its
-``update`` then needs ``value=<loss>``, and :func:`plateau_scale` reads the current LR multiplier out of
-the optimizer state (the group-robust runs cut the robust step size alongside, ALGORITHMS.md 2.3).
+LR-on-plateau (the GR-IPO paper's schedule) is host-side: :class:`Plateau` watches the evaluation loss and
+counts cuts; the train state's ``lr_scale = factor ** cuts`` multiplies every update inside the jitted
+step, and the robust step size is cut alongside (``eta * eta_decay ** cuts``, ALGORITHMS.md 2.3). Its
+counters are plain JSON saved with the data position, so a resumed run continues them exactly.
 """
 
 from __future__ import annotations
@@ -12,23 +13,44 @@ from __future__ import annotations
 import dataclasses
 import math
 
-import jax
-import jax.numpy as jnp
 import optax
 
 SCHEDULES = ("constant", "linear", "cosine")
 
 
-@dataclasses.dataclass(frozen=True)
-class PlateauSettings:
-    """LR ÷ (1/factor) after ``patience`` updates without improvement (optax reduce_on_plateau)."""
+@dataclasses.dataclass
+class Plateau:
+    """``update(eval_loss) -> cut?``: after ``patience`` evaluations without an improvement of more than
+    ``min_delta`` over the best loss, one more cut (and the count of bad evaluations restarts)."""
 
     factor: float = 0.1
-    patience: int = 10
-    rtol: float = 1e-4
-    cooldown: int = 0
-    accumulation_size: int = 1
-    min_scale: float = 0.0
+    patience: int = 1
+    min_delta: float = 0.0
+    best: float = math.inf
+    bad: int = 0
+    cuts: int = 0
+
+    def update(self, value: float) -> bool:
+        if value < self.best - self.min_delta:
+            self.best, self.bad = float(value), 0
+            return False
+        self.bad += 1
+        if self.bad >= self.patience:
+            self.cuts, self.bad = self.cuts + 1, 0
+            return True
+        return False
+
+    @property
+    def scale(self) -> float:
+        return self.factor ** self.cuts
+
+    def state(self) -> dict:
+        return {"best": self.best if math.isfinite(self.best) else None, "bad": self.bad, "cuts": self.cuts}
+
+    def restore(self, d: dict) -> "Plateau":
+        self.best = math.inf if d.get("best") is None else float(d["best"])
+        self.bad, self.cuts = int(d.get("bad", 0)), int(d.get("cuts", 0))
+        return self
 
 
 def make_schedule(learning_rate: float, *, total_steps: int, schedule: str = "constant",
@@ -56,36 +78,12 @@ def make_schedule(learning_rate: float, *, total_steps: int, schedule: str = "co
 def make_optimizer(learning_rate: float, *, total_steps: int, schedule: str = "constant",
                    warmup_steps: int = 0, weight_decay: float = 0.0, b1: float = 0.9,
                    b2: float = 0.999, eps: float = 1e-8, max_grad_norm: float | None = 1.0,
-                   final_fraction: float = 0.0,
-                   plateau: PlateauSettings | None = None) -> optax.GradientTransformationExtraArgs:
-    """``clip_by_global_norm -> adamw(schedule) [-> reduce_on_plateau]`` as one ``optax.chain``."""
+                   final_fraction: float = 0.0) -> optax.GradientTransformation:
+    """``clip_by_global_norm -> adamw(schedule)`` as one ``optax.chain``."""
     parts = []
     if max_grad_norm is not None and max_grad_norm > 0:
         parts.append(optax.clip_by_global_norm(max_grad_norm))
     sched = make_schedule(learning_rate, total_steps=total_steps, schedule=schedule,
                           warmup_steps=warmup_steps, final_fraction=final_fraction)
     parts.append(optax.adamw(sched, b1=b1, b2=b2, eps=eps, weight_decay=weight_decay))
-    if plateau is not None:
-        parts.append(optax.contrib.reduce_on_plateau(
-            factor=plateau.factor, patience=plateau.patience, rtol=plateau.rtol,
-            cooldown=plateau.cooldown, accumulation_size=plateau.accumulation_size,
-            min_scale=plateau.min_scale))
     return optax.chain(*parts)
-
-
-def plateau_scale(opt_state) -> jax.Array:
-    """The LR multiplier of the reduce-on-plateau stage in ``opt_state`` (1.0 if there is none)."""
-    leaves = [s for s in jax.tree.leaves(opt_state, is_leaf=_is_plateau_state)
-              if _is_plateau_state(s)]
-    if not leaves:
-        return jnp.asarray(1.0, jnp.float32)
-    return jnp.asarray(leaves[0].scale, jnp.float32)
-
-
-def num_cuts(scale: jax.Array, factor: float) -> jax.Array:
-    """How many times the LR was multiplied by ``factor`` to reach ``scale`` (rounded)."""
-    return jnp.round(jnp.log(jnp.maximum(scale, 1e-30)) / math.log(factor))
-
-
-def _is_plateau_state(x) -> bool:
-    return isinstance(x, optax.contrib.ReduceLROnPlateauState)

@@ -13,7 +13,7 @@ the whole step's per-pair losses, then theta descends ``Σ_g w_g ĝ_g / |batch|`
 constant. With ``num_micro > 1`` the step therefore makes a forward-only pass over the micro-batches to get
 every pair's loss (the alpha update needs all of them), then the accumulated gradient pass with fixed
 per-pair weights; with ``num_micro == 1`` both happen in one pass. The two give the same update (tested).
-The robust step size is ``eta * eta_decay ** (number of LR cuts of the reduce-on-plateau stage)``.
+The robust step size is ``eta * eta_decay ** cuts`` where ``state.lr_scale = plateau_factor ** cuts``.
 """
 
 from __future__ import annotations
@@ -27,7 +27,6 @@ from grpojax.losses.dpo import dpo_loss, preference_metrics, sequence_logprob
 from grpojax.losses.robust import group_metrics, robust_weights
 from grpojax.train.accumulate import accumulate, apply_gradients, split_micro
 from grpojax.train.forward import completion_logprobs
-from grpojax.train.optim import num_cuts, plateau_scale
 from grpojax.train.state import TrainState, merge_model
 
 PREFERENCE_LOSSES = ("dpo", "ipo", "hinge", "gr_dpo", "gr_ipo", "is_dpo", "is_ipo")
@@ -42,7 +41,7 @@ class PreferenceSettings:
     group_sizes: N_g of the TRAINING set per group (robust and IS losses); a tuple so it is hashable.
     chi: robust trade-off, weights ``(1 - chi)/K + chi alpha`` (1 = fully robust).
     eta_decay: multiply eta by this at every LR cut of a reduce-on-plateau optimizer (paper: 0.5).
-    plateau_factor: the LR factor of that stage (to count the cuts).
+    plateau_factor: the LR-on-plateau factor (cuts = log(state.lr_scale) / log(plateau_factor)).
     """
 
     loss: str = "dpo"
@@ -105,7 +104,8 @@ def preference_step(state: TrainState, batch: dict, rng: jax.Array, *, graphdef,
                     settings: PreferenceSettings, num_micro: int = 1):
     del rng
     B = batch["prompt_BP"].shape[0]
-    eta_scale = settings.eta_decay ** num_cuts(plateau_scale(state.opt_state), settings.plateau_factor)
+    cuts = jnp.round(jnp.log(state.lr_scale) / jnp.log(settings.plateau_factor))
+    eta_scale = settings.eta_decay ** cuts
     rw = settings.robust() if settings.weighted else None
     sizes = jnp.asarray(settings.group_sizes if settings.weighted else (1,), jnp.float32)
 

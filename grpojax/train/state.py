@@ -8,6 +8,7 @@
     opt_state  optax state over ``params`` only (LoRA runs keep no optimizer state for the base)
     rng        PRNG key, split by the loop each step
     robust     group-robust weights state (GR-DPO / GR-IPO) or None
+    lr_scale   float32 scalar multiplying every update: the LR-on-plateau factor (1.0 until a cut)
 
 The model's ``GraphDef`` is static structure, not state: steps close over it and rebuild the module with
 ``nnx.merge(graphdef, params, frozen)`` inside the traced function.
@@ -30,6 +31,7 @@ class TrainState(NamedTuple):
     opt_state: Any
     rng: jax.Array
     robust: Any = None
+    lr_scale: Any = None
 
 
 def trainable_filter(lora: bool):
@@ -56,7 +58,8 @@ def create_train_state(model: nnx.Module, tx: optax.GradientTransformation, rng:
         kind = "nnx.LoRAParam (did you apply LoRA?)" if lora else "nnx.Param"
         raise ValueError(f"the model has no trainable variables of type {kind}")
     state = TrainState(step=jnp.zeros((), jnp.int32), params=params, frozen=frozen,
-                       opt_state=tx.init(params), rng=rng, robust=robust)
+                       opt_state=tx.init(params), rng=rng, robust=robust,
+                       lr_scale=jnp.ones((), jnp.float32))
     return graphdef, state
 
 

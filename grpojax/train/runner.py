@@ -1,0 +1,123 @@
+"""The outer training loop, shared by every script: plain Python around one jitted step (nanodo style).
+
+    run(cfg, task)      # task: SFTTask / PreferenceTask / GRPOTask / RewardTask (grpojax.train.tasks)
+
+What it does, in order: write the resolved config to ``run_dir``; build the task's initial train state;
+restore the latest finalised checkpoint of ``run_dir`` if there is one (train state + data position +
+plateau counters; a config that differs outside the resumable keys is refused); then for each step
+``rng = fold_in(key(seed), step)`` -> ``task.train_step`` -> metrics to JSONL / TensorBoard / a progress
+line; save every ``save_every`` steps, at the end, and when SIGTERM / SIGINT arrives (then exit 0);
+optionally export the final policy to a HF directory. Because the step RNG is derived from the step
+number and the data order from the saved position, a resumed run is bit-identical to an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from grpojax.checkpoint import Checkpointer, PreemptionGuard, abstract_like
+from grpojax.cli import UserError
+from grpojax.config import config_to_dict, dump_config, write_config
+from grpojax.metrics import MetricsWriter
+from grpojax.train.optim import make_optimizer
+
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
+
+
+def build_model(model_cfg, *, seed: int = 0, path: str | None = None):
+    """The policy / reference / backbone described by ``model_cfg`` (``path`` overrides its path)."""
+    from grpojax import models
+
+    dtype, param_dtype = DTYPES[model_cfg.dtype], DTYPES[model_cfg.param_dtype]
+    path = path or model_cfg.path
+    if path is not None:
+        try:
+            return models.from_hf(path, dtype=dtype, param_dtype=param_dtype)
+        except (FileNotFoundError, OSError, ValueError) as e:
+            raise UserError(f"cannot load model {path!r}: {e}") from None
+    config = models.PRESETS[model_cfg.preset].replace(**model_cfg.shape.overrides())
+    return models.Qwen(config, dtype=dtype, param_dtype=param_dtype, rngs=nnx.Rngs(seed))
+
+
+def maybe_lora(model, model_cfg, *, seed: int = 0):
+    """Wrap the configured projections with LoRA adapters (rank 0 = full fine-tuning, unchanged)."""
+    if model_cfg.lora.rank == 0:
+        return model
+    from grpojax.models.lora import apply_lora
+
+    return apply_lora(model, targets=tuple(model_cfg.lora.targets), rank=model_cfg.lora.rank,
+                      alpha=model_cfg.lora.alpha, rngs=nnx.Rngs(seed + 1))
+
+
+def build_optimizer(train_cfg):
+    return make_optimizer(train_cfg.learning_rate, total_steps=train_cfg.steps,
+                          schedule=train_cfg.schedule, warmup_steps=train_cfg.warmup_steps,
+                          weight_decay=train_cfg.weight_decay, b1=train_cfg.adam_b1,
+                          b2=train_cfg.adam_b2, eps=train_cfg.adam_eps,
+                          max_grad_norm=train_cfg.max_grad_norm)
+
+
+def split_sequences(batch: dict, prompt_len: int, prefix: str = "") -> dict:
+    """``{prefix}input_ids_BT`` etc. (grpojax.data layout) -> prompt_BP / completion_BL arrays."""
+    ids, att, loss = (batch[f"{prefix}{k}"] for k in ("input_ids_BT", "attention_mask_BT", "loss_mask_BT"))
+    return {"prompt_BP": jnp.asarray(ids[:, :prompt_len]),
+            "prompt_mask_BP": jnp.asarray(att[:, :prompt_len]),
+            "completion_BL": jnp.asarray(ids[:, prompt_len:]),
+            "completion_mask_BL": jnp.asarray(loss[:, prompt_len:])}
+
+
+def run(cfg, task, *, stream=None) -> dict:
+    """Train ``task`` for ``cfg.train.steps`` steps in ``cfg.run_dir`` (resuming if possible).
+
+    Returns a summary dict: ``{"start_step", "end_step", "stopped_early", "seconds"}``.
+    """
+    t0 = time.perf_counter()
+    tc = cfg.train
+    print(dump_config(cfg), end="", file=stream, flush=True)
+    os.makedirs(cfg.run_dir, exist_ok=True)
+    with Checkpointer(cfg.run_dir, tc.save_every, tc.keep_checkpoints, config_to_dict(cfg)) as ckpt:
+        write_config(cfg, cfg.run_dir)
+        state = task.init_state()
+        restored = ckpt.restore_latest(abstract_like(state))
+        start = 0
+        if restored is not None:
+            state, start = restored.state, restored.step
+            task.restore_position(restored.data_position)
+            print(f"resumed from {ckpt.directory}/{start}", file=stream, flush=True)
+        if start >= tc.steps:
+            print(f"nothing to do: the run is at step {start} >= train.steps={tc.steps}", file=stream)
+        base = jax.random.key(tc.seed)
+        stopped = False
+        with MetricsWriter(cfg.run_dir, total_steps=tc.steps, resume_step=start,
+                           log_every=tc.log_every, stream=stream) as log, PreemptionGuard() as guard:
+            step = start
+            while step < tc.steps:
+                n = task.steps_per_call(step, tc.steps)
+                state, rows = task.train_steps(state, step, [jax.random.fold_in(base, step + i + 1)
+                                                              for i in range(n)])
+                state = task.after_steps(state, step + n, rows)
+                for i, row in enumerate(rows):
+                    log.write(step + i + 1, row)
+                step += n
+                stop = guard.should_stop()
+                if ckpt.should_save(step) or step == tc.steps or stop or _crosses_save(step, n, tc):
+                    ckpt.save(step, state, task.position())
+                if stop:
+                    print(f"{guard.signal_name}: saved step {step}; exiting", file=stream, flush=True)
+                    stopped = True
+                    break
+        ckpt.wait()
+    if cfg.export_hf and not stopped:
+        task.export(state, cfg.export_hf)
+    return {"start_step": start, "end_step": step, "stopped_early": stopped,
+            "seconds": time.perf_counter() - t0}
+
+
+def _crosses_save(step: int, n: int, tc) -> bool:
+    """A multi-step call (GRPO num_iterations) that jumped over a save_every multiple saves at its end."""
+    return n > 1 and (step // tc.save_every) > ((step - n) // tc.save_every)

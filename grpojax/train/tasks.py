@@ -1,0 +1,262 @@
+"""What each script trains: data -> batches -> the pure jitted step, plus evaluation and export.
+
+A task gives :func:`grpojax.train.runner.run` six things: ``init_state()``, ``position()`` /
+``restore_position(d)`` (data order and plateau counters, JSON), ``steps_per_call(step, total)``,
+``train_steps(state, step, rngs) -> (state, metric rows)``, ``after_steps(state, step, rows)`` (evaluation,
+LR-on-plateau) and ``export(state, out_dir)``. SFT and preference tasks live here; GRPO in
+:mod:`grpojax.train.grpo_task`; the reward model in :mod:`grpojax.train.reward_task`.
+"""
+
+from __future__ import annotations
+
+import abc
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from grpojax.cli import UserError
+from grpojax.data import COLLATE, DataLoader, load_from_config, load_tokenizer
+from grpojax.train.optim import Plateau
+from grpojax.train.preference import PreferenceSettings, pair_logprobs, preference_step
+from grpojax.train.runner import build_model, build_optimizer, maybe_lora, split_sequences
+from grpojax.train.sft import sft_step
+from grpojax.train.state import create_train_state, merge_model
+
+
+def host_row(metrics: dict, group_names=None) -> dict:
+    """Device metrics -> one flat dict of Python floats (vector metrics become ``name/<group>`` keys)."""
+    row = {}
+    for k, v in jax.device_get(metrics).items():
+        v = np.asarray(v)
+        if v.ndim == 0:
+            row[k] = float(v)
+        else:
+            names = group_names or [str(i) for i in range(v.shape[0])]
+            for name, x in zip(names, v.reshape(-1)):
+                row[f"{k}/{name}"] = float(x)
+    return row
+
+
+class BaseTask(abc.ABC):
+    """Model, tokenizer, optimizer and data loader common to every task."""
+
+    kind = "sft"
+
+    def __init__(self, cfg):
+        self.cfg = cfg
+        self.tok = load_tokenizer(cfg.tokenizer.path or cfg.model.path, cfg.tokenizer.chat_template,
+                                  cfg.tokenizer.system_prompt)
+        self.dataset = load_from_config(cfg.data, self.kind)
+        self.loader = self._loader(self.dataset, shuffle=True)
+        self.tx = build_optimizer(cfg.train)
+        self.lora = cfg.model.lora.rank > 0
+        self.graphdef = None
+
+    def _loader(self, dataset, shuffle: bool, batch_size: int | None = None):
+        d = self.cfg.data
+        collate = functools.partial(COLLATE[self.kind], self.tok, max_prompt_length=d.max_prompt_length,
+                                    max_length=d.max_length)
+        return DataLoader(dataset, lambda rows: collate(rows), batch_size or self.cfg.train.batch_size,
+                          seed=d.shuffle_seed, shuffle=shuffle,
+                          shard=(jax.process_index(), jax.process_count()))
+
+    def new_model(self):
+        model = build_model(self.cfg.model, seed=self.cfg.train.seed)
+        vocab = model.config.vocab_size
+        if self.tok.vocab_size > vocab:
+            raise UserError(f"tokenizer {self.tok.name} has {self.tok.vocab_size} tokens but the model's "
+                            f"vocab_size is {vocab}")
+        return maybe_lora(model, self.cfg.model, seed=self.cfg.train.seed)
+
+    def init_state(self, robust=None):
+        graphdef, state = create_train_state(self.new_model(), self.tx, jax.random.key(self.cfg.train.seed),
+                                             lora=self.lora, robust=robust)
+        self.graphdef = graphdef
+        self._compile(graphdef)
+        return state
+
+    @abc.abstractmethod
+    def _compile(self, graphdef):
+        """Jit this task's step(s) for ``graphdef`` (called once the model structure is known)."""
+
+    @abc.abstractmethod
+    def train_steps(self, state, step: int, rngs: list):
+        """Run ``len(rngs)`` optimizer steps after ``step``; returns ``(state, [metric row per step])``."""
+
+    def position(self) -> dict:
+        return {"data": self.loader.state()}
+
+    def restore_position(self, d: dict) -> None:
+        self.loader.restore(d["data"])
+
+    def steps_per_call(self, step: int, total: int) -> int:
+        return 1
+
+    def after_steps(self, state, step: int, rows: list) -> object:
+        return state
+
+    def model_of(self, state):
+        return merge_model(self.graphdef, state.params, state.frozen)
+
+    def export(self, state, out_dir: str) -> str:
+        from grpojax.models import to_hf
+
+        model = self.model_of(state)
+        if self.lora:
+            from grpojax.models.lora import merge_lora
+
+            model = merge_lora(model)
+        path = to_hf(model, out_dir)
+        self.tok.hf.save_pretrained(out_dir)
+        print(f"exported the policy to {path}")
+        return path
+
+
+class SFTTask(BaseTask):
+    kind = "sft"
+
+    def _compile(self, graphdef):
+        self._step = jax.jit(functools.partial(sft_step, graphdef=graphdef, tx=self.tx,
+                                               num_micro=self.cfg.train.grad_accum), donate_argnums=0)
+
+    def train_steps(self, state, step, rngs):
+        batch = split_sequences(next(self.loader), self.cfg.data.max_prompt_length)
+        state, metrics = self._step(state, batch, rngs[0])
+        return state, [host_row(metrics)]
+
+
+class PreferenceTask(BaseTask):
+    """DPO / IPO / hinge / GR-DPO / GR-IPO / IS-DPO with a frozen reference and per-group evaluation."""
+
+    kind = "dpo"
+
+    def __init__(self, cfg):
+        super().__init__(cfg)
+        pc = cfg.preference
+        self.group_names = list(self.dataset.features["group"].names)
+        counts = np.bincount(np.asarray(self.dataset["group"]), minlength=len(self.group_names))
+        if pc.loss.startswith(("gr_", "is_")) and np.any(counts == 0):
+            empty = [g for g, c in zip(self.group_names, counts) if c == 0]
+            raise UserError(f"{cfg.data.path}: groups {empty} have no training pairs")
+        self.settings = PreferenceSettings(
+            loss=pc.loss, beta=pc.beta, label_smoothing=pc.label_smoothing,
+            average_logprobs=pc.average_logprobs, num_groups=len(self.group_names),
+            group_sizes=tuple(int(c) for c in counts), eta=pc.eta_alpha, chi=pc.chi,
+            eta_decay=pc.eta_alpha_decay_on_lr_cut, plateau_factor=cfg.train.plateau.factor)
+        p = cfg.train.plateau
+        self.plateau = Plateau(p.factor, p.patience, p.min_delta) if p.enabled else None
+        self.eval_loader = None
+        if cfg.train.eval_every and (cfg.data.eval_split or cfg.data.eval_path):
+            split = cfg.data.eval_split or "validation"
+            self.eval_set = load_from_config(cfg.data, self.kind, split=split)
+        elif cfg.train.eval_every:
+            raise UserError("train.eval_every > 0 needs evaluation data: set data.eval_split or data.eval_path")
+
+    def init_state(self):
+        from grpojax.train.preference import init_robust_state
+
+        state = super().init_state(robust=init_robust_state(self.settings))
+        if self.cfg.model.ref_path:
+            ref = build_model(self.cfg.model, path=self.cfg.model.ref_path)
+            from grpojax.train.state import split_model
+
+            ref_graphdef, ref_params, ref_frozen = split_model(ref)
+            self._ref = (ref_graphdef, ref_params, ref_frozen)
+        else:  # the initial policy is the reference
+            self._ref = (self.graphdef, jax.tree.map(jnp.copy, state.params), state.frozen)
+        ref_graphdef = self._ref[0]
+        settings = self.settings
+
+        @jax.jit
+        def ref_logps(params, frozen, batch):
+            return pair_logprobs(merge_model(ref_graphdef, params, frozen), batch, settings)
+
+        self._ref_logps = ref_logps
+        return state
+
+    def _compile(self, graphdef):
+        self._step = jax.jit(functools.partial(preference_step, graphdef=graphdef, tx=self.tx,
+                                               settings=self.settings, num_micro=self.cfg.train.grad_accum),
+                             donate_argnums=0)
+        settings = self.settings
+
+        @jax.jit
+        def policy_logps(params, frozen, batch):
+            return pair_logprobs(merge_model(graphdef, params, frozen), batch, settings)
+
+        self._policy_logps = policy_logps
+
+    def make_batch(self, raw: dict) -> dict:
+        P = self.cfg.data.max_prompt_length
+        c, r = split_sequences(raw, P, "chosen_"), split_sequences(raw, P, "rejected_")
+        batch = {"prompt_BP": c["prompt_BP"], "prompt_mask_BP": c["prompt_mask_BP"],
+                 "chosen_BL": c["completion_BL"], "chosen_mask_BL": c["completion_mask_BL"],
+                 "rejected_BL": r["completion_BL"], "rejected_mask_BL": r["completion_mask_BL"],
+                 "group_id_B": jnp.asarray(raw["group_B"], jnp.int32)}
+        _, ref_params, ref_frozen = self._ref
+        batch["ref_chosen_logp_B"], batch["ref_rejected_logp_B"] = self._ref_logps(ref_params, ref_frozen,
+                                                                                   batch)
+        return batch
+
+    def train_steps(self, state, step, rngs):
+        state, metrics = self._step(state, self.make_batch(next(self.loader)), rngs[0])
+        row = host_row(metrics, self.group_names)
+        row["lr_scale"] = float(state.lr_scale)
+        return state, [row]
+
+    def evaluate(self, state) -> dict:
+        """Per-group loss / reward accuracy / log-prob accuracy over the whole evaluation set."""
+        from grpojax.losses.dpo import dpo_loss, preference_metrics
+        from grpojax.losses.robust import group_metrics
+        from grpojax.train.preference import _BASE
+
+        bs = self.cfg.train.batch_size
+        loader = self._loader(self.eval_set, shuffle=False, batch_size=min(bs, len(self.eval_set)))
+        n_batches = len(self.eval_set) // loader.iterator.batch_size
+        losses, racc, lacc, groups = [], [], [], []
+        for _ in range(n_batches):
+            batch = self.make_batch(next(loader))
+            pw, pl = self._policy_logps(state.params, state.frozen, batch)
+            s = self.settings
+            loss = dpo_loss(pw, pl, batch["ref_chosen_logp_B"], batch["ref_rejected_logp_B"], beta=s.beta,
+                            loss_type=_BASE[s.loss], label_smoothing=s.label_smoothing)
+            pm = preference_metrics(pw, pl, batch["ref_chosen_logp_B"], batch["ref_rejected_logp_B"],
+                                    beta=s.beta)
+            losses.append(loss), racc.append(pm.reward_accuracy), lacc.append(pm.logprob_accuracy)
+            groups.append(batch["group_id_B"])
+        cat = lambda xs: jnp.concatenate(xs)  # noqa: E731
+        gm = group_metrics(cat(losses), cat(racc), cat(lacc), cat(groups),
+                           num_groups=self.settings.num_groups)
+        out = {"eval/loss": jnp.mean(cat(losses)), "eval/reward_accuracy": jnp.mean(cat(racc)),
+               "eval/worst_group/loss": gm.worst_loss,
+               "eval/worst_group/reward_accuracy": gm.worst_reward_accuracy,
+               "eval/worst_group/logprob_accuracy": gm.worst_logprob_accuracy,
+               "eval/group_loss": gm.loss_M, "eval/group_reward_accuracy": gm.reward_accuracy_M}
+        return host_row(out, self.group_names)
+
+    def after_steps(self, state, step, rows):
+        every = self.cfg.train.eval_every
+        if not every or step % every:
+            return state
+        ev = self.evaluate(state)
+        rows[-1].update(ev)
+        if self.plateau is not None:
+            key = "eval/worst_group/loss" if self.settings.weighted else "eval/loss"
+            if self.plateau.update(ev[key]):
+                print(f"step {step}: {key} plateaued; LR x{self.plateau.factor} "
+                      f"(cut {self.plateau.cuts})", flush=True)
+            state = state._replace(lr_scale=jnp.asarray(self.plateau.scale, jnp.float32))
+        return state
+
+    def position(self) -> dict:
+        d = super().position()
+        if self.plateau is not None:
+            d["plateau"] = self.plateau.state()
+        return d
+
+    def restore_position(self, d: dict) -> None:
+        super().restore_position(d)
+        if self.plateau is not None and "plateau" in d:
+            self.plateau.restore(d["plateau"])
