@@ -1,0 +1,100 @@
+"""GRPO rollouts: prompts -> G completions each -> aspect scores -> one reward -> group advantages.
+
+``generate_and_score`` is the host-side glue between the jitted sampler, the (jitted) multi-label reward
+model, Python reward functions on decoded text, and the pure aggregation / advantage functions
+(ALGORITHMS.md 1.2-1.3). It returns the arrays a :func:`grpojax.train.grpo.grpo_step` batch needs and
+TRL-named metrics:
+
+    reward, reward_std, frac_reward_zero_std, rewards/<aspect>/mean|std|frac_zero_std|frac_nan,
+    completions/mean_length, completions/max_length, completions/clipped_ratio
+"""
+
+from __future__ import annotations
+
+from typing import Callable, NamedTuple, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from grpojax.losses import group_advantages, group_reward_stats
+from grpojax.rewards import aggregate, aspect_stats
+from grpojax.sampling import sample
+
+
+class SamplingSettings(NamedTuple):
+    num_generations: int
+    max_new_tokens: int
+    temperature: float = 1.0
+    top_k: int | None = None
+    top_p: float | None = None
+
+
+class Rollout(NamedTuple):
+    batch: dict                 # prompt_BP, prompt_mask_BP, completion_BL, completion_mask_BL,
+                                # old_logp_BL, advantages_B  (B = prompts x G rows)
+    metrics: dict               # host floats
+    completions: list           # decoded completion texts, prompt-major
+    scores_NR: np.ndarray       # aspect scores, N = prompts x G
+
+
+def generate_and_score(model, prompt_ids_BP, prompt_mask_BP, prompts: Sequence[str], rng, *,
+                       tok, sampling: SamplingSettings, aspect_names: Sequence[str],
+                       score_fn: Callable[[dict, list, list], np.ndarray], aggregation: str = "weighted_sum",
+                       reward_weights: Sequence[float] | None = None, scale_rewards: str = "group",
+                       mask_truncated_completions: bool = False) -> Rollout:
+    """Sample ``G`` completions per prompt, score every aspect, aggregate, and compute advantages.
+
+    Args:
+      model: the policy (a ``grpojax.models.Qwen``).
+      prompt_ids_BP, prompt_mask_BP: [B, P] left-padded prompt tokens and mask (B prompts).
+      prompts: the B prompt texts (for reward functions).
+      rng: PRNG key of this rollout.
+      tok: ``grpojax.data.Tokenizer`` (EOS / pad ids, decoding).
+      sampling: generation settings; ``num_generations`` = G.
+      aspect_names: the R aspect names, in the column order of ``score_fn``'s output.
+      score_fn: ``(sample_batch, prompt_texts_N, completion_texts_N) -> [N, R]`` aspect scores (NaN = not
+        applicable); ``sample_batch`` holds the sampled token arrays (for a reward model).
+      aggregation, reward_weights: how the R aspects become one reward (``grpojax.rewards.aggregate``).
+      scale_rewards: ``group`` | ``batch`` | ``none`` (``grpojax.losses.group_advantages``).
+      mask_truncated_completions: zero the loss mask of completions that hit the length limit without EOS.
+    """
+    G = sampling.num_generations
+    out = sample(model, jnp.asarray(prompt_ids_BP), jnp.asarray(prompt_mask_BP), rng,
+                 max_new_tokens=sampling.max_new_tokens, temperature=sampling.temperature,
+                 top_k=sampling.top_k, top_p=sampling.top_p, eos_ids=tok.eos_id, pad_id=tok.pad_id,
+                 num_samples=G)
+    tokens = np.asarray(out.completion_tokens_BT)
+    mask = np.asarray(out.completion_mask_BT)
+    truncated = np.asarray(out.truncated_B)
+    texts = [tok.decode(row[: int(m.sum())]) for row, m in zip(tokens, mask)]
+    prompts_N = [p for p in prompts for _ in range(G)]
+    batch = {"prompt_BP": out.prompt_tokens_BT, "prompt_mask_BP": out.prompt_mask_BT,
+             "completion_BL": out.completion_tokens_BT, "completion_mask_BL": out.completion_mask_BT}
+    scores_NR = np.asarray(score_fn(batch, prompts_N, texts), np.float32)
+    R = len(aspect_names)
+    if scores_NR.shape != (len(texts), R):
+        raise ValueError(f"score_fn returned shape {scores_NR.shape}, expected ({len(texts)}, {R}) for "
+                         f"aspects {list(aspect_names)}")
+    B = len(prompts)
+    scores_BGR = jnp.asarray(scores_NR.reshape(B, G, R))
+    kwargs = {}
+    if aggregation in ("weighted_sum", "normalize_then_sum") and reward_weights:
+        kwargs["weights"] = jnp.asarray(reward_weights, jnp.float32)
+    rewards_BG = aggregate(aggregation, scores_BGR, **kwargs)
+    adv_BG = group_advantages(rewards_BG, scale=scale_rewards)
+    loss_mask = mask * (~truncated)[:, None] if mask_truncated_completions else mask
+    batch["completion_mask_BL"] = jnp.asarray(loss_mask, jnp.int32)
+    batch["old_logp_BL"] = out.completion_logp_BT
+    batch["advantages_B"] = adv_BG.reshape(B * G).astype(jnp.float32)
+    stats = group_reward_stats(rewards_BG)
+    lengths = mask.sum(axis=1)
+    metrics = {"reward": stats.reward, "reward_std": stats.reward_std,
+               "frac_reward_zero_std": stats.frac_reward_zero_std,
+               "completions/mean_length": float(lengths.mean()),
+               "completions/max_length": float(lengths.max()),
+               "completions/min_length": float(lengths.min()),
+               "completions/clipped_ratio": float(truncated.mean()),
+               **aspect_stats(scores_BGR, list(aspect_names))}
+    metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
+    return Rollout(batch=batch, metrics=metrics, completions=texts, scores_NR=scores_NR)

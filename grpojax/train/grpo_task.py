@@ -1,0 +1,113 @@
+"""The GRPO task: rollouts with the current policy, then ``num_iterations`` GRPO updates on each rollout.
+
+One optimizer step consumes ``train.batch_size`` completions = ``batch_size / num_generations`` prompts.
+With ``num_iterations`` (mu) > 1 the same scored rollout is reused for mu consecutive optimizer steps
+(old log-probs = the sampler's, so the clip matters); checkpoints are written at rollout boundaries.
+The reference for the KL term is the initial policy (``model.ref_path`` to use another checkpoint; under
+LoRA the initial adapters are zero, so the reference is the base model).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from grpojax.rollout import SamplingSettings, generate_and_score
+from grpojax.train import reward_funcs
+from grpojax.train.forward import completion_logprobs
+from grpojax.train.grpo import GRPOSettings, grpo_step
+from grpojax.train.runner import build_model
+from grpojax.train.state import merge_model, split_model
+from grpojax.train.tasks import BaseTask, host_row
+
+
+class GRPOTask(BaseTask):
+    kind = "grpo"
+
+    def __init__(self, cfg, *, reward_model_scorer=None):
+        super().__init__(cfg)
+        g = cfg.grpo
+        self.G = g.num_generations
+        self.loader = self._loader(self.dataset, shuffle=True, batch_size=cfg.train.batch_size // self.G)
+        self.funcs = [reward_funcs.resolve(s) for s in g.reward_funcs]
+        self.rm_scorer = reward_model_scorer
+        if g.reward_model is not None and self.rm_scorer is None:
+            from grpojax.train.reward_task import load_reward_scorer
+
+            self.rm_scorer = load_reward_scorer(g.reward_model, cfg, self.tok)
+        self.aspect_names = list(g.aspects) + [s.split(":")[0] if "." not in s else s for s in g.reward_funcs]
+        if len(set(self.aspect_names)) != len(self.aspect_names):
+            self.aspect_names = list(g.aspects) + [f"func{i}_{s}" for i, s in enumerate(g.reward_funcs)]
+        self.sampling = SamplingSettings(num_generations=self.G, max_new_tokens=g.max_completion_length,
+                                         temperature=g.temperature, top_k=g.top_k,
+                                         top_p=None if g.top_p >= 1.0 else g.top_p)
+        self.settings = GRPOSettings(loss_type=g.loss_type, epsilon=g.epsilon, epsilon_high=g.epsilon_high,
+                                     delta=g.delta, beta=g.beta, kl_estimator=g.kl_estimator,
+                                     importance_sampling_level=g.importance_sampling_level,
+                                     temperature=g.temperature, max_completion_length=g.max_completion_length)
+        self._rollout = None
+
+    def init_state(self):
+        state = super().init_state()
+        if self.settings.beta > 0:
+            if self.cfg.model.ref_path:
+                self._ref = split_model(build_model(self.cfg.model, path=self.cfg.model.ref_path))
+            else:
+                self._ref = (self.graphdef, jax.tree.map(jnp.copy, state.params), state.frozen)
+            ref_graphdef, temp = self._ref[0], self.settings.temperature
+
+            @jax.jit
+            def ref_logp(params, frozen, b):
+                model = merge_model(ref_graphdef, params, frozen)
+                return completion_logprobs(model, b["prompt_BP"], b["prompt_mask_BP"], b["completion_BL"],
+                                           b["completion_mask_BL"], temperature=temp,
+                                           with_entropy=False).logp_BL
+
+            self._ref_logp = ref_logp
+        return state
+
+    def _compile(self, graphdef):
+        self._step = jax.jit(functools.partial(grpo_step, graphdef=graphdef, tx=self.tx, settings=self.settings,
+                                               num_micro=self.cfg.train.grad_accum), donate_argnums=0)
+
+    def score(self, batch, prompts, texts) -> np.ndarray:
+        cols = []
+        if self.rm_scorer is not None:
+            cols.append(np.asarray(self.rm_scorer(batch), np.float32))
+        if self.funcs:
+            cols.append(reward_funcs.score(self.funcs, self.cfg.grpo.reward_funcs, prompts, texts))
+        return np.concatenate(cols, axis=-1)
+
+    def rollout(self, state, rng):
+        raw_rows = self.loader.dataset[next(self.loader.iterator).tolist()]
+        prompts = list(raw_rows["prompt"])
+        pb = self.tok.prompt_batch(prompts, self.cfg.data.max_prompt_length)
+        g = self.cfg.grpo
+        ro = generate_and_score(self.model_of(state), pb.prompt_ids_BT, pb.prompt_mask_BT, prompts, rng,
+                                tok=self.tok, sampling=self.sampling, aspect_names=self.aspect_names,
+                                score_fn=self.score, aggregation=g.aggregation,
+                                reward_weights=g.reward_weights or None, scale_rewards=g.scale_rewards,
+                                mask_truncated_completions=g.mask_truncated_completions)
+        if self.settings.beta > 0:
+            _, ref_params, ref_frozen = self._ref
+            ro.batch["ref_logp_BL"] = self._ref_logp(ref_params, ref_frozen, ro.batch)
+        return ro
+
+    def steps_per_call(self, step: int, total: int) -> int:
+        return min(self.cfg.grpo.num_iterations, total - step)
+
+    def train_steps(self, state, step, rngs):
+        ro = self.rollout(state, jax.random.fold_in(rngs[0], 1))
+        self._rollout = ro
+        rows = []
+        for i, rng in enumerate(rngs):
+            state, metrics = self._step(state, ro.batch, rng)
+            row = host_row(metrics)
+            mismatch = row.pop("logp_mismatch_max")
+            if i == 0:  # before any update on this rollout: the sampler/trainer log-prob mismatch
+                row["sampler/logp_max_abs_diff"] = mismatch
+            rows.append({**ro.metrics, **row})
+        return state, rows
