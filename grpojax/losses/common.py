@@ -56,7 +56,9 @@ def token_logprobs(logits: Array, tokens: Array, temperature: float = 1.0) -> Ar
     if not jnp.issubdtype(tokens.dtype, jnp.integer):
         raise TypeError(f"token_logprobs: tokens must be integer ids, got dtype {tokens.dtype}")
     _check_temperature(temperature)
-    z = logits.astype(jnp.float32) / temperature
+    z = logits.astype(jnp.float32)
+    if not (isinstance(temperature, (int, float)) and temperature == 1.0):
+        z = z / temperature
     log_norm = jax.nn.logsumexp(z, axis=-1)
     picked = jnp.take_along_axis(z, tokens[..., None].astype(jnp.int32), axis=-1)[..., 0]
     return picked - log_norm

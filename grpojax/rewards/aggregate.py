@@ -156,7 +156,10 @@ def soft_min(scores: Array, temperature: float = 1.0) -> Array:
 
 
 def clip(scores: Array, low: Array | float | None = None, high: Array | float | None = None) -> Array:
-    """Per-aspect clipping ``min(max(s_r, low_r), high_r)``; ``low`` / ``high`` scalar or ``[R]``. NaN stays NaN."""
+    """Per-aspect clipping ``min(max(s_r, low_r), high_r)``; ``low`` / ``high`` scalar or ``[R]``.
+
+    NaN ("not applicable") stays NaN. ``scores`` is ``[..., R]``; returns float32 of the same shape.
+    """
     _check_scores(scores, "clip")
     n_aspects = scores.shape[-1]
     s = scores.astype(jnp.float32)

@@ -272,7 +272,9 @@ def test_grpo_loss_gradient_matches_finite_differences_of_reference(loss_type, l
         up, dn = lp64.copy(), lp64.copy()
         up[idx] += h
         dn[idx] -= h
-        num[idx] = (np_grpo_loss(up, old, ref, adv, mask, **kw)[0] - np_grpo_loss(dn, old, ref, adv, mask, **kw)[0]) / (2 * h)
+        f_up = np_grpo_loss(up, old, ref, adv, mask, **kw)[0]
+        f_dn = np_grpo_loss(dn, old, ref, adv, mask, **kw)[0]
+        num[idx] = (f_up - f_dn) / (2 * h)
     np.testing.assert_allclose(grad, num, rtol=1e-3, atol=1e-5)
 
 
