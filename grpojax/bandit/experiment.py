@@ -71,7 +71,7 @@ def make_problems(scenario: str, seeds, settings: BanditSettings) -> tuple:
             theta0_E=jax.random.uniform(k_theta, (FEATURE_DIM,), dtype=dtype, maxval=settings.theta_init_max),
         )
 
-    return jax.vmap(one)(jnp.asarray(list(seeds))), sizes
+    return jax.jit(jax.vmap(one))(jnp.asarray(list(seeds))), sizes
 
 
 def dpo_methods(sizes, settings: BanditSettings) -> dict:

@@ -21,6 +21,7 @@ a ``lax.scan`` over iterations, in chunks so a caller can report progress betwee
 
 from __future__ import annotations
 
+import functools
 from typing import Callable, NamedTuple, Optional
 
 import chex
@@ -148,6 +149,25 @@ def _init_carry(problems: Problem, num_methods: int, rw_init: Callable[[], Robus
     return theta_HSE, jax.tree.map(tile, rw_init())
 
 
+@functools.lru_cache(maxsize=16)
+def _compiled_dpo(num_evals, beta, lr, eta, eval_every, group_sizes_M):
+    """jit(vmap over methods (vmap over seeds (dpo_family_block))), cached on its static settings."""
+    fn = lambda c, p, chi, mu: dpo_family_block(  # noqa: E731
+        c, p, chi, mu, beta=beta, lr=lr, eta=eta, eval_every=eval_every, num_evals=num_evals,
+        group_sizes_M=group_sizes_M)
+    return jax.jit(jax.vmap(jax.vmap(fn, in_axes=(0, 0, None, None)), in_axes=(0, None, 0, 0)))
+
+
+@functools.lru_cache(maxsize=16)
+def _compiled_ipo(beta, eta, num_iters, ridge, alpha_update, group_sizes_M):
+    """jit(vmap over methods (vmap over seeds (ipo_family_block))), cached on its static settings."""
+    fn = lambda c, p, chi, base, scale: ipo_family_block(  # noqa: E731
+        c, p, chi, base, scale, beta=beta, eta=eta, num_iters=num_iters, ridge=ridge,
+        alpha_update=alpha_update, group_sizes_M=group_sizes_M)
+    over_seeds = jax.vmap(fn, in_axes=(0, 0, None, None, None))
+    return jax.jit(jax.vmap(over_seeds, in_axes=(0, None, 0, 0, 0)))
+
+
 def run_dpo_family(problems: Problem, chi_H: Array, mu_HM: Array, *, group_sizes_M: tuple, beta, lr,
                    eta, num_iters: int, eval_every: int, evals_per_chunk: int = 20,
                    progress: Optional[Callable[[int, int], None]] = None):
@@ -163,19 +183,11 @@ def run_dpo_family(problems: Problem, chi_H: Array, mu_HM: Array, *, group_sizes
     rw = robust_weights(NUM_GROUPS, group_sizes_M=group_sizes_M, eta=eta, mode="full_batch")
     carry = _init_carry(problems, chi_H.shape[0], rw.init)
 
-    def make(n):
-        fn = lambda c, p, chi, mu: dpo_family_block(  # noqa: E731
-            c, p, chi, mu, beta=beta, lr=lr, eta=eta, eval_every=eval_every, num_evals=n,
-            group_sizes_M=group_sizes_M)
-        over_seeds = jax.vmap(fn, in_axes=(0, 0, None, None))
-        return jax.jit(jax.vmap(over_seeds, in_axes=(0, None, 0, 0)))
-
-    chunks, done, compiled = [], 0, {}
+    chunks, done = [], 0
     while done < num_evals:
         n = min(evals_per_chunk, num_evals - done)
-        if n not in compiled:
-            compiled[n] = make(n)
-        carry, curves = compiled[n](carry, problems, chi_H, mu_HM)
+        run = _compiled_dpo(n, float(beta), float(lr), float(eta), eval_every, tuple(group_sizes_M))
+        carry, curves = run(carry, problems, chi_H, mu_HM)
         chunks.append(curves)
         done += n
         if progress is not None:
@@ -191,10 +203,6 @@ def run_ipo_family(problems: Problem, chi_H: Array, base_HM: Array, scale_HM: Ar
     """Closed-form IPO family, methods (H) x seeds (S). Returns ``(theta_HSE, Curves [H, S, num_iters])``."""
     rw = robust_weights(NUM_GROUPS, group_sizes_M=group_sizes_M, eta=eta, mode="full_batch")
     carry = _init_carry(problems, chi_H.shape[0], rw.init)
-    fn = lambda c, p, chi, base, scale: ipo_family_block(  # noqa: E731
-        c, p, chi, base, scale, beta=beta, eta=eta, num_iters=num_iters, ridge=ridge,
-        alpha_update=alpha_update, group_sizes_M=group_sizes_M)
-    over_seeds = jax.vmap(fn, in_axes=(0, 0, None, None, None))
-    run = jax.jit(jax.vmap(over_seeds, in_axes=(0, None, 0, 0, 0)))
+    run = _compiled_ipo(float(beta), float(eta), num_iters, float(ridge), alpha_update, tuple(group_sizes_M))
     carry, curves = run(carry, problems, chi_H, base_HM, scale_HM)
     return carry[0], curves
