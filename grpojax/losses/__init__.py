@@ -39,6 +39,23 @@ from grpojax.losses.reward import (
 )
 
 # --- preference-side losses (dpo.py, robust.py) ---
+from grpojax.losses.dpo import (
+    PreferenceMetrics,
+    dpo_loss,
+    preference_margin,
+    preference_metrics,
+    sequence_logprob,
+)
+from grpojax.losses.robust import (
+    GroupMetrics,
+    RobustAux,
+    RobustWeights,
+    RobustWeightsState,
+    group_metrics,
+    group_one_hot,
+    group_sums,
+    robust_weights,
+)
 
 # --- PPO-RLHF (ppo.py) ---
 from grpojax.losses.ppo import (
