@@ -138,8 +138,9 @@ class LabelAffine(NamedTuple):
 
     def _lead(self, x: Array) -> tuple[Array, Array]:
         x = jnp.asarray(x)
-        if x.ndim < 1 or x.shape[-1] != self.scale_R.shape[-1]:
-            raise ValueError(f"LabelAffine: expected [..., {self.scale_R.shape[-1]}] values, got shape {x.shape}")
+        n = self.scale_R.shape[-1]
+        if x.ndim < 1 or n not in (1, x.shape[-1]):
+            raise ValueError(f"LabelAffine: expected [..., {n}] values, got shape {x.shape}")
         lead = (1,) * (x.ndim - 1)
         return self.scale_R.reshape(lead + self.scale_R.shape), self.shift_R.reshape(lead + self.shift_R.shape)
 
@@ -166,11 +167,16 @@ class LabelAffine(NamedTuple):
 
 
 def make_label_affine(scale: Sequence[float] | Array, shift: Sequence[float] | Array) -> LabelAffine:
-    """Validated :class:`LabelAffine` (float32 ``[R]`` arrays, every scale finite and non-zero)."""
+    """Validated :class:`LabelAffine` (float32 ``[R]`` arrays, every scale finite and non-zero).
+
+    ``scale`` / ``shift`` are scalars or ``[R]``; a scalar pair (the config's ``label_affine: [scale, shift]``)
+    gives a size-1 map that applies the same transform to every aspect.
+    """
     scale_R = np.asarray(scale, np.float32).reshape(-1)
     shift_R = np.asarray(shift, np.float32).reshape(-1)
-    if scale_R.shape != shift_R.shape:
+    if scale_R.shape != shift_R.shape and 1 not in (scale_R.size, shift_R.size):
         raise ValueError(f"LabelAffine: scale has shape {scale_R.shape} but shift has {shift_R.shape}")
+    scale_R, shift_R = np.broadcast_arrays(scale_R, shift_R)
     bad = np.flatnonzero(~np.isfinite(scale_R) | (scale_R == 0) | ~np.isfinite(shift_R))
     if bad.size:
         raise ValueError(f"LabelAffine: scale must be finite and non-zero and shift finite; bad aspect(s) "

@@ -140,13 +140,22 @@ def test_label_affine_range_roundtrip_and_nan():
     np.testing.assert_array_equal(again.shift_R, aff.shift_R)
 
 
+def test_label_affine_scalar_pair_applies_to_every_aspect():
+    aff = make_label_affine(0.1, -0.5)  # config form: label_affine: [scale, shift]
+    y = jnp.array([[5.0, 10.0, 15.0]])
+    np.testing.assert_allclose(aff.apply(y), [[0.0, 0.5, 1.0]], atol=1e-7)
+    np.testing.assert_allclose(aff.invert(aff.apply(y)), y, rtol=1e-6)
+    mixed = make_label_affine([1.0, 2.0], 0.5)  # per-aspect scale, shared shift
+    np.testing.assert_allclose(mixed.shift_R, [0.5, 0.5])
+
+
 def test_label_affine_bad_input():
     with pytest.raises(ValueError, match=r"high > low.*\[1\]"):
         label_affine_from_range([0.0, 3.0], [1.0, 3.0])
     with pytest.raises(ValueError, match=r"non-zero.*\[0\]"):
         make_label_affine([0.0, 1.0], [0.0, 0.0])
     with pytest.raises(ValueError, match="shape"):
-        make_label_affine([1.0, 1.0], [0.0])
+        make_label_affine([1.0, 1.0], [0.0, 0.0, 0.0])
     with pytest.raises(ValueError, match=r"\[\.\.\., 2\]"):
         label_affine_from_range([0.0, 0.0], [1.0, 1.0]).apply(jnp.zeros((4, 3)))
     with pytest.raises(KeyError, match="shift"):
