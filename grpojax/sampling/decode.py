@@ -74,7 +74,7 @@ class SampleOutput(NamedTuple):
     num_steps: Array
 
 
-def left_pad(tokens_BT: Array, mask_BT: Array, pad_id: int) -> tuple[Array, Array, Array]:
+def left_pad(tokens_BT: Array, mask_BT: Array, pad_id: int | Array) -> tuple[Array, Array, Array]:
     """Moves each row's real tokens to the right end, keeping their order; returns tokens, mask, positions.
 
     ``positions_BT = max(cumsum(mask) - 1, 0)``: the RoPE positions of the real tokens are 0..n_b - 1.
@@ -93,7 +93,7 @@ def left_pad(tokens_BT: Array, mask_BT: Array, pad_id: int) -> tuple[Array, Arra
     order_BT = jnp.argsort(real_BT, axis=-1, stable=True)  # pads (0) first, real tokens (1) in order after
     real_BT = jnp.take_along_axis(real_BT, order_BT, axis=-1)
     tokens_BT = jnp.take_along_axis(tokens_BT.astype(jnp.int32), order_BT, axis=-1)
-    tokens_BT = jnp.where(real_BT == 1, tokens_BT, jnp.int32(pad_id))
+    tokens_BT = jnp.where(real_BT == 1, tokens_BT, jnp.asarray(pad_id, jnp.int32))
     positions_BT = jnp.maximum(jnp.cumsum(real_BT, axis=-1) - 1, 0).astype(jnp.int32)
     return tokens_BT, real_BT, positions_BT
 
@@ -117,12 +117,10 @@ def repeat_rows(tree: PyTree, num_samples: int) -> PyTree:
     return jax.tree.map(lambda x: jnp.repeat(x, num_samples, axis=0), tree)
 
 
-def is_eos(tokens_B: Array, eos_ids: tuple[int, ...]) -> Array:
-    """``[B]`` bool: the token is one of ``eos_ids`` (always False when ``eos_ids`` is empty)."""
-    hit_B = jnp.zeros(tokens_B.shape, bool)
-    for eos in eos_ids:
-        hit_B = hit_B | (tokens_B == eos)
-    return hit_B
+def is_eos(tokens_B: Array, eos_ids_E: Array) -> Array:
+    """``[B]`` bool: the token is one of the E ids in ``eos_ids_E`` (always False when E = 0)."""
+    chex.assert_rank([tokens_B, eos_ids_E], 1)
+    return jnp.any(tokens_B[:, None] == eos_ids_E[None, :].astype(tokens_B.dtype), axis=-1)
 
 
 def decode(
@@ -133,21 +131,26 @@ def decode(
     rng: PRNGKey,
     temperature: Array,
     top_p: Array | None,
+    eos_ids_E: Array,
+    pad_id: Array,
     *,
     max_new_tokens: int,
     top_k: int | None,
     use_greedy: bool,
-    eos_ids: tuple[int, ...],
-    pad_id: int,
     num_samples: int,
 ) -> SampleOutput:
     """Traceable body of :func:`grpojax.sampling.sample` (call it under ``jit``; arguments as there).
+
+    ``eos_ids_E`` (int32 ``[E]``, E may be 0) and ``pad_id`` (int32 scalar) are arrays, so their values
+    can change without recompiling; ``max_new_tokens``, ``top_k``, ``use_greedy``, ``num_samples`` are static.
 
     ``init_cache_fn(batch, max_len)`` builds the zero KV cache. Prefill runs once per prompt; its cache
     and last logits are then repeated ``num_samples`` times, so a GRPO group shares one prefill.
     """
     chex.assert_rank([prompt_tokens_BT, prompt_mask_BT], 2)
     chex.assert_equal_shape([prompt_tokens_BT, prompt_mask_BT])
+    pad_id = jnp.asarray(pad_id, jnp.int32)
+    eos_ids_E = jnp.asarray(eos_ids_E, jnp.int32)
     batch, prompt_len = prompt_tokens_BT.shape
     steps = max_new_tokens
     tokens_BT, mask_BT, positions_BT = left_pad(prompt_tokens_BT, prompt_mask_BT, pad_id)
@@ -170,7 +173,7 @@ def decode(
         step=jnp.int32(1),
         cache=cache,
         last_B=first_B,
-        done_B=is_eos(first_B, eos_ids),
+        done_B=is_eos(first_B, eos_ids_E),
         tokens_BL=jnp.full((rows, steps), pad_id, jnp.int32).at[:, 0].set(first_B),
         mask_BL=jnp.zeros((rows, steps), jnp.int32).at[:, 0].set(1),
         logp_BL=jnp.zeros((rows, steps), jnp.float32).at[:, 0].set(first_logp_B),
@@ -186,14 +189,14 @@ def decode(
                                         prompt_len + fed)
         new_B, logp_B = choose(s.step, logits_BV)
         live_B = ~s.done_B
-        new_B = jnp.where(live_B, new_B, jnp.int32(pad_id))
+        new_B = jnp.where(live_B, new_B, pad_id)
         logp_B = jnp.where(live_B, logp_B, 0.0)
         write = lambda buf_BL, col_B: jax.lax.dynamic_update_slice(buf_BL, col_B[:, None], (0, s.step))
         return DecodeState(
             step=s.step + 1,
             cache=cache,
             last_B=new_B,
-            done_B=s.done_B | (live_B & is_eos(new_B, eos_ids)),
+            done_B=s.done_B | (live_B & is_eos(new_B, eos_ids_E)),
             tokens_BL=write(s.tokens_BL, new_B),
             mask_BL=write(s.mask_BL, live_B.astype(jnp.int32)),
             logp_BL=write(s.logp_BL, logp_B),

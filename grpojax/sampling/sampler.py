@@ -35,15 +35,14 @@ class ModelCache:
 
 @functools.partial(
     jax.jit,
-    static_argnames=("graphdef", "cache_fn", "max_new_tokens", "top_k", "use_greedy", "eos_ids",
-                     "pad_id", "num_samples"),
+    static_argnames=("graphdef", "cache_fn", "max_new_tokens", "top_k", "use_greedy", "num_samples"),
 )
-def _sample_jit(graphdef, state, prompt_tokens_BT, prompt_mask_BT, rng, temperature, top_p, *, cache_fn,
-                max_new_tokens, top_k, use_greedy, eos_ids, pad_id, num_samples) -> SampleOutput:
+def _sample_jit(graphdef, state, prompt_tokens_BT, prompt_mask_BT, rng, temperature, top_p, eos_ids_E,
+                pad_id, *, cache_fn, max_new_tokens, top_k, use_greedy, num_samples) -> SampleOutput:
     model = nnx.merge(graphdef, state)
-    return decode(model, cache_fn, prompt_tokens_BT, prompt_mask_BT, rng, temperature, top_p,
-                  max_new_tokens=max_new_tokens, top_k=top_k, use_greedy=use_greedy, eos_ids=eos_ids,
-                  pad_id=pad_id, num_samples=num_samples)
+    return decode(model, cache_fn, prompt_tokens_BT, prompt_mask_BT, rng, temperature, top_p, eos_ids_E,
+                  pad_id, max_new_tokens=max_new_tokens, top_k=top_k, use_greedy=use_greedy,
+                  num_samples=num_samples)
 
 
 def _eos_tuple(eos_ids: int | Iterable[int] | None) -> tuple[int, ...]:
@@ -121,8 +120,10 @@ def sample(
     exactly the log-prob a training forward pass at temperature ``tau`` gives (ALGORITHMS.md 1.4).
     After its EOS a row emits ``pad_id`` with mask 0 and log-prob 0.
 
-    Compiled once per (model structure, shapes, static options); ``temperature`` and ``top_p`` values are
-    traced, so changing them does not recompile (switching ``top_p`` between None and a number does).
+    Compiled once per (model structure, shapes, ``max_new_tokens``, ``top_k``, ``greedy``, ``num_samples``,
+    number of EOS ids); the values of ``temperature``, ``top_p``, ``eos_ids``, ``pad_id``, the weights and
+    the prompts are traced, so changing them does not recompile (switching ``top_p`` between None and a
+    number does).
 
     Args:
       model: a ``grpojax.models.Qwen`` (or any nnx module with its call / cache interface).
@@ -162,5 +163,6 @@ def sample(
     return _sample_jit(
         graphdef, state, jnp.asarray(prompt_tokens_BT), jnp.asarray(prompt_mask_BT), rng,
         jnp.asarray(temperature, jnp.float32), None if top_p is None else jnp.asarray(top_p, jnp.float32),
-        cache_fn=cache_fn, max_new_tokens=int(max_new_tokens), top_k=None if top_k is None else int(top_k),
-        use_greedy=bool(greedy), eos_ids=_eos_tuple(eos_ids), pad_id=int(pad_id), num_samples=int(num_samples))
+        jnp.asarray(_eos_tuple(eos_ids), jnp.int32), jnp.int32(pad_id), cache_fn=cache_fn,
+        max_new_tokens=int(max_new_tokens), top_k=None if top_k is None else int(top_k),
+        use_greedy=bool(greedy), num_samples=int(num_samples))
