@@ -73,7 +73,8 @@ def plot(scenario, out, out_dir):
         iters = out["_iterations"][key]
         fig, axes = plt.subplots(1, 3, figsize=(15, 4))
         panels = (("worst_val_loss_I", "worst-group validation loss"),
-                  ("max_reward_error_I", "max reward error"), (None, "alpha of group 0 (hard group)"))
+                  ("max_reward_error_I", "max reward error"),
+                  (None, "alpha of group 0 (hard and/or minority group)"))
         for ax, (field, title) in zip(axes, panels):
             for name in names:
                 if field is None and not name.startswith("GR"):
@@ -146,13 +147,14 @@ def main(argv=None):
             chi_sweep=chi_sweep, ipo_alpha_update=args.ipo_alpha_update,
             gr_ipo_sample_weight=args.gr_ipo_sample_weight)
         if settings.dpo_iters % settings.eval_every:
-            raise ValueError(f"--dpo-iters {settings.dpo_iters} must be a multiple of --eval-every {settings.eval_every}")
+            raise ValueError(f"--dpo-iters {settings.dpo_iters} must be a multiple of "
+                             f"--eval-every {settings.eval_every}")
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     scenarios = sorted(SCENARIOS) if args.scenario == "all" else [args.scenario]
     dirs = {s: (os.path.join(args.out, s) if args.scenario == "all" else args.out) for s in scenarios}
-    existing = [os.path.join(d, "results.json") for d in dirs.values() if os.path.exists(os.path.join(d, "results.json"))]
+    existing = [p for p in (os.path.join(d, "results.json") for d in dirs.values()) if os.path.exists(p)]
     if existing and not args.overwrite:
         print(f"error: {', '.join(existing)} already exists; pass --overwrite to replace it", file=sys.stderr)
         return 2

@@ -38,7 +38,8 @@ from grpojax.bandit.train import (
 
 __all__ = [
     "NUM_ACTIONS", "NUM_GROUPS", "SCENARIOS", "THETA_STAR_ME", "PreferenceData", "Scenario",
-    "action_features", "features", "group_sizes", "make_preference_data", "reward_error_M", "reward_error_from_tables", "test_tables",
+    "action_features", "features", "group_sizes", "make_preference_data", "reward_error_M",
+    "reward_error_from_tables", "test_tables",
     "true_rewards", "BanditSettings", "make_problems", "run_scenario", "summarize", "Curves", "Problem",
     "dpo_family_block", "ipo_family_block", "pair_losses", "run_dpo_family", "run_ipo_family",
     "weighted_least_squares",

@@ -44,7 +44,8 @@ class BanditSettings:
 
     def __post_init__(self):
         if self.gr_ipo_sample_weight not in ("alpha", "alpha_over_n"):
-            raise ValueError(f"gr_ipo_sample_weight must be 'alpha' or 'alpha_over_n', got {self.gr_ipo_sample_weight!r}")
+            raise ValueError("gr_ipo_sample_weight must be 'alpha' or 'alpha_over_n', "
+                             f"got {self.gr_ipo_sample_weight!r}")
         for chi in self.chi_sweep:
             if not 0.0 < chi < 1.0:
                 raise ValueError(f"chi_sweep values must lie strictly in (0, 1), got {chi!r}")
