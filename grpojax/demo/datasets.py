@@ -114,7 +114,10 @@ def reward_rows(seed: int = 0, n_train: int = 3000, n_heldout: int = 500, *,
 
 
 def grpo_prompts(seed: int = 0) -> dict[str, list[dict]]:
-    """GRPO prompt rows ``{"train": [...], "heldout": [...]}``, one per request: prompt, request, topic, harmful."""
+    """GRPO prompt rows ``{"train": [...], "heldout": [...]}``, one per request.
+
+    Row keys: prompt, request, topic, harmful.
+    """
     train, held = split_requests(seed)
 
     def rows(requests):

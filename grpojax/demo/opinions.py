@@ -13,17 +13,23 @@ paper's::
     C. not much
     D. not at all
 
-Preferred answer (index 0..3 = A..D) of group g for a question of category c and polarity p:
+Preferred answer (index 0..3 = A..D) of group g for a question of category c (0..3) and polarity p. A
+shared *base* opinion ``base(c, p) = c`` if p else ``3 - c`` (what matters "very much" is "not at all" a
+worry), and:
 
-- the large groups g = 0, 1, 2: ``(c + g) mod 4`` (category only; the groups differ systematically);
-- the small group g = 3 (the *last* one): ``(c + 3) mod 4`` for positive questions and ``(c + 1) mod 4``
-  for negative ones, i.e. it depends on the interaction of category and polarity (harder to predict from
-  the question), optionally with label noise; and it answers only ``small_fraction`` of the questions.
+- group 0 holds the base opinion everywhere; group 1 deviates (``base + 2 mod 4``) on category 3, group 2
+  on categories 1 and 2: the large groups differ systematically but mostly agree, so the question alone
+  (category and polarity are main effects) already predicts much of the answer;
+- the small group (the *last* one) disagrees with the base on every question, by a rule that changes with
+  the category: the reversed polarity ``base(c, not p)`` for categories 0 and 1, ``base + 1 mod 4`` for
+  categories 2 and 3. It answers only ``small_fraction`` of the questions, optionally with label noise.
 
 Why plain IPO leaves a worst-group gap that GR-IPO can close: the average IPO loss weighs each group by its
 share of the pairs, so the small group (about 8% of the training pairs by default) contributes little
-gradient, and its rule is the hardest to fit; a tiny model trained for a fixed budget under-fits it. GR-IPO
-raises that group's weight alpha as long as its loss is the largest, spending the model's capacity on it.
+gradient, and what it wants conflicts with the majority's opinion on every question; a tiny model trained
+for a fixed budget fits the majority and under-fits it. GR-IPO raises that group's weight alpha as long as
+its loss is the largest, spending the model's capacity on it (the group name in the prompt makes the
+conflict resolvable).
 
 Pairs are ``(prompt, chosen, rejected, group)``: chosen is the group's preferred letter, rejected a random
 other letter (training split); validation and test use every other letter (3 pairs per question) so that
@@ -71,9 +77,15 @@ def preferred_index(group_id: int, category_id: int, positive: bool) -> int:
     """The noise-free preferred option index (0..3) of a group for a question (module docstring rule)."""
     if not 0 <= group_id < len(GROUPS):
         raise ValueError(f"group_id={group_id}; valid: 0..{len(GROUPS) - 1} ({GROUPS})")
-    if group_id == len(GROUPS) - 1:
-        return (category_id + (3 if positive else 1)) % 4
-    return (category_id + group_id) % 4
+    if not 0 <= category_id < len(CATEGORIES):
+        raise ValueError(f"category_id={category_id}; valid: 0..{len(CATEGORIES) - 1}")
+    base = category_id if positive else 3 - category_id
+    if group_id == len(GROUPS) - 1:  # the small group
+        if category_id < 2:
+            return 3 - base  # = base(c, not p)
+        return (base + 1) % 4
+    deviating = {0: (), 1: (3,), 2: (1, 2)}[group_id]
+    return (base + 2) % 4 if category_id in deviating else base
 
 
 def opinion_prompt(group: str, question: str) -> str:
@@ -132,7 +144,10 @@ def opinion_pairs(seed: int = 0, *, small_fraction: float = 0.25, small_noise: f
 
 
 def opinion_sft_rows(pairs: dict[str, list[dict]], split: str = "train") -> list[dict]:
-    """SFT rows ``{prompt, completion, group, group_id, question_id}`` (the chosen answer), one per question."""
+    """SFT rows (the chosen answers), one per question of ``split``.
+
+    Row keys: prompt, completion, group, group_id, question_id.
+    """
     seen, rows = set(), []
     for row in pairs[split]:
         key = (row["group_id"], row["question_id"])
