@@ -238,6 +238,18 @@ def aggregate_token_loss(
     return jnp.sum(summed_NT) / jnp.maximum(denom, 1.0)
 
 
+def _check_clip_params(eps_low, eps_high, delta) -> None:
+    lo, hi = _concrete_float(eps_low), _concrete_float(eps_high)
+    if lo is not None and not lo >= 0.0:  # >= 1 is allowed: it switches the lower clip off
+        raise ValueError(f"grpo_loss: epsilon_low must be >= 0, got {eps_low}")
+    if hi is not None and not hi >= 0.0:
+        raise ValueError(f"grpo_loss: epsilon_high must be >= 0, got {eps_high}")
+    d = None if delta is None else _concrete_float(delta)
+    if d is not None and not d > 1.0:
+        raise ValueError(f"grpo_loss: delta caps the ratio from above and must be > 1 (use > 1 + epsilon_high), "
+                         f"got {delta}")
+
+
 def grpo_loss(
     logp: Array,
     old_logp: Array | None,
@@ -303,6 +315,7 @@ def grpo_loss(
         chex.assert_equal_shape([logp, ref_logp])
     eps_low = epsilon_low
     eps_high = epsilon_low if epsilon_high is None else epsilon_high
+    _check_clip_params(eps_low, eps_high, delta)
 
     m = mask.astype(jnp.float32)
     active = m != 0

@@ -375,6 +375,12 @@ def test_grpo_loss_bad_input():
         grpo_loss(logp, old, ref, adv, mask, importance_sampling_level="sentence")
     with pytest.raises(ValueError, match="ref_logp is None"):
         grpo_loss(logp, old, None, adv, mask, beta=0.04)
+    with pytest.raises(ValueError, match="epsilon_low"):
+        grpo_loss(logp, old, ref, adv, mask, epsilon_low=-0.2)
+    with pytest.raises(ValueError, match="epsilon_high"):
+        grpo_loss(logp, old, ref, adv, mask, epsilon_high=-0.1)
+    with pytest.raises(ValueError, match="delta"):
+        grpo_loss(logp, old, ref, adv, mask, delta=0.9)
     with pytest.raises(AssertionError):  # chex: advantages must be [N]
         grpo_loss(logp, old, ref, adv[:, None], mask)
     with pytest.raises(AssertionError):  # chex: logp must be [N, T]
