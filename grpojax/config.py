@@ -337,6 +337,95 @@ class RewardConfig:
 
 
 @dataclass(frozen=True)
+class _RolloutFields:
+    """Sampling and reward fields shared by the online methods other than GRPO (same names and meaning as
+    in :class:`GRPOConfig`): ``num_generations`` completions per prompt, sampled at ``temperature`` /
+    ``top_p`` / ``top_k`` up to ``max_completion_length`` tokens, scored by a multi-label ``reward_model``
+    (``aspects``) and/or ``reward_funcs``, combined by ``aggregation`` with ``reward_weights``."""
+
+    num_generations: int = 1
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: Union[int, None] = None
+    max_completion_length: int = 256
+    reward_model: Union[str, None] = None
+    reward_funcs: tuple[str, ...] = ()
+    aspects: tuple[str, ...] = ()
+    reward_weights: tuple[float, ...] = ()
+    aggregation: Literal["weighted_sum", "normalize_then_sum", "min", "soft_min"] = "weighted_sum"
+
+    def __post_init__(self):
+        _positive(self, "num_generations", "temperature", "top_k", "max_completion_length")
+        _check(0.0 < self.top_p <= 1.0, "top_p", f"must be in (0, 1], got {self.top_p}")
+        _check(self.reward_model is not None or len(self.reward_funcs) > 0, "reward_model",
+               "needs a reward: set reward_model and/or reward_funcs")
+        _check(self.reward_model is None or len(self.aspects) > 0, "aspects",
+               "name the reward model's aspects (one per output score)")
+        _check(len(set(self.aspects)) == len(self.aspects), "aspects", "has duplicates")
+        r, f = len(self.aspects), len(self.reward_funcs)
+        _check(not self.reward_weights or len(self.reward_weights) == r + f, "reward_weights",
+               f"needs one weight per aspect ({r}) plus one per reward_func ({f}), got {len(self.reward_weights)}")
+
+
+@dataclass(frozen=True)
+class PPOConfig(_RolloutFields):
+    """PPO-RLHF (Ziegler et al. 2019; TRL ``PPOConfig`` names where TRL has one). Each rollout of
+    ``train.batch_size`` completions is reused for ``ppo_epochs`` passes of ``num_mini_batches`` shuffled
+    mini-batches (one optimizer step each). ``kl_mode``: ``reward`` puts ``-kl_coef * KL`` in the per-token
+    rewards, ``loss`` adds ``kl_coef * KL`` to the loss; ``adaptive_kl`` adapts ``kl_coef`` toward
+    ``kl_target`` (per-sequence KL) over ``kl_horizon`` samples. ``critic``: ``shared`` = a value head on
+    the policy backbone, ``separate`` = its own backbone loaded from ``critic_path`` (e.g. the reward model's
+    backbone as a HF directory; None = a copy of the initial policy). ``missing_eos_penalty``: subtracted
+    from the score of completions that hit the length limit (None = off)."""
+
+    ppo_epochs: int = 4
+    num_mini_batches: int = 1
+    cliprange: float = 0.2
+    cliprange_value: Union[float, None] = 0.2
+    vf_coef: float = 0.1
+    gamma: float = 1.0
+    lam: float = 0.95
+    kl_mode: Literal["reward", "loss"] = "reward"
+    kl_coef: float = 0.05
+    kl_estimator: Literal["k1", "k2", "k3"] = "k1"
+    adaptive_kl: bool = False
+    kl_target: float = 6.0
+    kl_horizon: float = 10000.0
+    whiten_rewards: bool = False
+    whiten_advantages: bool = True
+    reduction: Literal["token_mean", "sequence_mean"] = "token_mean"
+    missing_eos_penalty: Union[float, None] = None
+    critic: Literal["shared", "separate"] = "shared"
+    critic_path: Union[str, None] = None
+    value_head_init_std: float = 0.0
+
+    def __post_init__(self):
+        super().__post_init__()
+        _positive(self, "ppo_epochs", "num_mini_batches", "kl_target", "kl_horizon")
+        _non_negative(self, "cliprange", "cliprange_value", "vf_coef", "kl_coef", "missing_eos_penalty",
+                      "value_head_init_std")
+        for n in ("gamma", "lam"):
+            _check(0.0 <= getattr(self, n) <= 1.0, n, f"must be in [0, 1], got {getattr(self, n)}")
+        _check(self.critic == "separate" or self.critic_path is None, "critic_path",
+               "a critic checkpoint needs critic: separate (the shared critic is the policy backbone)")
+
+
+@dataclass(frozen=True)
+class OnlineDPOConfig(_RolloutFields):
+    """Online / iterative DPO from the reward model: per prompt, the best and the worst of the policy's
+    ``num_generations`` samples under the aggregated reward form a (chosen, rejected) pair, trained with the
+    ``preference`` section's loss against the initial policy as reference; groups whose best and worst
+    rewards are equal give no pair."""
+
+    num_generations: int = 4
+
+    def __post_init__(self):
+        super().__post_init__()
+        _check(self.num_generations >= 2, "num_generations",
+               f"must be >= 2 (a pair needs two samples), got {self.num_generations}")
+
+
+@dataclass(frozen=True)
 class MeshConfig:
     """Device mesh axis sizes (-1 = all remaining devices, at most one axis); ``distributed`` calls
     ``jax.distributed.initialize()`` first (multi-host)."""
@@ -352,8 +441,8 @@ class MeshConfig:
             _check(v == -1 or v >= 1, n, f"must be -1 or >= 1, got {v}")
         _check(sizes.count(-1) <= 1, "data", "at most one mesh axis may be -1")
 
-Kind = Literal["grpo", "reward", "dpo", "sft"]
-KINDS = ("grpo", "reward", "dpo", "sft")
+Kind = Literal["grpo", "reward", "dpo", "sft", "ppo", "online_dpo"]
+KINDS = ("grpo", "reward", "dpo", "sft", "ppo", "online_dpo")
 
 
 @dataclass(frozen=True)
@@ -434,8 +523,52 @@ class SFTRunConfig(_RunBase):
     kind: Literal["sft"] = "sft"
 
 
-SCHEMAS = {"grpo": GRPORunConfig, "reward": RewardRunConfig, "dpo": DPORunConfig, "sft": SFTRunConfig}
-RunConfig = Union[GRPORunConfig, RewardRunConfig, DPORunConfig, SFTRunConfig]
+@dataclass(frozen=True)
+class PPORunConfig(_RunBase):
+    """``scripts/train_ppo.py``: PPO-RLHF with a value head / critic, GAE and a KL controller.
+    ``train.batch_size`` = completions per rollout (a multiple of ``ppo.num_generations``); each
+    optimizer step takes one mini-batch of ``batch_size / ppo.num_mini_batches`` completions."""
+
+    kind: Literal["ppo"] = "ppo"
+    ppo: PPOConfig = field(default_factory=PPOConfig)
+
+    def __post_init__(self):
+        super().__post_init__()
+        p, bs = self.ppo, self.train.batch_size
+        _check(bs % p.num_generations == 0, "train.batch_size",
+               f"must be a multiple of ppo.num_generations={p.num_generations}, got {bs}")
+        _check(bs % p.num_mini_batches == 0, "ppo.num_mini_batches",
+               f"must divide train.batch_size={bs}, got {p.num_mini_batches}")
+        mini, mb = bs // p.num_mini_batches, self.train.micro_batch_size
+        _check(mb is None or mini % mb == 0, "train.micro_batch_size",
+               f"must divide the mini-batch size {mini} (train.batch_size / ppo.num_mini_batches), got {mb}")
+
+
+@dataclass(frozen=True)
+class OnlineDPORunConfig(_RunBase):
+    """``scripts/train_online_dpo.py``: online DPO on best-vs-worst pairs of the policy's own samples.
+    ``train.batch_size`` = completions per step (prompts per step = pairs at most =
+    ``batch_size / online_dpo.num_generations``)."""
+
+    kind: Literal["online_dpo"] = "online_dpo"
+    online_dpo: OnlineDPOConfig = field(default_factory=OnlineDPOConfig)
+    preference: PreferenceConfig = field(default_factory=PreferenceConfig)
+
+    def __post_init__(self):
+        super().__post_init__()
+        g, bs = self.online_dpo.num_generations, self.train.batch_size
+        _check(bs % g == 0, "train.batch_size",
+               f"must be a multiple of online_dpo.num_generations={g} (completions per step), got {bs}")
+        _check(self.preference.loss in ("dpo", "ipo", "hinge"), "preference.loss",
+               f"online DPO has no groups: use dpo, ipo or hinge, got {self.preference.loss}")
+        mb, prompts = self.train.micro_batch_size, bs // g
+        _check(mb is None or prompts % mb == 0, "train.micro_batch_size",
+               f"counts pairs here and must divide the {prompts} prompts per step, got {mb}")
+
+
+SCHEMAS = {"grpo": GRPORunConfig, "reward": RewardRunConfig, "dpo": DPORunConfig, "sft": SFTRunConfig,
+           "ppo": PPORunConfig, "online_dpo": OnlineDPORunConfig}
+RunConfig = Union[GRPORunConfig, RewardRunConfig, DPORunConfig, SFTRunConfig, PPORunConfig, OnlineDPORunConfig]
 
 
 def load_config(path: str, overrides: list[str] | tuple[str, ...] = (), kind: str | None = None) -> RunConfig:
