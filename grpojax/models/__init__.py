@@ -7,6 +7,10 @@ Public API:
     init_cache                     zero KV cache pytree: [dict(k=[B,S,K,H], v=[B,S,K,H])] * L
     from_hf, to_hf                 HF checkpoint (dir or hub id) <-> Qwen
     config_from_hf_dict, config_to_hf_dict
+    apply_lora, merge_lora, lora_params, LORA_TARGETS
+                                   flax nnx.LoRA adapters on q/k/v/o/gate/up/down, alpha/r scaling
+    RewardModel, reward_head, reward_model_from_hf, last_token_index
+                                   multi-label reward model (last-real-token pooling, R outputs)
 """
 
 from grpojax.models.config import PRESETS, QwenConfig, config_from_hf_dict, config_to_hf_dict
@@ -18,3 +22,10 @@ __all__ = [
     "PRESETS", "QwenConfig", "Qwen", "init_cache", "from_hf", "to_hf", "hf_name_table",
     "config_from_hf_dict", "config_to_hf_dict",
 ]
+
+from grpojax.models.lora import LORA_TARGETS, apply_lora, lora_params, merge_lora  # noqa: E402
+from grpojax.models.reward_model import (RewardModel, last_token_index, reward_head,  # noqa: E402
+                                         reward_model_from_hf)
+
+__all__ += ["LORA_TARGETS", "apply_lora", "merge_lora", "lora_params", "RewardModel", "reward_head",
+            "last_token_index", "reward_model_from_hf"]

@@ -174,9 +174,11 @@ def _set(tree: dict, path: tuple, value):
 
 
 def load_into(abstract: nnx.Module, entries: list[Entry], source: TensorSource, *, param_dtype: Any,
-              allowed_extra: Iterable[str] = ()) -> nnx.Module:
-    """Fills an abstract module (from ``nnx.eval_shape``) with the tensors ``entries`` name."""
-    graphdef, state = nnx.split(abstract)
+              allowed_extra: Iterable[str] = (), partial: bool = False) -> nnx.Module:
+    """Fills the ``nnx.Param`` leaves of an abstract module (from ``nnx.eval_shape``) with the tensors
+    ``entries`` name. Other variables stay abstract; with ``partial=True`` so may Params outside the table
+    (the caller sets them afterwards)."""
+    graphdef, state, rest = nnx.split(abstract, nnx.Param, ...)
     pure = nnx.to_pure_dict(state)
     names = source.names()
     missing = [e.hf_name for e in entries if e.hf_name not in names]
@@ -195,14 +197,15 @@ def load_into(abstract: nnx.Module, entries: list[Entry], source: TensorSource, 
         if tuple(x.shape) != want:
             raise ValueError(f"tensor {name!r} in {fname} has shape {tuple(x.shape)}, expected {want} "
                              "from config.json")
-        _set(pure, entry.path, jnp.asarray(to_ours(entry, x, tuple(target.shape)).astype(jnp.dtype(param_dtype), copy=False)))
+        value = to_ours(entry, x, tuple(target.shape)).astype(jnp.dtype(param_dtype), copy=False)
+        _set(pure, entry.path, jnp.asarray(value))
         del x
     left = [p for p, v in jax.tree_util.tree_flatten_with_path(pure)[0]
             if isinstance(v, jax.ShapeDtypeStruct)]
-    if left:
+    if left and not partial:
         raise ValueError(f"parameters without a HF tensor in the table: {left[:3]}")
     nnx.replace_by_pure_dict(state, pure)
-    return nnx.merge(graphdef, state)
+    return nnx.merge(graphdef, state, rest)
 
 
 def from_hf(path_or_hub_id: str, *, dtype: Any = jnp.float32, param_dtype: Any = None) -> Qwen:
