@@ -110,17 +110,18 @@ def make_preference_data(key: PRNGKey, sizes_M: tuple, *, uneven: bool) -> Prefe
     group_ids_P = jnp.asarray(np.repeat(np.arange(len(sizes_M)), sizes_M), jnp.int32)
     num_pairs = int(sum(sizes_M))
     k_x, k_y, k_other = jax.random.split(key, 3)
-    x_PX = jax.random.uniform(k_x, (num_pairs, STATE_DIM), dtype=jnp.result_type(float))
-    first_P = jax.random.randint(k_y, (num_pairs,), 0, NUM_ACTIONS)
+    # Draw in float32 / int32 in both precisions, so a float64 run sees the same data as a float32 run.
+    x_PX = jax.random.uniform(k_x, (num_pairs, STATE_DIM), dtype=jnp.float32).astype(jnp.result_type(float))
+    first_P = jax.random.randint(k_y, (num_pairs,), 0, NUM_ACTIONS, dtype=jnp.int32)
     if uneven:
-        step_P = 2 * jax.random.bernoulli(k_other, 0.5, (num_pairs,)).astype(jnp.int32) - 1
+        step_P = 2 * (jax.random.uniform(k_other, (num_pairs,), jnp.float32) < 0.5).astype(jnp.int32) - 1
         neighbour_P = first_P + step_P
         neighbour_P = jnp.where(neighbour_P >= NUM_ACTIONS, first_P - 1, neighbour_P)
         neighbour_P = jnp.where(neighbour_P < 0, first_P + 1, neighbour_P)
         far_P = (first_P + NUM_ACTIONS // 2) % NUM_ACTIONS
         second_P = jnp.where(group_ids_P == 0, neighbour_P, far_P)
     else:
-        offset_P = jax.random.randint(k_other, (num_pairs,), 1, NUM_ACTIONS)
+        offset_P = jax.random.randint(k_other, (num_pairs,), 1, NUM_ACTIONS, dtype=jnp.int32)
         second_P = (first_P + offset_P) % NUM_ACTIONS
     reward_PA = true_rewards(x_PX, group_ids_P)
     r1_P = jnp.take_along_axis(reward_PA, first_P[:, None], axis=1)[:, 0]

@@ -62,14 +62,16 @@ def make_problems(scenario: str, seeds, settings: BanditSettings) -> tuple:
     def one(seed):
         k_train, k_val, k_test, k_theta = jax.random.split(jax.random.PRNGKey(seed), 4)
         dtype = jnp.result_type(float)
-        test_x_QX = jax.random.uniform(k_test, (settings.num_test_states, STATE_DIM), dtype=dtype)
+        # Random draws in float32 whatever the precision (same data for float32 and float64 runs).
+        test_x_QX = jax.random.uniform(k_test, (settings.num_test_states, STATE_DIM)).astype(dtype)
         test_feat_MQAE, test_reward_MQA = test_tables(test_x_QX)
         return Problem(
             train=make_preference_data(k_train, sizes, uneven=spec.uneven),
             val=make_preference_data(k_val, val_sizes, uneven=spec.uneven),
             test_feat_MQAE=test_feat_MQAE,
             test_reward_MQA=test_reward_MQA,
-            theta0_E=jax.random.uniform(k_theta, (FEATURE_DIM,), dtype=dtype, maxval=settings.theta_init_max),
+            theta0_E=jax.random.uniform(k_theta, (FEATURE_DIM,), jnp.float32, maxval=settings.theta_init_max
+                                        ).astype(dtype),
         )
 
     return jax.jit(jax.vmap(one))(jnp.asarray(list(seeds))), sizes
