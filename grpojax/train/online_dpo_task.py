@@ -1,0 +1,133 @@
+"""Online (iterative) DPO from the reward model: preference pairs built from the policy's own samples.
+
+Per step (``train.batch_size`` completions = ``batch_size / online_dpo.num_generations`` prompts): sample
+G completions per prompt with the current policy, score and aggregate them exactly as GRPO / PPO do, and
+pair the best with the worst completion of each prompt (:func:`best_worst_pairs`; Xiong et al. 2024,
+"Iterative Preference Learning from Human Feedback", arXiv 2312.11456; Guo et al. 2024, "Direct Language
+Model Alignment from Online AI Feedback", arXiv 2402.04792). The pairs train the existing
+:func:`grpojax.train.preference.preference_step` (DPO / IPO / hinge) against the frozen initial policy.
+
+A prompt whose best and worst rewards are equal (or all NaN) has no preference: it is skipped by pairing
+its best completion with itself. The two sequence log-probs of such a self-pair are identical, so its
+margin ``h`` is exactly 0 and its gradient exactly 0, while every batch keeps the static shape
+[prompts per step] (no recompilation). The step's mean is still over all rows, so its logged ``loss`` and
+``rewards/*`` include the self-pairs' constants; ``pairs/valid_frac`` says how many rows are real pairs and
+``pairs/loss`` is the loss mean over the real pairs only.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from grpojax.losses.dpo import dpo_loss
+from grpojax.train.ppo_task import RewardScorer, sample_and_score
+from grpojax.train.preference import _BASE, PreferenceSettings, pair_logprobs, preference_step
+from grpojax.train.runner import build_model
+from grpojax.train.state import merge_model, split_model
+from grpojax.train.tasks import BaseTask, host_row
+
+
+def best_worst_pairs(rewards_BG: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Index of the best and of the worst completion of every prompt, and whether they form a pair.
+
+    ``best_b = argmax_g R_bg``, ``worst_b = argmin_g R_bg`` over the non-NaN rewards (the first index on
+    ties); ``valid_b = max_g R_bg > min_g R_bg``. A row with equal rewards, or fewer than two non-NaN
+    rewards, is not valid and gets ``worst_b = best_b``.
+
+    Args:
+      rewards_BG: [B, G] aggregated rewards (NaN = not scored).
+
+    Returns:
+      ``(best_B, worst_B, valid_B)``: int64, int64, bool.
+
+    >>> best_worst_pairs(np.array([[0.1, 0.9, 0.5], [1.0, 1.0, 1.0]]))
+    (array([1, 0]), array([0, 0]), array([ True, False]))
+    """
+    r = np.asarray(rewards_BG, np.float64)
+    if r.ndim != 2 or r.shape[1] < 2:
+        raise ValueError(f"best_worst_pairs: expected [B, G] rewards with G >= 2, got shape {r.shape}")
+    finite = ~np.isnan(r)
+    best = np.argmax(np.where(finite, r, -np.inf), axis=1)
+    worst = np.argmin(np.where(finite, r, np.inf), axis=1)
+    hi = np.max(np.where(finite, r, -np.inf), axis=1)
+    lo = np.min(np.where(finite, r, np.inf), axis=1)
+    valid = (finite.sum(axis=1) >= 2) & (hi > lo)
+    best = np.where(finite.any(axis=1), best, 0)
+    return best, np.where(valid, worst, best), valid
+
+
+def pair_batch(sampled: dict, best_B: np.ndarray, worst_B: np.ndarray, G: int) -> dict:
+    """Rows of a prompt-major ``[B*G, ...]`` sample batch -> a preference batch of B (chosen, rejected)."""
+    base = np.arange(best_B.shape[0]) * G
+    c, r = jnp.asarray(base + best_B), jnp.asarray(base + worst_B)
+    first = jnp.asarray(base)
+    return {"prompt_BP": sampled["prompt_BP"][first], "prompt_mask_BP": sampled["prompt_mask_BP"][first],
+            "chosen_BL": sampled["completion_BL"][c], "chosen_mask_BL": sampled["completion_mask_BL"][c],
+            "rejected_BL": sampled["completion_BL"][r], "rejected_mask_BL": sampled["completion_mask_BL"][r]}
+
+
+class OnlineDPOTask(BaseTask):
+    kind = "grpo"  # prompt data, as GRPO
+
+    def __init__(self, cfg, *, reward_model_scorer=None):
+        super().__init__(cfg)
+        o, pc = cfg.online_dpo, cfg.preference
+        self.G = o.num_generations
+        self.prompts = cfg.train.batch_size // self.G
+        self.loader = self._loader(self.dataset, shuffle=True, batch_size=self.prompts)
+        self.scorer = RewardScorer(o, cfg, self.tok, reward_model_scorer)
+        self.settings = PreferenceSettings(loss=pc.loss, beta=pc.beta, label_smoothing=pc.label_smoothing,
+                                           average_logprobs=pc.average_logprobs, num_groups=1)
+        mb = cfg.train.micro_batch_size
+        self.num_micro = 1 if mb is None else self.prompts // mb
+
+    def init_state(self):
+        state = super().init_state()
+        if self.cfg.model.ref_path:
+            self._ref = split_model(build_model(self.cfg.model, path=self.cfg.model.ref_path))
+        else:  # the initial policy is the reference (under LoRA: the base model)
+            self._ref = (self.graphdef, jax.tree.map(jnp.copy, state.params), state.frozen)
+        ref_graphdef, settings = self._ref[0], self.settings
+
+        @jax.jit
+        def ref_logps(params, frozen, batch):
+            return pair_logprobs(merge_model(ref_graphdef, params, frozen), batch, settings)
+
+        self._ref_logps = ref_logps
+        return state
+
+    def _compile(self, graphdef):
+        self._step = jax.jit(functools.partial(preference_step, graphdef=graphdef, tx=self.tx,
+                                               settings=self.settings, num_micro=self.num_micro),
+                             donate_argnums=0)
+
+    def make_batch(self, state, rng):
+        """Sample, score, pair; returns ``(batch, valid_B, host metrics)``."""
+        ro = sample_and_score(self.model_of(state), self, self.cfg.online_dpo, self.scorer, rng)
+        rewards_BG = ro.rewards_N.reshape(self.prompts, self.G)
+        best, worst, valid = best_worst_pairs(rewards_BG)
+        batch = pair_batch(ro.batch, best, worst, self.G)
+        _, ref_params, ref_frozen = self._ref
+        batch["ref_chosen_logp_B"], batch["ref_rejected_logp_B"] = self._ref_logps(ref_params, ref_frozen, batch)
+        rows = np.arange(self.prompts)
+        gap = (rewards_BG[rows, best] - rewards_BG[rows, worst])[valid]
+        metrics = {**ro.metrics, "pairs/valid_frac": float(valid.mean()),
+                   "pairs/reward_gap": float(gap.mean()) if gap.size else 0.0,
+                   "pairs/chosen_reward": float(rewards_BG[rows, best][valid].mean()) if gap.size else float("nan")}
+        return batch, valid, metrics
+
+    def train_steps(self, state, step, rngs):
+        batch, valid, ro_metrics = self.make_batch(state, jax.random.fold_in(rngs[0], 1))
+        state, metrics = self._step(state, batch, rngs[0])
+        row = host_row(metrics)
+        # the step's loss is Σ_b ℓ_b / B over all rows; a self-pair's ℓ is the constant loss at h = 0
+        B, n = valid.shape[0], int(valid.sum())
+        s, zero = self.settings, jnp.zeros((1,), jnp.float32)
+        c = float(dpo_loss(zero, zero, zero, zero, beta=s.beta, loss_type=_BASE[s.loss],
+                           label_smoothing=s.label_smoothing)[0])
+        row["pairs/loss"] = (B * row["loss"] - (B - n) * c) / n if n else float("nan")
+        return state, [{**ro_metrics, **row}]
