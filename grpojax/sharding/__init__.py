@@ -1,0 +1,57 @@
+"""Sharding over TPU / GPU meshes, multi-host start-up, and memory levers.
+
+A ``Mesh`` has three named axes, ``("data", "fsdp", "tensor")``; logical-axis rules map every parameter
+(by the ``out_sharding`` names the model attaches), optimizer moment (same names), batch row and KV-cache
+array onto them (table in :mod:`grpojax.sharding.rules`). The training loop needs five calls::
+
+    from grpojax import sharding as shd
+
+    shd.maybe_initialize_distributed(cfg.mesh)             # jax.distributed.initialize() if asked
+    mesh = shd.make_mesh(cfg.mesh)                          # MeshConfig(data, fsdp, tensor), -1 = rest
+    graphdef, state, state_sh = shd.init_train_state(       # params + opt state born sharded
+        lambda: Qwen(model_cfg, param_dtype=jnp.bfloat16), tx, rng, mesh, lora=False)
+    step = shd.jit_step(functools.partial(grpo_step, graphdef=graphdef, tx=tx, settings=s),
+                        state_sh, shd.batch_shardings(example_batch, mesh), mesh)   # donates state
+    batch = shd.global_batch(host_rows, mesh)               # rows of this host -> global sharded arrays
+    state, metrics = step(state, batch, rng)
+
+Loading a checkpoint: ``shd.shard(state, state_sh)`` (or Orbax restore with ``state_sh`` as the target
+shardings). Models outside a train state: ``shd.init_sharded(ctor, mesh)`` or
+``nnx.update(model, shd.shard(nnx.state(model), shd.tree_shardings(nnx.state(model), mesh)))``.
+
+Sampling: pass the sharded model, batch-sharded prompts, and ``cache_fn=shd.ShardedCache(config, mesh,
+dtype)`` to :func:`grpojax.sampling.sample`: the KV cache ``[B, S, K, H]`` is created sharded with B over
+(data, fsdp) and K over tensor, and the decode loop runs under GSPMD with the model's layout.
+
+Multi-host: each process loads ``rows[shd.host_batch_slice(global_batch)]`` of every batch and calls
+:func:`global_batch`; only :func:`is_main_process` writes logs; Orbax checkpointing of sharded
+``jax.Array`` state is multi-host safe as is.
+
+Public API:
+    AXES, BATCH_AXES, make_mesh, mesh_sizes                      mesh.py
+    maybe_initialize_distributed, is_main_process, host_batch_slice
+    RULES, KV_CACHE_AXES, ACTIVATION_AXES, logical_to_spec,      rules.py
+    tree_shardings, train_state_shardings, batch_shardings, batch_spec, cache_shardings, constrain,
+    named, describe
+    shard, init_sharded, init_train_state, jit_step, abstract_batch,   jit.py
+    with_shardings, global_batch, ShardedCache, sharded_bytes_per_device
+    f32_optimizer_state                                          memory.py (bf16 params, f32 Adam)
+"""
+
+from grpojax.sharding.jit import (ShardedCache, abstract_batch, global_batch, init_sharded,
+                                  init_train_state, jit_step, shard, sharded_bytes_per_device,
+                                  with_shardings)
+from grpojax.sharding.memory import f32_optimizer_state
+from grpojax.sharding.mesh import (AXES, BATCH_AXES, host_batch_slice, is_main_process, make_mesh,
+                                   maybe_initialize_distributed, mesh_sizes)
+from grpojax.sharding.rules import (ACTIVATION_AXES, KV_CACHE_AXES, RULES, batch_shardings, batch_spec,
+                                    cache_shardings, constrain, describe, logical_to_spec, named,
+                                    train_state_shardings, tree_shardings)
+
+__all__ = [
+    "AXES", "BATCH_AXES", "make_mesh", "mesh_sizes", "maybe_initialize_distributed", "is_main_process",
+    "host_batch_slice", "RULES", "KV_CACHE_AXES", "ACTIVATION_AXES", "logical_to_spec", "tree_shardings",
+    "train_state_shardings", "batch_shardings", "batch_spec", "cache_shardings", "constrain", "named",
+    "describe", "shard", "init_sharded", "init_train_state", "jit_step", "abstract_batch",
+    "with_shardings", "global_batch", "ShardedCache", "sharded_bytes_per_device", "f32_optimizer_state",
+]

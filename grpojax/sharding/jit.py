@@ -1,0 +1,144 @@
+"""Placing pytrees on a mesh, params born sharded, jitted steps with shardings + donation, sharded
+sampling caches, and per-host batch assembly."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+from jax.sharding import Mesh, NamedSharding
+
+from grpojax.sharding.rules import (KV_CACHE_AXES, Rules, batch_shardings, constrain, named,
+                                    train_state_shardings, tree_shardings)
+
+
+def shard(tree: Any, shardings: Any) -> Any:
+    """``jax.device_put`` every leaf of ``tree`` with the matching sharding (a tree or a single one)."""
+    return jax.device_put(tree, shardings)
+
+
+def init_sharded(model_ctor: Callable[[], nnx.Module], mesh: Mesh, rules: Rules | None = None):
+    """Builds ``model_ctor()`` with every parameter born sharded (never whole on one device).
+
+    ``nnx.eval_shape`` gives the abstract model -> :func:`tree_shardings` of its state -> a jitted
+    constructor with those ``out_shardings`` -> ``nnx.merge``. Returns the model.
+    """
+    abstract = nnx.eval_shape(model_ctor)
+    graphdef, abstract_state = nnx.split(abstract)
+    shardings = tree_shardings(abstract_state, mesh, rules)
+
+    @functools.partial(jax.jit, out_shardings=shardings)
+    def build():
+        return nnx.split(model_ctor())[1]
+
+    return nnx.merge(graphdef, build())
+
+
+def init_train_state(model_ctor: Callable[[], nnx.Module], tx: optax.GradientTransformation,
+                     rng: jax.Array, mesh: Mesh, *, lora: bool = False, robust: Any = None,
+                     rules: Rules | None = None):
+    """``(graphdef, state, state_shardings)`` with the model AND optimizer state born sharded.
+
+    ``model_ctor`` builds the model (with LoRA already applied when ``lora``); the whole
+    :func:`grpojax.train.create_train_state` runs under one jit with ``out_shardings``.
+    """
+    from grpojax.train.state import create_train_state
+
+    holder = {}
+
+    def build(rng):
+        graphdef, state = create_train_state(model_ctor(), tx, rng, lora=lora, robust=robust)
+        holder["graphdef"] = graphdef
+        return state
+
+    abstract = jax.eval_shape(build, rng)
+    shardings = train_state_shardings(abstract, mesh, rules)
+    state = jax.jit(build, out_shardings=shardings)(rng)
+    return holder["graphdef"], state, shardings
+
+
+def jit_step(step: Callable, state_shardings: Any, batch_shardings_: Any, mesh: Mesh, *,
+             donate: bool = True) -> Callable:
+    """``jax.jit`` of a pure ``step(state, batch, rng) -> (state, metrics)`` with explicit shardings.
+
+    The state comes in and goes out with ``state_shardings`` (so the updated params keep their layout
+    step after step), the batch with ``batch_shardings_`` (a tree or one sharding for all leaves), the
+    rng and every metric replicated. ``donate`` donates the input state's buffers to the output state,
+    so a step holds one copy of params + optimizer state, not two. Bind static arguments first:
+    ``jit_step(functools.partial(grpo_step, graphdef=g, tx=tx, settings=s), ...)``.
+    """
+    rep = named(mesh)
+    return jax.jit(step, in_shardings=(state_shardings, batch_shardings_, rep),
+                   out_shardings=(state_shardings, rep), donate_argnums=(0,) if donate else ())
+
+
+def abstract_batch(batch_shapes: dict, mesh: Mesh, rules: Rules | None = None) -> dict:
+    """``{key: ShapeDtypeStruct(shape, dtype, sharding=rows over (data, fsdp))}`` for AOT lowering;
+    ``batch_shapes`` maps keys to ``(shape, dtype)`` pairs or arrays."""
+    out = {}
+    for k, v in batch_shapes.items():
+        shape, dtype = (v.shape, v.dtype) if hasattr(v, "shape") else v
+        out[k] = jax.ShapeDtypeStruct(tuple(shape), jnp.dtype(dtype))
+    sh = batch_shardings(out, mesh, rules)
+    return {k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=sh[k]) for k, v in out.items()}
+
+
+def with_shardings(abstract: Any, shardings: Any) -> Any:
+    """Attach shardings to an ``eval_shape`` tree (ShapeDtypeStructs) for ``jit(...).lower(...)``."""
+    return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract,
+                        shardings)
+
+
+def global_batch(local_batch: dict, mesh: Mesh, rules: Rules | None = None) -> dict:
+    """Assembles per-host rows (this process's slice of every leaf, see
+    :func:`grpojax.sharding.host_batch_slice`) into global arrays sharded over (data, fsdp).
+
+    Single-host this is a plain sharded ``device_put``; multi-host it calls
+    ``jax.make_array_from_process_local_data`` so no host ever holds the global batch.
+    """
+    def one(x):
+        x = np.asarray(x)
+        global_shape = (x.shape[0] * jax.process_count(),) + x.shape[1:]
+        sh = batch_shardings(jax.ShapeDtypeStruct(global_shape, x.dtype), mesh, rules)
+        return jax.make_array_from_process_local_data(sh, x, global_shape)
+
+    return jax.tree.map(one, local_batch)
+
+
+@dataclasses.dataclass(frozen=True)
+class ShardedCache:
+    """A hashable ``(batch, max_len) -> KV cache`` builder for :func:`grpojax.sampling.sample` whose
+    cache is laid out by the rules: ``k``/``v`` ``[B, S, K, H]`` with B over (data, fsdp) and K over
+    tensor (``KV_CACHE_AXES``). Pass ``cache_fn=ShardedCache(config, mesh)`` with a sharded model and
+    batch; the zeros are created already sharded inside the sampler's jit.
+    """
+
+    config: Any
+    mesh: Mesh
+    dtype: Any = jnp.float32
+
+    def __call__(self, batch: int, max_len: int):
+        from grpojax.models import init_cache
+
+        cache = init_cache(self.config, batch, max_len, self.dtype)
+        return jax.tree.map(lambda x: constrain(x, KV_CACHE_AXES, self.mesh), cache)
+
+
+def sharded_bytes_per_device(tree: Any) -> int:
+    """Bytes of ``tree`` resident on the most loaded device (concrete sharded arrays)."""
+    per: dict[Any, int] = {}
+    for x in jax.tree.leaves(tree):
+        if isinstance(x, jax.Array):
+            for s in x.addressable_shards:
+                per[s.device] = per.get(s.device, 0) + s.data.nbytes
+    return max(per.values()) if per else 0
+
+
+__all__ = ["shard", "init_sharded", "init_train_state", "jit_step", "abstract_batch", "with_shardings",
+           "global_batch", "ShardedCache", "sharded_bytes_per_device", "NamedSharding"]
