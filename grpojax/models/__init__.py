@@ -11,6 +11,7 @@ Public API:
                                    flax nnx.LoRA adapters on q/k/v/o/gate/up/down, alpha/r scaling
     RewardModel, reward_head, reward_model_from_hf, last_token_index
                                    multi-label reward model (last-real-token pooling, R outputs)
+    save_orbax, load_orbax         Orbax checkpoint of a Qwen (params pytree + config json)
 """
 
 from grpojax.models.config import PRESETS, QwenConfig, config_from_hf_dict, config_to_hf_dict
@@ -29,3 +30,6 @@ from grpojax.models.reward_model import (RewardModel, last_token_index, reward_h
 
 __all__ += ["LORA_TARGETS", "apply_lora", "merge_lora", "lora_params", "RewardModel", "reward_head",
             "last_token_index", "reward_model_from_hf"]
+from grpojax.models.orbax_io import load_orbax, save_orbax  # noqa: E402
+
+__all__ += ["save_orbax", "load_orbax"]

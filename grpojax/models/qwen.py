@@ -193,6 +193,18 @@ class Block(nnx.Module):
         return h_BTD + self.mlp(self.mlp_norm(h_BTD)), layer_cache
 
 
+# Rematerialisation (activation checkpointing) per decoder block, for the backward pass of training:
+#   "none"  keep every activation;
+#   "block" keep each block's matmul outputs, recompute the cheap element-wise ops (norms, SiLU, softmax);
+#   "full"  keep only each block's input, recompute the whole block (least memory, ~1/3 more FLOPs).
+REMAT_POLICIES = {"none": None, "block": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+                  "full": jax.checkpoint_policies.nothing_saveable}
+
+
+def _call_block(layer, x_BTD, cos_BTJ, sin_BTJ, mask_BTS, layer_cache, cache_pos):
+    return layer(x_BTD, cos_BTJ, sin_BTJ, mask_BTS, layer_cache, cache_pos)
+
+
 class Qwen(nnx.Module):
     """A dense Qwen2 / Qwen2.5 / Qwen3 decoder.
 
@@ -208,14 +220,18 @@ class Qwen(nnx.Module):
     * ``return_hidden=True`` returns the final-normed hidden states ``[B, T, D]`` instead of logits; apply
       :meth:`logits_from_hidden` (e.g. chunk by chunk) to get logits.
 
-    ``with_lm_head=False`` drops an untied LM head (reward-model backbones).
+    ``with_lm_head=False`` drops an untied LM head (reward-model backbones). ``remat`` ("none", "block",
+    "full"; see ``REMAT_POLICIES``) checkpoints every block of a cache-free forward (training).
     """
 
     def __init__(self, config: QwenConfig, *, dtype: Any = jnp.float32, param_dtype: Any = jnp.float32,
-                 rngs: nnx.Rngs | None = None, with_lm_head: bool = True):
+                 rngs: nnx.Rngs | None = None, with_lm_head: bool = True, remat: str = "none"):
         keys = KeyStream(nnx.Rngs(0) if rngs is None else rngs)
+        if remat not in REMAT_POLICIES:
+            raise ValueError(f"Qwen: remat={remat!r}; valid: {', '.join(REMAT_POLICIES)}")
         self.config = config
         self.dtype = dtype
+        self.remat = remat
         kw = dict(dtype=dtype, param_dtype=param_dtype, keys=keys)
         self.embed = _param(_INIT, keys, (config.vocab_size, config.hidden_size), ("vocab", "embed"),
                             param_dtype)
@@ -267,9 +283,12 @@ class Qwen(nnx.Module):
         cos_BTJ, sin_BTJ = rope_angles(positions_BT, self.config.head_dim, self.config.rope_theta)
         x_BTD = jnp.take(self.embed[...], tokens_BT, axis=0).astype(self.dtype)
         new_cache = None if cache is None else []
+        call = _call_block
+        if self.remat != "none" and cache is None:
+            call = nnx.remat(_call_block, policy=REMAT_POLICIES[self.remat])
         for i, layer in enumerate(self.layers):
-            x_BTD, layer_cache = layer(x_BTD, cos_BTJ, sin_BTJ, mask_BTS,
-                                       None if cache is None else cache[i], cache_pos)
+            x_BTD, layer_cache = call(layer, x_BTD, cos_BTJ, sin_BTJ, mask_BTS,
+                                      None if cache is None else cache[i], cache_pos)
             if cache is not None:
                 new_cache.append(layer_cache)
         hidden_BTD = self.final_norm(x_BTD)
