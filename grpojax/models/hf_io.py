@@ -10,7 +10,8 @@ layouts differ:
 
 Every tensor's shape is checked against the shape the config implies, and missing / unexpected
 tensors are errors that name the tensor and the file. Tensors are read one at a time with
-``safetensors.safe_open`` (memory-mapped), so peak host memory stays near the size of the model.
+``safetensors.safe_open`` (memory-mapped, one tensor at a time), so peak host memory stays near the size
+of the model (``benchmarks/load_memory.py`` measures it).
 """
 
 from __future__ import annotations
@@ -128,7 +129,7 @@ def read_hf_config(ckpt_dir: str) -> dict:
 
 class TensorSource:
     """The tensors of a HF checkpoint: ``model.safetensors`` or shards listed in
-    ``model.safetensors.index.json``. Opens one file at a time (memory-mapped)."""
+    ``model.safetensors.index.json``, read tensor by tensor (memory-mapped)."""
 
     def __init__(self, ckpt_dir: str):
         index = os.path.join(ckpt_dir, "model.safetensors.index.json")
@@ -151,14 +152,14 @@ class TensorSource:
         return set(self.file_of)
 
     def read_many(self, names: Iterable[str]):
-        """Yields ``(name, array)`` grouping reads by file so each file is opened once."""
-        by_file: dict[str, list[str]] = {}
+        """Yields ``(name, file, array)``. Each tensor is read with its own short-lived ``safe_open`` so
+        the memory map is released after every tensor: resident memory never holds the whole file on
+        top of the converted parameters."""
         for n in names:
-            by_file.setdefault(self.file_of[n], []).append(n)
-        for fname, group in by_file.items():
+            fname = self.file_of[n]
             with safe_open(fname, framework="numpy") as f:
-                for n in group:
-                    yield n, fname, f.get_tensor(n)
+                x = f.get_tensor(n)
+            yield n, fname, x
 
 
 def _get(tree: dict, path: tuple):
