@@ -21,7 +21,7 @@ test: install
 # The main job on the embedded default. Until the built-in demo world lands it is the
 # group-robust paper's synthetic log-linear experiment (all methods, 20 seeds).
 demo: install
-	$(BIN)/python scripts/reproduce_robust_bandit.py --scenario uneven_imbalanced --seeds 20 --out runs/robust_bandit/uneven_imbalanced
+	$(BIN)/python scripts/reproduce_robust_bandit.py --scenario uneven_imbalanced --seeds 20 --out runs/robust_bandit/uneven_imbalanced --overwrite
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis

@@ -111,3 +111,19 @@ def test_bad_input_one_line_exit_2(tmp_path, args, needle):
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and needle in lines[0], proc.stderr
     assert not os.path.exists(f"{tmp_path}/r/checkpoints")
+
+
+def test_reward_model_trains_and_scores_grpo_rollouts(tmp_path):
+    from grpojax.train.reward_task import RewardTask
+
+    rm_dir, grpo_dir = str(tmp_path / "rm"), str(tmp_path / "grpo")
+    _train("reward", RewardTask, ["train.steps=12", f"run_dir={rm_dir}", "train.learning_rate=3e-3"])
+    rows = _metrics(rm_dir)
+    assert np.mean([r["loss"] for r in rows[-3:]]) < 0.6 * np.mean([r["loss"] for r in rows[:3]])
+    assert {"mse/politeness", "mse/safety"} <= set(rows[0])
+    aspects = "[politeness,meaningfulness,actionability,safety]"
+    _train("grpo", GRPOTask, ["train.steps=1", f"run_dir={grpo_dir}", f"grpo.reward_model={rm_dir}",
+                              f"grpo.aspects={aspects}"])
+    row = _metrics(grpo_dir)[0]
+    for a in ("politeness", "meaningfulness", "actionability", "safety", "char_frac"):
+        assert np.isfinite(row[f"rewards/{a}/mean"]), a

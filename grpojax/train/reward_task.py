@@ -1,0 +1,197 @@
+"""Reward-model training (ALGORITHMS.md 1.1) and loading a trained reward model as a GRPO scorer.
+
+``reward_step`` is pure: multi-label regression (masked MSE, NaN labels masked, optional per-aspect
+weights) on ``labels_BR`` mapped by the declared label affine ``y' = scale * y + offset``; or pairwise
+Bradley-Terry on one score for preference pairs. The trained model stores the inverse map, so
+``RewardModel.to_label_space`` returns scores on the labels' original scale.
+
+``load_reward_scorer(path, ...)`` turns either a HF ``*ForSequenceClassification`` directory or a
+grpojax reward ``run_dir`` (its ``config.yaml`` + latest checkpoint) into a jitted
+``scorer(sample_batch) -> [N, R]`` used by the GRPO rollout.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from grpojax.cli import UserError
+from grpojax.data import COLLATE, load_from_config
+from grpojax.losses import bradley_terry_loss, reward_regression_loss
+from grpojax.train.accumulate import accumulate, apply_gradients
+from grpojax.train.forward import sequence_inputs
+from grpojax.train.runner import DTYPES, maybe_lora
+from grpojax.train.state import TrainState, merge_model
+from grpojax.train.tasks import BaseTask, host_row
+
+
+def reward_step(state: TrainState, batch: dict, rng, *, graphdef, tx, loss: str = "regression",
+                aspect_weights: tuple | None = None, margin: float = 0.0, num_micro: int = 1):
+    """One update of the reward model. Regression batch: ``input_ids_BT, attention_mask_BT, labels_BR,
+    label_mask_BR``; Bradley-Terry batch: ``chosen_*`` / ``rejected_*`` sequences (score 0 is trained)."""
+    del rng
+
+    def scores(model, prefix):
+        return model(batch_of[f"{prefix}input_ids_BT"], batch_of[f"{prefix}attention_mask_BT"])
+
+    def loss_fn(params, mb):
+        nonlocal batch_of
+        batch_of = mb
+        model = merge_model(graphdef, params, state.frozen)
+        if loss == "regression":
+            value, aux = reward_regression_loss(scores(model, ""), mb["labels_BR"], mb["label_mask_BR"],
+                                                aspect_weights)
+            return value / num_micro, {"mse": aux.mse_R}
+        value, aux = bradley_terry_loss(scores(model, "chosen_")[:, 0], scores(model, "rejected_")[:, 0],
+                                        margin=margin or None)
+        return value / num_micro, {"accuracy": aux.accuracy, "margin": aux.margin_mean}
+
+    batch_of = batch
+    value, grads, metrics = accumulate(loss_fn, state.params, batch, num_micro)
+    state, opt_metrics = apply_gradients(state, tx, grads, value)
+    return state, {"loss": value, **metrics, **opt_metrics}
+
+
+def label_map(label_affine):
+    """``(scale, offset)`` of ``y' = scale*y + offset`` -> the model's (label_scale, label_shift) inverse."""
+    if label_affine is None:
+        return None, None
+    a, c = label_affine
+    return 1.0 / a, -c / a
+
+
+def build_reward_model(cfg):
+    """The reward model of a reward run config: HF backbone (``model.path``) or a random preset, R = the
+    number of aspects, the label map stored, LoRA on the backbone when configured."""
+    from grpojax import models
+    from grpojax.models.reward_model import RewardModel, reward_model_from_hf
+
+    mc, R, seed = cfg.model, len(cfg.reward.aspects), cfg.train.seed
+    scale, shift = label_map(cfg.reward.label_affine)
+    dtype = DTYPES[mc.dtype]
+    if mc.path:
+        try:
+            model = reward_model_from_hf(mc.path, num_labels=R, dtype=dtype, rngs=nnx.Rngs(seed),
+                                         label_scale=scale, label_shift=shift)
+        except (FileNotFoundError, OSError, ValueError) as e:
+            raise UserError(f"cannot load reward backbone {mc.path!r}: {e}") from None
+    else:
+        config = models.PRESETS[mc.preset].replace(**mc.shape.overrides())
+        model = RewardModel(config, R, dtype=dtype, param_dtype=DTYPES[mc.param_dtype], rngs=nnx.Rngs(seed),
+                            label_scale=scale, label_shift=shift)
+    if mc.lora.rank:
+        maybe_lora(model.backbone, mc, seed=seed)
+    return model
+
+
+class RewardTask(BaseTask):
+    kind = "reward"
+
+    def __init__(self, cfg):
+        self.rc = cfg.reward
+        self.kind = "reward" if self.rc.loss == "regression" else "dpo"
+        super().__init__(cfg)
+        self.aspects = list(self.rc.aspects)
+        self.eval_set = None
+        if cfg.train.eval_every:
+            if not (cfg.data.eval_split or cfg.data.eval_path):
+                raise UserError("train.eval_every > 0 needs evaluation data: set data.eval_path or eval_split")
+            self.eval_set = load_from_config(cfg.data, self.kind, split=cfg.data.eval_split or "validation")
+
+    def new_model(self):
+        return build_reward_model(self.cfg)
+
+    def _compile(self, graphdef):
+        weights = tuple(self.rc.aspect_weights) or None
+        self._step = jax.jit(functools.partial(
+            reward_step, graphdef=graphdef, tx=self.tx, loss=self.rc.loss, aspect_weights=weights,
+            margin=self.rc.margin, num_micro=self.cfg.train.grad_accum), donate_argnums=0)
+
+        @jax.jit
+        def predict(params, frozen, ids, mask):
+            return merge_model(graphdef, params, frozen)(ids, mask)
+
+        self._predict = predict
+
+    def _labels(self, raw):
+        if self.rc.label_affine is not None and "labels_BR" in raw:
+            a, c = self.rc.label_affine
+            raw = dict(raw, labels_BR=raw["labels_BR"] * a + c)
+        return {k: jnp.asarray(v) for k, v in raw.items()}
+
+    def train_steps(self, state, step, rngs):
+        state, metrics = self._step(state, self._labels(next(self.loader)), rngs[0])
+        names = self.aspects if self.rc.loss == "regression" else None
+        return state, [host_row(metrics, names)]
+
+    def evaluate(self, state) -> dict:
+        """Held-out per-aspect MSE and Pearson correlation (on the model's training scale)."""
+        if self.rc.loss != "regression":
+            return {}
+        d = self.cfg.data
+        collate = functools.partial(COLLATE["reward"], self.tok, max_prompt_length=d.max_prompt_length,
+                                    max_length=d.max_length)
+        preds, labels, masks = [], [], []
+        bs = self.cfg.train.batch_size
+        for i in range(0, len(self.eval_set) - len(self.eval_set) % bs or len(self.eval_set), bs):
+            b = self._labels(collate(self.eval_set[i:i + bs]))
+            preds.append(np.asarray(self._predict(state.params, state.frozen, b["input_ids_BT"],
+                                                  b["attention_mask_BT"])))
+            labels.append(np.asarray(b["labels_BR"])), masks.append(np.asarray(b["label_mask_BR"]))
+        p, y, m = (np.concatenate(x) for x in (preds, labels, masks))
+        row = {}
+        for r, name in enumerate(self.aspects):
+            sel = m[:, r] > 0
+            row[f"eval/mse/{name}"] = float(np.mean((p[sel, r] - y[sel, r]) ** 2))
+            row[f"eval/pearson/{name}"] = float(np.corrcoef(p[sel, r], y[sel, r])[0, 1]) if sel.sum() > 2 else float("nan")
+        row["eval/mse"] = float(np.mean([row[f"eval/mse/{a}"] for a in self.aspects]))
+        return row
+
+    def after_steps(self, state, step, rows):
+        if self.eval_set is not None and step % self.cfg.train.eval_every == 0:
+            rows[-1].update(self.evaluate(state))
+        return state
+
+    def export(self, state, out_dir: str) -> str:
+        raise UserError("export_hf is not supported for reward models yet; the run_dir itself is loadable "
+                        "as grpo.reward_model")
+
+
+def load_reward_scorer(path: str, cfg, tok):
+    """A jitted ``scorer(sample_batch) -> [N, R]`` (label scale) from a reward run_dir or a HF directory."""
+    from grpojax.checkpoint import Checkpointer, abstract_like
+    from grpojax.config import load_config
+    from grpojax.train.runner import build_optimizer
+    from grpojax.train.state import create_train_state
+    from grpojax.models.reward_model import reward_model_from_hf
+
+    if os.path.isfile(os.path.join(path, "config.yaml")):
+        rcfg = load_config(os.path.join(path, "config.yaml"), kind="reward")
+        if list(rcfg.reward.aspects) != list(cfg.grpo.aspects):
+            raise UserError(f"{path}: the reward model scores aspects {list(rcfg.reward.aspects)} but "
+                            f"grpo.aspects is {list(cfg.grpo.aspects)}")
+        graphdef, template = create_train_state(build_reward_model(rcfg), build_optimizer(rcfg.train),
+                                                jax.random.key(0), lora=rcfg.model.lora.rank > 0)
+        with Checkpointer(path, save_every=1, keep=1) as ck:
+            restored = ck.restore_latest(abstract_like(template))
+        if restored is None:
+            raise UserError(f"{path}: a reward run directory without checkpoints")
+        model = merge_model(graphdef, restored.state.params, restored.state.frozen)
+    graphdef, state = nnx.split(model)
+
+    @jax.jit
+    def score(state, prompt, prompt_mask, completion, completion_mask):
+        m = nnx.merge(graphdef, state)
+        tokens, mask, positions = sequence_inputs(prompt, prompt_mask, completion, completion_mask)
+        return m.to_label_space(m(tokens, mask, positions))
+
+    def scorer(batch):
+        return score(state, batch["prompt_BP"], batch["prompt_mask_BP"], batch["completion_BL"],
+                     batch["completion_mask_BL"])
+
+    return scorer
