@@ -128,7 +128,8 @@ def test_sft_step_lowers_nll_and_micro_batching_is_exact():
 
 
 def test_lora_state_trains_only_adapters():
-    lora = pytest.importorskip("grpojax.models.lora")
+    from grpojax.models import lora
+
     model = lora.apply_lora(_model(), targets=("q_proj", "v_proj"), rank=4, alpha=8, rngs=nnx.Rngs(1))
     tx = make_optimizer(1e-2, total_steps=10)
     graphdef, state = create_train_state(model, tx, jax.random.key(0), lora=True)
