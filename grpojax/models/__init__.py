@@ -9,7 +9,7 @@ Public API:
     config_from_hf_dict, config_to_hf_dict
     apply_lora, merge_lora, lora_params, LORA_TARGETS
                                    flax nnx.LoRA adapters on q/k/v/o/gate/up/down, alpha/r scaling
-    RewardModel, reward_head, reward_model_from_hf, last_token_index
+    RewardModel, reward_head, reward_model_from_hf, reward_model_to_hf, last_token_index
                                    multi-label reward model (last-real-token pooling, R outputs)
     save_orbax, load_orbax         Orbax checkpoint of a Qwen (params pytree + config json)
 """
@@ -26,10 +26,10 @@ __all__ = [
 
 from grpojax.models.lora import LORA_TARGETS, apply_lora, lora_params, merge_lora  # noqa: E402
 from grpojax.models.reward_model import (RewardModel, last_token_index, reward_head,  # noqa: E402
-                                         reward_model_from_hf)
+                                         reward_model_from_hf, reward_model_to_hf)
 
 __all__ += ["LORA_TARGETS", "apply_lora", "merge_lora", "lora_params", "RewardModel", "reward_head",
-            "last_token_index", "reward_model_from_hf"]
+            "last_token_index", "reward_model_from_hf", "reward_model_to_hf"]
 from grpojax.models.orbax_io import load_orbax, save_orbax  # noqa: E402
 
 __all__ += ["save_orbax", "load_orbax"]

@@ -12,6 +12,7 @@ through a per-aspect affine map stored with the model: ``label = score * label_s
 
 from __future__ import annotations
 
+import json
 import os
 from typing import Any
 
@@ -20,9 +21,10 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from grpojax.models.config import config_from_hf_dict
-from grpojax.models.hf_io import (Entry, TensorSource, hf_name_table, load_into, read_hf_config,
-                                  resolve_checkpoint)
+from grpojax.models.config import config_from_hf_dict, config_to_hf_dict
+from grpojax.models.hf_io import (Entry, TensorSource, _get, dtype_name, has_lora, hf_name_table, load_into,
+                                  prepare_out_dir, read_hf_config, resolve_checkpoint, to_theirs,
+                                  write_tensors)
 from grpojax.models.qwen import KeyStream, Qwen, _param
 from grpojax.types import Array
 
@@ -125,6 +127,9 @@ def reward_model_from_hf(path_or_hub_id: str, *, num_labels: int | None = None, 
       ``score.weight [R, D]`` are loaded (R = the checkpoint's ``num_labels``; a different ``num_labels``
       argument is an error).
     * causal-LM checkpoints: the backbone is loaded, the head is random (``num_labels`` required).
+
+    A label map saved by :func:`reward_model_to_hf` (``grpojax_label_scale`` / ``grpojax_label_shift`` in
+    config.json) is restored unless ``label_scale`` / ``label_shift`` are given.
     """
     ckpt = resolve_checkpoint(path_or_hub_id)
     raw = read_hf_config(ckpt)
@@ -137,6 +142,8 @@ def reward_model_from_hf(path_or_hub_id: str, *, num_labels: int | None = None, 
         num_labels = ckpt_labels
     elif num_labels is None:
         raise ValueError(f"{ckpt} is a causal-LM checkpoint: pass num_labels to get a random R-output head")
+    if label_scale is None and label_shift is None:
+        label_scale, label_shift = raw.get("grpojax_label_scale"), raw.get("grpojax_label_shift")
     rngs = nnx.Rngs(0) if rngs is None else rngs
     abstract = nnx.eval_shape(lambda: RewardModel(cfg, num_labels, dtype=dtype, param_dtype=dtype,
                                                   rngs=nnx.Rngs(0), label_scale=label_scale,
@@ -154,3 +161,35 @@ def reward_model_from_hf(path_or_hub_id: str, *, num_labels: int | None = None, 
     model.label_scale = LabelAffine(scale)
     model.label_shift = LabelAffine(shift)
     return model
+
+
+def reward_model_to_hf(model: RewardModel, out_dir: str, *, pad_token_id: int | None = None,
+                       overwrite: bool = False) -> str:
+    """Writes ``model`` as a HF ``Qwen{2,3}ForSequenceClassification`` checkpoint (``num_labels`` = R,
+    ``score.weight [R, D]``; the label map goes to config.json as ``grpojax_label_scale/shift``).
+
+    transformers pools the last token that is not ``pad_token_id``; pass the tokenizer's pad id so it
+    pools as :func:`reward_head` does. A head bias (HF's score layer has none) or unmerged LoRA adapters
+    are errors. Refuses a non-empty ``out_dir`` unless ``overwrite``.
+    """
+    if has_lora(model):
+        raise ValueError("reward_model_to_hf: the model has LoRA adapters; call merge_lora(model) first")
+    if model.head_b is not None:
+        raise ValueError("reward_model_to_hf: HF's score layer has no bias; this model has head_bias=True")
+    cfg = model.config
+    pure = nnx.to_pure_dict(nnx.state(model, nnx.Param))
+    entries = hf_name_table(cfg, lm_head=False, prefix=("backbone",))
+    entries.append(Entry("score.weight", ("head_w",), "linear"))
+    tensors = {e.hf_name: to_theirs(e, _get(pure, e.path)) for e in entries}
+    prepare_out_dir(out_dir, overwrite)
+    R = model.num_labels
+    extra = {"dtype": dtype_name(model.head_w[...]), "num_labels": R, "pad_token_id": pad_token_id,
+             "id2label": {str(i): f"LABEL_{i}" for i in range(R)},
+             "label2id": {f"LABEL_{i}": i for i in range(R)}, "problem_type": "regression",
+             "grpojax_label_scale": np.asarray(model.label_scale[...]).tolist(),
+             "grpojax_label_shift": np.asarray(model.label_shift[...]).tolist()}
+    hf_cfg = config_to_hf_dict(cfg, architecture="ForSequenceClassification", extra=extra)
+    with open(os.path.join(out_dir, "config.json"), "w") as f:
+        json.dump(hf_cfg, f, indent=2)
+    write_tensors(out_dir, tensors, None)
+    return out_dir

@@ -104,3 +104,27 @@ def test_reward_model_errors(hf_seqcls_checkpoint):
         reward_model_from_hf(ckpt, label_scale=[1.0, 2.0])
     with pytest.raises(ValueError, match="non-zero"):
         reward_model_from_hf(ckpt, label_scale=[1.0, 0.0, 1.0])
+
+
+def test_reward_model_export_round_trip(hf_checkpoint, tmp_path):
+    from transformers import AutoModelForSequenceClassification
+
+    from grpojax.models import reward_model_to_hf
+    ckpt, _ = hf_checkpoint("qwen3-gqa2-tied")
+    rm = reward_model_from_hf(ckpt, num_labels=2, rngs=nnx.Rngs(1), label_scale=[4.0, 0.5],
+                              label_shift=[1.0, 0.0])
+    rm.head_w[...] = rm.head_w[...] * 50.0  # scores of order 1
+    toks, mask = _padded_batch("left")
+    ours = np.asarray(nnx.jit(lambda m, t, k: m(t, k))(rm, jnp.asarray(toks), jnp.asarray(mask)))
+    out = reward_model_to_hf(rm, str(tmp_path / "rm"), pad_token_id=0)
+    hf = AutoModelForSequenceClassification.from_pretrained(out)
+    with torch.no_grad():
+        ref = hf(torch.tensor(toks), attention_mask=torch.tensor(mask.astype(np.int64))).logits.numpy()
+    err = np.abs(ours - ref).max()
+    print(f"\n[reward export] max |HF(exported) - ours| = {err:.3e}")
+    assert err <= 1e-4
+    back = reward_model_from_hf(out)
+    np.testing.assert_array_equal(np.asarray(back.label_scale[...]), [4.0, 0.5])
+    np.testing.assert_array_equal(np.asarray(back.label_shift[...]), [1.0, 0.0])
+    with pytest.raises(FileExistsError):
+        reward_model_to_hf(rm, out)
