@@ -274,8 +274,11 @@ def to_hf(model: Qwen, out_dir: str, *, overwrite: bool = False, max_shard_bytes
     if has_lora(model):
         raise ValueError("to_hf: the model has LoRA adapters; call grpojax.models.merge_lora(model) first")
     cfg = model.config
+    if not cfg.tie_word_embeddings and model.lm_head is None:
+        raise ValueError("to_hf: this untied Qwen has no LM head (with_lm_head=False); a causal-LM export "
+                         "needs one (use reward_model_to_hf for reward models)")
     pure = nnx.to_pure_dict(nnx.state(model, nnx.Param))
-    entries = hf_name_table(cfg, lm_head=model.lm_head is not None)
+    entries = hf_name_table(cfg)
     tensors = {e.hf_name: to_theirs(e, _get(pure, e.path)) for e in entries}
     prepare_out_dir(out_dir, overwrite)
     hf_cfg = config_to_hf_dict(cfg, extra={"dtype": dtype_name(model.embed[...])})

@@ -40,6 +40,18 @@ def test_round_trip_through_transformers(hf_checkpoint, tmp_path, name):
     to_hf(model, out, overwrite=True)  # allowed when asked
 
 
+def test_to_hf_refuses_headless_untied_model(tmp_path):
+    from flax import nnx
+
+    from grpojax.models import Qwen, QwenConfig
+    cfg = QwenConfig(vocab_size=20, hidden_size=8, intermediate_size=8, num_layers=1, num_heads=2,
+                     num_kv_heads=1, head_dim=4)
+    headless = nnx.eval_shape(lambda: Qwen(cfg, with_lm_head=False))
+    with pytest.raises(ValueError, match="no LM head"):
+        to_hf(headless, str(tmp_path / "x"))
+    assert not (tmp_path / "x").exists()
+
+
 def test_sharded_hf_checkpoint_and_bf16_export(hf_checkpoint, tmp_path):
     ckpt, hf = hf_checkpoint("qwen2-gqa4-untied", max_shard_size="40KB")
     assert os.path.isfile(os.path.join(ckpt, "model.safetensors.index.json"))
