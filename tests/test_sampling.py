@@ -125,6 +125,21 @@ def test_categorical_matches_softmax_chi_square():
     assert chi2 < 20.5, (chi2, counts, expected)  # p = 0.001 critical value for 5 dof
 
 
+def test_two_stage_categorical_matches_softmax_and_skips_masked():
+    # V = 50 in blocks of 8 (the last one padded), 12 tokens excluded: chi-square over the allowed ones.
+    z = np.random.default_rng(0).normal(size=50) * 1.5
+    z[[3, 7, 8, 9, 10, 11, 12, 13, 14, 15, 40, 49]] = -np.inf  # block 1 (8..15) is fully excluded
+    n = 40_000
+    rows = jnp.repeat(jnp.asarray(z, jnp.float32)[None], n, axis=0)
+    tok = jax.jit(lambda k, r: sampling.categorical(k, r, block=8))(jax.random.key(11), rows)
+    counts = np.bincount(np.asarray(tok), minlength=50)
+    allowed = np.isfinite(z)
+    assert counts[~allowed].sum() == 0
+    expected = n * np.exp(np_log_softmax(z[allowed][None]))[0]
+    chi2 = ((counts[allowed] - expected) ** 2 / expected).sum()
+    assert chi2 < 70.7, chi2  # p = 0.001 critical value for 37 dof
+
+
 # ----------------------------------------------------------------------------- a toy model with a KV cache
 
 class ToyLM(nnx.Module):

@@ -125,10 +125,39 @@ def greedy(logits_BV: Array) -> Array:
     return jnp.argmax(logits_BV, axis=-1).astype(jnp.int32)
 
 
-def categorical(rng: PRNGKey, filtered_logits_BV: Array) -> Array:
-    """Draws ``y_b ~ softmax(z_b)`` per row (Gumbel-max via ``jax.random.categorical``). ``[B]`` int32."""
+BLOCK = 256
+
+
+def categorical(rng: PRNGKey, filtered_logits_BV: Array, block: int = BLOCK) -> Array:
+    """Draws ``y_b ~ softmax(z_b)`` per row, exactly, in two Gumbel-max stages. ``[B]`` int32.
+
+    The vocabulary is cut into blocks of ``block`` tokens (the last one padded with ``-inf``). Stage 1 draws
+    a block ``c ~ softmax(lse_c)`` with ``lse_c = logsumexp(z over block c)``; stage 2 draws a token inside
+    it, ``v ~ softmax(z over block c)``. Then ``P(v) = P(c) P(v | c) = exp(z_v) / sum_u exp(z_u)``: the
+    same distribution as ``jax.random.categorical`` (and no token with ``z = -inf`` is ever drawn), but
+    with ``B (V / block + block)`` random numbers per step instead of ``B V``; on CPU, generating and
+    Gumbel-transforming 1.2M numbers per step for Qwen's 151,936-token vocabulary cost more than the
+    forward pass of a small model.
+
+    Args:
+      rng: PRNG key.
+      filtered_logits_BV: ``[B, V]`` logits (``-inf`` = excluded); each row needs a finite entry.
+      block: block size (static).
+    """
     chex.assert_rank(filtered_logits_BV, 2)
-    return jax.random.categorical(rng, filtered_logits_BV, axis=-1).astype(jnp.int32)
+    batch, vocab = filtered_logits_BV.shape
+    if vocab <= block:
+        return jax.random.categorical(rng, filtered_logits_BV, axis=-1).astype(jnp.int32)
+    num_blocks = -(-vocab // block)
+    z_BV = filtered_logits_BV.astype(jnp.float32)
+    z_BV = jnp.pad(z_BV, ((0, 0), (0, num_blocks * block - vocab)), constant_values=NEG_INF)
+    z_BCK = z_BV.reshape(batch, num_blocks, block)
+    lse_BC = jax.nn.logsumexp(z_BCK, axis=-1)  # -inf for blocks with no allowed token
+    rng_block, rng_token = jax.random.split(rng)
+    c_B = jax.random.categorical(rng_block, lse_BC, axis=-1)
+    z_BK = jnp.take_along_axis(z_BCK, c_B[:, None, None], axis=1)[:, 0, :]
+    k_B = jax.random.categorical(rng_token, z_BK, axis=-1)
+    return (c_B * block + k_B).astype(jnp.int32)
 
 
 def token_logprobs(logits_BV: Array, tokens_B: Array, temperature: float | Array = 1.0) -> Array:
