@@ -73,33 +73,3 @@ def forward(model, tokens_BT, positions_BT=None, mask_BT=None):
     pos = None if positions_BT is None else jnp.asarray(positions_BT)
     mask = None if mask_BT is None else jnp.asarray(mask_BT)
     return np.asarray(_FORWARD(model, jnp.asarray(tokens_BT), pos, mask))
-
-
-def random_params_(module, seed=0, scale=0.1):
-    """Fills every parameter of an (abstract or concrete) NNX module with NumPy random values in place
-    of its own initialisers (which compile one XLA program per shape); norm scales get 1 + noise."""
-    import jax
-    import jax.numpy as jnp
-    from flax import nnx
-    rs = np.random.RandomState(seed)
-    graphdef, state = nnx.split(module)
-    pure = nnx.to_pure_dict(state)
-
-    def fill(path, leaf):
-        names = [getattr(p, "key", getattr(p, "idx", None)) for p in path]
-        if names[-1] == "scale":
-            value = 1.0 + 0.2 * rs.standard_normal(leaf.shape)
-        else:
-            value = scale * rs.standard_normal(leaf.shape)
-        return jnp.asarray(value.astype(np.float32)).astype(leaf.dtype)
-
-    pure = jax.tree_util.tree_map_with_path(fill, pure)
-    nnx.replace_by_pure_dict(state, pure)
-    return nnx.merge(graphdef, state)
-
-
-def random_qwen(cfg, seed=0, **kw):
-    """A Qwen with NumPy-random weights, built without XLA compilations."""
-    from flax import nnx
-    from grpojax.models import Qwen
-    return random_params_(nnx.eval_shape(lambda: Qwen(cfg, rngs=nnx.Rngs(0), **kw)), seed)

@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
-from hf_tiny import TINY, VOCAB, forward, random_qwen, torch_logits
+from hf_tiny import TINY, VOCAB, forward, torch_logits
 
 from grpojax.models import Qwen, from_hf, init_cache
 
