@@ -46,7 +46,7 @@ def test_shipped_configs_all_load_and_round_trip():
         again = C.config_from_dict(yaml.safe_load(C.dump_config(cfg)))
         assert again == cfg, path
         assert C.config_from_dict(json.loads(C.dump_config(cfg, "json"))) == cfg
-    assert kinds == {"grpo", "reward", "dpo", "sft"}
+    assert kinds == set(C.SCHEMAS), (kinds, set(C.SCHEMAS))
     for name in ("tiny_grpo", "tiny_reward", "tiny_dpo", "tiny_sft"):
         cfg = C.load_config(os.path.join(ROOT, "configs", f"{name}.yaml"))
         # Tiny presets are runnable offline: every referenced local file exists.
