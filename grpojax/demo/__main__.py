@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 
 from grpojax import cli
 
@@ -15,7 +14,8 @@ def _args(argv):
     parser = argparse.ArgumentParser(prog="python -m grpojax.demo", description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="runs/demo", help="output directory (default runs/demo)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the world, models, data order, sampling")
-    parser.add_argument("--quick", action="store_true", help="shortened run (CI): fewer steps, no DPO pair")
+    parser.add_argument("--quick", action="store_true", help="shortened run (CI): fewer steps")
+    parser.add_argument("--dpo", action="store_true", help="also run DPO vs GR-DPO on the opinion task")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing demo run in --out")
     return parser.parse_args(argv)
 
@@ -27,7 +27,7 @@ def main(argv: list[str]) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     from grpojax.demo.pipeline import run_pipeline
 
-    run_pipeline(args.out, seed=args.seed, quick=args.quick, overwrite=args.overwrite)
+    run_pipeline(args.out, seed=args.seed, quick=args.quick, overwrite=args.overwrite, dpo=args.dpo)
     return 0
 
 

@@ -10,8 +10,8 @@ Orbax checkpoint under ``OUT/<stage>``; configs in ``configs/demo/``):
 4. ``grpo``: multi-objective GRPO of the SFT policy against the learned reward model (weighted sum).
 5. evaluation of the SFT (before) and GRPO (after) policies on held-out requests: the mean of every
    ground-truth aspect score and of the reward model's scores over sampled completions.
-6. ``opinion_sft`` (the reference), then ``ipo`` / ``gr_ipo`` (and ``dpo`` / ``gr_dpo`` unless
-   ``--quick``) on the group-opinion task: per-group and worst-group test loss / reward accuracy, alpha.
+6. ``opinion_sft`` (the reference), then ``ipo`` / ``gr_ipo`` (and ``dpo`` / ``gr_dpo`` with
+   ``--dpo``) on the group-opinion task: per-group and worst-group test loss / reward accuracy, alpha.
 7. ``OUT/summary.json``, PNG plots under ``OUT/plots`` and a short report on stdout.
 
 Everything is seeded by ``--seed`` (world, initialisation, data order, sampling), so a rerun gives the
@@ -31,17 +31,17 @@ from grpojax.demo import pipeline_stages as S
 
 STAGES = ("world", "data", "policy_sft", "reward", "grpo", "opinion_sft", "ipo", "gr_ipo", "dpo", "gr_dpo",
           "plots")
-ROBUST_FULL = ("ipo", "gr_ipo", "dpo", "gr_dpo")
-ROBUST_QUICK = ("ipo", "gr_ipo")
+ROBUST = ("ipo", "gr_ipo")
+ROBUST_DPO = ("dpo", "gr_dpo")  # --dpo adds the DPO pair
 EVAL_SAMPLES = {False: 16, True: 8}  # completions per held-out request in the before/after evaluation
 # --quick (CI): the same pipeline with fewer steps; nothing else changes.
 QUICK = {
-    "policy_sft": ["train.steps=120"],
-    "reward": ["train.steps=120", "train.eval_every=60"],
+    "policy_sft": ["train.steps=150"],
+    "reward": ["train.steps=150", "train.eval_every=75"],
     "grpo": ["train.steps=12"],
-    "opinion_sft": ["train.steps=80"],
-    "ipo": ["train.steps=40", "train.eval_every=20"],
-    "gr_ipo": ["train.steps=40", "train.eval_every=20"],
+    "opinion_sft": ["train.steps=120"],
+    "ipo": ["train.steps=50", "train.eval_every=25"],
+    "gr_ipo": ["train.steps=50", "train.eval_every=25"],
 }
 
 
@@ -87,7 +87,8 @@ def _world(out: str, seed: int) -> dict:
     return build_world(wdir, seed)
 
 
-def run_pipeline(out: str = "runs/demo", seed: int = 0, quick: bool = False, overwrite: bool = False) -> dict:
+def run_pipeline(out: str = "runs/demo", seed: int = 0, quick: bool = False, overwrite: bool = False,
+                 dpo: bool = False) -> dict:
     """Run every stage (module docstring) and return the summary also written to ``OUT/summary.json``."""
     from grpojax.demo.pipeline_report import report_text, write_plots
     from grpojax.train.grpo_task import GRPOTask
@@ -155,7 +156,7 @@ def run_pipeline(out: str = "runs/demo", seed: int = 0, quick: bool = False, ove
     ev = timed("evaluate", evaluate)
     timed("opinion_sft", lambda: train("opinion_sft", SFTTask, {"data.path": data["opinions_sft"]}))
     robust = {}
-    for loss in (ROBUST_QUICK if quick else ROBUST_FULL):
+    for loss in ROBUST + (ROBUST_DPO if dpo else ()):
         robust[loss] = timed(loss, lambda loss=loss: _robust_stage(loss, cfg_of, data, out))
     summary = {
         "seed": seed, "quick": quick,
