@@ -90,18 +90,16 @@ def _world(out: str, seed: int) -> dict:
 def run_pipeline(out: str = "runs/demo", seed: int = 0, quick: bool = False, overwrite: bool = False,
                  dpo: bool = False) -> dict:
     """Run every stage (module docstring) and return the summary also written to ``OUT/summary.json``."""
+    t0, cpu0 = time.perf_counter(), time.process_time()
+    summary_path = os.path.join(out, "summary.json")
+    if os.path.exists(summary_path) and not overwrite:  # checked before any heavy import
+        raise UserError(f"{summary_path} exists; pass --overwrite to replace this demo run (or use --out)")
     from grpojax.demo.pipeline_report import report_text, write_plots
     from grpojax.train.grpo_task import GRPOTask
     from grpojax.train.reward_task import RewardTask
     from grpojax.train.tasks import SFTTask
 
-    t0, cpu0 = time.perf_counter(), time.process_time()
-    summary_path = os.path.join(out, "summary.json")
-    if os.path.exists(summary_path):
-        if not overwrite:
-            raise UserError(f"{summary_path} exists; pass --overwrite to replace this demo run (or use --out)")
-        _clear(out)
-    elif overwrite:
+    if overwrite:
         _clear(out)
     os.makedirs(out, exist_ok=True)
     seconds = {}
