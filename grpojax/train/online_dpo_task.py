@@ -7,12 +7,13 @@ pair the best with the worst completion of each prompt (:func:`best_worst_pairs`
 Model Alignment from Online AI Feedback", arXiv 2402.04792). The pairs train the existing
 :func:`grpojax.train.preference.preference_step` (DPO / IPO / hinge) against the frozen initial policy.
 
-A prompt whose best and worst rewards are equal (or all NaN) has no preference: it is skipped by pairing
-its best completion with itself. The two sequence log-probs of such a self-pair are identical, so its
-margin ``h`` is exactly 0 and its gradient exactly 0, while every batch keeps the static shape
-[prompts per step] (no recompilation). The step's mean is still over all rows, so its logged ``loss`` and
-``rewards/*`` include the self-pairs' constants; ``pairs/valid_frac`` says how many rows are real pairs and
-``pairs/loss`` is the loss mean over the real pairs only.
+A prompt whose best and worst rewards are equal (or all NaN) has no preference and is skipped: its row is
+kept (so every batch has the static shape [prompts per step] and nothing recompiles) but both of its
+response masks are zeroed, so both sequence log-probs are exactly 0, the margin ``h`` is 0 and the row's
+gradient is exactly 0 (every cotangent into the model is multiplied by the zero mask). The step's mean is
+over all rows, so the real pairs' gradient is scaled by ``n_valid / B`` (immaterial under Adam) and the
+logged ``loss`` and ``rewards/*`` include the skipped rows' constants; ``pairs/valid_frac`` says how many
+rows are real pairs and ``pairs/loss`` is the loss mean over the real pairs only.
 """
 
 from __future__ import annotations
@@ -60,14 +61,17 @@ def best_worst_pairs(rewards_BG: np.ndarray) -> tuple[np.ndarray, np.ndarray, np
     return best, np.where(valid, worst, best), valid
 
 
-def pair_batch(sampled: dict, best_B: np.ndarray, worst_B: np.ndarray, G: int) -> dict:
-    """Rows of a prompt-major ``[B*G, ...]`` sample batch -> a preference batch of B (chosen, rejected)."""
+def pair_batch(sampled: dict, best_B: np.ndarray, worst_B: np.ndarray, valid_B: np.ndarray, G: int) -> dict:
+    """Rows of a prompt-major ``[B*G, ...]`` sample batch -> a preference batch of B (chosen, rejected);
+    rows that are not ``valid_B`` get all-zero response masks (skipped with exactly zero gradient)."""
     base = np.arange(best_B.shape[0]) * G
     c, r = jnp.asarray(base + best_B), jnp.asarray(base + worst_B)
     first = jnp.asarray(base)
+    keep_B1 = jnp.asarray(valid_B, sampled["completion_mask_BL"].dtype)[:, None]
     return {"prompt_BP": sampled["prompt_BP"][first], "prompt_mask_BP": sampled["prompt_mask_BP"][first],
-            "chosen_BL": sampled["completion_BL"][c], "chosen_mask_BL": sampled["completion_mask_BL"][c],
-            "rejected_BL": sampled["completion_BL"][r], "rejected_mask_BL": sampled["completion_mask_BL"][r]}
+            "chosen_BL": sampled["completion_BL"][c], "chosen_mask_BL": sampled["completion_mask_BL"][c] * keep_B1,
+            "rejected_BL": sampled["completion_BL"][r],
+            "rejected_mask_BL": sampled["completion_mask_BL"][r] * keep_B1}
 
 
 class OnlineDPOTask(BaseTask):
@@ -110,7 +114,7 @@ class OnlineDPOTask(BaseTask):
         ro = sample_and_score(self.model_of(state), self, self.cfg.online_dpo, self.scorer, rng)
         rewards_BG = ro.rewards_N.reshape(self.prompts, self.G)
         best, worst, valid = best_worst_pairs(rewards_BG)
-        batch = pair_batch(ro.batch, best, worst, self.G)
+        batch = pair_batch(ro.batch, best, worst, valid, self.G)
         _, ref_params, ref_frozen = self._ref
         batch["ref_chosen_logp_B"], batch["ref_rejected_logp_B"] = self._ref_logps(ref_params, ref_frozen, batch)
         rows = np.arange(self.prompts)
@@ -124,7 +128,7 @@ class OnlineDPOTask(BaseTask):
         batch, valid, ro_metrics = self.make_batch(state, jax.random.fold_in(rngs[0], 1))
         state, metrics = self._step(state, batch, rngs[0])
         row = host_row(metrics)
-        # the step's loss is Σ_b ℓ_b / B over all rows; a self-pair's ℓ is the constant loss at h = 0
+        # the step's loss is Σ_b ℓ_b / B over all rows; a skipped row's ℓ is the constant loss at h = 0
         B, n = valid.shape[0], int(valid.sum())
         s, zero = self.settings, jnp.zeros((1,), jnp.float32)
         c = float(dpo_loss(zero, zero, zero, zero, beta=s.beta, loss_type=_BASE[s.loss],

@@ -10,15 +10,15 @@ import sys
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 from flax import nnx
 
 from grpojax.config import load_config
 from grpojax.models import Qwen, QwenConfig
 from grpojax.train.online_dpo_task import best_worst_pairs, pair_batch
-from grpojax.train.optim import make_optimizer
 from grpojax.train.preference import PreferenceSettings, pair_logprobs, preference_step
-from grpojax.train.state import create_train_state, merge_model
+from grpojax.train.state import create_train_state
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 NAN = float("nan")
@@ -42,45 +42,63 @@ def test_best_worst_pairs_by_hand():
         best_worst_pairs(np.zeros((3, 1)))
 
 
-def test_pair_batch_picks_rows_of_each_prompt():
-    G, B, L = 3, 2, 4
+def test_pair_batch_picks_rows_of_each_prompt_and_masks_skipped_ones():
+    G, B, L = 3, 3, 4
     comp = jnp.arange(B * G * L, dtype=jnp.int32).reshape(B * G, L)
-    sampled = {"prompt_BP": jnp.repeat(jnp.array([[7, 8], [9, 10]]), G, axis=0),
+    sampled = {"prompt_BP": jnp.repeat(jnp.array([[7, 8], [9, 10], [11, 12]]), G, axis=0),
                "prompt_mask_BP": jnp.ones((B * G, 2), jnp.int32), "completion_BL": comp,
                "completion_mask_BL": (comp % 2).astype(jnp.int32)}
-    pb = pair_batch(sampled, np.array([2, 0]), np.array([1, 0]), G)
-    np.testing.assert_array_equal(pb["prompt_BP"], [[7, 8], [9, 10]])
-    np.testing.assert_array_equal(pb["chosen_BL"], comp[jnp.array([2, 3])])
-    np.testing.assert_array_equal(pb["rejected_BL"], comp[jnp.array([1, 3])])
-    np.testing.assert_array_equal(pb["rejected_mask_BL"], (comp[jnp.array([1, 3])] % 2))
+    pb = pair_batch(sampled, np.array([2, 0, 1]), np.array([1, 0, 2]), np.array([True, False, True]), G)
+    np.testing.assert_array_equal(pb["prompt_BP"], [[7, 8], [9, 10], [11, 12]])
+    np.testing.assert_array_equal(pb["chosen_BL"], comp[jnp.array([2, 3, 7])])
+    np.testing.assert_array_equal(pb["rejected_BL"], comp[jnp.array([1, 3, 8])])
+    expect = np.array(comp[jnp.array([1, 3, 8])] % 2)
+    expect[1] = 0  # the skipped prompt has no active response token
+    np.testing.assert_array_equal(pb["rejected_mask_BL"], expect)
+    assert int(pb["chosen_mask_BL"][1].sum()) == 0 and int(pb["chosen_mask_BL"][0].sum()) > 0
 
 
-def test_tied_groups_as_self_pairs_contribute_no_gradient():
-    """A batch of self-pairs (chosen == rejected) has grad 0; mixing them into a batch scales the real
-    pairs' gradient by n_valid / B and changes nothing else."""
+def _pref_setup(loss):
     cfg = QwenConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_layers=2, num_heads=4,
                      num_kv_heads=2, head_dim=8, tie_word_embeddings=True)
     model = Qwen(cfg, rngs=nnx.Rngs(0))
-    tx = make_optimizer(1e-2, total_steps=10, max_grad_norm=None)
+    tx = optax.sgd(1.0)  # params move by exactly -grad
     graphdef, state = create_train_state(model, tx, jax.random.key(0))
-    s = PreferenceSettings(loss="dpo", beta=0.1)
+    s = PreferenceSettings(loss=loss, beta=0.1)
+    step = jax.jit(functools.partial(preference_step, graphdef=graphdef, tx=tx, settings=s))
+    return model, state, s, step
+
+
+def test_skipped_rows_contribute_exactly_zero_gradient(loss="dpo"):
+    """2 real pairs + 2 skipped rows (zeroed masks): the update is exactly (2/4) x the update of the two
+    real pairs alone, an all-skipped batch does not move the parameters, and pairs/loss undoes the mean."""
+    model, state, s, step = _pref_setup(loss)
     r = np.random.default_rng(0)
     B, P, L = 4, 3, 5
     batch = {"prompt_BP": jnp.asarray(r.integers(1, 64, (B, P)), jnp.int32),
              "prompt_mask_BP": jnp.ones((B, P), jnp.int32),
              "chosen_BL": jnp.asarray(r.integers(1, 64, (B, L)), jnp.int32),
-             "chosen_mask_BL": jnp.ones((B, L), jnp.int32)}
-    batch["rejected_BL"], batch["rejected_mask_BL"] = batch["chosen_BL"], batch["chosen_mask_BL"]
+             "rejected_BL": jnp.asarray(r.integers(1, 64, (B, L)), jnp.int32)}
+    keep_B1 = jnp.array([1, 0, 1, 0], jnp.int32)[:, None]
+    batch["chosen_mask_BL"] = jnp.ones((B, L), jnp.int32) * keep_B1
+    batch["rejected_mask_BL"] = jnp.ones((B, L), jnp.int32) * keep_B1
     pw, pl = pair_logprobs(model, batch, s)
-    np.testing.assert_array_equal(np.asarray(pw), np.asarray(pl))
-    batch["ref_chosen_logp_B"], batch["ref_rejected_logp_B"] = pw - 0.3, pl + 0.2  # any reference
-    step = jax.jit(functools.partial(preference_step, graphdef=graphdef, tx=tx, settings=s))
+    batch["ref_chosen_logp_B"], batch["ref_rejected_logp_B"] = jax.lax.stop_gradient(pw) - 0.3 * keep_B1[:, 0], pl
     new, metrics = step(state, batch, jax.random.key(0))
-    assert float(metrics["grad_norm"]) == 0.0
-    np.testing.assert_allclose(float(metrics["rewards/margins"]), 0.0, atol=1e-6)
-    for a, b in zip(jax.tree.leaves(state.params), jax.tree.leaves(new.params)):
+    real = jax.tree.map(lambda x: x[jnp.array([0, 2])], batch)
+    new_real, metrics_real = step(state, real, jax.random.key(0))
+    for p0, p4, p2 in zip(*(jax.tree.leaves(t.params) for t in (state, new, new_real))):
+        scale = float(jnp.max(jnp.abs(p2 - p0)))  # float32 rounding of p + delta at |p| ~ 1 and large deltas
+        np.testing.assert_allclose(np.asarray(p4 - p0), 0.5 * np.asarray(p2 - p0), rtol=1e-4, atol=3e-7 + 1e-6 * scale)
+    from grpojax.losses.dpo import dpo_loss
+    zero = jnp.zeros((1,))
+    c = float(dpo_loss(zero, zero, zero, zero, beta=0.1, loss_type="sigmoid" if loss == "dpo" else "ipo")[0])
+    np.testing.assert_allclose((4 * float(metrics["loss"]) - 2 * c) / 2, float(metrics_real["loss"]), rtol=1e-5)
+    skipped = dict(batch, chosen_mask_BL=batch["chosen_mask_BL"] * 0, rejected_mask_BL=batch["rejected_mask_BL"] * 0)
+    new0, metrics0 = step(state, skipped, jax.random.key(0))
+    assert float(metrics0["grad_norm"]) == 0.0
+    for a, b in zip(jax.tree.leaves(state.params), jax.tree.leaves(new0.params)):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
-    assert merge_model(graphdef, new.params, new.frozen) is not None
 
 
 def test_online_dpo_config_validation():
