@@ -68,7 +68,29 @@ def rows_for_shape(shape: str, seq: int, libtpu: str | None) -> list[dict]:
     return out
 
 
-def write_markdown(rows: list[dict], path: str, seq: int) -> None:
+LEVERS = """
+## Levers (what the plan assumes, and how to change it)
+
+| lever | where | effect on the numbers above |
+|---|---|---|
+| FSDP over `fsdp` | `grpojax.sharding` rules: `embed` -> `fsdp` | params + moments divided by the chip count (the `fixed` column) |
+| bf16 params, f32 AdamW | `grpojax.sharding.f32_optimizer_state(tx)` + `Qwen(param_dtype=bfloat16)` | 10 B/param resident (2 + 4 + 4) instead of 12 (f32 params + moments) + transient grads |
+| LoRA-only optimizer state | `TrainState.params` = `nnx.LoRAParam` only (runner `model.lora.rank`) | moments for the adapters only; base stays bf16 and sharded |
+| remat | `Qwen(remat="none" / "block" / "full")` | `full` keeps one `[B, T, D]` per layer; `block` also the matmul outputs |
+| chunked log-probs | `completion_logprobs(chunk_size=...)` | `[B, chunk, V]` float32 logits at a time instead of `[B, L, V]` (tested in `tests/test_sharding_memory.py`) |
+| gradient accumulation | `grpo_step(num_micro=...)` | activation memory of `batch / num_micro` sequences; the `fixed` part unchanged |
+
+Check one configuration at FULL depth (no extrapolation), e.g. the 7B row on v5e-16:
+
+    pip install -e .[tpu-plan]
+    python scripts/plan_memory.py --model qwen2.5-7b --mesh fsdp=16 --batch 32 --seq 1024 --topology v5e-16
+
+`--json` prints one object with `per_device_bytes`, `flops_per_step` (XLA's count of the per-device
+program x devices) and `model_flops_per_step` (6 N T + attention); `--kind dpo` plans the preference step.
+"""
+
+
+def write_markdown(rows: list[dict], path: str, seq: int, pending: list[str] = ()) -> None:
     gib = 2**30
     lines = [
         "# Memory plan: largest GRPO batch that fits",
@@ -77,13 +99,14 @@ def write_markdown(rows: list[dict], path: str, seq: int) -> None:
         "method). Every number comes from XLA's `compiled.memory_analysis()` of the real `grpo_step`",
         f"(prompt {seq // 2} + completion {seq - seq // 2} = {seq} tokens per sequence, bf16 params and",
         "activations, float32 AdamW moments (`f32_optimizer_state`), `remat=full`, log-prob chunks of 128,",
-        "mesh `fsdp` = all devices, state donated), compiled at 1-2 layers and extrapolated linearly in",
-        f"depth. Budget: {int(HEADROOM * 100)}% of HBM. HBM assumed: TPU v5e 16 GiB/chip, TPU v5p 95 GiB/chip, H100",
-        "80 GB. TPU rows are compiled by libtpu for that topology (compile-only, on this CPU machine);",
-        "**H100 rows come from the CPU compiler with 8 fake devices** (an approximation: GPU fusion and",
-        f"kernels differ). LoRA: rank {LORA_RANK} on q,k,v,o,gate,up,down; the frozen base is bf16 and FSDP-sharded.",
-        "`max batch` = sequences per optimizer step (GRPO: prompts x G) without gradient accumulation;",
-        "use `num_micro` for more. 0 = the model state alone does not fit.",
+        "mesh `fsdp` = all devices, state donated), compiled at 1-2 layers and 1-2 sequences per chip and",
+        f"extrapolated linearly in depth and batch. Budget: {int(HEADROOM * 100)}% of HBM. HBM assumed: TPU v5e",
+        "16 GiB/chip, TPU v5p 95 GiB/chip, H100 80 GB. TPU rows are compiled by libtpu for that topology",
+        "(compile-only, on a CPU machine); **H100 rows come from the CPU compiler with 8 fake devices**",
+        "(an approximation: GPU fusion, scheduling and kernels differ). LoRA: rank "
+        f"{LORA_RANK} on q,k,v,o,gate,up,down; the frozen base is bf16 and FSDP-sharded.",
+        "`max batch` = sequences per optimizer step (GRPO: prompts x G) without gradient accumulation",
+        "(use `num_micro` for more); 0 = the state alone does not fit. v5p-8 is 4 chips (8 TensorCores).",
         "",
         "| shape | chips | model | tuning | fixed GiB/chip | MiB per sequence | max batch | backend |",
         "|---|---|---|---|---|---|---|---|",
@@ -93,8 +116,11 @@ def write_markdown(rows: list[dict], path: str, seq: int) -> None:
                      f"{'LoRA r=' + str(r['lora_rank']) if r['lora_rank'] else 'full'} | "
                      f"{r['fixed_bytes'] / gib:.2f} | {r['per_seq_bytes'] / 2**20:.0f} | {r['max_batch']} | "
                      f"{r['backend'].split(';')[0]} |")
+    if pending:
+        lines += ["", "Not computed yet (the generating run was cut short on a shared 2-core machine; rerun the",
+                  "command above, it resumes from `runs/memory_table.jsonl`): " + ", ".join(pending) + "."]
     with open(path, "w") as f:
-        f.write("\n".join(lines) + "\n")
+        f.write("\n".join(lines) + "\n" + LEVERS)
 
 
 def main(argv=None) -> int:
@@ -105,6 +131,7 @@ def main(argv=None) -> int:
     p.add_argument("--seq", type=int, default=1024)
     p.add_argument("--libtpu-path", default=os.environ.get("GRPOJAX_LIBTPU_PATH"))
     p.add_argument("--shape", default=None, help=argparse.SUPPRESS)  # internal: one shape per process
+    p.add_argument("--render-only", action="store_true", help="rewrite --out from the cache, compile nothing")
     args = p.parse_args(argv)
     if args.shape:
         rows_for_shape(args.shape, args.seq, args.libtpu_path)
@@ -113,6 +140,19 @@ def main(argv=None) -> int:
     done = []
     if os.path.exists(args.cache):
         done = [json.loads(x) for x in open(args.cache) if x.strip()]
+    order = {s: i for i, s in enumerate(SHAPES)}
+
+    def render():
+        have = {(r["shape"], r["model"], r["lora_rank"]) for r in done if r["seq"] == args.seq}
+        pending = [f"{s} {m} {'LoRA' if lr else 'full'}" for s in SHAPES for m in MODELS
+                   for lr in (0, LORA_RANK) if (s, m, lr) not in have]
+        rows = [r for r in done if r["seq"] == args.seq]
+        write_markdown(sorted(rows, key=lambda r: (order.get(r["shape"], 99), MODELS.index(r["model"]),
+                                                   r["lora_rank"])), args.out, args.seq, pending)
+
+    if args.render_only:
+        render()
+        return 0
     for shape in args.only.split(","):
         if any(r["shape"] == shape and r["seq"] == args.seq for r in done):
             continue
@@ -127,9 +167,7 @@ def main(argv=None) -> int:
             for r in new:
                 f.write(json.dumps(r) + "\n")
         done += new
-        order = {s: i for i, s in enumerate(SHAPES)}
-        write_markdown(sorted(done, key=lambda r: (order.get(r["shape"], 99), MODELS.index(r["model"]),
-                                                   r["lora_rank"])), args.out, args.seq)
+        render()
     return 0
 
 

@@ -1,9 +1,10 @@
 """Memory levers that are not layout: low-precision parameters with float32 optimizer state.
 
-Bytes per trainable parameter (Adam, no master copy) -- the arithmetic behind ``docs/memory_plan.md``:
+Bytes per trainable parameter (Adam, no master copy) -- the arithmetic behind ``docs/memory_plan.md``
+(the gradient is transient: it lives only inside the step, in XLA's temporary buffers):
 
-    float32 params + float32 Adam:          4 (param) + 4 (grad) + 8 (mu, nu) = 16
-    bfloat16 params + float32 Adam (here):  2 (param) + 2 (grad) + 8 (mu, nu) = 12
+    float32 params + float32 Adam:          4 (param) + 8 (mu, nu) = 12 resident, + 4 (grad)
+    bfloat16 params + float32 Adam (here):  2 (param) + 8 (mu, nu) = 10 resident, + 2 (grad)
     LoRA (rank r): the base is frozen (2 bytes in bf16, no grad, no moments); the optimizer state
     covers only the ``nnx.LoRAParam`` factors (``TrainState.params``), a fraction of a percent.
 
