@@ -18,10 +18,10 @@ install: $(BIN)/.installed
 test: install
 	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(BIN)/python -m pytest -q tests
 
-# The main job on the embedded default. Until the built-in demo world lands it is the
-# group-robust paper's synthetic log-linear experiment (all methods, 20 seeds).
+# The main job on the embedded default: the end-to-end demo on the built-in synthetic world
+# (policy SFT, reward model, multi-objective GRPO, IPO vs GR-IPO); see docs/demo.md.
 demo: install
-	$(BIN)/python scripts/reproduce_robust_bandit.py --scenario uneven_imbalanced --seeds 20 --out runs/robust_bandit/uneven_imbalanced --overwrite
+	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(BIN)/python -m grpojax.demo --out runs/demo
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis
