@@ -130,3 +130,28 @@ def report_text(summary: dict) -> str:
                      f"   {per}   {alpha}")
     lines += ["", f"summary: {os.path.join(os.path.dirname(summary['run_dirs']['grpo']), 'summary.json')}"]
     return "\n".join(lines)
+
+
+def seeds_table(summaries: list[dict]) -> str:
+    """A markdown table of several seeds' summaries: every aspect before -> after, and the worst-group
+    test loss of each robust method (used for docs/demo.md)."""
+    methods = [m for m in ("ipo", "gr_ipo", "dpo", "gr_dpo") if all(m in s["robust"] for s in summaries)]
+    head = ["seed"] + [f"{a} before → after" for a in ASPECTS] + [f"{m} worst-group test loss" for m in methods]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for s in summaries:
+        cells = [str(s["seed"])] + [f"{s['aspects'][a]['before']:.3f} → {s['aspects'][a]['after']:.3f}"
+                                    for a in ASPECTS]
+        cells += [f"{s['robust'][m]['worst_group_test_loss']:.4f}" for m in methods]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":  # python -m grpojax.demo.pipeline_report OUT1 OUT2 ...: the seeds table
+    import json
+    import sys
+
+    rows = []
+    for d in sys.argv[1:]:
+        with open(os.path.join(d, "summary.json"), encoding="utf-8") as f:
+            rows.append(json.load(f))
+    print(seeds_table(rows))

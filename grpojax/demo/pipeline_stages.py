@@ -14,7 +14,6 @@ import dataclasses
 import json
 import os
 
-import jax
 import numpy as np
 
 from grpojax.cli import UserError
@@ -116,6 +115,8 @@ def evaluate_policy(policy_dir: str, reward_dir: str, grpo_cfg, prompts: list[st
 
     Returns ``{"ground_truth": {aspect: mean}, "reward_model": {aspect: mean}, "examples": [...]}``.
     """
+    import jax
+
     from grpojax.data import load_tokenizer
     from grpojax.rollout import SamplingSettings, generate_and_score
     from grpojax.train.reward_task import load_reward_scorer
