@@ -24,12 +24,16 @@ worry), and:
   the category: the reversed polarity ``base(c, not p)`` for categories 0 and 1, ``base + 1 mod 4`` for
   categories 2 and 3. It answers only ``small_fraction`` of the questions, optionally with label noise.
 
-Why plain IPO leaves a worst-group gap that GR-IPO can close: the average IPO loss weighs each group by its
-share of the pairs, so the small group (about 8% of the training pairs by default) contributes little
+Design rationale (intended, not yet demonstrated end to end): the average IPO loss weighs each group by
+its share of the pairs, so the small group (about 8% of the training pairs by default) contributes little
 gradient, and what it wants conflicts with the majority's opinion on every question; a tiny model trained
-for a fixed budget fits the majority and under-fits it. GR-IPO raises that group's weight alpha as long as
-its loss is the largest, spending the model's capacity on it (the group name in the prompt makes the
-conflict resolvable).
+for a fixed budget fits the majority and under-fits it (observed: after SFT + IPO on a 2-layer Qwen2 the
+small group had the worst test loss and accuracy). GR-IPO should raise that group's weight alpha while its
+*training* loss is the largest; but with only 34 training pairs the small group can be memorised, so its
+training loss need not stay the largest (in the same check, alpha drifted to group 0 instead). Knobs that
+work against memorisation: a larger ``small_fraction``, ``small_noise`` = 0, early stopping on val.
+IPO per-pair losses start at ``(1 / (2 beta))**2`` (25 at beta = 0.1), so the mini-batch alpha step
+``eta * (N / N_g) * sum(loss)`` needs a small eta (about 1e-4 or less; 1e-2 collapses alpha in one step).
 
 Pairs are ``(prompt, chosen, rejected, group)``: chosen is the group's preferred letter, rejected a random
 other letter (training split); validation and test use every other letter (3 pairs per question) so that
