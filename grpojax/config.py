@@ -13,15 +13,19 @@ One top-level schema per script kind, sharing sections:
             model tokenizer data train mesh run_dir export_hf   (all kinds)
             grpo            reward            preference                    --
 
+    kind    ppo (PPO-RLHF)  online_dpo (pairs from the policy's own samples)
+            ppo             online_dpo + preference
+
 Names follow TRL where TRL has one (``num_generations``, ``epsilon_high``, ``loss_type``, ``beta``...).
 ``train.batch_size`` counts *sequences per optimizer step*; for GRPO that is completions, so it must be a
 multiple of ``grpo.num_generations`` (prompts per step = batch_size / num_generations), as in TRL.
 
 Public API: ``load_config``, ``config_from_dict``, ``config_to_dict``, ``dump_config``, ``write_config``,
-``diff_configs``; schemas ``GRPORunConfig``, ``RewardRunConfig``, ``DPORunConfig``, ``SFTRunConfig``
-(``SCHEMAS[kind]``) and their sections ``ModelConfig`` (``LoraConfig``, ``ModelShape``),
+``diff_configs``; schemas ``GRPORunConfig``, ``RewardRunConfig``, ``DPORunConfig``, ``SFTRunConfig``,
+``PPORunConfig``, ``OnlineDPORunConfig`` (``SCHEMAS[kind]``) and their sections ``ModelConfig``
+(``LoraConfig``, ``ModelShape``),
 ``TokenizerConfig``, ``DataConfig``, ``TrainConfig`` (``PlateauConfig``), ``GRPOConfig``,
-``PreferenceConfig``, ``RewardConfig``, ``MeshConfig``.
+``PreferenceConfig``, ``RewardConfig``, ``PPOConfig``, ``OnlineDPOConfig``, ``MeshConfig``.
 
 Example::
 

@@ -201,7 +201,8 @@ def test_adaptive_kl_controller_moves_kl_coef_across_rollouts(tmp_path):
 
     cfg = load_config(os.path.join(ROOT, "configs/tiny_ppo.yaml"), [
         f"run_dir={tmp_path}/run", "train.steps=2", "train.batch_size=8", "ppo.ppo_epochs=1",
-        "ppo.num_mini_batches=1", "ppo.adaptive_kl=true", "ppo.kl_coef=0.2", "ppo.kl_target=1.0", "ppo.kl_horizon=8", "ppo.kl_mode=loss",
+        "ppo.num_mini_batches=1", "ppo.adaptive_kl=true", "ppo.kl_coef=0.2", "ppo.kl_target=1.0",
+        "ppo.kl_horizon=8", "ppo.kl_mode=loss",
         "ppo.critic=separate", "ppo.max_completion_length=4"])
     task = PPOTask(cfg)
     run(cfg, task)
