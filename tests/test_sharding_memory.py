@@ -109,3 +109,27 @@ def test_chunked_logprobs_never_hold_full_f32_logits():
     assert chunked < unchunked - full_logits, (chunked, unchunked, full_logits)
     # ... and what remains grows with the chunk (a few [B, chunk, V] arrays), not with L
     assert 0 < chunked - small < 4 * B * (32 - 8) * cfg.vocab_size * 4, (small, chunked)
+
+
+def test_lora_only_optimizer_state_and_layout():
+    """Under LoRA the optimizer state covers only the adapters; the frozen base keeps the FSDP layout."""
+    from grpojax import sharding as shd
+    from grpojax.models.lora import apply_lora
+    from grpojax.train.state import count_params, create_train_state
+
+    model = apply_lora(Qwen(CFG), rank=2, alpha=4, rngs=nnx.Rngs(1))
+    _, state = create_train_state(model, optax.adam(1e-3), jax.random.key(0), lora=True)
+    trainable = jax.tree.leaves(state.params, is_leaf=lambda x: isinstance(x, nnx.Variable))
+    assert trainable and all(isinstance(v, nnx.LoRAParam) for v in trainable)
+    n_lora = count_params(state.params)
+    # per layer: 7 adapters, each r * (in + out): q,k,v,o,gate,up,down of CFG
+    D, F, NH, KH = 16, 32, 16, 8
+    per_layer = 2 * ((D + NH) + 2 * (D + KH) + (NH + D) + 2 * (D + F) + (F + D))
+    assert n_lora == CFG.num_layers * per_layer
+    moments = [x for x in jax.tree.leaves(state.opt_state) if x.ndim > 0]
+    assert sum(x.size for x in moments) == 2 * n_lora  # Adam mu + nu over the adapters only
+    assert count_params(state.frozen) == count_params(nnx.state(Qwen(CFG), nnx.Param))
+    mesh = shd.make_mesh((2, 4, 1))
+    d = shd.describe(shd.train_state_shardings(state, mesh))
+    assert d[".frozen['layers'][0]['mlp']['up']['w'].value"] == str(jax.sharding.PartitionSpec("fsdp", None))
+    assert d[".params['layers'][0]['mlp']['up']['lora']['lora_a'].value"] == "P(None, None)"  # replicated
