@@ -114,7 +114,6 @@ def build(args, devices):
 
     import jax
     import jax.numpy as jnp
-    from flax import nnx
 
     from grpojax import sharding as shd
     from grpojax.models import PRESETS, Qwen

@@ -10,7 +10,6 @@ way the rules say.
 import functools
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
