@@ -33,7 +33,7 @@ small group had the worst test loss and accuracy). GR-IPO should raise that grou
 training loss need not stay the largest (in the same check, alpha drifted to group 0 instead). Knobs that
 work against memorisation: a larger ``small_fraction``, ``small_noise`` = 0, early stopping on val.
 IPO per-pair losses start at ``(1 / (2 beta))**2`` (25 at beta = 0.1), so the mini-batch alpha step
-``eta * (N / N_g) * sum(loss)`` needs a small eta (about 1e-4 or less; 1e-2 collapses alpha in one step).
+``eta * (N / N_g) * sum(loss)`` needs a small eta (about 1e-4 or less; 1e-2 collapsed alpha onto one group).
 
 Pairs are ``(prompt, chosen, rejected, group)``: chosen is the group's preferred letter, rejected a random
 other letter (training split); validation and test use every other letter (3 pairs per question) so that
