@@ -146,7 +146,7 @@ def main(argv=None) -> int:
         have = {(r["shape"], r["model"], r["lora_rank"]) for r in done if r["seq"] == args.seq}
         pending = [f"{s} {m} {'LoRA' if lr else 'full'}" for s in SHAPES for m in MODELS
                    for lr in (0, LORA_RANK) if (s, m, lr) not in have]
-        rows = [r for r in done if r["seq"] == args.seq]
+        rows = list({(r["shape"], r["model"], r["lora_rank"]): r for r in done if r["seq"] == args.seq}.values())
         write_markdown(sorted(rows, key=lambda r: (order.get(r["shape"], 99), MODELS.index(r["model"]),
                                                    r["lora_rank"])), args.out, args.seq, pending)
 
@@ -154,20 +154,23 @@ def main(argv=None) -> int:
         render()
         return 0
     for shape in args.only.split(","):
-        if any(r["shape"] == shape and r["seq"] == args.seq for r in done):
+        if sum(r["shape"] == shape and r["seq"] == args.seq for r in done) == len(MODELS) * 2:
             continue
         cmd = [sys.executable, __file__, "--shape", shape, "--seq", str(args.seq)]
         if args.libtpu_path:
             cmd += ["--libtpu-path", args.libtpu_path]
-        proc = subprocess.run(cmd, capture_output=True, text=True)
-        new = [json.loads(x) for x in proc.stdout.splitlines() if x.startswith("{")]
+        # rows stream in as each (model, tuning) finishes, so an interrupted run keeps what it has
+        with subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True) as proc:
+            for line in proc.stdout:
+                if not line.startswith("{"):
+                    continue
+                row = json.loads(line)
+                with open(args.cache, "a") as f:
+                    f.write(json.dumps(row) + "\n")
+                done.append(row)
+                render()
         if proc.returncode:
-            print(f"memory_table: {shape} failed:\n{proc.stderr[-2000:]}", file=sys.stderr)
-        with open(args.cache, "a") as f:
-            for r in new:
-                f.write(json.dumps(r) + "\n")
-        done += new
-        render()
+            print(f"memory_table: {shape} exited with {proc.returncode}", file=sys.stderr)
     return 0
 
 
