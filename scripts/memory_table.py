@@ -31,13 +31,13 @@ LORA_RANK = 16
 HEADROOM = 0.9  # keep 10% of HBM for the runtime, fragmentation and the sampler
 
 
-def rows_for_shape(shape: str, seq: int, libtpu: str | None) -> list[dict]:
+def rows_for_shape(shape: str, seq: int, libtpu: str | None, models=MODELS) -> list[dict]:
     """Runs in a fresh process per shape (the backend is fixed at jax import)."""
     import plan_memory as pm
 
     n = TOPOLOGIES[shape][1] if shape in TOPOLOGIES else 8
     out = []
-    for model in MODELS:
+    for model in models:
         for lora in (0, LORA_RANK):
             pts = {}
             for layers in (1, 2):
@@ -131,10 +131,11 @@ def main(argv=None) -> int:
     p.add_argument("--seq", type=int, default=1024)
     p.add_argument("--libtpu-path", default=os.environ.get("GRPOJAX_LIBTPU_PATH"))
     p.add_argument("--shape", default=None, help=argparse.SUPPRESS)  # internal: one shape per process
+    p.add_argument("--models", default=",".join(MODELS), help="comma list of presets")
     p.add_argument("--render-only", action="store_true", help="rewrite --out from the cache, compile nothing")
     args = p.parse_args(argv)
     if args.shape:
-        rows_for_shape(args.shape, args.seq, args.libtpu_path)
+        rows_for_shape(args.shape, args.seq, args.libtpu_path, args.models.split(","))
         return 0
     os.makedirs(os.path.dirname(os.path.abspath(args.cache)), exist_ok=True)
     done = []
@@ -156,7 +157,7 @@ def main(argv=None) -> int:
     for shape in args.only.split(","):
         if sum(r["shape"] == shape and r["seq"] == args.seq for r in done) == len(MODELS) * 2:
             continue
-        cmd = [sys.executable, __file__, "--shape", shape, "--seq", str(args.seq)]
+        cmd = [sys.executable, __file__, "--shape", shape, "--seq", str(args.seq), "--models", args.models]
         if args.libtpu_path:
             cmd += ["--libtpu-path", args.libtpu_path]
         # rows stream in as each (model, tuning) finishes, so an interrupted run keeps what it has

@@ -27,6 +27,11 @@ Multi-host: each process loads ``rows[shd.host_batch_slice(global_batch)]`` of e
 :func:`global_batch`; only :func:`is_main_process` writes logs; Orbax checkpointing of sharded
 ``jax.Array`` state is multi-host safe as is.
 
+Memory levers: ``Qwen(..., param_dtype=jnp.bfloat16, remat="full")`` with ``tx = f32_optimizer_state(tx)``
+(bf16 params, float32 Adam), LoRA (``TrainState.params`` = adapters only), chunked log-probs in
+``grpojax.train.forward``; ``scripts/plan_memory.py`` compiles the real step ahead of time for a mesh and
+reports XLA's per-device bytes (``docs/memory_plan.md``).
+
 Public API:
     AXES, BATCH_AXES, make_mesh, mesh_sizes                      mesh.py
     maybe_initialize_distributed, is_main_process, host_batch_slice
