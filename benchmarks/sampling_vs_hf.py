@@ -143,17 +143,10 @@ def main(argv=None) -> int:
     import torch
 
     torch.set_num_threads(os.cpu_count() or 1)
-    rows = [bench_size(s, args) for s in args.sizes]
-    payload = {
-        "benchmark": "sampling_vs_hf",
-        "command": "python " + " ".join([os.path.relpath(__file__)] + (argv if argv is not None else sys.argv[1:])),
-        "workload": {"batch": args.batch, "prompt_len": args.prompt_len, "new_tokens": args.new_tokens,
-                     "mode": args.mode, "dtype": "float32", "repeats": args.repeats},
-        "machine": common.machine(),
-        "torch_threads": torch.get_num_threads(),
-        "results": rows,
-    }
-    common.write_json(os.path.join(args.out, "results.json"), payload)
+    rows = []
+    for size in args.sizes:  # results.json is rewritten after each size, so a partial run keeps its numbers
+        rows.append(bench_size(size, args))
+        write_results(args, argv, rows, torch.get_num_threads())
     header = ["size", "params", "ours tok/s", "HF tok/s", "ours/HF", "ours compile s", "HF first call s",
               "peak RSS MiB"]
     table_rows = [[r["size"], f"{r['parameters'] / 1e6:.0f}M", f"{r['ours_tokens_per_s']:.1f}",
@@ -163,6 +156,19 @@ def main(argv=None) -> int:
     print(common.table(table_rows, header))
     print(f"wrote {os.path.join(args.out, 'results.json')}")
     return 0
+
+
+def write_results(args, argv, rows, torch_threads) -> None:
+    payload = {
+        "benchmark": "sampling_vs_hf",
+        "command": "python " + " ".join([os.path.relpath(__file__)] + (argv if argv is not None else sys.argv[1:])),
+        "workload": {"batch": args.batch, "prompt_len": args.prompt_len, "new_tokens": args.new_tokens,
+                     "mode": args.mode, "dtype": "float32", "repeats": args.repeats},
+        "machine": common.machine(),
+        "torch_threads": torch_threads,
+        "results": rows,
+    }
+    common.write_json(os.path.join(args.out, "results.json"), payload)
 
 
 if __name__ == "__main__":
