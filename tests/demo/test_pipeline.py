@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from grpojax.demo.opinions import GROUPS
-from grpojax.demo.pipeline_stages import group_preference_metrics
+from grpojax.demo.pipeline_stages import group_preference_metrics, stage_config
 from grpojax.demo.scorers import ASPECTS
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -106,7 +106,7 @@ def test_quick_run_effect_directions(quick_run):
     for a in ("politeness", "actionability", "safety"):  # the reward model learned these aspects
         assert rm[a]["pearson"] > 0.8, (a, rm[a])
     # GRPO raised the learned reward it optimised (weighted sum of the reward model's aspect scores)
-    w = dict(zip(ASPECTS, (2.0, 2.0, 1.0, 2.0)))
+    w = dict(zip(ASPECTS, stage_config("grpo", []).grpo.reward_weights))
     before = sum(w[a] * s["aspects"][a]["reward_model_before"] for a in ASPECTS)
     after = sum(w[a] * s["aspects"][a]["reward_model_after"] for a in ASPECTS)
     assert after > before
