@@ -111,3 +111,24 @@ class GRPOTask(BaseTask):
                 row["sampler/logp_max_abs_diff"] = mismatch
             rows.append({**ro.metrics, **row})
         return state, rows
+
+    def evaluate(self, state, prompts: list, *, batch_prompts: int | None = None, seed: int = 0) -> dict:
+        """Mean reward and per-aspect scores of the policy in ``state`` on ``prompts`` (G samples each,
+        the training sampling settings); no update. Returns TRL-named means over all prompts."""
+        n = batch_prompts or self.cfg.train.batch_size // self.G
+        sums, count = {}, 0
+        for i in range(0, len(prompts), n):
+            chunk = prompts[i:i + n]
+            pb = self.tok.prompt_batch(chunk, self.cfg.data.max_prompt_length)
+            g = self.cfg.grpo
+            ro = generate_and_score(self.model_of(state), pb.prompt_ids_BT, pb.prompt_mask_BT, chunk,
+                                    jax.random.fold_in(jax.random.key(seed), i), tok=self.tok,
+                                    sampling=self.sampling, aspect_names=self.aspect_names,
+                                    score_fn=self.score, aggregation=g.aggregation,
+                                    reward_weights=g.reward_weights or None, scale_rewards=g.scale_rewards)
+            for k, v in ro.metrics.items():
+                if k == "reward" or k.endswith("/mean") or k.startswith("completions/mean"):
+                    sums[k] = sums.get(k, 0.0) + v * len(chunk)
+            count += len(chunk)
+        return {f"eval/{k}": v / count for k, v in sums.items()} | {"eval/num_prompts": count}
+

@@ -147,10 +147,9 @@ class PreferenceTask(BaseTask):
             eta_decay=pc.eta_alpha_decay_on_lr_cut, plateau_factor=cfg.train.plateau.factor)
         p = cfg.train.plateau
         self.plateau = Plateau(p.factor, p.patience, p.min_delta) if p.enabled else None
-        self.eval_loader = None
-        if cfg.train.eval_every and (cfg.data.eval_split or cfg.data.eval_path):
-            split = cfg.data.eval_split or "validation"
-            self.eval_set = load_from_config(cfg.data, self.kind, split=split)
+        self.eval_set = None
+        if cfg.data.eval_split or cfg.data.eval_path:
+            self.eval_set = load_from_config(cfg.data, self.kind, split=cfg.data.eval_split or "validation")
         elif cfg.train.eval_every:
             raise UserError("train.eval_every > 0 needs evaluation data: set data.eval_split or data.eval_path")
 
@@ -212,12 +211,14 @@ class PreferenceTask(BaseTask):
         from grpojax.losses.robust import group_metrics
         from grpojax.train.preference import _BASE
 
-        bs = self.cfg.train.batch_size
-        loader = self._loader(self.eval_set, shuffle=False, batch_size=min(bs, len(self.eval_set)))
-        n_batches = len(self.eval_set) // loader.iterator.batch_size
+        if self.eval_set is None:
+            raise UserError("no evaluation data: set data.eval_path or data.eval_split")
+        d, bs = self.cfg.data, self.cfg.train.batch_size
         losses, racc, lacc, groups = [], [], [], []
-        for _ in range(n_batches):
-            batch = self.make_batch(next(loader))
+        for i in range(0, len(self.eval_set), bs):  # every pair; the last batch may be smaller
+            rows = self.eval_set[i:i + bs]
+            batch = self.make_batch(COLLATE[self.kind](self.tok, rows, max_prompt_length=d.max_prompt_length,
+                                                       max_length=d.max_length))
             pw, pl = self._policy_logps(state.params, state.frozen, batch)
             s = self.settings
             loss = dpo_loss(pw, pl, batch["ref_chosen_logp_B"], batch["ref_rejected_logp_B"], beta=s.beta,
