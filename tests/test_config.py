@@ -203,10 +203,10 @@ def test_file_level_errors(tmp_path):
     assert C.load_config(nokind, kind="sft").kind == "sft"
     with pytest.raises(UserError, match="this is a kind='grpo' config but this script needs kind='sft'"):
         C.load_config(TINY, kind="sft")
-    with pytest.raises(UserError, match="unknown config kind 'ppo'"):
-        C.load_config(TINY, kind="ppo")
-    badkind = write(tmp_path, base() | {"kind": "ppo"}, "badkind.yaml")
-    with pytest.raises(UserError, match="kind: 'ppo' is not one of grpo, reward, dpo, sft"):
+    with pytest.raises(UserError, match="unknown config kind 'rlhf'"):
+        C.load_config(TINY, kind="rlhf")
+    badkind = write(tmp_path, base() | {"kind": "rlhf"}, "badkind.yaml")
+    with pytest.raises(UserError, match="kind: 'rlhf' is not one of grpo, reward, dpo, sft, ppo"):
         C.load_config(badkind)
 
 
@@ -248,6 +248,6 @@ def test_override_values_survive_dump_and_reload(steps, lr, seed, aspects):
 def test_diff_configs_lists_changed_keys():
     a = C.config_to_dict(C.load_config(TINY))
     b = C.config_to_dict(C.load_config(TINY, ["train.learning_rate=0.5", "train.steps=99", "grpo.beta=0.1"]))
-    assert C.diff_configs(a, b) == ["grpo.beta: 0.0 -> 0.1", "train.learning_rate: 0.003 -> 0.5",
+    assert C.diff_configs(a, b) == ["grpo.beta: 0.0 -> 0.1", "train.learning_rate: 0.01 -> 0.5",
                                     "train.steps: 20 -> 99"]
-    assert C.diff_configs(a, b, ignore=("train.steps", "grpo")) == ["train.learning_rate: 0.003 -> 0.5"]
+    assert C.diff_configs(a, b, ignore=("train.steps", "grpo")) == ["train.learning_rate: 0.01 -> 0.5"]
