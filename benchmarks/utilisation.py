@@ -96,17 +96,64 @@ def utilisation(cfg: dict, *, rows: int, prompt_len: int, completion_len: int, s
     return out
 
 
+def xla_flops_check(size: str = "small", *, rows: int = 8, prompt_len: int = 16,
+                    completion_len: int = 32) -> dict:
+    """XLA's ``cost_analysis()`` FLOPs of the compiled GRPO update step of ``size`` vs
+    :func:`update_step_flops` (a check of the formula; random checkpoint, the benchmark's settings)."""
+    import functools
+    import tempfile
+
+    import jax
+    import numpy as np
+
+    import grpo_vs_trl
+    from sampling_vs_hf import COMMON, SIZES
+
+    from grpojax.models import from_hf
+    from grpojax.train.grpo import GRPOSettings, grpo_step
+    from grpojax.train.optim import make_optimizer
+    from grpojax.train.state import create_train_state
+
+    with tempfile.TemporaryDirectory() as d:
+        grpo_vs_trl.build_checkpoint(size, 0, d)
+        tx = make_optimizer(grpo_vs_trl.LR, total_steps=1000, max_grad_norm=1.0)
+        graphdef, state = create_train_state(from_hf(d), tx, jax.random.key(0))
+    r = np.random.default_rng(0)
+    V = COMMON["vocab_size"]
+    batch = {"prompt_BP": r.integers(0, V, (rows, prompt_len)).astype(np.int32),
+             "prompt_mask_BP": np.ones((rows, prompt_len), np.int32),
+             "completion_BL": r.integers(0, V, (rows, completion_len)).astype(np.int32),
+             "completion_mask_BL": np.ones((rows, completion_len), np.int32),
+             "old_logp_BL": np.full((rows, completion_len), -12.0, np.float32),
+             "ref_logp_BL": np.full((rows, completion_len), -12.0, np.float32),
+             "advantages_B": r.standard_normal(rows).astype(np.float32)}
+    settings = GRPOSettings(loss_type="grpo", beta=grpo_vs_trl.BETA, max_completion_length=completion_len)
+    step = jax.jit(functools.partial(grpo_step, graphdef=graphdef, tx=tx, settings=settings))
+    cost = step.lower(state, batch, jax.random.key(0)).compile().cost_analysis()
+    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+    formula = update_step_flops({**SIZES[size], "vocab_size": V}, rows=rows, prompt_len=prompt_len,
+                                completion_len=completion_len)["flops"]
+    return {"size": size, "xla_flops": float(cost["flops"]), "formula_flops": formula,
+            "xla_over_formula": float(cost["flops"]) / formula}
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", required=True, help="directory for peak.json")
     p.add_argument("--n", type=int, default=2048)
     p.add_argument("--reps", type=int, default=5)
+    p.add_argument("--xla-check", metavar="SIZE", help="also compare XLA's FLOP count of the GRPO update "
+                   "step of SIZE (small / qwen0p5b) with the formula")
     p.add_argument("--overwrite", action="store_true")
     args = p.parse_args(argv)
     common.prepare_out(args.out, ["peak.json"], args.overwrite)
     peaks = {dt: matmul_peak(dt, args.n, args.reps) for dt in ("float32", "bfloat16")}
-    common.write_json(os.path.join(args.out, "peak.json"), {"machine": common.machine(), "peaks": peaks})
+    out = {"machine": common.machine(), "peaks": peaks}
     print(json.dumps({dt: f"{v['peak_flops'] / 1e9:.1f} GFLOP/s" for dt, v in peaks.items()}))
+    if args.xla_check:
+        out["xla_check"] = xla_flops_check(args.xla_check)
+        print(json.dumps(out["xla_check"]))
+    common.write_json(os.path.join(args.out, "peak.json"), out)
     return 0
 
 
