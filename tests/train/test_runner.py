@@ -11,7 +11,7 @@ import jax
 import numpy as np
 import pytest
 
-from grpojax.checkpoint import Checkpointer
+from grpojax.checkpoint import Checkpointer, abstract_like
 from grpojax.config import load_config
 from grpojax.train.grpo_task import GRPOTask
 from grpojax.train.runner import run
@@ -135,8 +135,20 @@ def test_reward_model_trains_and_scores_grpo_rollouts(tmp_path):
 
 
 def test_evaluate_script_scores_a_grpo_policy(tmp_path):
-    run_dir = str(tmp_path / "g")
-    _train("grpo", GRPOTask, ["train.steps=1", f"run_dir={run_dir}"])
+    run_dir, hf_dir = str(tmp_path / "g"), str(tmp_path / "hf")
+    cfg = load_config("configs/tiny_grpo.yaml", ["train.steps=1", f"run_dir={run_dir}", f"export_hf={hf_dir}"])
+    task = GRPOTask(cfg)
+    run(cfg, task)
+    # the exported HF directory holds the trained policy (same logits) and the tokenizer
+    from grpojax.models import from_hf
+    from grpojax.data import load_tokenizer
+
+    with Checkpointer(run_dir, save_every=1, keep=10) as ck:
+        state = ck.restore_latest(abstract_like(task.init_state())).state
+    tokens = jax.numpy.asarray([[5, 6, 7, 8]], jax.numpy.int32)
+    np.testing.assert_allclose(np.asarray(from_hf(hf_dir)(tokens)), np.asarray(task.model_of(state)(tokens)),
+                               atol=1e-5)
+    assert load_tokenizer(hf_dir).vocab_size == task.tok.vocab_size
     proc = subprocess.run([sys.executable, "scripts/evaluate.py", "configs/tiny_grpo.yaml", f"run_dir={run_dir}",
                            "data.eval_path=configs/data/tiny_prompts.jsonl", "--out", str(tmp_path / "e.json")],
                           cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=600)
