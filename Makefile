@@ -16,7 +16,7 @@ $(BIN)/.installed: pyproject.toml
 install: $(BIN)/.installed
 
 test: install
-	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(BIN)/python -m pytest -q tests
+	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(BIN)/python -m pytest -q -n 2 --dist loadfile tests
 
 # The main job on the embedded default: the end-to-end demo on the built-in synthetic world
 # (policy SFT, reward model, multi-objective GRPO, IPO vs GR-IPO); see docs/demo.md.
