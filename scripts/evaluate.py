@@ -12,7 +12,6 @@ also writes the JSON there. Bad input: one line 'error: ...' on stderr and exit 
 """
 
 import json
-import sys
 
 from grpojax import cli
 

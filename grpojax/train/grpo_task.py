@@ -12,15 +12,13 @@ from __future__ import annotations
 import functools
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from grpojax.rollout import SamplingSettings, generate_and_score
 from grpojax.train import reward_funcs
 from grpojax.train.forward import completion_logprobs
 from grpojax.train.grpo import GRPOSettings, grpo_step
-from grpojax.train.runner import build_model
-from grpojax.train.state import merge_model, split_model
+from grpojax.train.state import merge_model
 from grpojax.train.tasks import BaseTask, host_row
 
 
@@ -53,10 +51,7 @@ class GRPOTask(BaseTask):
     def init_state(self):
         state = super().init_state()
         if self.settings.beta > 0:
-            if self.cfg.model.ref_path:
-                self._ref = split_model(build_model(self.cfg.model, path=self.cfg.model.ref_path))
-            else:
-                self._ref = (self.graphdef, jax.tree.map(jnp.copy, state.params), state.frozen)
+            self._ref = self.frozen_reference(state)
             ref_graphdef, temp = self._ref[0], self.settings.temperature
 
             @jax.jit

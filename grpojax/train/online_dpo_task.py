@@ -27,8 +27,7 @@ import numpy as np
 from grpojax.losses.dpo import dpo_loss
 from grpojax.train.ppo_task import RewardScorer, sample_and_score
 from grpojax.train.preference import _BASE, PreferenceSettings, pair_logprobs, preference_step
-from grpojax.train.runner import build_model
-from grpojax.train.state import merge_model, split_model
+from grpojax.train.state import merge_model
 from grpojax.train.tasks import BaseTask, host_row
 
 
@@ -91,10 +90,7 @@ class OnlineDPOTask(BaseTask):
 
     def init_state(self):
         state = super().init_state()
-        if self.cfg.model.ref_path:
-            self._ref = split_model(build_model(self.cfg.model, path=self.cfg.model.ref_path))
-        else:  # the initial policy is the reference (under LoRA: the base model)
-            self._ref = (self.graphdef, jax.tree.map(jnp.copy, state.params), state.frozen)
+        self._ref = self.frozen_reference(state)
         ref_graphdef, settings = self._ref[0], self.settings
 
         @jax.jit

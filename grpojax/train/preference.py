@@ -25,7 +25,7 @@ import jax.numpy as jnp
 
 from grpojax.losses.dpo import dpo_loss, preference_metrics, sequence_logprob
 from grpojax.losses.robust import group_metrics, robust_weights
-from grpojax.train.accumulate import accumulate, apply_gradients, split_micro
+from grpojax.train.accumulate import apply_gradients, split_micro
 from grpojax.train.forward import completion_logprobs
 from grpojax.train.state import TrainState, merge_model
 

@@ -182,6 +182,14 @@ def load_reward_scorer(path: str, cfg, tok):
         if restored is None:
             raise UserError(f"{path}: a reward run directory without checkpoints")
         model = merge_model(graphdef, restored.state.params, restored.state.frozen)
+    elif os.path.isfile(os.path.join(path, "config.json")) or path.count("/") == 1:
+        try:  # a HF *ForSequenceClassification directory or hub id (num_labels = the aspects)
+            model = reward_model_from_hf(path, num_labels=len(cfg.grpo.aspects))
+        except (FileNotFoundError, OSError, ValueError) as e:
+            raise UserError(f"cannot load reward model {path!r}: {e}") from None
+    else:
+        raise UserError(f"grpo.reward_model={path!r} is neither a reward run_dir (config.yaml + "
+                        "checkpoints) nor a HF directory / hub id")
     graphdef, state = nnx.split(model)
 
     @jax.jit

@@ -22,7 +22,7 @@ from grpojax.train.optim import Plateau
 from grpojax.train.preference import PreferenceSettings, pair_logprobs, preference_step
 from grpojax.train.runner import build_model, build_optimizer, maybe_lora, split_sequences
 from grpojax.train.sft import sft_step
-from grpojax.train.state import create_train_state, merge_model
+from grpojax.train.state import create_train_state, merge_model, split_model
 
 
 def host_row(metrics: dict, group_names=None) -> dict:
@@ -100,6 +100,13 @@ class BaseTask(abc.ABC):
     def model_of(self, state):
         return merge_model(self.graphdef, state.params, state.frozen)
 
+    def frozen_reference(self, state):
+        """``(graphdef, params, frozen)`` of the frozen reference: ``model.ref_path`` when set, else a copy
+        of the initial policy (under LoRA the initial adapters are zero, so that is the base model)."""
+        if self.cfg.model.ref_path:
+            return split_model(build_model(self.cfg.model, path=self.cfg.model.ref_path))
+        return self.graphdef, jax.tree.map(jnp.copy, state.params), state.frozen
+
     def export(self, state, out_dir: str) -> str:
         from grpojax.models import to_hf
 
@@ -157,14 +164,7 @@ class PreferenceTask(BaseTask):
         from grpojax.train.preference import init_robust_state
 
         state = super().init_state(robust=init_robust_state(self.settings))
-        if self.cfg.model.ref_path:
-            ref = build_model(self.cfg.model, path=self.cfg.model.ref_path)
-            from grpojax.train.state import split_model
-
-            ref_graphdef, ref_params, ref_frozen = split_model(ref)
-            self._ref = (ref_graphdef, ref_params, ref_frozen)
-        else:  # the initial policy is the reference
-            self._ref = (self.graphdef, jax.tree.map(jnp.copy, state.params), state.frozen)
+        self._ref = self.frozen_reference(state)
         ref_graphdef = self._ref[0]
         settings = self.settings
 

@@ -1,0 +1,38 @@
+"""``load_reward_scorer`` on a HF sequence-classification directory scores like the model itself."""
+
+import types
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from grpojax.cli import UserError
+from grpojax.models import QwenConfig
+from grpojax.models.reward_model import RewardModel, reward_model_to_hf
+from grpojax.train.forward import sequence_inputs
+from grpojax.train.reward_task import load_reward_scorer
+
+CFG = QwenConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_layers=2, num_heads=4,
+                 num_kv_heads=2, head_dim=8, tie_word_embeddings=True)
+
+
+def test_hf_reward_model_scorer_matches_model(tmp_path):
+    model = RewardModel(CFG, 3, rngs=nnx.Rngs(3), label_scale=[2.0, 1.0, 0.5], label_shift=[0.0, 1.0, -1.0])
+    reward_model_to_hf(model, str(tmp_path / "rm"), pad_token_id=0)
+    cfg = types.SimpleNamespace(grpo=types.SimpleNamespace(aspects=("a", "b", "c")))
+    scorer = load_reward_scorer(str(tmp_path / "rm"), cfg, tok=None)
+    batch = {"prompt_BP": jnp.asarray([[0, 5, 6], [7, 8, 9]], jnp.int32),
+             "prompt_mask_BP": jnp.asarray([[0, 1, 1], [1, 1, 1]], jnp.int32),
+             "completion_BL": jnp.asarray([[10, 11, 0], [12, 0, 0]], jnp.int32),
+             "completion_mask_BL": jnp.asarray([[1, 1, 0], [1, 0, 0]], jnp.int32)}
+    tokens, mask, positions = sequence_inputs(batch["prompt_BP"], batch["prompt_mask_BP"],
+                                              batch["completion_BL"], batch["completion_mask_BL"])
+    expected = model.to_label_space(model(tokens, mask, positions))
+    np.testing.assert_allclose(np.asarray(scorer(batch)), np.asarray(expected), atol=1e-5)
+
+
+def test_unknown_reward_model_path_is_a_user_error(tmp_path):
+    cfg = types.SimpleNamespace(grpo=types.SimpleNamespace(aspects=("a",)))
+    with pytest.raises(UserError, match="neither a reward run_dir"):
+        load_reward_scorer(str(tmp_path / "nothing"), cfg, tok=None)
