@@ -94,6 +94,13 @@ def test_filters_match_numpy(seed, k, p, tau):
     np.testing.assert_allclose(logp, np_log_softmax(scaled)[np.arange(3), [0, 4, 8]], rtol=1e-5, atol=1e-6)
 
 
+def test_top_p_one_keeps_every_token_despite_float32_rounding():
+    # the failing hypothesis example: float32 cumulative mass reaches 1.0 before the last tokens
+    z = np.random.default_rng(1).normal(size=(3, 9)) * 2 / np.float32(0.375)
+    kept = np.isfinite(np.asarray(sampling.top_p_filter(jnp.asarray(z, jnp.float32), 1.0)))
+    assert kept.all()
+
+
 def test_filters_jit_and_vmap_agree():
     z = jax.random.normal(jax.random.key(1), (4, 3, 17))
     f = lambda x: sampling.filter_logits(x, temperature=0.7, top_k=5, top_p=0.8)

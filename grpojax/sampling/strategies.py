@@ -66,7 +66,9 @@ def _top_p_threshold(sorted_logits_BV: Array, p: float | Array) -> Array:
     """Smallest logit kept by nucleus filtering, given logits sorted in descending order: ``[B, 1]``."""
     probs_BV = jax.nn.softmax(sorted_logits_BV.astype(jnp.float32), axis=-1)
     mass_before_BV = jnp.cumsum(probs_BV, axis=-1) - probs_BV
-    keep_BV = mass_before_BV < jnp.asarray(p, jnp.float32)
+    p = jnp.asarray(p, jnp.float32)
+    # p >= 1 keeps every token: the float32 running mass can round up to 1 before the tail
+    keep_BV = (mass_before_BV < p) | (p >= 1.0)
     keep_BV = keep_BV.at[:, 0].set(True)  # the most likely token always survives
     kept_logits_BV = jnp.where(keep_BV, sorted_logits_BV, jnp.inf)
     return jnp.min(kept_logits_BV, axis=-1, keepdims=True)
