@@ -26,8 +26,7 @@ import numpy as np
 
 from grpojax.losses.dpo import dpo_loss
 from grpojax.train.ppo_task import RewardScorer, sample_and_score
-from grpojax.train.preference import _BASE, PreferenceSettings, pair_logprobs, preference_step
-from grpojax.train.state import merge_model
+from grpojax.train.preference import _BASE, PreferenceSettings, jitted_pair_logprobs, preference_step
 from grpojax.train.tasks import BaseTask, host_row
 
 
@@ -91,13 +90,7 @@ class OnlineDPOTask(BaseTask):
     def init_state(self):
         state = super().init_state()
         self._ref = self.frozen_reference(state)
-        ref_graphdef, settings = self._ref[0], self.settings
-
-        @jax.jit
-        def ref_logps(params, frozen, batch):
-            return pair_logprobs(merge_model(ref_graphdef, params, frozen), batch, settings)
-
-        self._ref_logps = ref_logps
+        self._ref_logps = jitted_pair_logprobs(self._ref[0], self.settings)
         return state
 
     def _compile(self, graphdef):

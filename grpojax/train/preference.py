@@ -93,6 +93,17 @@ def pair_logprobs(model, mb, settings: PreferenceSettings):
     return seq[:B], seq[B:]
 
 
+def jitted_pair_logprobs(graphdef, settings: PreferenceSettings):
+    """``fn(params, frozen, batch) -> (chosen_B, rejected_B)`` jitted for the model structure ``graphdef``
+    (used for the frozen reference and for evaluation of the policy)."""
+
+    @jax.jit
+    def fn(params, frozen, batch):
+        return pair_logprobs(merge_model(graphdef, params, frozen), batch, settings)
+
+    return fn
+
+
 def _pair_losses(model, mb, settings):
     pw, pl = pair_logprobs(model, mb, settings)
     losses = dpo_loss(pw, pl, mb["ref_chosen_logp_B"], mb["ref_rejected_logp_B"], beta=settings.beta,

@@ -19,7 +19,7 @@ import numpy as np
 from grpojax.cli import UserError
 from grpojax.data import COLLATE, DataLoader, load_from_config, load_tokenizer
 from grpojax.train.optim import Plateau
-from grpojax.train.preference import PreferenceSettings, pair_logprobs, preference_step
+from grpojax.train.preference import PreferenceSettings, jitted_pair_logprobs, preference_step
 from grpojax.train.runner import build_model, build_optimizer, maybe_lora, split_sequences
 from grpojax.train.sft import sft_step
 from grpojax.train.state import create_train_state, merge_model, split_model
@@ -165,27 +165,14 @@ class PreferenceTask(BaseTask):
 
         state = super().init_state(robust=init_robust_state(self.settings))
         self._ref = self.frozen_reference(state)
-        ref_graphdef = self._ref[0]
-        settings = self.settings
-
-        @jax.jit
-        def ref_logps(params, frozen, batch):
-            return pair_logprobs(merge_model(ref_graphdef, params, frozen), batch, settings)
-
-        self._ref_logps = ref_logps
+        self._ref_logps = jitted_pair_logprobs(self._ref[0], self.settings)
         return state
 
     def _compile(self, graphdef):
         self._step = jax.jit(functools.partial(preference_step, graphdef=graphdef, tx=self.tx,
                                                settings=self.settings, num_micro=self.cfg.train.grad_accum),
                              donate_argnums=0)
-        settings = self.settings
-
-        @jax.jit
-        def policy_logps(params, frozen, batch):
-            return pair_logprobs(merge_model(graphdef, params, frozen), batch, settings)
-
-        self._policy_logps = policy_logps
+        self._policy_logps = jitted_pair_logprobs(graphdef, self.settings)
 
     def make_batch(self, raw: dict) -> dict:
         P = self.cfg.data.max_prompt_length
