@@ -20,6 +20,7 @@ import numpy as np
 from grpojax.losses import group_advantages, group_reward_stats
 from grpojax.rewards import aggregate, aspect_stats
 from grpojax.sampling import sample
+from grpojax.sharding import to_host
 
 
 class SamplingSettings(NamedTuple):
@@ -42,7 +43,7 @@ def generate_and_score(model, prompt_ids_BP, prompt_mask_BP, prompts: Sequence[s
                        tok, sampling: SamplingSettings, aspect_names: Sequence[str],
                        score_fn: Callable[[dict, list, list], np.ndarray], aggregation: str = "weighted_sum",
                        reward_weights: Sequence[float] | None = None, scale_rewards: str = "group",
-                       mask_truncated_completions: bool = False) -> Rollout:
+                       mask_truncated_completions: bool = False, cache_fn=None) -> Rollout:
     """Sample ``G`` completions per prompt, score every aspect, aggregate, and compute advantages.
 
     Args:
@@ -58,15 +59,18 @@ def generate_and_score(model, prompt_ids_BP, prompt_mask_BP, prompts: Sequence[s
       aggregation, reward_weights: how the R aspects become one reward (``grpojax.rewards.aggregate``).
       scale_rewards: ``group`` | ``batch`` | ``none`` (``grpojax.losses.group_advantages``).
       mask_truncated_completions: zero the loss mask of completions that hit the length limit without EOS.
+      cache_fn: the sampler's KV-cache builder (``grpojax.sharding.ShardedCache`` for a sharded model with
+        batch-sharded prompts; None = unsharded default).
+
+    On a mesh the sampled arrays of ``batch`` stay global jax arrays; the host-side work (decoding,
+    reward functions, aggregation) sees them whole through :func:`grpojax.sharding.to_host`.
     """
     G = sampling.num_generations
     out = sample(model, jnp.asarray(prompt_ids_BP), jnp.asarray(prompt_mask_BP), rng,
                  max_new_tokens=sampling.max_new_tokens, temperature=sampling.temperature,
                  top_k=sampling.top_k, top_p=sampling.top_p, eos_ids=tok.eos_id, pad_id=tok.pad_id,
-                 num_samples=G)
-    tokens = np.asarray(out.completion_tokens_BT)
-    mask = np.asarray(out.completion_mask_BT)
-    truncated = np.asarray(out.truncated_B)
+                 num_samples=G, cache_fn=cache_fn)
+    tokens, mask, truncated = to_host((out.completion_tokens_BT, out.completion_mask_BT, out.truncated_B))
     texts = [tok.decode(row[: int(m.sum())]) for row, m in zip(tokens, mask)]
     prompts_N = [p for p in prompts for _ in range(G)]
     batch = {"prompt_BP": out.prompt_tokens_BT, "prompt_mask_BP": out.prompt_mask_BT,
@@ -84,9 +88,9 @@ def generate_and_score(model, prompt_ids_BP, prompt_mask_BP, prompts: Sequence[s
     rewards_BG = aggregate(aggregation, scores_BGR, **kwargs)
     adv_BG = group_advantages(rewards_BG, scale=scale_rewards)
     loss_mask = mask * (~truncated)[:, None] if mask_truncated_completions else mask
-    batch["completion_mask_BL"] = jnp.asarray(loss_mask, jnp.int32)
+    batch["completion_mask_BL"] = np.asarray(loss_mask, np.int32)
     batch["old_logp_BL"] = out.completion_logp_BT
-    batch["advantages_B"] = adv_BG.reshape(B * G).astype(jnp.float32)
+    batch["advantages_B"] = np.asarray(adv_BG.reshape(B * G), np.float32)
     stats = group_reward_stats(rewards_BG)
     lengths = mask.sum(axis=1)
     metrics = {"reward": stats.reward, "reward_std": stats.reward_std,

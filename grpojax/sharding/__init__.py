@@ -15,6 +15,13 @@ array onto them (table in :mod:`grpojax.sharding.rules`). The training loop need
     batch = shd.global_batch(host_rows, mesh)               # rows of this host -> global sharded arrays
     state, metrics = step(state, batch, rng)
 
+The training runner does exactly this from a config's ``mesh:`` block (:mod:`grpojax.train.tasks`:
+``BaseTask`` builds the mesh, places the state, jits every step with ``jit_step``; rollouts sample with
+the sharded policy and a :class:`ShardedCache`), so scripts need nothing more than ``mesh: {fsdp: -1}``.
+Batches every host holds whole (rollout prompts, host-side rewards) go on the mesh with
+:func:`global_batch_from_full`; results the host needs whole come back through :func:`to_host`
+(``process_allgather`` on a pod); :func:`batch_axis_size` (data * fsdp) must divide every training batch.
+
 Loading a checkpoint: ``shd.shard(state, state_sh)`` (or Orbax restore with ``state_sh`` as the target
 shardings). Models outside a train state: ``shd.init_sharded(ctor, mesh)`` or
 ``nnx.update(model, shd.shard(nnx.state(model), shd.tree_shardings(nnx.state(model), mesh)))``.
@@ -33,30 +40,31 @@ Memory levers: ``Qwen(..., param_dtype=jnp.bfloat16, remat="full")`` with ``tx =
 reports XLA's per-device bytes (``docs/memory_plan.md``).
 
 Public API:
-    AXES, BATCH_AXES, make_mesh, mesh_sizes                      mesh.py
+    AXES, BATCH_AXES, make_mesh, mesh_sizes, batch_axis_size     mesh.py
     maybe_initialize_distributed, is_main_process, host_batch_slice
     RULES, KV_CACHE_AXES, ACTIVATION_AXES, logical_to_spec,      rules.py
     tree_shardings, train_state_shardings, batch_shardings, batch_spec, cache_shardings, constrain,
     named, describe
     shard, init_sharded, init_train_state, jit_step, abstract_batch,   jit.py
-    with_shardings, global_batch, ShardedCache, sharded_bytes_per_device
+    with_shardings, global_batch, global_batch_from_full, to_host, ShardedCache,
+    sharded_bytes_per_device
     f32_optimizer_state                                          memory.py (bf16 params, f32 Adam)
 """
 
-from grpojax.sharding.jit import (ShardedCache, abstract_batch, global_batch, init_sharded,
-                                  init_train_state, jit_step, shard, sharded_bytes_per_device,
-                                  with_shardings)
+from grpojax.sharding.jit import (ShardedCache, abstract_batch, global_batch, global_batch_from_full,
+                                  init_sharded, init_train_state, jit_step, shard,
+                                  sharded_bytes_per_device, to_host, with_shardings)
 from grpojax.sharding.memory import f32_optimizer_state
-from grpojax.sharding.mesh import (AXES, BATCH_AXES, host_batch_slice, is_main_process, make_mesh,
-                                   maybe_initialize_distributed, mesh_sizes)
+from grpojax.sharding.mesh import (AXES, BATCH_AXES, batch_axis_size, host_batch_slice, is_main_process,
+                                   make_mesh, maybe_initialize_distributed, mesh_sizes)
 from grpojax.sharding.rules import (ACTIVATION_AXES, KV_CACHE_AXES, RULES, batch_shardings, batch_spec,
                                     cache_shardings, constrain, describe, logical_to_spec, named,
                                     train_state_shardings, tree_shardings)
 
 __all__ = [
-    "AXES", "BATCH_AXES", "make_mesh", "mesh_sizes", "maybe_initialize_distributed", "is_main_process",
+    "AXES", "BATCH_AXES", "make_mesh", "mesh_sizes", "batch_axis_size", "maybe_initialize_distributed", "is_main_process",
     "host_batch_slice", "RULES", "KV_CACHE_AXES", "ACTIVATION_AXES", "logical_to_spec", "tree_shardings",
     "train_state_shardings", "batch_shardings", "batch_spec", "cache_shardings", "constrain", "named",
     "describe", "shard", "init_sharded", "init_train_state", "jit_step", "abstract_batch",
-    "with_shardings", "global_batch", "ShardedCache", "sharded_bytes_per_device", "f32_optimizer_state",
+    "with_shardings", "global_batch", "global_batch_from_full", "to_host", "ShardedCache", "sharded_bytes_per_device", "f32_optimizer_state",
 ]

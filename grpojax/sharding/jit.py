@@ -111,6 +111,37 @@ def global_batch(local_batch: dict, mesh: Mesh, rules: Rules | None = None) -> d
     return jax.tree.map(one, local_batch)
 
 
+def global_batch_from_full(full_batch: dict, mesh: Mesh, rules: Rules | None = None) -> dict:
+    """Like :func:`global_batch`, for a batch that every host holds whole (e.g. rollout prompts and the
+    host-side rewards): each device gets its rows of ``full_batch`` (rows over (data, fsdp) where they
+    divide, replicated otherwise), via ``jax.make_array_from_callback``; no cross-host traffic.
+
+    A leaf that is already a multi-device ``jax.Array`` is resharded with ``jax.device_put`` instead."""
+    def one(x):
+        if isinstance(x, jax.Array) and (jax.process_count() == 1 or not x.is_fully_addressable):
+            return jax.device_put(x, batch_shardings(x, mesh, rules))
+        x = np.asarray(x)
+        return jax.make_array_from_callback(x.shape, batch_shardings(x, mesh, rules), lambda idx: x[idx])
+
+    return jax.tree.map(one, full_batch)
+
+
+def to_host(tree: Any) -> Any:
+    """Every leaf as a NumPy array holding the whole global value, on every host.
+
+    Single-process (or for fully replicated arrays) this is ``np.asarray``; multi-host, arrays whose
+    shards live on other processes are gathered with ``multihost_utils.process_allgather`` -- a
+    collective, so every process must call it with the same tree."""
+    def one(x):
+        if not isinstance(x, jax.Array) or x.is_fully_addressable or x.is_fully_replicated:
+            return np.asarray(x)
+        from jax.experimental import multihost_utils
+
+        return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+
+    return jax.tree.map(one, tree)
+
+
 @dataclasses.dataclass(frozen=True)
 class ShardedCache:
     """A hashable ``(batch, max_len) -> KV cache`` builder for :func:`grpojax.sampling.sample` whose
@@ -141,4 +172,4 @@ def sharded_bytes_per_device(tree: Any) -> int:
 
 
 __all__ = ["shard", "init_sharded", "init_train_state", "jit_step", "abstract_batch", "with_shardings",
-           "global_batch", "ShardedCache", "sharded_bytes_per_device", "NamedSharding"]
+           "global_batch", "global_batch_from_full", "to_host", "ShardedCache", "sharded_bytes_per_device", "NamedSharding"]

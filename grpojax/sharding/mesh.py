@@ -115,3 +115,12 @@ def host_batch_slice(global_batch: int) -> slice:
         raise ValueError(f"global batch {global_batch} is not divisible by the {p} processes")
     per = global_batch // p
     return slice(i * per, (i + 1) * per)
+
+
+def batch_axis_size(mesh: Any) -> int:
+    """How many ways a batch is split: the product of the ``data`` and ``fsdp`` axis sizes of ``mesh``
+    (a ``Mesh``, or anything :func:`mesh_sizes` reads, resolved against all devices)."""
+    if isinstance(mesh, Mesh):
+        return int(np.prod([mesh.shape[a] for a in BATCH_AXES]))
+    sizes = dict(zip(AXES, mesh_sizes(mesh, jax.device_count())))
+    return int(np.prod([sizes[a] for a in BATCH_AXES]))

@@ -15,6 +15,7 @@ import jax
 import numpy as np
 
 from grpojax.rollout import SamplingSettings, generate_and_score
+from grpojax.sharding import to_host
 from grpojax.train import reward_funcs
 from grpojax.train.forward import completion_logprobs
 from grpojax.train.grpo import GRPOSettings, grpo_step
@@ -35,7 +36,7 @@ class GRPOTask(BaseTask):
         if g.reward_model is not None and self.rm_scorer is None:
             from grpojax.train.reward_task import load_reward_scorer
 
-            self.rm_scorer = load_reward_scorer(g.reward_model, cfg, self.tok)
+            self.rm_scorer = load_reward_scorer(g.reward_model, cfg, self.tok, mesh=self.mesh)
         self.aspect_names = list(g.aspects) + [s.split(":")[0] if "." not in s else s for s in g.reward_funcs]
         if len(set(self.aspect_names)) != len(self.aspect_names):
             self.aspect_names = list(g.aspects) + [f"func{i}_{s}" for i, s in enumerate(g.reward_funcs)]
@@ -65,30 +66,38 @@ class GRPOTask(BaseTask):
         return state
 
     def _compile(self, graphdef):
-        self._step = jax.jit(functools.partial(grpo_step, graphdef=graphdef, tx=self.tx, settings=self.settings,
-                                               num_micro=self.cfg.train.grad_accum), donate_argnums=0)
+        self._step = self.jit_step(functools.partial(grpo_step, graphdef=graphdef, tx=self.tx,
+                                                     settings=self.settings, num_micro=self.cfg.train.grad_accum),
+                                   self.cfg.train.batch_size)
 
     def score(self, batch, prompts, texts) -> np.ndarray:
         cols = []
         if self.rm_scorer is not None:
-            cols.append(np.asarray(self.rm_scorer(batch), np.float32))
+            cols.append(np.asarray(to_host(self.rm_scorer(batch)), np.float32))
         if self.funcs:
             cols.append(reward_funcs.score(self.funcs, self.cfg.grpo.reward_funcs, prompts, texts))
         return np.concatenate(cols, axis=-1)
 
     def rollout(self, state, rng):
+        """The next prompts (every host reads the whole rollout's prompts: reward functions score all
+        completions) -> sampled with the sharded policy and a sharded KV cache -> scored -> the step's
+        batch with rows over the batch axes."""
         raw_rows = self.loader.dataset[next(self.loader.iterator).tolist()]
         prompts = list(raw_rows["prompt"])
         pb = self.tok.prompt_batch(prompts, self.cfg.data.max_prompt_length)
+        prompt = self.full_rows({"ids": pb.prompt_ids_BT, "mask": pb.prompt_mask_BT})
         g = self.cfg.grpo
-        ro = generate_and_score(self.model_of(state), pb.prompt_ids_BT, pb.prompt_mask_BT, prompts, rng,
+        model = self.model_of(state)
+        ro = generate_and_score(model, prompt["ids"], prompt["mask"], prompts, rng,
                                 tok=self.tok, sampling=self.sampling, aspect_names=self.aspect_names,
                                 score_fn=self.score, aggregation=g.aggregation,
                                 reward_weights=g.reward_weights or None, scale_rewards=g.scale_rewards,
-                                mask_truncated_completions=g.mask_truncated_completions)
+                                mask_truncated_completions=g.mask_truncated_completions,
+                                cache_fn=self.cache_fn(model))
+        ro = ro._replace(batch=self.full_rows(ro.batch))
         if self.settings.beta > 0:
             _, ref_params, ref_frozen = self._ref
-            ro.batch["ref_logp_BL"] = self._ref_logp(ref_params, ref_frozen, ro.batch)
+            ro.batch["ref_logp_BL"] = self.full_rows(self._ref_logp(ref_params, ref_frozen, ro.batch))
         return ro
 
     def steps_per_call(self, step: int, total: int) -> int:
@@ -115,12 +124,15 @@ class GRPOTask(BaseTask):
         for i in range(0, len(prompts), n):
             chunk = prompts[i:i + n]
             pb = self.tok.prompt_batch(chunk, self.cfg.data.max_prompt_length)
+            prompt = self.full_rows({"ids": pb.prompt_ids_BT, "mask": pb.prompt_mask_BT})
             g = self.cfg.grpo
-            ro = generate_and_score(self.model_of(state), pb.prompt_ids_BT, pb.prompt_mask_BT, chunk,
+            model = self.model_of(state)
+            ro = generate_and_score(model, prompt["ids"], prompt["mask"], chunk,
                                     jax.random.fold_in(jax.random.key(seed), i), tok=self.tok,
                                     sampling=self.sampling, aspect_names=self.aspect_names,
                                     score_fn=self.score, aggregation=g.aggregation,
-                                    reward_weights=g.reward_weights or None, scale_rewards=g.scale_rewards)
+                                    reward_weights=g.reward_weights or None, scale_rewards=g.scale_rewards,
+                                    cache_fn=self.cache_fn(model))
             for k, v in ro.metrics.items():
                 if k == "reward" or k.endswith("/mean") or k.startswith("completions/mean"):
                     sums[k] = sums.get(k, 0.0) + v * len(chunk)

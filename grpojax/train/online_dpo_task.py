@@ -80,8 +80,9 @@ class OnlineDPOTask(BaseTask):
         o, pc = cfg.online_dpo, cfg.preference
         self.G = o.num_generations
         self.prompts = cfg.train.batch_size // self.G
+        self.check_rows(self.prompts, "train.batch_size / online_dpo.num_generations")
         self.loader = self._loader(self.dataset, shuffle=True, batch_size=self.prompts)
-        self.scorer = RewardScorer(o, cfg, self.tok, reward_model_scorer)
+        self.scorer = RewardScorer(o, cfg, self.tok, reward_model_scorer, mesh=self.mesh)
         self.settings = PreferenceSettings(loss=pc.loss, beta=pc.beta, label_smoothing=pc.label_smoothing,
                                            average_logprobs=pc.average_logprobs, num_groups=1)
         mb = cfg.train.micro_batch_size
@@ -94,18 +95,19 @@ class OnlineDPOTask(BaseTask):
         return state
 
     def _compile(self, graphdef):
-        self._step = jax.jit(functools.partial(preference_step, graphdef=graphdef, tx=self.tx,
-                                               settings=self.settings, num_micro=self.num_micro),
-                             donate_argnums=0)
+        self._step = self.jit_step(functools.partial(preference_step, graphdef=graphdef, tx=self.tx,
+                                                     settings=self.settings, num_micro=self.num_micro),
+                                   self.prompts)
 
     def make_batch(self, state, rng):
         """Sample, score, pair; returns ``(batch, valid_B, host metrics)``."""
         ro = sample_and_score(self.model_of(state), self, self.cfg.online_dpo, self.scorer, rng)
         rewards_BG = ro.rewards_N.reshape(self.prompts, self.G)
         best, worst, valid = best_worst_pairs(rewards_BG)
-        batch = pair_batch(ro.batch, best, worst, valid, self.G)
+        batch = self.full_rows(pair_batch(ro.batch, best, worst, valid, self.G))
         _, ref_params, ref_frozen = self._ref
-        batch["ref_chosen_logp_B"], batch["ref_rejected_logp_B"] = self._ref_logps(ref_params, ref_frozen, batch)
+        ref = self.full_rows(self._ref_logps(ref_params, ref_frozen, batch))
+        batch["ref_chosen_logp_B"], batch["ref_rejected_logp_B"] = ref
         rows = np.arange(self.prompts)
         gap = (rewards_BG[rows, best] - rewards_BG[rows, worst])[valid]
         metrics = {**ro.metrics, "pairs/valid_frac": float(valid.mean()),

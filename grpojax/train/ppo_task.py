@@ -33,6 +33,7 @@ from grpojax.losses.ppo import adaptive_kl_controller, fixed_kl_controller
 from grpojax.models.value_head import ActorCritic, ValueHead
 from grpojax.rewards import aggregate, aspect_stats
 from grpojax.sampling import sample
+from grpojax.sharding import to_host
 from grpojax.train import reward_funcs
 from grpojax.train.forward import completion_logprobs
 from grpojax.train.ppo import PPOSettings, policy_and_values, ppo_step, rollout_targets
@@ -45,14 +46,14 @@ class RewardScorer:
     """``(sample_batch, prompts_N, texts_N) -> [N, R]`` aspect scores: reward-model aspects first, then one
     column per reward function (the column order of ``names``, as GRPO)."""
 
-    def __init__(self, rc, cfg, tok, reward_model_scorer=None):
+    def __init__(self, rc, cfg, tok, reward_model_scorer=None, *, mesh=None):
         self.rc = rc
         self.funcs = [reward_funcs.resolve(s) for s in rc.reward_funcs]
         self.rm = reward_model_scorer
         if rc.reward_model is not None and self.rm is None:
             from grpojax.train.reward_task import load_reward_scorer
 
-            self.rm = load_reward_scorer(rc.reward_model, cfg, tok)
+            self.rm = load_reward_scorer(rc.reward_model, cfg, tok, mesh=mesh)
         names = list(rc.aspects) + [s.split(":")[0] for s in rc.reward_funcs]
         if len(set(names)) != len(names):
             names = list(rc.aspects) + [f"func{i}_{s}" for i, s in enumerate(rc.reward_funcs)]
@@ -61,7 +62,7 @@ class RewardScorer:
     def __call__(self, batch, prompts, texts) -> np.ndarray:
         cols = []
         if self.rm is not None:
-            cols.append(np.asarray(self.rm(batch), np.float32))
+            cols.append(np.asarray(to_host(self.rm(batch)), np.float32))
         if self.funcs:
             cols.append(reward_funcs.score(self.funcs, self.rc.reward_funcs, prompts, texts))
         return np.concatenate(cols, axis=-1)
@@ -76,16 +77,21 @@ class Sampled(NamedTuple):
 
 
 def sample_and_score(policy, task: BaseTask, rc, scorer: RewardScorer, rng) -> Sampled:
-    """Next prompts of ``task.loader`` -> ``rc.num_generations`` samples each -> aggregated rewards."""
+    """Next prompts of ``task.loader`` -> ``rc.num_generations`` samples each -> aggregated rewards.
+
+    Every host reads the rollout's prompts whole; the prompts go onto ``task.mesh`` (rows over the batch
+    axes where they divide) and the sharded policy samples with ``task.cache_fn``'s sharded KV cache; the
+    sampled arrays in ``batch`` are global, the decoded texts and rewards are whole on every host."""
     rows = task.loader.dataset[next(task.loader.iterator).tolist()]
     prompts = list(rows["prompt"])
     pb = task.tok.prompt_batch(prompts, task.cfg.data.max_prompt_length)
+    prompt = task.full_rows({"ids": pb.prompt_ids_BT, "mask": pb.prompt_mask_BT})
     G = rc.num_generations
-    out = sample(policy, jnp.asarray(pb.prompt_ids_BT), jnp.asarray(pb.prompt_mask_BT), rng,
+    out = sample(policy, prompt["ids"], prompt["mask"], rng,
                  max_new_tokens=rc.max_completion_length, temperature=rc.temperature, top_k=rc.top_k,
                  top_p=None if rc.top_p >= 1.0 else rc.top_p, eos_ids=task.tok.eos_id, pad_id=task.tok.pad_id,
-                 num_samples=G)
-    tokens, mask = np.asarray(out.completion_tokens_BT), np.asarray(out.completion_mask_BT)
+                 num_samples=G, cache_fn=task.cache_fn(policy))
+    tokens, mask, truncated = to_host((out.completion_tokens_BT, out.completion_mask_BT, out.truncated_B))
     texts = [task.tok.decode(r[: int(m.sum())]) for r, m in zip(tokens, mask)]
     batch = {"prompt_BP": out.prompt_tokens_BT, "prompt_mask_BP": out.prompt_mask_BT,
              "completion_BL": out.completion_tokens_BT, "completion_mask_BL": out.completion_mask_BT}
@@ -99,7 +105,7 @@ def sample_and_score(policy, task: BaseTask, rc, scorer: RewardScorer, rng) -> S
         kwargs["weights"] = jnp.asarray(rc.reward_weights, jnp.float32)
     rewards_N = np.asarray(aggregate(rc.aggregation, scores_BGR, **kwargs), np.float32).reshape(-1)
     batch["sampler_logp_BL"] = out.completion_logp_BT
-    lengths, truncated = mask.sum(axis=1), np.asarray(out.truncated_B)
+    lengths = mask.sum(axis=1)
     valid = rewards_N[~np.isnan(rewards_N)]
     metrics = {"reward": float(valid.mean()) if valid.size else float("nan"),
                "reward_std": float(valid.std(ddof=1)) if valid.size > 1 else 0.0,
@@ -131,7 +137,7 @@ class PPOTask(BaseTask):
         p = cfg.ppo
         self.G = p.num_generations
         self.loader = self._loader(self.dataset, shuffle=True, batch_size=cfg.train.batch_size // self.G)
-        self.scorer = RewardScorer(p, cfg, self.tok, reward_model_scorer)
+        self.scorer = RewardScorer(p, cfg, self.tok, reward_model_scorer, mesh=self.mesh)
         self.settings = PPOSettings(clip_eps=p.cliprange, clip_value=p.cliprange_value, vf_coef=p.vf_coef,
                                     gamma=p.gamma, lam=p.lam, kl_in_loss=p.kl_mode == "loss",
                                     kl_estimator=p.kl_estimator, whiten_rewards=p.whiten_rewards,
@@ -142,6 +148,7 @@ class PPOTask(BaseTask):
         self.kl_state = self.controller.init()
         self.use_ref = p.kl_coef > 0 or p.adaptive_kl
         self.mini = cfg.train.batch_size // p.num_mini_batches
+        self.check_rows(self.mini, "train.batch_size / ppo.num_mini_batches")
         self.num_micro = 1 if cfg.train.micro_batch_size is None else self.mini // cfg.train.micro_batch_size
 
     def new_actor_critic(self) -> ActorCritic:
@@ -158,18 +165,26 @@ class PPOTask(BaseTask):
         head = ValueHead(width, init_std=p.value_head_init_std, rngs=nnx.Rngs(seed + 3))
         return ActorCritic(policy, head, critic)
 
+    def born_sharded(self) -> bool:
+        return self.cfg.model.path is None and self.cfg.ppo.critic_path is None
+
     def init_state(self):
-        model = self.new_actor_critic()
         trainable = nnx.Any(nnx.LoRAParam, nnx.PathContains("value_head")) if self.lora else nnx.Param
-        graphdef, params, frozen = nnx.split(model, trainable, ...)
+
+        def build():
+            graphdef, params, frozen = nnx.split(self.new_actor_critic(), trainable, ...)
+            state = TrainState(step=jnp.zeros((), jnp.int32), params=params, frozen=frozen,
+                               opt_state=self.tx.init(params), rng=jax.random.key(self.cfg.train.seed),
+                               lr_scale=jnp.ones((), jnp.float32))
+            return state, graphdef
+
+        state, graphdef, self.state_sh = self.place(build)
         self.graphdef = graphdef
-        state = TrainState(step=jnp.zeros((), jnp.int32), params=params, frozen=frozen,
-                           opt_state=self.tx.init(params), rng=jax.random.key(self.cfg.train.seed),
-                           lr_scale=jnp.ones((), jnp.float32))
         if self.use_ref:
             if self.cfg.model.ref_path:
-                self._ref = split_model(build_model(self.cfg.model, path=self.cfg.model.ref_path))
-            else:
+                self._ref = self.frozen_reference(state)
+            else:  # the initial policy, from the placed state (same shardings; params copied)
+                model = merge_model(graphdef, state.params, state.frozen)
                 g, ref_params, ref_frozen = split_model(model.policy, self.lora)
                 self._ref = (g, jax.tree.map(jnp.copy, ref_params), ref_frozen)
             self._ref_logp = reference_logp_fn(self._ref[0], self.settings.temperature)
@@ -178,8 +193,8 @@ class PPOTask(BaseTask):
 
     def _compile(self, graphdef):
         s = self.settings
-        self._step = jax.jit(functools.partial(ppo_step, graphdef=graphdef, tx=self.tx, settings=s,
-                                               num_micro=self.num_micro), donate_argnums=0)
+        self._step = self.jit_step(functools.partial(ppo_step, graphdef=graphdef, tx=self.tx, settings=s,
+                                                     num_micro=self.num_micro), self.mini)
 
         @jax.jit
         def evaluate(params, frozen, b):
@@ -205,20 +220,23 @@ class PPOTask(BaseTask):
         scores = np.nan_to_num(ro.rewards_N, nan=0.0)
         if p.missing_eos_penalty is not None:
             scores = scores - p.missing_eos_penalty * ro.truncated_N
-        b = {k: v for k, v in ro.batch.items() if k != "sampler_logp_BL"}
+        b = self.full_rows({k: v for k, v in ro.batch.items() if k != "sampler_logp_BL"})
         mask = b["completion_mask_BL"]
-        logp, values = self._evaluate(state.params, state.frozen, b)
+        logp, values = self.full_rows(self._evaluate(state.params, state.frozen, b))
         if self.use_ref:
             _, ref_params, ref_frozen = self._ref
-            ref_logp = self._ref_logp(ref_params, ref_frozen, b)
+            ref_logp = self.full_rows(self._ref_logp(ref_params, ref_frozen, b))
         else:
             ref_logp = logp
         kl_coef = self.kl_state.kl_coef
-        targets, obj = self._targets(jnp.asarray(scores), logp, ref_logp, values, mask, kl_coef=kl_coef)
+        targets, obj = self._targets(self.full_rows(np.asarray(scores, np.float32)), logp, ref_logp, values,
+                                     mask, kl_coef=kl_coef)
+        targets = self.full_rows(targets)
         b.update(old_logp_BL=logp, old_values_BL=values, advantages_BL=targets["advantages_BL"],
                  returns_BL=targets["returns_BL"])
         if self.settings.kl_in_loss:
-            b.update(ref_logp_BL=ref_logp, kl_coef_B=jnp.full((mask.shape[0],), kl_coef, jnp.float32))
+            b.update(ref_logp_BL=ref_logp,
+                     kl_coef_B=self.full_rows(np.full((mask.shape[0],), float(kl_coef), np.float32)))
         diff = jnp.max(jnp.abs(logp - ro.batch["sampler_logp_BL"]) * mask)
         metrics = {**ro.metrics, **host_row(obj), "kl_coef": float(kl_coef),
                    "frac_reward_nan": float(np.isnan(ro.rewards_N).mean()),
@@ -237,7 +255,7 @@ class PPOTask(BaseTask):
             epoch, k = divmod(i, p.num_mini_batches)
             perm = np.asarray(jax.random.permutation(jax.random.fold_in(shuffle_key, epoch), N))
             idx = jnp.asarray(perm[k * self.mini:(k + 1) * self.mini])
-            state, metrics = self._step(state, jax.tree.map(lambda x: x[idx], batch), rng)
+            state, metrics = self._step(state, self.full_rows(jax.tree.map(lambda x: x[idx], batch)), rng)
             rows.append({**ro_metrics, **host_row(metrics), "ppo/epoch": float(epoch)})
         return state, rows
 

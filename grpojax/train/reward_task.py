@@ -16,7 +16,6 @@ import functools
 import os
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
@@ -25,6 +24,7 @@ from grpojax.data import COLLATE, load_from_config
 from grpojax.losses import bradley_terry_loss, reward_regression_loss
 from grpojax.train.accumulate import accumulate, apply_gradients
 from grpojax.train.forward import sequence_inputs
+from grpojax.sharding import make_mesh, shard, to_host, tree_shardings
 from grpojax.train.runner import DTYPES, maybe_lora
 from grpojax.train.state import TrainState, merge_model
 from grpojax.train.tasks import BaseTask, host_row
@@ -108,9 +108,9 @@ class RewardTask(BaseTask):
 
     def _compile(self, graphdef):
         weights = tuple(self.rc.aspect_weights) or None
-        self._step = jax.jit(functools.partial(
+        self._step = self.jit_step(functools.partial(
             reward_step, graphdef=graphdef, tx=self.tx, loss=self.rc.loss, aspect_weights=weights,
-            margin=self.rc.margin, num_micro=self.cfg.train.grad_accum), donate_argnums=0)
+            margin=self.rc.margin, num_micro=self.cfg.train.grad_accum), self.cfg.train.batch_size)
 
         @jax.jit
         def predict(params, frozen, ids, mask):
@@ -119,13 +119,15 @@ class RewardTask(BaseTask):
         self._predict = predict
 
     def _labels(self, raw):
+        """Collated rows (NumPy) with the label affine applied."""
+        raw = {k: np.asarray(v) for k, v in raw.items()}
         if self.rc.label_affine is not None and "labels_BR" in raw:
             a, c = self.rc.label_affine
-            raw = dict(raw, labels_BR=raw["labels_BR"] * a + c)
-        return {k: jnp.asarray(v) for k, v in raw.items()}
+            raw = dict(raw, labels_BR=(raw["labels_BR"] * a + c).astype(raw["labels_BR"].dtype))
+        return raw
 
     def train_steps(self, state, step, rngs):
-        state, metrics = self._step(state, self._labels(next(self.loader)), rngs[0])
+        state, metrics = self._step(state, self.global_rows(self._labels(next(self.loader))), rngs[0])
         names = self.aspects if self.rc.loss == "regression" else None
         return state, [host_row(metrics, names)]
 
@@ -140,9 +142,10 @@ class RewardTask(BaseTask):
         bs = self.cfg.train.batch_size
         for i in range(0, len(self.eval_set) - len(self.eval_set) % bs or len(self.eval_set), bs):
             b = self._labels(collate(self.eval_set[i:i + bs]))
-            preds.append(np.asarray(self._predict(state.params, state.frozen, b["input_ids_BT"],
-                                                  b["attention_mask_BT"])))
-            labels.append(np.asarray(b["labels_BR"])), masks.append(np.asarray(b["label_mask_BR"]))
+            x = self.full_rows({k: b[k] for k in ("input_ids_BT", "attention_mask_BT")})
+            preds.append(to_host(self._predict(state.params, state.frozen, x["input_ids_BT"],
+                                               x["attention_mask_BT"])))
+            labels.append(b["labels_BR"]), masks.append(b["label_mask_BR"])
         p, y, m = (np.concatenate(x) for x in (preds, labels, masks))
         row = {}
         for r, name in enumerate(self.aspects):
@@ -162,23 +165,35 @@ class RewardTask(BaseTask):
                         "as grpo.reward_model")
 
 
-def load_reward_scorer(path: str, cfg, tok):
-    """A jitted ``scorer(sample_batch) -> [N, R]`` (label scale) from a reward run_dir or a HF directory."""
+def load_reward_scorer(path: str, cfg, tok, *, mesh=None):
+    """A jitted ``scorer(sample_batch) -> [N, R]`` (label scale) from a reward run_dir or a HF directory.
+
+    With ``mesh`` the reward model's weights are placed on it by the logical-axis rules (restored straight
+    onto those shardings from a run_dir), so it scores the sharded sampler's global arrays in place."""
     from grpojax.checkpoint import Checkpointer, abstract_like
     from grpojax.config import load_config
     from grpojax.train.runner import build_optimizer
     from grpojax.train.state import create_train_state
     from grpojax.models.reward_model import reward_model_from_hf
 
+    if mesh is None:  # one device, as an unsharded model
+        mesh = make_mesh((1, 1, 1), devices=jax.local_devices()[:1])
     if os.path.isfile(os.path.join(path, "config.yaml")):
         rcfg = load_config(os.path.join(path, "config.yaml"), kind="reward")
         if list(rcfg.reward.aspects) != list(cfg.grpo.aspects):
             raise UserError(f"{path}: the reward model scores aspects {list(rcfg.reward.aspects)} but "
                             f"grpo.aspects is {list(cfg.grpo.aspects)}")
-        graphdef, template = create_train_state(build_reward_model(rcfg), build_optimizer(rcfg.train),
-                                                jax.random.key(0), lora=rcfg.model.lora.rank > 0)
+        holder = {}
+
+        def build():  # shapes only: nothing is materialised before the restore
+            holder["graphdef"], st = create_train_state(build_reward_model(rcfg), build_optimizer(rcfg.train),
+                                                        jax.random.key(0), lora=rcfg.model.lora.rank > 0)
+            return st
+
+        template = jax.eval_shape(build)
+        graphdef = holder["graphdef"]
         with Checkpointer(path, save_every=1, keep=1) as ck:
-            restored = ck.restore_latest(abstract_like(template))
+            restored = ck.restore_latest(abstract_like(template, tree_shardings(template, mesh)))
         if restored is None:
             raise UserError(f"{path}: a reward run directory without checkpoints")
         model = merge_model(graphdef, restored.state.params, restored.state.frozen)
@@ -191,6 +206,7 @@ def load_reward_scorer(path: str, cfg, tok):
         raise UserError(f"grpo.reward_model={path!r} is neither a reward run_dir (config.yaml + "
                         "checkpoints) nor a HF directory / hub id")
     graphdef, state = nnx.split(model)
+    state = shard(state, tree_shardings(state, mesh))
 
     @jax.jit
     def score(state, prompt, prompt_mask, completion, completion_mask):

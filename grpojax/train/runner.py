@@ -1,14 +1,22 @@
 """The outer training loop, shared by every script: plain Python around one jitted step (nanodo style).
 
-    run(cfg, task)      # task: SFTTask / PreferenceTask / GRPOTask / RewardTask (grpojax.train.tasks)
+    run(cfg, task)      # task: SFTTask / PreferenceTask / GRPOTask / RewardTask / PPOTask / OnlineDPOTask
 
 What it does, in order: write the resolved config to ``run_dir``; build the task's initial train state;
 restore the latest finalised checkpoint of ``run_dir`` if there is one (train state + data position +
 plateau counters; a config that differs outside the resumable keys is refused); then for each step
-``rng = fold_in(key(seed), step)`` -> ``task.train_step`` -> metrics to JSONL / TensorBoard / a progress
+``rng = fold_in(key(seed), step)`` -> ``task.train_steps`` -> metrics to JSONL / TensorBoard / a progress
 line; save every ``save_every`` steps, at the end, and when SIGTERM / SIGINT arrives (then exit 0);
 optionally export the final policy to a HF directory. Because the step RNG is derived from the step
 number and the data order from the saved position, a resumed run is bit-identical to an uninterrupted one.
+
+Sharding: the task's constructor has already started ``jax.distributed`` (``mesh.distributed: true``) and
+built ``task.mesh`` from ``cfg.mesh`` (data / fsdp / tensor, ``-1`` = the rest); ``init_state`` returns the
+state placed by the logical-axis rules and every step is jitted with those shardings (see
+:mod:`grpojax.train.tasks`). The checkpoint is restored onto the shardings of that state, so a run saved
+on one mesh resumes on another (Orbax re-shards). Multi-host: every process runs this loop in lockstep
+on its own rows; only process 0 prints, writes ``config.yaml``, ``metrics.jsonl`` and TensorBoard events,
+and exports; Orbax coordinates the checkpoint writes across processes.
 """
 
 from __future__ import annotations
@@ -18,12 +26,14 @@ import time
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from grpojax.checkpoint import Checkpointer, PreemptionGuard, abstract_like
 from grpojax.cli import UserError
 from grpojax.config import config_to_dict, dump_config, write_config
 from grpojax.metrics import MetricsWriter
+from grpojax.sharding import is_main_process
 from grpojax.train.optim import make_optimizer
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
@@ -63,12 +73,12 @@ def build_optimizer(train_cfg):
 
 
 def split_sequences(batch: dict, prompt_len: int, prefix: str = "") -> dict:
-    """``{prefix}input_ids_BT`` etc. (grpojax.data layout) -> prompt_BP / completion_BL arrays."""
-    ids, att, loss = (batch[f"{prefix}{k}"] for k in ("input_ids_BT", "attention_mask_BT", "loss_mask_BT"))
-    return {"prompt_BP": jnp.asarray(ids[:, :prompt_len]),
-            "prompt_mask_BP": jnp.asarray(att[:, :prompt_len]),
-            "completion_BL": jnp.asarray(ids[:, prompt_len:]),
-            "completion_mask_BL": jnp.asarray(loss[:, prompt_len:])}
+    """``{prefix}input_ids_BT`` etc. (grpojax.data layout) -> prompt_BP / completion_BL NumPy arrays (host
+    rows; the task puts them on the mesh)."""
+    ids, att, loss = (np.asarray(batch[f"{prefix}{k}"])
+                      for k in ("input_ids_BT", "attention_mask_BT", "loss_mask_BT"))
+    return {"prompt_BP": ids[:, :prompt_len], "prompt_mask_BP": att[:, :prompt_len],
+            "completion_BL": ids[:, prompt_len:], "completion_mask_BL": loss[:, prompt_len:]}
 
 
 def run(cfg, task, *, stream=None) -> dict:
@@ -78,19 +88,25 @@ def run(cfg, task, *, stream=None) -> dict:
     """
     t0 = time.perf_counter()
     tc = cfg.train
-    print(dump_config(cfg), end="", file=stream, flush=True)
+    main = is_main_process()
+    say = (lambda *a, **k: print(*a, file=stream, flush=True, **k)) if main else (lambda *a, **k: None)
+    mesh = getattr(task, "mesh", None)
+    say(dump_config(cfg), end="")
+    if mesh is not None and mesh.size > 1:
+        say(f"mesh: {dict(mesh.shape)} over {mesh.size} devices ({jax.process_count()} processes)")
     os.makedirs(cfg.run_dir, exist_ok=True)
     with Checkpointer(cfg.run_dir, tc.save_every, tc.keep_checkpoints, config_to_dict(cfg)) as ckpt:
-        write_config(cfg, cfg.run_dir)
+        if main:
+            write_config(cfg, cfg.run_dir)
         state = task.init_state()
-        restored = ckpt.restore_latest(abstract_like(state))
+        restored = ckpt.restore_latest(abstract_like(state))  # onto this run's shardings (any mesh)
         start = 0
         if restored is not None:
             state, start = restored.state, restored.step
             task.restore_position(restored.data_position)
-            print(f"resumed from {ckpt.directory}/{start}", file=stream, flush=True)
+            say(f"resumed from {ckpt.directory}/{start}")
         if start >= tc.steps:
-            print(f"nothing to do: the run is at step {start} >= train.steps={tc.steps}", file=stream)
+            say(f"nothing to do: the run is at step {start} >= train.steps={tc.steps}")
         base = jax.random.key(tc.seed)
         stopped = False
         with MetricsWriter(cfg.run_dir, total_steps=tc.steps, resume_step=start,
@@ -108,7 +124,7 @@ def run(cfg, task, *, stream=None) -> dict:
                 if ckpt.should_save(step) or step == tc.steps or stop or _crosses_save(step, n, tc):
                     ckpt.save(step, state, task.position())
                 if stop:
-                    print(f"{guard.signal_name}: saved step {step}; exiting", file=stream, flush=True)
+                    say(f"{guard.signal_name or 'signal on another process'}: saved step {step}; exiting")
                     stopped = True
                     break
         ckpt.wait()

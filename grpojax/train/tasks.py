@@ -5,6 +5,14 @@ A task gives :func:`grpojax.train.runner.run` six things: ``init_state()``, ``po
 ``train_steps(state, step, rngs) -> (state, metric rows)``, ``after_steps(state, step, rows)`` (evaluation,
 LR-on-plateau) and ``export(state, out_dir)``. SFT and preference tasks live here; GRPO in
 :mod:`grpojax.train.grpo_task`; the reward model in :mod:`grpojax.train.reward_task`.
+
+Sharding (``cfg.mesh``, :mod:`grpojax.sharding`): the constructor starts ``jax.distributed`` when
+``mesh.distributed`` is set and builds ``self.mesh`` once; ``init_state`` returns the train state placed by
+the logical-axis rules (born sharded under one jit for a random init, loaded then placed for a HF
+checkpoint; on a 1-device mesh exactly today's eager build); steps are ``jit_step``s with the state's
+shardings (donated) and batch rows over ``(data, fsdp)``; ``global_rows`` / ``full_rows`` turn this host's
+rows / a batch every host holds into global arrays. A training batch whose row count the batch axes do
+not divide is a :class:`UserError` naming the config keys (``check_rows``).
 """
 
 from __future__ import annotations
@@ -16,6 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from grpojax import sharding as shd
 from grpojax.cli import UserError
 from grpojax.data import COLLATE, DataLoader, load_from_config, load_tokenizer
 from grpojax.train.optim import Plateau
@@ -28,7 +37,7 @@ from grpojax.train.state import create_train_state, merge_model, split_model
 def host_row(metrics: dict, group_names=None) -> dict:
     """Device metrics -> one flat dict of Python floats (vector metrics become ``name/<group>`` keys)."""
     row = {}
-    for k, v in jax.device_get(metrics).items():
+    for k, v in shd.to_host(metrics).items():
         v = np.asarray(v)
         if v.ndim == 0:
             row[k] = float(v)
@@ -39,13 +48,36 @@ def host_row(metrics: dict, group_names=None) -> dict:
     return row
 
 
+def start_mesh(mesh_cfg):
+    """``jax.distributed.initialize()`` when ``mesh.distributed`` is set, then the mesh of ``mesh_cfg``
+    (``-1`` = the remaining devices). Single-process, sizes without ``-1`` whose product is below the
+    device count use the first devices (``mesh: {data: 1}`` = one device on a multi-device host); on a pod
+    the mesh must span every device. Configuration problems become :class:`UserError` naming ``mesh``."""
+    try:
+        shd.maybe_initialize_distributed(mesh_cfg)
+    except RuntimeError as e:
+        raise UserError(f"mesh.distributed=true: jax.distributed.initialize() failed ({e}); it must run "
+                        "before any other JAX call, on every host of the pod") from None
+    sizes = {a: getattr(mesh_cfg, a) for a in shd.AXES}
+    want = int(np.prod(list(sizes.values())))
+    devices = None
+    if -1 not in sizes.values() and want < jax.device_count() and jax.process_count() == 1:
+        devices = jax.devices()[:want]  # e.g. mesh {data: 1} on a multi-device host: the first device(s)
+    try:
+        return shd.make_mesh(mesh_cfg, devices=devices)
+    except ValueError as e:
+        raise UserError(f"mesh={sizes}: {e}") from None
+
+
 class BaseTask(abc.ABC):
-    """Model, tokenizer, optimizer and data loader common to every task."""
+    """Model, tokenizer, optimizer, device mesh and data loader common to every task."""
 
     kind = "sft"
 
     def __init__(self, cfg):
         self.cfg = cfg
+        self.mesh = start_mesh(cfg.mesh)
+        self.check_rows(cfg.train.batch_size, "train.batch_size")
         self.tok = load_tokenizer(cfg.tokenizer.path or cfg.model.path, cfg.tokenizer.chat_template,
                                   cfg.tokenizer.system_prompt)
         self.dataset = load_from_config(cfg.data, self.kind)
@@ -53,6 +85,68 @@ class BaseTask(abc.ABC):
         self.tx = build_optimizer(cfg.train)
         self.lora = cfg.model.lora.rank > 0
         self.graphdef = None
+        self.state_sh = None
+
+    # ------------------------------------------------------------------ sharding
+    def check_rows(self, rows: int, key: str) -> None:
+        """UserError unless the batch axes ``data * fsdp`` of the mesh divide ``rows`` (named by ``key``)."""
+        n = shd.batch_axis_size(self.mesh)
+        if rows % n:
+            m = self.cfg.mesh
+            raise UserError(f"{key}={rows} is not divisible by mesh data*fsdp={n} (mesh.data={m.data}, "
+                            f"mesh.fsdp={m.fsdp} on {self.mesh.size} devices); use a multiple of {n} or "
+                            "change mesh.data / mesh.fsdp")
+
+    def batch_sharding(self, rows: int):
+        """The sharding of a ``[rows, ...]`` batch leaf: rows over ``(data, fsdp)`` where they divide."""
+        return shd.named(self.mesh, shd.batch_spec((rows,), self.mesh))
+
+    def global_rows(self, local: dict) -> dict:
+        """This host's rows of a batch (NumPy, from the loader) -> global arrays sharded over the batch axes."""
+        return shd.global_batch({k: np.asarray(v) for k, v in local.items()}, self.mesh)
+
+    def full_rows(self, batch: dict) -> dict:
+        """A batch every host holds whole (sampler outputs, host-side rewards) -> rows over the batch axes."""
+        return shd.global_batch_from_full(batch, self.mesh)
+
+    def cache_fn(self, model):
+        """The sampler's KV-cache builder: a :class:`ShardedCache` on a multi-device mesh (B over the batch
+        axes, K over tensor), ``None`` (the sampler's default) on one device."""
+        if self.mesh.size == 1:
+            return None
+        return shd.ShardedCache(model.config, self.mesh, jnp.dtype(getattr(model, "dtype", jnp.float32)))
+
+    def jit_step(self, step_fn, rows: int):
+        """``step_fn(state, batch, rng)`` jitted with the state's shardings (donated) and ``rows`` batch rows."""
+        return shd.jit_step(step_fn, self.state_sh, self.batch_sharding(rows), self.mesh)
+
+    def born_sharded(self) -> bool:
+        """Random-init models are created sharded under jit; checkpoints on disk are loaded, then placed."""
+        return self.cfg.model.path is None
+
+    def place(self, build, *, on_disk: bool | None = None):
+        """``build() -> (pytree of arrays, static)`` with the arrays placed on the mesh by the rules.
+
+        On a multi-device mesh with :meth:`born_sharded`, ``build`` runs under ``jax.jit`` with the rules'
+        ``out_shardings`` (no device ever holds a whole weight); otherwise it runs eagerly (a 1-device mesh
+        is exactly the unsharded build) and the result is ``device_put`` onto its shardings. Returns
+        ``(tree, static, shardings)``; ``on_disk`` (default ``not born_sharded()``) forces the eager path."""
+        holder = {}
+        on_disk = not self.born_sharded() if on_disk is None else on_disk
+
+        def arrays():
+            tree, holder["static"] = build()
+            return tree
+
+        if self.mesh.size > 1 and not on_disk:
+            abstract = jax.eval_shape(arrays)
+            shardings = shd.tree_shardings(abstract, self.mesh)
+            tree = jax.jit(arrays, out_shardings=shardings)()
+        else:
+            tree = arrays()
+            shardings = shd.tree_shardings(tree, self.mesh)
+            tree = shd.shard(tree, shardings)
+        return tree, holder["static"], shardings
 
     def _loader(self, dataset, shuffle: bool, batch_size: int | None = None):
         d = self.cfg.data
@@ -71,10 +165,14 @@ class BaseTask(abc.ABC):
         return maybe_lora(model, self.cfg.model, seed=self.cfg.train.seed)
 
     def init_state(self, robust=None):
-        graphdef, state = create_train_state(self.new_model(), self.tx, jax.random.key(self.cfg.train.seed),
-                                             lora=self.lora, robust=robust)
-        self.graphdef = graphdef
-        self._compile(graphdef)
+        def build():
+            graphdef, state = create_train_state(self.new_model(), self.tx,
+                                                 jax.random.key(self.cfg.train.seed), lora=self.lora,
+                                                 robust=robust)
+            return state, graphdef
+
+        state, self.graphdef, self.state_sh = self.place(build)
+        self._compile(self.graphdef)
         return state
 
     @abc.abstractmethod
@@ -104,13 +202,23 @@ class BaseTask(abc.ABC):
         """``(graphdef, params, frozen)`` of the frozen reference: ``model.ref_path`` when set, else a copy
         of the initial policy (under LoRA the initial adapters are zero, so that is the base model)."""
         if self.cfg.model.ref_path:
-            return split_model(build_model(self.cfg.model, path=self.cfg.model.ref_path))
+            def build():
+                graphdef, params, frozen = split_model(build_model(self.cfg.model, path=self.cfg.model.ref_path))
+                return (params, frozen), graphdef
+
+            (params, frozen), graphdef, _ = self.place(build, on_disk=True)
+            return graphdef, params, frozen
         return self.graphdef, jax.tree.map(jnp.copy, state.params), state.frozen
 
-    def export(self, state, out_dir: str) -> str:
+    def export(self, state, out_dir: str) -> str | None:
+        """The trained policy as a HF directory (process 0 writes; on a pod the weights are gathered to
+        every host first, a collective every process runs)."""
         from grpojax.models import to_hf
 
-        model = self.model_of(state)
+        params, frozen = shd.to_host((state.params, state.frozen))
+        if not shd.is_main_process():
+            return None
+        model = self.model_of(state._replace(params=params, frozen=frozen))
         if self.lora:
             from grpojax.models.lora import merge_lora
 
@@ -125,11 +233,12 @@ class SFTTask(BaseTask):
     kind = "sft"
 
     def _compile(self, graphdef):
-        self._step = jax.jit(functools.partial(sft_step, graphdef=graphdef, tx=self.tx,
-                                               num_micro=self.cfg.train.grad_accum), donate_argnums=0)
+        self._step = self.jit_step(functools.partial(sft_step, graphdef=graphdef, tx=self.tx,
+                                                     num_micro=self.cfg.train.grad_accum),
+                                   self.cfg.train.batch_size)
 
     def train_steps(self, state, step, rngs):
-        batch = split_sequences(next(self.loader), self.cfg.data.max_prompt_length)
+        batch = self.global_rows(split_sequences(next(self.loader), self.cfg.data.max_prompt_length))
         state, metrics = self._step(state, batch, rngs[0])
         return state, [host_row(metrics)]
 
@@ -169,21 +278,25 @@ class PreferenceTask(BaseTask):
         return state
 
     def _compile(self, graphdef):
-        self._step = jax.jit(functools.partial(preference_step, graphdef=graphdef, tx=self.tx,
-                                               settings=self.settings, num_micro=self.cfg.train.grad_accum),
-                             donate_argnums=0)
+        self._step = self.jit_step(functools.partial(preference_step, graphdef=graphdef, tx=self.tx,
+                                                     settings=self.settings,
+                                                     num_micro=self.cfg.train.grad_accum),
+                                   self.cfg.train.batch_size)
         self._policy_logps = jitted_pair_logprobs(graphdef, self.settings)
 
-    def make_batch(self, raw: dict) -> dict:
+    def make_batch(self, raw: dict, *, local: bool = True) -> dict:
+        """Collated pairs -> the step's batch on the mesh, with the frozen reference's log-probs. ``raw``
+        holds this host's rows of a training batch (``local``) or a whole evaluation batch."""
         P = self.cfg.data.max_prompt_length
         c, r = split_sequences(raw, P, "chosen_"), split_sequences(raw, P, "rejected_")
         batch = {"prompt_BP": c["prompt_BP"], "prompt_mask_BP": c["prompt_mask_BP"],
                  "chosen_BL": c["completion_BL"], "chosen_mask_BL": c["completion_mask_BL"],
                  "rejected_BL": r["completion_BL"], "rejected_mask_BL": r["completion_mask_BL"],
-                 "group_id_B": jnp.asarray(raw["group_B"], jnp.int32)}
+                 "group_id_B": np.asarray(raw["group_B"], np.int32)}
+        batch = self.global_rows(batch) if local else self.full_rows(batch)
         _, ref_params, ref_frozen = self._ref
-        batch["ref_chosen_logp_B"], batch["ref_rejected_logp_B"] = self._ref_logps(ref_params, ref_frozen,
-                                                                                   batch)
+        ref = self._ref_logps(ref_params, ref_frozen, batch)
+        batch["ref_chosen_logp_B"], batch["ref_rejected_logp_B"] = self.full_rows(ref)
         return batch
 
     def train_steps(self, state, step, rngs):
@@ -205,7 +318,7 @@ class PreferenceTask(BaseTask):
         for i in range(0, len(self.eval_set), bs):  # every pair; the last batch may be smaller
             rows = self.eval_set[i:i + bs]
             batch = self.make_batch(COLLATE[self.kind](self.tok, rows, max_prompt_length=d.max_prompt_length,
-                                                       max_length=d.max_length))
+                                                       max_length=d.max_length), local=False)
             pw, pl = self._policy_logps(state.params, state.frozen, batch)
             s = self.settings
             loss = dpo_loss(pw, pl, batch["ref_chosen_logp_B"], batch["ref_rejected_logp_B"], beta=s.beta,
