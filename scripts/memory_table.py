@@ -1,14 +1,22 @@
 """Writes docs/memory_plan.md: the largest GRPO batch per step that fits each device's HBM.
 
-    python scripts/memory_table.py --out docs/memory_plan.md [--only v5e-16,h100x8] [--seq 1024]
+    python scripts/memory_table.py --out docs/memory_plan.md [--only v5e-16,h100x8] [--models qwen2.5-7b]
+    python scripts/memory_table.py --validate v5e-8:qwen2.5-0.5b:0   # full-depth check of one row
+    python scripts/memory_table.py --render-only                     # rewrite --out from the caches
 
 For every (shape, model, full fine-tune | LoRA) it compiles the real GRPO step with
 ``scripts/plan_memory.py`` machinery (mesh ``fsdp`` = every device, bf16 params, float32 Adam,
 remat=full, log-prob chunks of 128) at 1 and 2 decoder layers and 1 and 2 sequences per device, fits
-XLA's per-device bytes as ``m(L, b) = m0 + m1 L + (c0 + c1 L) b`` (exact for a stack of identical
-layers), and extrapolates to the real depth. A full-depth compile of every row would take hours on a
-2-core machine; ``plan_memory.py --model ... --batch <max>`` checks any single row at full depth.
-Rows are appended to a JSON-lines cache as they finish, so an interrupted run resumes.
+XLA's per-device bytes as ``m(L, b) = m0 + m1 L + (c0 + c1 L) b`` (four points, four unknowns: exact
+for a stack of identical layers whose memory is affine in the batch), and extrapolates to the real
+depth ``L``: ``fixed = m0 + m1 L``, ``per_seq = c0 + c1 L``, ``max b = floor((0.9 HBM - fixed) / per_seq)``.
+A full-depth compile of every row would take hours on a 2-core machine; ``--validate`` compiles one
+row at full depth at its predicted max batch and one sequence per device more, and the comparison is
+rendered into the document.
+
+Each compiled point is appended to a JSON-lines cache (``--cache``) as soon as it finishes, so an
+interrupted run resumes at point granularity; two runs with disjoint ``--only`` lists may share the
+cache (one line per ``write``, opened in append mode).
 """
 
 from __future__ import annotations
@@ -18,6 +26,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
@@ -29,44 +38,167 @@ SHAPES = ["v5e-8", "v5e-16", "v5e-32", "v5p-8", "v5p-16", "h100x8"]
 MODELS = ["qwen2.5-0.5b", "qwen2.5-7b", "qwen2.5-14b"]
 LORA_RANK = 16
 HEADROOM = 0.9  # keep 10% of HBM for the runtime, fragmentation and the sampler
+POINTS = ((1, 1), (1, 2), (2, 1), (2, 2))  # (layers, sequences per device)
+GIB, MIB = 2**30, 2**20
 
 
-def rows_for_shape(shape: str, seq: int, libtpu: str | None, models=MODELS) -> list[dict]:
-    """Runs in a fresh process per shape (the backend is fixed at jax import)."""
-    import plan_memory as pm
+def shape_devices(shape: str) -> int:
+    return TOPOLOGIES[shape][1] if shape in TOPOLOGIES else 8
 
-    n = TOPOLOGIES[shape][1] if shape in TOPOLOGIES else 8
+
+def shape_hbm(shape: str) -> int:
+    return TOPOLOGIES[shape][2] if shape in TOPOLOGIES else H100_HBM
+
+
+def plan_argv(shape, model, lora, seq, layers, batch, libtpu=None):
+    argv = ["--model", model, "--mesh", "fsdp=-1", "--batch", str(batch), "--seq", str(seq),
+            "--lora-rank", str(lora), "--remat", "full"]
+    if layers is not None:
+        argv += ["--layers", str(layers)]
+    argv += ["--topology", shape] if shape in TOPOLOGIES else ["--devices", "8"]
+    if libtpu:
+        argv += ["--libtpu-path", libtpu]
+    return argv
+
+
+def fit_row(pts: dict, num_layers: int, hbm: int, devices: int, headroom: float = HEADROOM) -> dict:
+    """Solves ``m(L, b) = m0 + m1 L + (c0 + c1 L) b`` from the four points ``{(L, b): bytes}`` at
+    ``L, b in {1, 2}`` and extrapolates to ``num_layers``; returns fixed / per-sequence bytes and the
+    largest whole number of sequences per device with ``fixed + per_seq b <= headroom * hbm``."""
+    missing = [k for k in POINTS if k not in pts]
+    if missing:
+        raise ValueError(f"fit_row: missing points {missing} (have {sorted(pts)})")
+    c1 = pts[(2, 2)] - pts[(1, 2)] - pts[(2, 1)] + pts[(1, 1)]
+    m1 = pts[(2, 1)] - pts[(1, 1)] - c1
+    c0 = pts[(1, 2)] - pts[(1, 1)] - c1
+    m0 = pts[(1, 1)] - m1 - c0 - c1
+    fixed, per_seq = m0 + m1 * num_layers, c0 + c1 * num_layers
+    budget = headroom * hbm
+    b_max = int((budget - fixed) // per_seq) if per_seq > 0 and budget > fixed else 0
+    return {"fixed_bytes": int(fixed), "per_seq_bytes": int(per_seq), "max_seqs_per_device": b_max,
+            "max_batch": b_max * devices, "coefficients": {"m0": m0, "m1": m1, "c0": c0, "c1": c1}}
+
+
+def predicted_bytes(row: dict, seqs_per_device: int) -> int:
+    return int(row["fixed_bytes"] + row["per_seq_bytes"] * seqs_per_device)
+
+
+def read_cache(path: str) -> list[dict]:
     out = []
-    for model in models:
-        for lora in (0, LORA_RANK):
-            pts = {}
-            for layers in (1, 2):
-                for b in (1, 2):
-                    argv = ["--model", model, "--mesh", "fsdp=-1", "--batch", str(b * n), "--seq", str(seq),
-                            "--layers", str(layers), "--lora-rank", str(lora), "--remat", "full"]
-                    argv += ["--topology", shape] if shape in TOPOLOGIES else ["--devices", "8"]
-                    if libtpu:
-                        argv += ["--libtpu-path", libtpu]
-                    r = pm.plan(pm.parse_args(argv))
-                    pts[(layers, b)] = r["per_device_bytes"]
-                    backend = r["backend"]
-            from grpojax.models import PRESETS
-            L = PRESETS[model].num_layers
-            m1 = pts[(2, 1)] - pts[(1, 1)] - (pts[(2, 2)] - pts[(1, 2)] - pts[(2, 1)] + pts[(1, 1)])
-            c1 = pts[(2, 2)] - pts[(1, 2)] - pts[(2, 1)] + pts[(1, 1)]
-            c0 = pts[(1, 2)] - pts[(1, 1)] - c1
-            m0 = pts[(1, 1)] - m1 - c0 - c1
-            fixed, per_seq = m0 + m1 * L, c0 + c1 * L
-            hbm = TOPOLOGIES[shape][2] if shape in TOPOLOGIES else H100_HBM
-            b_max = int((HEADROOM * hbm - fixed) // per_seq) if per_seq > 0 else 0
-            row = {"shape": shape, "devices": n, "model": model, "lora_rank": lora, "seq": seq,
-                   "hbm_bytes": hbm, "fixed_bytes": int(fixed), "per_seq_bytes": int(per_seq),
-                   "max_seqs_per_device": max(b_max, 0), "max_batch": max(b_max, 0) * n,
-                   "backend": backend, "points": {f"L{k[0]}b{k[1]}": v for k, v in pts.items()}}
-            print(json.dumps(row), flush=True)
-            out.append(row)
+    if not os.path.exists(path):
+        return out
+    with open(path) as f:
+        for i, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError as e:  # a line cut by a kill: say where, keep the rest
+                print(f"memory_table: {path}:{i}: skipping unreadable line ({e})", file=sys.stderr)
     return out
 
+
+def append_cache(path: str, rec: dict) -> None:
+    with open(path, "a") as f:
+        f.write(json.dumps(rec) + "\n")
+
+
+def point_key(r):
+    return (r["shape"], r["model"], r["lora_rank"], r["seq"], r["layers"], r["b"])
+
+
+def rows_from_points(points: list[dict], seq: int) -> list[dict]:
+    """Every (shape, model, lora) whose four points are in the cache, fitted."""
+    from grpojax.models import PRESETS
+
+    groups: dict = {}
+    for p in points:
+        if p.get("type") == "point" and p["seq"] == seq:
+            groups.setdefault((p["shape"], p["model"], p["lora_rank"]), {})[(p["layers"], p["b"])] = p
+    rows = []
+    for (shape, model, lora), pts in groups.items():
+        if not all(k in pts for k in POINTS):
+            continue
+        n = shape_devices(shape)
+        row = fit_row({k: v["per_device_bytes"] for k, v in pts.items()}, PRESETS[model].num_layers,
+                      shape_hbm(shape), n)
+        row.update(shape=shape, devices=n, model=model, lora_rank=lora, seq=seq, hbm_bytes=shape_hbm(shape),
+                   backend=pts[(1, 1)]["backend"],
+                   compile_seconds=sum(pts[k]["compile_seconds"] for k in POINTS))
+        rows.append(row)
+    order = {s: i for i, s in enumerate(SHAPES)}
+    return sorted(rows, key=lambda r: (order.get(r["shape"], 99), MODELS.index(r["model"]), r["lora_rank"]))
+
+
+def worker(shape: str, seq: int, libtpu, todo: list[tuple[str, int, int, int]]) -> None:
+    """Runs in a fresh process per shape (the backend is fixed at jax import); prints one JSON point per
+    compile. ``todo``: (model, lora_rank, layers, seqs per device)."""
+    import plan_memory as pm
+
+    n = shape_devices(shape)
+    failed = set()
+    for model, lora, layers, b in todo:
+        if (model, lora) in failed:
+            continue
+        try:
+            r = pm.plan(pm.parse_args(plan_argv(shape, model, lora, seq, layers, b * n, libtpu)))
+        except Exception as e:  # one row failing must not lose the others: say which, go on
+            print(f"memory_table: {shape} {model} lora={lora} L={layers} b={b} FAILED: "
+                  f"{type(e).__name__}: {str(e)[:500]}", file=sys.stderr, flush=True)
+            failed.add((model, lora))
+            continue
+        print(json.dumps({"type": "point", "shape": shape, "model": model, "lora_rank": lora, "seq": seq,
+                          "layers": layers, "b": b, "devices": n, "per_device_bytes": r["per_device_bytes"],
+                          "temp_bytes": r["temp_bytes"], "argument_bytes": r["argument_bytes"],
+                          "backend": r["backend"], "compile_seconds": r["compile_seconds"],
+                          "lora_remat_workaround": r["lora_remat_workaround"]}), flush=True)
+    if failed:
+        raise SystemExit(f"memory_table: {shape}: failed rows {sorted(failed)} (see above)")
+
+
+def run_subprocess(cmd: list[str], cache: str, on_record) -> int:
+    """Streams JSON lines of ``cmd`` into ``cache`` (and ``on_record``) as they come."""
+    with subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True) as proc:
+        for line in proc.stdout:
+            if not line.startswith("{"):
+                continue
+            rec = json.loads(line)
+            append_cache(cache, rec)
+            on_record(rec)
+    return proc.returncode
+
+
+def validate(spec: str, args) -> int:
+    """``shape:model:lora[:seqs_per_device,...]``: full-depth compiles at the predicted max batch and one
+    sequence per device more (or at the given per-device counts); appends records to the cache."""
+    parts = spec.split(":")
+    if len(parts) not in (3, 4) or parts[0] not in SHAPES or parts[1] not in MODELS:
+        raise SystemExit(f"--validate {spec!r}: expected shape:model:lora_rank[:b1,b2] with shape in "
+                         f"{SHAPES} and model in {MODELS}")
+    shape, model, lora = parts[0], parts[1], int(parts[2])
+    row = next((r for r in rows_from_points(read_cache(args.cache), args.seq)
+                if (r["shape"], r["model"], r["lora_rank"]) == (shape, model, lora)), None)
+    if row is None:
+        raise SystemExit(f"--validate {spec!r}: no fitted row in {args.cache}; run the table for it first")
+    bs = ([int(x) for x in parts[3].split(",")] if len(parts) == 4
+          else [max(row["max_seqs_per_device"], 1), row["max_seqs_per_device"] + 1])
+    if args.shape_worker:
+        import plan_memory as pm
+        n = shape_devices(shape)
+        for b in bs:
+            r = pm.plan(pm.parse_args(plan_argv(shape, model, lora, args.seq, None, b * n, args.libtpu_path)))
+            print(json.dumps({"type": "validation", "shape": shape, "model": model, "lora_rank": lora,
+                              "seq": args.seq, "b": b, "batch": b * n, "per_device_bytes": r["per_device_bytes"],
+                              "predicted_bytes": predicted_bytes(row, b), "hbm_bytes": shape_hbm(shape),
+                              "backend": r["backend"], "compile_seconds": r["compile_seconds"]}), flush=True)
+        return 0
+    cmd = [sys.executable, __file__, "--validate", f"{shape}:{model}:{lora}:{','.join(map(str, bs))}",
+           "--shape-worker", "--seq", str(args.seq), "--cache", args.cache]
+    if args.libtpu_path:
+        cmd += ["--libtpu-path", args.libtpu_path]
+    rc = run_subprocess(cmd, args.cache, lambda rec: (print(json.dumps(rec), flush=True),
+                                                      render(args.cache, args.out, args.seq)))
+    return 1 if rc else 0
 
 LEVERS = """
 ## Levers (what the plan assumes, and how to change it)
@@ -86,12 +218,15 @@ Check one configuration at FULL depth (no extrapolation), e.g. the 7B row on v5e
     python scripts/plan_memory.py --model qwen2.5-7b --mesh fsdp=16 --batch 32 --seq 1024 --topology v5e-16
 
 `--json` prints one object with `per_device_bytes`, `flops_per_step` (XLA's count of the per-device
-program x devices) and `model_flops_per_step` (6 N T + attention); `--kind dpo` plans the preference step.
+program x devices) (a lower bound: XLA counts a loop body once) and `model_flops_per_step` (the MFU count: 6 N T + attention); `--kind dpo` plans the preference step.
 """
 
 
-def write_markdown(rows: list[dict], path: str, seq: int, pending: list[str] = ()) -> None:
-    gib = 2**30
+def _tuning(lora_rank: int) -> str:
+    return f"LoRA r={lora_rank}" if lora_rank else "full"
+
+
+def write_markdown(rows: list[dict], vals: list[dict], path: str, seq: int, pending=()) -> None:
     lines = [
         "# Memory plan: largest GRPO batch that fits",
         "",
@@ -107,18 +242,31 @@ def write_markdown(rows: list[dict], path: str, seq: int, pending: list[str] = (
         f"{LORA_RANK} on q,k,v,o,gate,up,down; the frozen base is bf16 and FSDP-sharded.",
         "`max batch` = sequences per optimizer step (GRPO: prompts x G) without gradient accumulation",
         "(use `num_micro` for more); 0 = the state alone does not fit. v5p-8 is 4 chips (8 TensorCores).",
+        "`compile s` = wall seconds of the four compiles behind the row (on a shared 2-core machine).",
         "",
-        "| shape | chips | model | tuning | fixed GiB/chip | MiB per sequence | max batch | backend |",
-        "|---|---|---|---|---|---|---|---|",
+        "| shape | chips | model | tuning | fixed GiB/chip | MiB per sequence | max batch | backend | compile s |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
-        lines.append(f"| {r['shape']} | {r['devices']} | {r['model']} | "
-                     f"{'LoRA r=' + str(r['lora_rank']) if r['lora_rank'] else 'full'} | "
-                     f"{r['fixed_bytes'] / gib:.2f} | {r['per_seq_bytes'] / 2**20:.0f} | {r['max_batch']} | "
-                     f"{r['backend'].split(';')[0]} |")
+        lines.append(f"| {r['shape']} | {r['devices']} | {r['model']} | {_tuning(r['lora_rank'])} | "
+                     f"{r['fixed_bytes'] / GIB:.2f} | {r['per_seq_bytes'] / MIB:.0f} | {r['max_batch']} | "
+                     f"{r['backend'].split(';')[0].split(' (')[0]} | {r['compile_seconds']:.0f} |")
     if pending:
-        lines += ["", "Not computed yet (the generating run was cut short on a shared 2-core machine; rerun the",
+        lines += ["", "Not computed (the generating run did not reach them on a shared 2-core machine; rerun the",
                   "command above, it resumes from `runs/memory_table.jsonl`): " + ", ".join(pending) + "."]
+    if vals:
+        lines += ["", "## Validation: full-depth compiles against the extrapolation", "",
+                  "`python scripts/memory_table.py --validate SHAPE:MODEL:LORA_RANK` compiles the row at its real",
+                  "depth (no `--layers`) at the predicted max batch and at one sequence per chip more.", "",
+                  "| shape | model | tuning | batch | predicted GiB/chip | compiled GiB/chip | error | "
+                  f"fits {int(HEADROOM * 100)}% HBM | compile s |",
+                  "|---|---|---|---|---|---|---|---|---|"]
+        for v in vals:
+            err = (v["predicted_bytes"] - v["per_device_bytes"]) / v["per_device_bytes"]
+            fits = v["per_device_bytes"] <= HEADROOM * v["hbm_bytes"]
+            lines.append(f"| {v['shape']} | {v['model']} | {_tuning(v['lora_rank'])} | {v['batch']} | "
+                         f"{v['predicted_bytes'] / GIB:.3f} | {v['per_device_bytes'] / GIB:.3f} | {err:+.1%} | "
+                         f"{'yes' if fits else 'no'} | {v['compile_seconds']:.0f} |")
     with open(path, "w") as f:
         f.write("\n".join(lines) + "\n" + LEVERS)
 
@@ -127,52 +275,71 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--out", default="docs/memory_plan.md")
     p.add_argument("--cache", default="runs/memory_table.jsonl")
-    p.add_argument("--only", default=",".join(SHAPES))
+    p.add_argument("--only", default=",".join(SHAPES), help="shapes, in the order to compute them")
+    p.add_argument("--models", default=",".join(MODELS), help="presets, in the order to compute them")
+    p.add_argument("--tunings", default="full,lora", help="full,lora or one of them")
     p.add_argument("--seq", type=int, default=1024)
     p.add_argument("--libtpu-path", default=os.environ.get("GRPOJAX_LIBTPU_PATH"))
-    p.add_argument("--shape", default=None, help=argparse.SUPPRESS)  # internal: one shape per process
-    p.add_argument("--models", default=",".join(MODELS), help="comma list of presets")
+    p.add_argument("--validate", default=None, help="shape:model:lora_rank[:b1,b2] full-depth check")
     p.add_argument("--render-only", action="store_true", help="rewrite --out from the cache, compile nothing")
+    p.add_argument("--shape", default=None, help=argparse.SUPPRESS)  # internal: one shape per process
+    p.add_argument("--todo", default="", help=argparse.SUPPRESS)  # internal: model:lora:layers:b;...
+    p.add_argument("--shape-worker", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    bad = [s for s in args.only.split(",") if s not in SHAPES] + \
+        [m for m in args.models.split(",") if m not in MODELS] + \
+        [t for t in args.tunings.split(",") if t not in ("full", "lora")]
+    if bad:
+        raise SystemExit(f"memory_table: unknown {bad}; shapes {SHAPES}, models {MODELS}, tunings full,lora")
     if args.shape:
-        rows_for_shape(args.shape, args.seq, args.libtpu_path, args.models.split(","))
+        todo = [(m, int(lr), int(L), int(b)) for m, lr, L, b in
+                (x.split(":") for x in args.todo.split(";") if x)]
+        worker(args.shape, args.seq, args.libtpu_path, todo)
         return 0
     os.makedirs(os.path.dirname(os.path.abspath(args.cache)), exist_ok=True)
-    done = []
-    if os.path.exists(args.cache):
-        done = [json.loads(x) for x in open(args.cache) if x.strip()]
-    order = {s: i for i, s in enumerate(SHAPES)}
-
-    def render():
-        have = {(r["shape"], r["model"], r["lora_rank"]) for r in done if r["seq"] == args.seq}
-        pending = [f"{s} {m} {'LoRA' if lr else 'full'}" for s in SHAPES for m in MODELS
-                   for lr in (0, LORA_RANK) if (s, m, lr) not in have]
-        rows = list({(r["shape"], r["model"], r["lora_rank"]): r for r in done if r["seq"] == args.seq}.values())
-        write_markdown(sorted(rows, key=lambda r: (order.get(r["shape"], 99), MODELS.index(r["model"]),
-                                                   r["lora_rank"])), args.out, args.seq, pending)
-
+    if args.validate:
+        return validate(args.validate, args)
     if args.render_only:
-        render()
+        render(args.cache, args.out, args.seq)
         return 0
+    loras = [0 if t == "full" else LORA_RANK for t in args.tunings.split(",")]
+    failed = 0
     for shape in args.only.split(","):
-        if sum(r["shape"] == shape and r["seq"] == args.seq for r in done) == len(MODELS) * 2:
+        have = {point_key(r) for r in read_cache(args.cache) if r.get("type") == "point"}
+        todo = [(m, lr, L, b) for m in args.models.split(",") for lr in loras for L, b in POINTS
+                if (shape, m, lr, args.seq, L, b) not in have]
+        if not todo:
             continue
-        cmd = [sys.executable, __file__, "--shape", shape, "--seq", str(args.seq), "--models", args.models]
+        print(f"memory_table: {shape}: {len(todo)} compiles to do", flush=True)
+        cmd = [sys.executable, __file__, "--shape", shape, "--seq", str(args.seq),
+               "--todo", ";".join(f"{m}:{lr}:{L}:{b}" for m, lr, L, b in todo)]
         if args.libtpu_path:
             cmd += ["--libtpu-path", args.libtpu_path]
-        # rows stream in as each (model, tuning) finishes, so an interrupted run keeps what it has
-        with subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True) as proc:
-            for line in proc.stdout:
-                if not line.startswith("{"):
-                    continue
-                row = json.loads(line)
-                with open(args.cache, "a") as f:
-                    f.write(json.dumps(row) + "\n")
-                done.append(row)
-                render()
-        if proc.returncode:
-            print(f"memory_table: {shape} exited with {proc.returncode}", file=sys.stderr)
-    return 0
+        t0 = time.time()
+
+        def progress(rec, shape=shape, t0=t0):
+            print(f"memory_table: {shape} {rec['model']} lora={rec['lora_rank']} L={rec['layers']} "
+                  f"b={rec['b']}: {rec['per_device_bytes'] / GIB:.3f} GiB/device, compile "
+                  f"{rec['compile_seconds']} s ({time.time() - t0:.0f} s into {shape})", flush=True)
+            render(args.cache, args.out, args.seq)
+
+        rc = run_subprocess(cmd, args.cache, progress)
+        if rc:
+            failed += 1
+            print(f"memory_table: {shape} exited with {rc}; its finished points are kept in {args.cache}",
+                  file=sys.stderr)
+    render(args.cache, args.out, args.seq)
+    return 1 if failed else 0
+
+
+def render(cache: str, out: str, seq: int) -> None:
+    recs = read_cache(cache)
+    rows = rows_from_points(recs, seq)
+    have = {(r["shape"], r["model"], r["lora_rank"]) for r in rows}
+    pending = [f"{s} {m} {'LoRA' if lr else 'full'}" for s in SHAPES for m in MODELS
+               for lr in (0, LORA_RANK) if (s, m, lr) not in have]
+    vals = [r for r in recs if r.get("type") == "validation" and r["seq"] == seq]
+    write_markdown(rows, vals, out, seq, pending)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,131 @@
+"""scripts/plan_memory.py and scripts/memory_table.py: the depth / batch extrapolation, the rendered
+table, the analytic model FLOPs against XLA's own count, and the JSON contract of a real compile.
+
+(The subprocess CLI test with ``--json`` lives in tests/test_sharding_rules.py; these run in-process.)
+"""
+
+import json
+import os
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "scripts"))
+
+import memory_table as mt  # noqa: E402
+import plan_memory as pm  # noqa: E402
+
+from grpojax.models import PRESETS  # noqa: E402
+
+
+def _points(m0, m1, c0, c1):
+    return {(L, b): m0 + m1 * L + (c0 + c1 * L) * b for L, b in mt.POINTS}
+
+
+def test_fit_row_recovers_bilinear_model_and_max_batch_by_hand():
+    # fixed(L=4) = 10 + 5*4 = 30, per_seq(L=4) = 2 + 1*4 = 6, budget 0.9*100 = 90 -> (90-30)/6 = 10 per device
+    row = mt.fit_row(_points(10, 5, 2, 1), num_layers=4, hbm=100, devices=8)
+    assert row["coefficients"] == {"m0": 10, "m1": 5, "c0": 2, "c1": 1}
+    assert (row["fixed_bytes"], row["per_seq_bytes"]) == (30, 6)
+    assert (row["max_seqs_per_device"], row["max_batch"]) == (10, 80)
+    # one byte less of HBM budget and the 10th sequence no longer fits
+    assert mt.fit_row(_points(10, 5, 2, 1), num_layers=4, hbm=100 - 1 / 0.9, devices=8)["max_seqs_per_device"] == 9
+    # the state alone over budget -> 0, not a negative batch
+    assert mt.fit_row(_points(100, 5, 2, 1), num_layers=4, hbm=100, devices=8)["max_batch"] == 0
+
+
+def test_fit_row_names_missing_points():
+    pts = _points(1, 1, 1, 1)
+    del pts[(2, 2)]
+    with pytest.raises(ValueError, match=r"missing points \[\(2, 2\)\]"):
+        mt.fit_row(pts, num_layers=4, hbm=100, devices=1)
+
+
+def _point(shape, model, lora, L, b, nbytes, seq=1024):
+    return {"type": "point", "shape": shape, "model": model, "lora_rank": lora, "seq": seq, "layers": L, "b": b,
+            "devices": mt.shape_devices(shape), "per_device_bytes": nbytes, "temp_bytes": 0,
+            "argument_bytes": 0, "backend": "tpu AOT compile (v5p-8, TPU v5)", "compile_seconds": 10.0}
+
+
+def test_cache_to_markdown_rows_pending_and_validation(tmp_path, capsys):
+    gib = 2**30
+    pts = _points(2 * gib, 1 * gib, 256 * 2**20, 64 * 2**20)
+    cache = tmp_path / "cache.jsonl"
+    recs = [_point("v5p-8", "qwen2.5-7b", 16, L, b, v) for (L, b), v in pts.items()]
+    recs.append(_point("v5p-8", "qwen2.5-14b", 0, 1, 1, gib))  # an incomplete row stays pending
+    recs.append(_point("v5p-8", "qwen2.5-7b", 16, 1, 1, 5, seq=2048))  # another seq is ignored
+    fixed, per_seq = 2 * gib + 28 * gib, 256 * 2**20 + 28 * 64 * 2**20  # 30 GiB, 2 GiB
+    b_max = int((0.9 * 95 * gib - fixed) // per_seq)  # 27
+    recs.append({"type": "validation", "shape": "v5p-8", "model": "qwen2.5-7b", "lora_rank": 16, "seq": 1024,
+                 "b": b_max, "batch": 4 * b_max, "per_device_bytes": int(0.98 * (fixed + per_seq * b_max)),
+                 "predicted_bytes": fixed + per_seq * b_max, "hbm_bytes": 95 * gib,
+                 "backend": "tpu", "compile_seconds": 99.0})
+    cache.write_text("".join(json.dumps(r) + "\n" for r in recs) + '{"type": "poi\n')  # a line cut by a kill
+    out = tmp_path / "plan.md"
+    assert mt.main(["--render-only", "--cache", str(cache), "--out", str(out)]) == 0
+    assert f"{cache}:{len(recs) + 1}: skipping unreadable line" in capsys.readouterr().err
+    text = out.read_text()
+    row = [x for x in text.splitlines() if x.startswith("| v5p-8 | 4 | qwen2.5-7b")]
+    assert row == [f"| v5p-8 | 4 | qwen2.5-7b | LoRA r=16 | 30.00 | 2048 | {4 * b_max} | tpu AOT compile | 40 |"]
+    assert b_max == 27
+    assert "v5p-8 qwen2.5-14b full" in text and "v5p-8 qwen2.5-7b LoRA," not in text
+    val = [x for x in text.splitlines() if x.startswith(f"| v5p-8 | qwen2.5-7b | LoRA r=16 | {4 * b_max} |")]
+    assert len(val) == 1 and "| +2.0% | yes | 99 |" in val[0], val
+
+
+def test_cli_rejects_unknown_names_and_validate_without_row(tmp_path):
+    with pytest.raises(SystemExit, match=r"unknown \['v9-8'\]"):
+        mt.main(["--only", "v9-8", "--cache", str(tmp_path / "c.jsonl")])
+    with pytest.raises(SystemExit, match="no fitted row"):
+        mt.main(["--validate", "v5e-8:qwen2.5-0.5b:0", "--cache", str(tmp_path / "c.jsonl"),
+                 "--out", str(tmp_path / "o.md")])
+    with pytest.raises(SystemExit, match="expected shape:model:lora_rank"):
+        mt.main(["--validate", "v5e-8:qwen2.5-0.5b", "--cache", str(tmp_path / "c.jsonl")])
+
+
+def test_model_flops_by_hand():
+    cfg = PRESETS["qwen2.5-0.5b"]
+    D, F, V, L, NH, KH = 896, 4864, 151936, 24, 14 * 64, 2 * 64
+    layer = 2 * D * NH + 2 * D * KH + 3 * D * F
+    full = 6 * L * layer * 3 * 100 + 12 * L * NH * 100**2 * 3 + 6 * V * D * 3 * 40
+    assert pm.model_flops(cfg, seqs=3, seq=100, completion_len=40, lora=False) == full
+    lora = 4 * L * layer * 3 * 100 + 12 * L * NH * 100**2 * 3 + 4 * V * D * 3 * 40
+    assert pm.model_flops(cfg, seqs=3, seq=100, completion_len=40, lora=True) == lora
+
+
+@pytest.fixture
+def backend_env(monkeypatch):
+    """plan() writes XLA_FLAGS / JAX_PLATFORMS for a fresh process; restore them after the test."""
+    for k in ("XLA_FLAGS", "JAX_PLATFORMS"):
+        if k in os.environ:
+            monkeypatch.setenv(k, os.environ[k])
+        else:
+            monkeypatch.delenv(k, raising=False)
+
+
+def test_plan_grpo_json_contract_and_flops_match_xla_without_loops(backend_env):
+    """No remat and one log-prob chunk (no while loop for XLA to count once): XLA's FLOP count of the
+    whole compiled step agrees with the analytic MFU count (the rest is softmax, norms and AdamW)."""
+    args = pm.parse_args(["--model", "qwen2.5-0.5b", "--layers", "1", "--devices", "4", "--mesh", "fsdp=4",
+                          "--batch", "8", "--seq", "64", "--logprob-chunk", "32", "--remat", "none", "--json"])
+    out = pm.plan(args)
+    json.dumps(out)  # one JSON object
+    assert out["backend"].startswith("cpu (4 fake devices") and out["mesh"] == {"data": 1, "fsdp": 4, "tensor": 1}
+    assert out["per_device_bytes"] == (out["argument_bytes"] + out["output_bytes"] - out["alias_bytes"]
+                                       + out["temp_bytes"]) > 0
+    D, F, V, NH, KH = 896, 4864, 151936, 14 * 64, 2 * 64  # tied embedding; q, k, v biases; two RMSNorms + final
+    assert out["params"] == out["trainable_params"] == V * D + 2 * D * NH + 2 * D * KH + 3 * D * F + NH + 2 * KH + 3 * D
+    ratio = out["flops_per_step"] / out["model_flops_per_step"]
+    assert 0.97 < ratio < 1.10, out
+
+
+def test_plan_dpo_lora_state_bytes(backend_env):
+    """DPO + LoRA: the argument bytes are the bf16 frozen base + f32 adapters with two f32 moments, sharded 4 ways."""
+    out = pm.plan(pm.parse_args(["--model", "qwen2.5-0.5b", "--layers", "1", "--devices", "4", "--batch", "4",
+                                 "--seq", "16", "--kind", "dpo", "--lora-rank", "4", "--logprob-chunk", "8"]))
+    assert out["kind"] == "dpo" and out["lora_rank"] == 4 and out["flops_per_step"] > 0
+    n_lora = out["trainable_params"]
+    state = (2 * (out["params"] - n_lora) + 12 * n_lora) / 4
+    assert state <= out["argument_bytes"] <= 1.05 * state + 2**20, out
+    assert out["model_flops_per_step"] == pm.model_flops(PRESETS["qwen2.5-0.5b"].replace(num_layers=1), 8, 16, 8, True)
