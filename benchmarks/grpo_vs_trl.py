@@ -124,12 +124,12 @@ def serve(step_fn, ready: dict) -> None:
 class Worker:
     """A benchmark side in its own process; ``step()`` runs one step there and returns its reply."""
 
-    def __init__(self, name: str, argv: list[str], log_path: str):
+    def __init__(self, name: str, argv: list[str], log_path: str, python: str | None = None):
         self.name, self.log_path = name, log_path
         self.log = open(log_path, "w")
         env = {**os.environ, "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false",
                "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-        self.proc = subprocess.Popen([sys.executable, *argv], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        self.proc = subprocess.Popen([python or sys.executable, *argv], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      stderr=self.log, text=True, bufsize=1, env=env, cwd=REPO)
         self.replies: list[dict] = []
         self.ready = self._read()
