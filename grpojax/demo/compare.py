@@ -41,6 +41,7 @@ import os
 import sys
 import time
 
+from grpojax import cli
 from grpojax.cli import UserError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -265,6 +266,8 @@ def train_child(job: dict) -> dict:
 
     tok = load_tokenizer(cfg.tokenizer_path, cfg.tokenizer.chat_template, cfg.tokenizer.system_prompt)
     task = Task(cfg, reward_model_scorer=reward_scorer_for(cfg, tok, method))
+    if cfg.model.lora.rank > 0:
+        _own_reference_weights(task)
     summary = run(cfg, task)
     if summary["stopped_early"]:
         raise SystemExit(f"{method}: interrupted at step {summary['end_step']}")
@@ -281,6 +284,25 @@ def train_child(job: dict) -> dict:
     return result
 
 
+def _own_reference_weights(task) -> None:
+    """Workaround (LoRA only): the tasks' frozen reference shares the base weights of ``state.frozen``,
+    which the jitted step donates, so the reference's buffers are deleted after the first update
+    ("Buffer has been deleted or donated"). Give the reference its own copy of the frozen weights."""
+    import jax
+    import jax.numpy as jnp
+
+    init = task.init_state
+
+    def init_state():
+        state = init()
+        ref = getattr(task, "_ref", None)
+        if ref is not None:
+            task._ref = (ref[0], ref[1], jax.tree.map(jnp.copy, ref[2]))
+        return state
+
+    task.init_state = init_state
+
+
 def run_child(job: dict, job_path: str) -> dict:
     """Run :func:`train_child` for ``job`` in a fresh Python process; its output streams through."""
     import subprocess
@@ -288,6 +310,8 @@ def run_child(job: dict, job_path: str) -> dict:
     with open(job_path, "w", encoding="utf-8") as f:
         json.dump(job, f, indent=2)
     proc = subprocess.run([sys.executable, "-m", "grpojax.demo.compare", "train", job_path], cwd=ROOT)
+    if proc.returncode == cli.EXIT_USER_ERROR:
+        raise UserError(f"{job['method']} training stopped on bad input (the 'error:' line above); job: {job_path}")
     if proc.returncode != 0 or not os.path.isfile(job["result"]):
         raise RuntimeError(f"{job['method']} training failed (exit {proc.returncode}); see the output above "
                            f"and {job_path}")
@@ -417,8 +441,6 @@ def bar_plot(summary: dict, aspects: list, kind: str, path: str, title: str) -> 
 if __name__ == "__main__":
     if len(sys.argv) != 3 or sys.argv[1] != "train":
         sys.exit("usage: python -m grpojax.demo.compare train JOB.json")
-    from grpojax import cli
-
     with open(sys.argv[2], encoding="utf-8") as fh:
         _job = json.load(fh)
     cli.main(lambda argv: (train_child(_job), 0)[1], [])
