@@ -58,17 +58,30 @@ def _cfg(kind, run_dir, mesh, steps, extra=()):
         *COMMON, *KINDS[kind][1], *extra])
 
 
+def _layout(state, kind):
+    """Step, embedding and Adam-moment layouts of a train state (recorded before the step donates it)."""
+    emb = (state.params["backbone"]["embed"] if kind == "reward" else state.params["embed"])[...]
+    return {"step": int(state.step), "embed": emb.sharding.spec,
+            "embed_shard": emb.addressable_shards[0].data.shape,
+            "moments": [x.sharding.spec for x in jax.tree.leaves(state.opt_state) if x.shape == emb.shape]}
+
+
 def _run(kind, run_dir, mesh, steps):
-    """Runs ``steps``; returns (metric rows, the task, the params of the state each train_steps call got)."""
+    """Runs ``steps``; returns (metric rows, the task, the layout of the state each train_steps call got)."""
     cfg = _cfg(kind, run_dir, mesh, steps)
     task = KINDS[kind][0](cfg)
-    seen, train_steps = [], task.train_steps
+    seen, train_steps, cache_fn = [], task.train_steps, task.cache_fn
+    task.caches = []
 
     def spy(state, step, rngs):
-        seen.append(state)
+        seen.append(_layout(state, kind))
         return train_steps(state, step, rngs)
 
-    task.train_steps = spy
+    def cache_spy(model):
+        task.caches.append(cache_fn(model))
+        return task.caches[-1]
+
+    task.train_steps, task.cache_fn = spy, cache_spy
     run(cfg, task, stream=io.StringIO())
     with open(os.path.join(run_dir, "metrics.jsonl")) as f:
         return [json.loads(line) for line in f], task, seen
@@ -101,7 +114,7 @@ def single(tmp_path_factory):
     for kind, steps in (("grpo", 4), ("dpo", 2), ("reward", 2)):
         d = str(tmp_path_factory.mktemp(f"single_{kind}"))
         rows, task, _ = _run(kind, d, (1, 1, 1), steps)
-        assert task.mesh.size == 1 and task.cache_fn(None) is None
+        assert task.mesh.size == 1 and task.caches == ([None, None, None, None] if kind == "grpo" else [])
         init = [np.asarray(x) for x in jax.tree.leaves(task.init_state().params)]
         out[kind] = (d, rows, init)
     return out
@@ -126,12 +139,13 @@ def test_sharded_run_matches_one_device(tmp_path, single, kind, mesh):
     # the state the loop stepped is laid out by the rules: embedding [V, D] = (vocab->tensor, embed->fsdp)
     data, fsdp, tensor = mesh
     want = PartitionSpec("tensor" if tensor > 1 else None, "fsdp" if fsdp > 1 else None)
-    state = seen[-1]
-    assert _spec(state.params["backbone"]["embed"][...] if kind == "reward"
-                 else state.params["embed"][...]) == want
+    assert [x["embed"] for x in seen] == [want, want]  # the layout survives the step (out_shardings)
+    assert seen[-1]["embed_shard"] == (384 // tensor, 32 // fsdp)
+    assert len(seen[-1]["moments"]) == 2 and all(m == want for m in seen[-1]["moments"])  # Adam mu, nu
     assert task.mesh.size == 8 and dict(task.mesh.shape) == dict(zip(shd.AXES, mesh))
     if kind == "grpo":  # the sampler gets the sharded KV cache; the frozen reference is sharded too
-        assert isinstance(task.cache_fn(task.model_of(state)), shd.ShardedCache)
+        assert len(task.caches) == 2 and all(isinstance(c, shd.ShardedCache) and c.mesh is task.mesh
+                                             for c in task.caches)
         assert _spec(task._ref[1]["embed"][...]) == want
         assert rows[0]["sampler/logp_max_abs_diff"] < 1e-4
 
@@ -147,21 +161,20 @@ def test_resume_on_another_mesh_continues_the_one_device_run(tmp_path, single):
     print(f"grpo 8x1x1 -> 1x8x1: max |loss diff| {_close(rows, ref_rows):.3g}, max |param diff| "
           f"{_params_close(_params(d, 4), _params(ref_dir, 4)):.3g}")
     restored = seen[0]  # the state train_steps got first in the resumed run is the restored one
-    assert int(restored.step) == 2
-    emb = restored.params["embed"][...]
-    assert _spec(emb) == PartitionSpec(None, "fsdp") and emb.addressable_shards[0].data.shape == (384, 4)
-    mu = [x for x in jax.tree.leaves(restored.opt_state) if getattr(x, "shape", ()) == emb.shape]
-    assert mu and all(_spec(x) == PartitionSpec(None, "fsdp") for x in mu)
+    assert restored["step"] == 2
+    assert restored["embed"] == PartitionSpec(None, "fsdp") and restored["embed_shard"] == (384, 4)
+    assert len(restored["moments"]) == 2 and all(m == PartitionSpec(None, "fsdp") for m in restored["moments"])
 
 
 @pytest.mark.parametrize("overrides,needle", [
     (["train.batch_size=6", "mesh.data=4", "mesh.fsdp=1", "mesh.tensor=2"],
      "train.batch_size=6 is not divisible by mesh data*fsdp=4"),
-    (["mesh.data=3"], "mesh="),
+    (["mesh.data=-1", "mesh.fsdp=3"], r"mesh=\{'data': -1, 'fsdp': 3, 'tensor': 1\}: mesh: 8 devices"),
+    (["mesh.data=16"], "multiply to 16, but there are 8 devices"),
 ])
 def test_bad_mesh_is_a_user_error(overrides, needle):
     cfg = load_config("configs/tiny_dpo.yaml", ["run_dir=/nonexistent/never", *overrides])
-    with pytest.raises(UserError, match=needle.replace("*", r"\*")):
+    with pytest.raises(UserError, match=needle.replace("*", r"\*") if "data*" in needle else needle):
         PreferenceTask(cfg)
 
 
