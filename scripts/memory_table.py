@@ -124,6 +124,7 @@ def rows_from_points(points: list[dict], seq: int) -> list[dict]:
                       shape_hbm(shape), n)
         row.update(shape=shape, devices=n, model=model, lora_rank=lora, seq=seq, hbm_bytes=shape_hbm(shape),
                    backend=pts[(1, 1)]["backend"],
+                   workaround=any(v.get("lora_remat_workaround") for v in pts.values()),
                    compile_seconds=sum(pts[k]["compile_seconds"] for k in POINTS))
         rows.append(row)
     order = {s: i for i, s in enumerate(SHAPES)}
@@ -222,6 +223,32 @@ program x devices) (a lower bound: XLA counts a loop body once) and `model_flops
 """
 
 
+CAVEATS = """
+## Read this before using the numbers
+
+- **(a) LoRA + remat is broken in the library today.** `nnx.remat` of a block that carries LoRA adapters
+  raises flax's `TraceContextError: Cannot mutate Param from a different trace level` inside the train
+  step (`grpojax.models.qwen`, flax 0.12), so every shipped LoRA config with `remat: true` (e.g.
+  `configs/grpo_qwen2.5-7b.yaml`) fails at its first step. `plan_memory.py` probes for it and, while it
+  fails, compiles LoRA + remat with the equivalent plain `jax.checkpoint` of the split block
+  (`lora_remat_workaround`): rows marked (a) plan the memory of the fixed library.
+- **(b) Per-device memory grows with the number of devices.** Nothing pins the LM-head chunk
+  `[B, chunk, V]` of `completion_logprobs` to the batch sharding; GSPMD shards the contraction (the
+  FSDP-sharded `D`) instead, and every device holds float32 logits for the whole global batch. Measured
+  with `python scripts/plan_memory.py --model qwen2.5-0.5b --layers 1 --seq 256 --devices N --mesh fsdp=N
+  --batch N*b --json` (b = 1, 2): one more sequence per device costs 382 MB per device at N=2 and 1926 MB
+  at N=8. This term dominates the `MiB per sequence` column and so `max batch`; a sharding constraint on
+  the head's input / output (batch over `(data, fsdp)`) is the fix to try, after which this table must be
+  regenerated.
+- **(c) H100 rows come from the CPU compiler** (8 fake devices): its scheduling and buffer reuse differ
+  from XLA:GPU (remat's savings barely show: about 1.3 GiB per layer per sequence for 7B, against
+  0.1 GiB on TPU), so they are a pessimistic bound, not a plan. A GPU compile (or a real run) is needed.
+- The extrapolation assumes memory affine in the batch; when a b-independent buffer (gradients, the
+  optimizer update) is the peak, more sequences cost nothing until activations overtake it, and the fit
+  from b = 1, 2 can be off either way. The validation section below checks rows at full depth.
+"""
+
+
 def _tuning(lora_rank: int) -> str:
     return f"LoRA r={lora_rank}" if lora_rank else "full"
 
@@ -248,9 +275,11 @@ def write_markdown(rows: list[dict], vals: list[dict], path: str, seq: int, pend
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
-        lines.append(f"| {r['shape']} | {r['devices']} | {r['model']} | {_tuning(r['lora_rank'])} | "
+        lines.append(f"| {r['shape']} | {r['devices']} | {r['model']} | "
+                     f"{_tuning(r['lora_rank'])}{' (a)' if r.get('workaround') else ''} | "
                      f"{r['fixed_bytes'] / GIB:.2f} | {r['per_seq_bytes'] / MIB:.0f} | {r['max_batch']} | "
                      f"{r['backend'].split(';')[0].split(' (')[0]} | {r['compile_seconds']:.0f} |")
+    lines += CAVEATS.rstrip("\n").split("\n")
     if pending:
         lines += ["", "Not computed (the generating run did not reach them on a shared 2-core machine; rerun the",
                   "command above, it resumes from `runs/memory_table.jsonl`): " + ", ".join(pending) + "."]

@@ -129,3 +129,26 @@ def test_plan_dpo_lora_state_bytes(backend_env):
     state = (2 * (out["params"] - n_lora) + 12 * n_lora) / 4
     assert state <= out["argument_bytes"] <= 1.05 * state + 2**20, out
     assert out["model_flops_per_step"] == pm.model_flops(PRESETS["qwen2.5-0.5b"].replace(num_layers=1), 8, 16, 8, True)
+
+
+def test_worker_keeps_going_after_a_failing_row(monkeypatch, capsys):
+    """A row whose compile raises is reported (and its remaining points skipped); the next row still runs,
+    and the worker exits non-zero naming the failed row."""
+    calls = []
+
+    def fake_plan(args):
+        calls.append((args.model, args.lora_rank, args.layers, args.batch))
+        if args.lora_rank:
+            raise RuntimeError("boom")
+        return {"per_device_bytes": 100 * args.layers + args.batch, "temp_bytes": 1, "argument_bytes": 2,
+                "backend": "cpu (8 fake devices)", "compile_seconds": 1.0, "lora_remat_workaround": False}
+
+    monkeypatch.setattr(pm, "plan", fake_plan)
+    todo = [("qwen2.5-7b", 16, 1, 1), ("qwen2.5-7b", 16, 1, 2), ("qwen2.5-7b", 0, 2, 1)]
+    with pytest.raises(SystemExit, match=r"failed rows \[\('qwen2.5-7b', 16\)\]"):
+        mt.worker("h100x8", 1024, None, todo)
+    out, err = capsys.readouterr()
+    assert calls == [("qwen2.5-7b", 16, 1, 8), ("qwen2.5-7b", 0, 2, 8)]  # 2nd LoRA point skipped
+    assert "h100x8 qwen2.5-7b lora=16 L=1 b=1 FAILED: RuntimeError: boom" in err
+    (rec,) = [json.loads(x) for x in out.splitlines()]
+    assert (rec["layers"], rec["b"], rec["per_device_bytes"], rec["devices"]) == (2, 1, 208, 8)
