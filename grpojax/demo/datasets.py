@@ -26,7 +26,8 @@ import numpy as np
 
 from grpojax.demo.scorers import ASPECTS, score_all
 from grpojax.demo.tokenizer import format_completion, format_prompt
-from grpojax.demo.world import Request, compose_response, sample_spec, split_requests
+from grpojax.demo.world import (BALANCED_TOPICALITY, SFT_TOPICALITY, Request, compose_response, sample_spec,
+                                split_requests)
 
 _STREAMS = {"sft": 10, "reward_train": 11, "reward_heldout": 12}
 
@@ -68,11 +69,11 @@ def perturb_response(response: str, rng: np.random.Generator) -> str:
 
 
 def _sample_rows(requests: Sequence[Request], n: int, rng: np.random.Generator,
-                 p_perturb: float = 0.0) -> list[dict]:
+                 p_perturb: float = 0.0, p_topicality=BALANCED_TOPICALITY) -> list[dict]:
     rows = []
     for _ in range(n):
         request = requests[int(rng.integers(len(requests)))]
-        response = compose_response(request, sample_spec(rng, request.harmful), rng)
+        response = compose_response(request, sample_spec(rng, request.harmful, p_topicality=p_topicality), rng)
         perturbed = bool(p_perturb > 0 and rng.random() < p_perturb)
         if perturbed:
             response = perturb_response(response, rng)
@@ -80,10 +81,15 @@ def _sample_rows(requests: Sequence[Request], n: int, rng: np.random.Generator,
     return rows
 
 
-def sft_rows(seed: int = 0, n: int = 2000) -> list[dict]:
-    """``n`` SFT rows on train requests, every response part drawn independently (mixed quality)."""
+def sft_rows(seed: int = 0, n: int = 2000, p_topicality=SFT_TOPICALITY) -> list[dict]:
+    """``n`` SFT rows on train requests, every response part drawn independently (mixed quality).
+
+    Topicality is mostly on-topic (``p_topicality`` = on / mixed / off, default
+    :data:`~grpojax.demo.world.SFT_TOPICALITY`), so that the policy learns that a response is about the
+    request's topic; politeness, steps, refusals and forbidden phrases stay mixed.
+    """
     train, _ = split_requests(seed)
-    return _sample_rows(train, n, np.random.default_rng([seed, _STREAMS["sft"]]))
+    return _sample_rows(train, n, np.random.default_rng([seed, _STREAMS["sft"]]), p_topicality=p_topicality)
 
 
 def reward_rows(seed: int = 0, n_train: int = 3000, n_heldout: int = 500, *,

@@ -6,7 +6,8 @@ Orbax checkpoint under ``OUT/<stage>``; configs in ``configs/demo/``):
 1. ``world``: :func:`grpojax.demo.build_world` (tokenizer + JSONL files), then ``data``: the same rows in
    the library's column layout.
 2. ``policy_sft``: SFT of a tiny random-init Qwen2-architecture policy on mixed-quality responses.
-3. ``reward``: the 4-output reward regression model; held-out per-aspect MSE / Pearson correlation.
+3. ``reward``: the 4-output reward regression model, initialised from the SFT policy (its embeddings
+   already tell the request's topic, which meaningfulness needs); held-out per-aspect MSE / Pearson.
 4. ``grpo``: multi-objective GRPO of the SFT policy against the learned reward model (weighted sum).
 5. evaluation of the SFT (before) and GRPO (after) policies on held-out requests: the mean of every
    ground-truth aspect score and of the reward model's scores over sampled completions.
@@ -15,7 +16,8 @@ Orbax checkpoint under ``OUT/<stage>``; configs in ``configs/demo/``):
 7. ``OUT/summary.json``, PNG plots under ``OUT/plots`` and a short report on stdout.
 
 Everything is seeded by ``--seed`` (world, initialisation, data order, sampling), so a rerun gives the
-same numbers. An existing ``OUT/summary.json`` is never replaced without ``--overwrite``; an interrupted
+same numbers. An existing ``OUT/summary.json`` is never replaced without ``--overwrite``: a second run of
+the same command prints the finished run's report again and exits 0 (:func:`finished_run`); an interrupted
 pipeline resumes (finished stages are skipped, the runner resumes an unfinished one from its checkpoint).
 """
 
@@ -36,14 +38,13 @@ ROBUST_DPO = ("dpo", "gr_dpo")  # --dpo adds the DPO pair
 EVAL_SAMPLES = {False: 16, True: 8}  # completions per held-out request in the before/after evaluation
 # --quick (CI): the same pipeline with fewer steps; nothing else changes.
 QUICK = {
-    "policy_sft": ["train.steps=150"],
-    "reward": ["train.steps=150", "train.eval_every=75"],
-    "grpo": ["train.steps=12"],
-    "opinion_sft": ["train.steps=120"],
-    "ipo": ["train.steps=50", "train.eval_every=25"],
-    "gr_ipo": ["train.steps=50", "train.eval_every=25"],
+    "policy_sft": ["train.steps=300"],
+    "reward": ["train.steps=300", "train.eval_every=300"],
+    "grpo": ["train.steps=20"],
+    "opinion_sft": ["train.steps=150"],
+    "ipo": ["train.steps=30", "train.eval_every=30"],
+    "gr_ipo": ["train.steps=30", "train.eval_every=30"],
 }
-
 
 def _log(msg: str) -> None:
     print(f"[demo] {msg}", flush=True)
@@ -52,8 +53,10 @@ def _log(msg: str) -> None:
 def _overrides(stage: str, out: str, seed: int, vocab: int, quick: bool, extra: dict) -> list[str]:
     o = [f"run_dir={os.path.join(out, stage)}", f"tokenizer.path={os.path.join(out, 'world', 'tokenizer')}",
          f"train.seed={seed}", f"data.shuffle_seed={seed}"]
-    if stage in ("policy_sft", "reward", "opinion_sft"):
+    if stage in ("policy_sft", "opinion_sft"):
         o.append(f"model.shape.vocab_size={vocab}")
+    if stage == "reward":  # the reward model starts from the SFT policy (InstructGPT's recipe)
+        o.append(f"model.path={os.path.join(out, 'policy_sft', 'hf')}")
     if stage in ("policy_sft", "grpo", "opinion_sft"):
         o.append(f"export_hf={os.path.join(out, stage, 'hf')}")
     o += [f"{k}={v}" for k, v in extra.items()]
@@ -93,7 +96,7 @@ def run_pipeline(out: str = "runs/demo", seed: int = 0, quick: bool = False, ove
     t0, cpu0 = time.perf_counter(), time.process_time()
     summary_path = os.path.join(out, "summary.json")
     if os.path.exists(summary_path) and not overwrite:  # checked before any heavy import
-        raise UserError(f"{summary_path} exists; pass --overwrite to replace this demo run (or use --out)")
+        return finished_run(summary_path, seed, quick, dpo)
     from grpojax.demo.pipeline_report import report_text, write_plots
     from grpojax.train.grpo_task import GRPOTask
     from grpojax.train.reward_task import RewardTask
@@ -177,6 +180,37 @@ def run_pipeline(out: str = "runs/demo", seed: int = 0, quick: bool = False, ove
     with open(summary_path + ".tmp", "w", encoding="utf-8") as f:
         json.dump(summary, f, indent=2)
     os.replace(summary_path + ".tmp", summary_path)
+    print(report_text(summary), flush=True)
+    return summary
+
+
+def finished_run(summary_path: str, seed: int, quick: bool, dpo: bool) -> dict:
+    """A second run into the same ``--out``: print the finished run's report again and return its summary.
+
+    The run must be the one asked for (same seed, ``--quick`` and ``--dpo``); anything else (another
+    seed, an unreadable or foreign ``summary.json``) is a :class:`UserError` that names the file and
+    leaves it untouched. ``--overwrite`` re-runs instead.
+    """
+    from grpojax.demo.pipeline_report import report_text
+
+    try:
+        with open(summary_path, encoding="utf-8") as f:
+            summary = json.load(f)
+    except (OSError, json.JSONDecodeError) as e:
+        raise UserError(f"{summary_path} exists but is not a readable demo summary ({e}); pass --overwrite "
+                        "to replace this demo run (or use --out)") from None
+    missing = [k for k in ("seed", "quick", "aspects", "robust") if not isinstance(summary, dict) or k not in summary]
+    if missing:
+        raise UserError(f"{summary_path} exists but is not a demo summary (missing {', '.join(missing)}); "
+                        "pass --overwrite to replace it (or use --out)")
+    have = {"seed": summary["seed"], "quick": summary["quick"], "dpo": all(k in summary["robust"] for k in ROBUST_DPO)}
+    want = {"seed": seed, "quick": quick, "dpo": dpo}
+    if have["seed"] != seed or have["quick"] != quick or (dpo and not have["dpo"]):
+        diff = ", ".join(f"{k}={have[k]} (asked {want[k]})" for k in want if have[k] != want[k])
+        raise UserError(f"{summary_path} holds a finished demo run with {diff}; pass --overwrite to replace "
+                        "it (or use another --out)")
+    _log(f"{summary_path}: this demo run (seed {seed}{', quick' if quick else ''}) finished earlier; its "
+         "report again (--overwrite re-runs it):")
     print(report_text(summary), flush=True)
     return summary
 

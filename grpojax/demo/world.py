@@ -141,6 +141,9 @@ VAGUE_TEMPLATES = (
 STEP_MARKERS_BY_COUNT = {1: ("first",), 2: ("first", "then"), 3: ("first", "then", "finally")}
 POLITENESS_FORMS = ("courteous", "neutral", "rude")
 TOPICALITIES = ("on", "mixed", "off")
+# (on, mixed, off) probabilities: balanced labels for the reward model; mostly on-topic for policy SFT
+BALANCED_TOPICALITY = (0.45, 0.1, 0.45)
+SFT_TOPICALITY = (0.7, 0.1, 0.2)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -206,18 +209,22 @@ def split_requests(seed: int = 0) -> tuple[list[Request], list[Request]]:
 
 def sample_spec(rng: np.random.Generator, harmful: bool, *, p_courteous: float = 0.5,
                 p_rude: float = 0.2, p_forbidden_benign: float = 0.4,
-                p_forbidden_harmful: float = 0.5, p_refusal: float = 0.5) -> ResponseSpec:
+                p_forbidden_harmful: float = 0.5, p_refusal: float = 0.5,
+                p_topicality: tuple[float, float, float] = BALANCED_TOPICALITY) -> ResponseSpec:
     """A mixed-quality spec: every part is drawn independently.
 
     opener and closer: courteous / neutral / rude with probabilities (p_courteous, rest, p_rude);
-    topicality: on / mixed / off with (0.45, 0.1, 0.45); n_steps uniform on 0..3; refusal (harmful
-    requests only) with p_refusal; a forbidden phrase with p_forbidden_harmful / p_forbidden_benign.
+    topicality: on / mixed / off with probabilities ``p_topicality``; n_steps uniform on 0..3; refusal
+    (harmful requests only) with p_refusal; a forbidden phrase with p_forbidden_harmful / p_forbidden_benign.
     """
+    if len(p_topicality) != 3 or min(p_topicality) < 0 or abs(sum(p_topicality) - 1.0) > 1e-9:
+        raise ValueError(f"p_topicality={p_topicality}; need 3 non-negative probabilities (on, mixed, off) "
+                         "summing to 1")
     p_form = [p_courteous, 1.0 - p_courteous - p_rude, p_rude]
     return ResponseSpec(
         opener=POLITENESS_FORMS[rng.choice(3, p=p_form)],
         closer=POLITENESS_FORMS[rng.choice(3, p=p_form)],
-        topicality=TOPICALITIES[rng.choice(3, p=[0.45, 0.1, 0.45])],
+        topicality=TOPICALITIES[rng.choice(3, p=list(p_topicality))],
         n_steps=int(rng.integers(4)),
         refusal=bool(harmful and rng.random() < p_refusal),
         forbidden=bool(rng.random() < (p_forbidden_harmful if harmful else p_forbidden_benign)),

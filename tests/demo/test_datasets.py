@@ -27,10 +27,12 @@ def test_sft_rows_are_well_formed_and_labelled_by_the_scorers(sft_data):
 
 
 def test_sft_aspects_spread_independently(sft_data):
-    """Each aspect has mean 0.4-0.6 and a wide spread; aspects are nearly uncorrelated."""
+    """Each aspect has a wide spread (mean 0.4-0.6; meaningfulness mostly on-topic: SFT_TOPICALITY gives
+    0.7 + 0.1 * E[mixed share] ~ 0.75); aspects are nearly uncorrelated."""
     stats = D.aspect_statistics(sft_data)
     for aspect in S.ASPECTS:
-        assert 0.4 <= stats["mean"][aspect] <= 0.6, (aspect, stats["mean"])
+        lo, hi = (0.68, 0.82) if aspect == "meaningfulness" else (0.4, 0.6)
+        assert lo <= stats["mean"][aspect] <= hi, (aspect, stats["mean"])
         assert stats["std"][aspect] >= 0.3, (aspect, stats["std"])
         values = {row[aspect] for row in sft_data}
         assert len(values) >= 3 and min(values) == 0.0 and max(values) == 1.0, (aspect, values)
@@ -38,6 +40,18 @@ def test_sft_aspects_spread_independently(sft_data):
     off_diagonal = corr_RR[~np.eye(len(S.ASPECTS), dtype=bool)]
     assert np.abs(off_diagonal).max() < 0.1, corr_RR
     assert any(all(row[a] == 1.0 for a in S.ASPECTS) for row in sft_data)  # the ideal is in the data
+
+
+def test_reward_rows_keep_meaningfulness_balanced_and_topicality_is_validated():
+    """The reward model's labels are balanced on meaningfulness (on / off 0.45 each), unlike SFT's."""
+    stats = D.aspect_statistics(D.reward_rows(seed=0, n_train=1500, n_heldout=10)["train"])
+    assert 0.43 <= stats["mean"]["meaningfulness"] <= 0.57, stats["mean"]
+    off = D.sft_rows(seed=0, n=400, p_topicality=(0.0, 0.0, 1.0))
+    assert all(row["meaningfulness"] == 0.0 for row in off)
+    on = D.sft_rows(seed=0, n=400, p_topicality=(1.0, 0.0, 0.0))
+    assert all(row["meaningfulness"] == 1.0 for row in on)
+    with pytest.raises(ValueError, match="p_topicality"):
+        D.sft_rows(seed=0, n=5, p_topicality=(0.5, 0.5, 0.5))
 
 
 def test_aspect_statistics_against_numpy_reference():

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from grpojax.demo.opinions import GROUPS
+from grpojax.demo.pipeline_report import report_text
 from grpojax.demo.pipeline_stages import group_preference_metrics, stage_config
 from grpojax.demo.scorers import ASPECTS
 
@@ -46,13 +47,18 @@ def test_group_preference_metrics_hand_computed_ipo_and_dpo():
         group_preference_metrics(pw, pl, rw, rl, np.zeros(4, int), beta=1.0, loss="hinge", num_groups=4)
 
 
-def test_refuses_to_clobber_an_existing_summary(tmp_path):
-    (tmp_path / "summary.json").write_text("{}")
+@pytest.mark.parametrize("content, message", [
+    ("{}", "not a demo summary (missing seed, quick, aspects, robust)"),
+    ("{not json", "not a readable demo summary"),
+    (json.dumps({"seed": 3, "quick": False, "aspects": {}, "robust": {}}), "seed=3 (asked 0)"),
+])
+def test_a_foreign_summary_is_never_replaced(tmp_path, content, message):
+    (tmp_path / "summary.json").write_text(content)
     r = _demo("--out", str(tmp_path), timeout=300)
     assert r.returncode == 2, r.stderr
     lines = r.stderr.strip().splitlines()
-    assert len(lines) == 1 and "summary.json exists" in lines[0] and "--overwrite" in lines[0]
-    assert (tmp_path / "summary.json").read_text() == "{}"  # untouched
+    assert len(lines) == 1 and message in lines[0] and "--overwrite" in lines[0], lines
+    assert (tmp_path / "summary.json").read_text() == content  # untouched
     assert sorted(os.listdir(tmp_path)) == ["summary.json"]
 
 
@@ -97,7 +103,44 @@ def test_summary_contract(quick_run):
     # visible progress: a line per stage, the runner's progress lines, and the final report
     for stage in ("world", "policy_sft", "reward", "grpo", "evaluate", "opinion_sft", "ipo", "gr_ipo"):
         assert f"[demo] stage {stage} done" in stdout
-    assert re.search(r"^step \d+/12 \|", stdout, re.M) and "group robustness" in stdout
+    assert re.search(r"^step \d+/20 \|", stdout, re.M) and "group robustness" in stdout
+
+
+def test_second_run_reprints_the_report_and_changes_nothing(quick_run):
+    out, s, stdout = quick_run
+    before = {f: os.path.getmtime(out / f) for f in ("summary.json", "grpo/metrics.jsonl")}
+    r = _demo("--out", str(out), "--quick", "--seed", "0", timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert "finished earlier" in r.stdout and "group robustness" in r.stdout
+    assert report_text(s) in r.stdout and report_text(s) in stdout  # the same report as the first time
+    assert "stage " not in r.stdout  # nothing was trained again
+    assert {f: os.path.getmtime(out / f) for f in before} == before
+    with open(out / "summary.json") as f:
+        assert json.load(f) == s
+    r = _demo("--out", str(out), "--seed", "0", timeout=300)  # the full run was asked for: not this one
+    assert r.returncode == 2 and "quick=True (asked False)" in r.stderr
+
+
+def _numbers(s):
+    return {"aspects": s["aspects"], "reward_model": s["reward_model"],
+            "robust": {m: {k: v for k, v in r.items() if k != "run_dir"} for m, r in s["robust"].items()}}
+
+
+def test_rerun_in_a_new_process_gives_identical_numbers(quick_run):
+    """Determinism across processes: delete the GRPO stage and re-run; the resumed pipeline trains GRPO
+    again from the same SFT policy and reward model, evaluates again, and must write bit-identical numbers
+    (the earlier stages are reused; their own determinism is the runner's, tested in tests/train)."""
+    out, s, _ = quick_run
+    import shutil
+
+    shutil.rmtree(out / "grpo")
+    os.remove(out / "summary.json")
+    r = _demo("--out", str(out), "--quick", "--seed", "0")
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert "[demo] stage grpo done" in r.stdout and "stage policy_sft: finished earlier" in r.stdout
+    with open(out / "summary.json") as f:
+        again = json.load(f)
+    assert _numbers(again) == _numbers(s)
 
 
 def test_quick_run_effect_directions(quick_run):
