@@ -216,7 +216,7 @@ LEVERS = """
 Check one configuration at FULL depth (no extrapolation), e.g. the 7B row on v5e-16:
 
     pip install -e .[tpu-plan]
-    python scripts/plan_memory.py --model qwen2.5-7b --mesh fsdp=16 --batch 32 --seq 1024 --topology v5e-16
+    python scripts/plan_memory.py --model qwen2.5-7b --mesh fsdp=16 --batch 16 --seq 1024 --topology v5e-16
 
 `--json` prints one object with `per_device_bytes`, `flops_per_step` (XLA's count of the per-device
 program x devices) (a lower bound: XLA counts a loop body once) and `model_flops_per_step` (the MFU count: 6 N T + attention); `--kind dpo` plans the preference step.
@@ -243,6 +243,9 @@ CAVEATS = """
 - **(c) H100 rows come from the CPU compiler** (8 fake devices): its scheduling and buffer reuse differ
   from XLA:GPU (remat's savings barely show: about 1.3 GiB per layer per sequence for 7B, against
   0.1 GiB on TPU), so they are a pessimistic bound, not a plan. A GPU compile (or a real run) is needed.
+- **(f) the fit is not affine there**: the fixed part falls with depth (`m1 < 0`, impossible for a
+  stack of layers that each add parameters), i.e. at 1-2 layers the peak is set by buffers that do not
+  add up layer by layer. Trust a full-depth validation row over such an extrapolation.
 - The extrapolation assumes memory affine in the batch; when a b-independent buffer (gradients, the
   optimizer update) is the peak, more sequences cost nothing until activations overtake it, and the fit
   from b = 1, 2 can be off either way. The validation section below checks rows at full depth.
@@ -276,7 +279,8 @@ def write_markdown(rows: list[dict], vals: list[dict], path: str, seq: int, pend
     ]
     for r in rows:
         lines.append(f"| {r['shape']} | {r['devices']} | {r['model']} | "
-                     f"{_tuning(r['lora_rank'])}{' (a)' if r.get('workaround') else ''} | "
+                     f"{_tuning(r['lora_rank'])}{' (a)' if r.get('workaround') else ''}"
+                     f"{' (f)' if r['coefficients']['m1'] < 0 else ''} | "
                      f"{r['fixed_bytes'] / GIB:.2f} | {r['per_seq_bytes'] / MIB:.0f} | {r['max_batch']} | "
                      f"{r['backend'].split(';')[0].split(' (')[0]} | {r['compile_seconds']:.0f} |")
     lines += CAVEATS.rstrip("\n").split("\n")
