@@ -36,7 +36,7 @@ from grpojax.cli import UserError  # noqa: E402
 
 PRESETS = ("qwen2.5-0.5b", "qwen2.5-7b", "qwen2.5-14b")
 DEMO_NEEDS = ("world/world.json", "world/tokenizer", "data/grpo_train.jsonl", "data/grpo_heldout.jsonl",
-              "policy_sft/hf/config.json", "reward/config.yaml")
+              "policy_sft/hf/config.json", "policy_sft/stage_done.json", "reward/stage_done.json")
 
 
 def _log(msg: str) -> None:
@@ -219,6 +219,7 @@ def run_seed(a, spec, seed: int, methods: list[str], C) -> dict:
     for m in methods:
         cfg, result = cfgs[m]["cfg"], os.path.join(sdir, m, "measure.json")
         if os.path.isfile(result):
+            _same_job(os.path.join(sdir, m, "job.json"), cfgs[m])
             _log(f"seed {seed}: {m} finished earlier, reusing {result}")
             with open(result, encoding="utf-8") as f:
                 meas = json.load(f)
@@ -246,6 +247,16 @@ def run_seed(a, spec, seed: int, methods: list[str], C) -> dict:
     return {"rows": rows, "params": {"policy": P, "reward_model": Prm}, "sources": src,
             "steps": {m: cfgs[m]["cfg"].train.steps for m in methods}, "aspects": list(g.aspects),
             "weights": list(g.reward_weights) or [1.0] * len(g.aspects)}
+
+
+def _same_job(job_path: str, now: dict) -> None:
+    """A finished method is reused only if it was trained from the same base config and overrides."""
+    with open(job_path, encoding="utf-8") as f:
+        job = json.load(f)
+    if job["base"] != now["base"] or job["overrides"] != now["overrides"]:
+        diff = sorted(set(job["overrides"]) ^ set(now["overrides"]))[:4]
+        raise UserError(f"{os.path.dirname(job_path)} was trained with another config (differing: "
+                        f"{diff or [job['base'], now['base']]}); use another --out or remove that directory")
 
 
 def _final_reward(run_dir: str) -> float | None:
@@ -303,6 +314,7 @@ def main(argv) -> int:
     a = parse_args(argv)
     seeds, methods = check_args(a)
     from grpojax.demo import compare as C
+    from grpojax.demo import compare_report as CR
 
     spec_path = a.spec or os.path.join(C.ROOT, "configs", "compare", f"{a.preset or 'demo'}.yaml")
     spec = C.load_spec(spec_path)
@@ -316,26 +328,26 @@ def main(argv) -> int:
         info[s] = {k: r[k] for k in ("params", "sources", "steps")}
     aspects, weights = r["aspects"], r["weights"]  # the weighted RM score uses the GRPO reward weights
     kind = "reward_model" if a.preset else "ground_truth"
-    summary = C.summarise(per_seed, aspects, weights)
+    summary = CR.summarise(per_seed, aspects, weights)
     cmd = "python scripts/compare_methods.py " + " ".join(shlex.quote(x) for x in argv)
     completions = next(iter(per_seed.values()))[methods[0]]["completions"]
     report = {"command": cmd, "spec": os.path.relpath(spec_path, C.ROOT), "seeds": seeds, "methods": methods,
               "completions_per_method": completions, "aspects": aspects, "reward_weights": weights,
-              "flops_formula": C.__doc__.split("Model FLOPs per optimizer step")[1].split("Attention")[0].strip(),
+              "flops_formula": C.__doc__.split("(:func:`flops_per_step`), with")[1].split("Attention")[0].strip(),
               "summary": summary, "per_seed": {str(s): v for s, v in per_seed.items()},
               "info": {str(s): v for s, v in info.items()}}
     with open(os.path.join(a.out, "compare.json.tmp"), "w", encoding="utf-8") as f:
         json.dump(report, f, indent=2)
-    table = C.markdown_table(summary, aspects, kind)
+    table = CR.markdown_table(summary, aspects, kind)
     what = "ground-truth aspect means" if kind == "ground_truth" else "reward-model aspect scores"
     md = (f"# Method comparison ({what}; mean ± std over seeds {seeds})\n\nCommand: `{cmd}`\n\n"
           f"{completions} sampled completions per method; costs are per training subprocess.\n\n{table}")
     if kind == "ground_truth":
-        md += "\nReward-model scores (the learned RM, label scale):\n\n" + C.markdown_table(summary, aspects,
+        md += "\nReward-model scores (the learned RM, label scale):\n\n" + CR.markdown_table(summary, aspects,
                                                                                              "reward_model")
     with open(os.path.join(a.out, "compare.md"), "w", encoding="utf-8") as f:
         f.write(md)
-    C.bar_plot(summary, aspects, kind, os.path.join(a.out, "compare.png"),
+    CR.bar_plot(summary, aspects, kind, os.path.join(a.out, "compare.png"),
                f"{what}, mean ± std over seeds {','.join(map(str, seeds))}; {completions} completions per method")
     os.replace(os.path.join(a.out, "compare.json.tmp"), os.path.join(a.out, "compare.json"))
     print(md, flush=True)

@@ -14,6 +14,7 @@ import pytest
 
 from grpojax.cli import UserError
 from grpojax.demo import compare as C
+from grpojax.demo import compare_report as CR
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(ROOT, "scripts", "compare_methods.py")
@@ -114,12 +115,12 @@ def test_summary_mean_std_and_table_by_hand():
                     "grpo": row(0.4, 1.0, 10.0)},
                 1: {"sft": {"ground_truth": {"a": 0.3, "b": 0.0}, "reward_model": {"a": 0.0, "b": 0.0}},
                     "grpo": row(0.6, 2.0, 30.0)}}
-    s = C.summarise(per_seed, aspects, w)
+    s = CR.summarise(per_seed, aspects, w)
     assert s["grpo"]["ground_truth/a"] == pytest.approx({"mean": 0.5, "std": np.sqrt(0.02), "n": 2})
     assert s["grpo"]["rm_weighted"]["mean"] == pytest.approx(((2 * 1 + 1) + (2 * 2 + 1)) / 2)
     assert s["grpo"]["wall_seconds"] == pytest.approx({"mean": 20.0, "std": np.sqrt(200.0), "n": 2})
-    assert C.summarise({0: per_seed[0]}, aspects, w)["grpo"]["ground_truth/a"]["std"] is None
-    table = C.markdown_table(s, aspects, "ground_truth")
+    assert CR.summarise({0: per_seed[0]}, aspects, w)["grpo"]["ground_truth/a"]["std"] is None
+    table = CR.markdown_table(s, aspects, "ground_truth")
     assert "| sft | 0.200 ± 0.141 | 0.000 ± 0.000 | 0.000 ± 0.000 | - | - | - | - | - |" in table
     assert "| grpo | 0.500 ± 0.141 |" in table and "| 2.00 ± 0.00 | 4.00 ± 0.00 |" in table
 
@@ -186,8 +187,9 @@ def test_qwen_preset_path_end_to_end_on_a_tiny_checkpoint(tmp_path):
     proc = _script("--out", str(out), "--preset", "qwen2.5-0.5b", "--lora-rank", "4",
                    "--policy", str(tmp_path / "policy"), "--reward-model", str(tmp_path / "rm"),
                    "--prompts", str(pku), "--eval-prompts", "1", "--eval-samples", "2", "--set",
-                   "train.steps=2", "train.batch_size=2", "train.warmup_steps=0", "data.max_prompt_length=24",
-                   "data.max_length=30", "grpo.num_generations=2", "grpo.max_completion_length=4",
+                   "train.steps=2", "train.batch_size=2", "train.warmup_steps=0", "data.max_prompt_length=16",
+                   "data.max_length=20", "model.dtype=float32", "model.param_dtype=float32",
+                   "grpo.num_generations=2", "grpo.max_completion_length=4",
                    "ppo.ppo_epochs=1", "ppo.num_mini_batches=1", "train.save_every=100", "train.log_every=1")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "[compare] seed 0: 4 sampled completions per method" in proc.stdout
@@ -208,8 +210,8 @@ def test_qwen_preset_path_end_to_end_on_a_tiny_checkpoint(tmp_path):
         assert r["total_flops"] == pytest.approx(2 * r["flops"]["total"])
         saved = (out / "seed0" / m / "config.yaml").read_text()
         assert "rank: 4" in saved and "prompts_train.jsonl" in saved
-    # GRPO's training term by hand: 6 x P x 2 completions x (24 + 4) tokens
-    assert seed0["grpo"]["flops"]["train"] == 6 * p_policy * 2 * 28
+    # GRPO's training term by hand: 6 x P x 2 completions x (16 + 4) tokens
+    assert seed0["grpo"]["flops"]["train"] == 6 * p_policy * 2 * 20
     assert (out / "compare.png").stat().st_size > 0 and "| online_dpo |" in (out / "compare.md").read_text()
     held = [json.loads(x)["prompt"] for x in open(out / "seed0" / "data" / "prompts_heldout.jsonl")]
     train = [json.loads(x)["prompt"] for x in open(out / "seed0" / "data" / "prompts_train.jsonl")]

@@ -268,6 +268,7 @@ def train_child(job: dict) -> dict:
     task = Task(cfg, reward_model_scorer=reward_scorer_for(cfg, tok, method))
     if cfg.model.lora.rank > 0:
         _own_reference_weights(task)
+        _writable_merge_lora()
     summary = run(cfg, task)
     if summary["stopped_early"]:
         raise SystemExit(f"{method}: interrupted at step {summary['end_step']}")
@@ -301,6 +302,29 @@ def _own_reference_weights(task) -> None:
         return state
 
     task.init_state = init_state
+
+
+def _writable_merge_lora() -> None:
+    """Workaround (LoRA only): the export gathers the weights to host NumPy arrays, which are read-only,
+    and ``merge_lora`` folds the adapters in place ("assignment destination is read-only"). Merge on
+    writable copies instead."""
+    import jax
+    import numpy as np
+    from flax import nnx
+
+    from grpojax.models import lora
+
+    merge = lora.merge_lora
+    if getattr(merge, "_compare_writable", False):
+        return
+
+    def merge_lora(model):
+        graphdef, state = nnx.split(model)
+        state = jax.tree.map(lambda x: np.array(x) if isinstance(x, np.ndarray) else x, state)
+        return merge(nnx.merge(graphdef, state))
+
+    merge_lora._compare_writable = True
+    lora.merge_lora = merge_lora
 
 
 def run_child(job: dict, job_path: str) -> dict:
@@ -351,92 +375,6 @@ def evaluate_reward_model(policy_dir: str, cfg, prompts: list[str], *, num_sampl
 
 
 
-# ------------------------------------------------------------------------------------------- report
-def mean_std(values) -> dict:
-    """``{"mean", "std", "n"}`` over seeds; std is Bessel-corrected (ddof 1), None for a single seed."""
-    import numpy as np
-
-    v = np.asarray([x for x in values if x is not None], np.float64)
-    if v.size == 0:
-        return {"mean": None, "std": None, "n": 0}
-    return {"mean": float(v.mean()), "std": float(v.std(ddof=1)) if v.size > 1 else None, "n": int(v.size)}
-
-
-SUMMARY_KEYS = ("wall_seconds", "cpu_seconds", "peak_rss_mib", "train_loop_seconds", "final_train_reward")
-
-
-def summarise(per_seed: dict, aspects: list, weights: list, score_kinds=("ground_truth", "reward_model")) -> dict:
-    """``per_seed[seed][method]`` rows -> ``{method: {"<kind>/<aspect>" | "rm_weighted" | cost key: mean_std}}``.
-    ``rm_weighted`` = the reward-model aspect means combined with the GRPO reward weights (the scalar all
-    methods optimise)."""
-    methods = list(next(iter(per_seed.values())))
-    out = {}
-    for m in methods:
-        rows = [per_seed[s][m] for s in per_seed if m in per_seed[s]]
-        res = {}
-        for kind in score_kinds:
-            for a in aspects:
-                res[f"{kind}/{a}"] = mean_std([r.get(kind, {}).get(a) for r in rows])
-        res["rm_weighted"] = mean_std([sum(w * r["reward_model"][a] for a, w in zip(aspects, weights))
-                                       for r in rows if r.get("reward_model")])
-        for k in SUMMARY_KEYS:
-            res[k] = mean_std([r.get(k) for r in rows])
-        res["flops_per_step"] = mean_std([r.get("flops", {}).get("total") for r in rows])
-        res["total_flops"] = mean_std([r.get("total_flops") for r in rows])
-        out[m] = res
-    return out
-
-
-def _fmt(ms: dict, digits: int = 3, scale: float = 1.0) -> str:
-    if ms["mean"] is None:
-        return "-"
-    text = f"{ms['mean'] * scale:.{digits}f}"
-    return text if ms["std"] is None else f"{text} ± {ms['std'] * scale:.{digits}f}"
-
-
-def markdown_table(summary: dict, aspects: list, kind: str) -> str:
-    """The comparison table: per method the ``kind`` aspect means, the weighted RM score and the costs
-    (mean ± std over seeds)."""
-    head = (["method"] + list(aspects) + ["RM score (weighted)", "wall s", "CPU s", "peak RSS MiB",
-                                          "GFLOP / opt. step", "total TFLOP"])
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for m, res in summary.items():
-        cells = [m] + [_fmt(res[f"{kind}/{a}"]) for a in aspects] + [_fmt(res["rm_weighted"])]
-        if m == "sft":
-            cells += ["-"] * 5
-        else:
-            cells += [_fmt(res["wall_seconds"], 0), _fmt(res["cpu_seconds"], 0), _fmt(res["peak_rss_mib"], 0),
-                      _fmt(res["flops_per_step"], 2, 1e-9), _fmt(res["total_flops"], 2, 1e-12)]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
-
-
-def bar_plot(summary: dict, aspects: list, kind: str, path: str, title: str) -> str:
-    """Grouped bars: one group per aspect, one bar per method, error bars = std over seeds."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-
-    methods = list(summary)
-    width = 0.8 / len(methods)
-    fig, ax = plt.subplots(figsize=(1.8 + 1.6 * len(aspects), 3.6))
-    x = np.arange(len(aspects))
-    for i, m in enumerate(methods):
-        stats = [summary[m][f"{kind}/{a}"] for a in aspects]
-        mean = [s["mean"] if s["mean"] is not None else np.nan for s in stats]
-        err = [s["std"] if s["std"] is not None else 0.0 for s in stats]
-        ax.bar(x + (i - (len(methods) - 1) / 2) * width, mean, width, yerr=err, capsize=2, label=m)
-    ax.set_xticks(x)
-    ax.set_xticklabels(aspects)
-    ax.set_ylabel("ground-truth mean" if kind == "ground_truth" else "reward-model score")
-    ax.set_title(title, fontsize=9)
-    ax.legend(fontsize=8, ncol=len(methods))
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
 
 if __name__ == "__main__":
     if len(sys.argv) != 3 or sys.argv[1] != "train":
