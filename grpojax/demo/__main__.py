@@ -1,6 +1,6 @@
 """``python -m grpojax.demo [--out runs/demo] [--seed 0] [--quick] [--overwrite]``: the end-to-end demo
 (:mod:`grpojax.demo.pipeline`). Bad input exits 2 with one line; an existing summary is never replaced
-without ``--overwrite``."""
+without ``--overwrite``: the same command run again prints the finished run's report and exits 0."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ def _args(argv):
     parser.add_argument("--seed", type=int, default=0, help="seed of the world, models, data order, sampling")
     parser.add_argument("--quick", action="store_true", help="shortened run (CI): fewer steps")
     parser.add_argument("--dpo", action="store_true", help="also run DPO vs GR-DPO on the opinion task")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing demo run in --out")
+    parser.add_argument("--overwrite", action="store_true", help="re-run and replace an existing demo run in --out")
     return parser.parse_args(argv)
 
 

@@ -38,14 +38,13 @@ ROBUST_DPO = ("dpo", "gr_dpo")  # --dpo adds the DPO pair
 EVAL_SAMPLES = {False: 16, True: 8}  # completions per held-out request in the before/after evaluation
 # --quick (CI): the same pipeline with fewer steps; nothing else changes.
 QUICK = {
-    "policy_sft": ["train.steps=300"],
-    "reward": ["train.steps=300", "train.eval_every=300"],
-    "grpo": ["train.steps=20"],
+    "policy_sft": ["train.steps=200"],
+    "reward": ["train.steps=200", "train.eval_every=200"],
+    "grpo": ["train.steps=16"],
     "opinion_sft": ["train.steps=150"],
     "ipo": ["train.steps=30", "train.eval_every=30"],
     "gr_ipo": ["train.steps=30", "train.eval_every=30"],
 }
-
 def _log(msg: str) -> None:
     print(f"[demo] {msg}", flush=True)
 

@@ -128,13 +128,24 @@ def report_text(summary: dict) -> str:
         alpha = " ".join(f"{r['alpha'][g]:.2f}" for g in GROUPS) if "alpha" in r else "-"
         lines.append(f"  {m:<8}{r['worst_group_test_loss']:>18.4f}{r['worst_group_test_reward_accuracy']:>17.3f}"
                      f"   {per}   {alpha}")
+    ref = next((r["reference_group_test_nll"] for r in summary["robust"].values() if "reference_group_test_nll" in r),
+               None)
+    if ref:
+        lines.append("  reference (opinion SFT) NLL of the preferred answer: " + " ".join(
+            f"{g} {ref[g]:.3f}" for g in GROUPS if g in ref) + f"  (uniform guess: ln 4 = {np.log(4):.3f})")
     lines += ["", f"summary: {os.path.join(os.path.dirname(summary['run_dirs']['grpo']), 'summary.json')}"]
     return "\n".join(lines)
 
 
+def _mean_std(values) -> str:
+    v = np.asarray(values, np.float64)
+    return f"{v.mean():.3f} ± {v.std(ddof=1) if len(v) > 1 else 0.0:.3f}"
+
+
 def seeds_table(summaries: list[dict]) -> str:
-    """A markdown table of several seeds' summaries: every aspect before -> after, and the worst-group
-    test loss of each robust method (used for docs/demo.md)."""
+    """Markdown tables of several seeds' summaries (used for docs/demo.md): every aspect before -> after
+    and the worst-group test loss of each robust method per seed, with a mean ± std (ddof 1) row; the
+    reward model's held-out Pearson per aspect; the opinion SFT model's test NLL against chance."""
     methods = [m for m in ("ipo", "gr_ipo", "dpo", "gr_dpo") if all(m in s["robust"] for s in summaries)]
     head = ["seed"] + [f"{a} before → after" for a in ASPECTS] + [f"{m} worst-group test loss" for m in methods]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -143,6 +154,24 @@ def seeds_table(summaries: list[dict]) -> str:
                                     for a in ASPECTS]
         cells += [f"{s['robust'][m]['worst_group_test_loss']:.4f}" for m in methods]
         lines.append("| " + " | ".join(cells) + " |")
+    cells = ["mean ± std"] + [f"{_mean_std([s['aspects'][a]['before'] for s in summaries])} → "
+                              f"{_mean_std([s['aspects'][a]['after'] for s in summaries])}" for a in ASPECTS]
+    cells += [_mean_std([s["robust"][m]["worst_group_test_loss"] for s in summaries]) for m in methods]
+    lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", "| seed | " + " | ".join(f"reward model Pearson {a}" for a in ASPECTS) + " |",
+              "|" + "---|" * (len(ASPECTS) + 1)]
+    for s in summaries:
+        lines.append(f"| {s['seed']} | " + " | ".join(f"{s['reward_model'][a]['pearson']:.3f}" for a in ASPECTS)
+                     + " |")
+    refs = [(s["seed"], next((r["reference_group_test_nll"] for r in s["robust"].values()
+                              if "reference_group_test_nll" in r), None)) for s in summaries]
+    if any(ref for _, ref in refs):
+        lines += ["", "| seed | " + " | ".join(f"opinion SFT test NLL {g}" for g in GROUPS) + " |",
+                  "|" + "---|" * (len(GROUPS) + 1)]
+        for seed, ref in refs:
+            if ref:
+                lines.append(f"| {seed} | " + " | ".join(f"{ref[g]:.3f}" if g in ref else "-" for g in GROUPS) + " |")
+        lines.append(f"(uniform guess among four letters: ln 4 = {np.log(4):.3f})")
     return "\n".join(lines)
 
 

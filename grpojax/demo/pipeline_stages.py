@@ -199,9 +199,15 @@ def preference_task_with_test(cfg, test_path: str):
             batch = self.make_batch(raw)
             pw, pl = self._policy_logps(state.params, state.frozen, batch)
             s = self.settings
-            return group_preference_metrics(
-                np.asarray(pw), np.asarray(pl), np.asarray(batch["ref_chosen_logp_B"], np.float64),
-                np.asarray(batch["ref_rejected_logp_B"], np.float64), np.asarray(batch["group_id_B"]),
-                beta=s.beta, loss=s.loss, num_groups=s.num_groups)
+            rw_P = np.asarray(batch["ref_chosen_logp_B"], np.float64)
+            group_P = np.asarray(batch["group_id_B"])
+            out = group_preference_metrics(
+                np.asarray(pw), np.asarray(pl), rw_P, np.asarray(batch["ref_rejected_logp_B"], np.float64),
+                group_P, beta=s.beta, loss=s.loss, num_groups=s.num_groups)
+            # how much the reference (opinion SFT) model learned: its NLL of the preferred answer (letter +
+            # EOS) per group, against ln 4 for a uniform guess among the four letters
+            out["reference_group_test_nll"] = {GROUPS[g]: float(-rw_P[group_P == g].mean())
+                                               for g in range(s.num_groups) if np.any(group_P == g)}
+            return out
 
     return _Task(cfg)

@@ -71,7 +71,7 @@ def test_bad_argument_exits_2():
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("demo") / "run"
-    r = _demo("--out", str(out), "--quick", "--seed", "0")
+    r = _demo("--out", str(out), "--quick", "--seed", "0", timeout=2400)  # ~4 min CPU; slack for a loaded machine
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     with open(out / "summary.json") as f:
         return out, json.load(f), r.stdout + r.stderr
@@ -103,7 +103,7 @@ def test_summary_contract(quick_run):
     # visible progress: a line per stage, the runner's progress lines, and the final report
     for stage in ("world", "policy_sft", "reward", "grpo", "evaluate", "opinion_sft", "ipo", "gr_ipo"):
         assert f"[demo] stage {stage} done" in stdout
-    assert re.search(r"^step \d+/20 \|", stdout, re.M) and "group robustness" in stdout
+    assert re.search(r"^step \d+/16 \|", stdout, re.M) and "group robustness" in stdout
 
 
 def test_second_run_reprints_the_report_and_changes_nothing(quick_run):
@@ -135,7 +135,7 @@ def test_rerun_in_a_new_process_gives_identical_numbers(quick_run):
 
     shutil.rmtree(out / "grpo")
     os.remove(out / "summary.json")
-    r = _demo("--out", str(out), "--quick", "--seed", "0")
+    r = _demo("--out", str(out), "--quick", "--seed", "0", timeout=1200)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert "[demo] stage grpo done" in r.stdout and "stage policy_sft: finished earlier" in r.stdout
     with open(out / "summary.json") as f:
