@@ -23,7 +23,7 @@ PATHS = {"model.path": "/p/policy", "tokenizer.path": "/p/tok", "data.path": "/p
 SETS = {m: {f"{m}.reward_model": "/p/rm"} for m in C.METHODS}
 
 
-def _script(*args, timeout=600):
+def _script(*args, timeout=1800):
     return subprocess.run([sys.executable, SCRIPT, *args], cwd=ROOT, env=ENV, capture_output=True, text=True,
                           timeout=timeout)
 
