@@ -37,6 +37,7 @@ import grpo_vs_trl  # noqa: E402
 import utilisation  # noqa: E402
 from sampling_vs_hf import COMMON, SIZES  # noqa: E402
 
+MEASUREMENTS = ("sampling.small", "sampling.qwen0p5b", "grpo_step.small", "grpo_step.qwen0p5b", "dpo_step.small")
 GOALS = {"grpo_step.small": 3.0, "grpo_step.qwen0p5b": 1.5, "utilisation.qwen0p5b": 0.5}
 
 
@@ -46,7 +47,15 @@ def parse_args(argv=None):
     p.add_argument("--quick", action="store_true", help="the small size only")
     p.add_argument("--repeats", type=int, default=5, help="timed steps per side after the warm-up (>= 5)")
     p.add_argument("--overwrite", action="store_true", help="replace existing results in --out")
+    p.add_argument("--only", default=None,
+                   help="comma list of measurements to run, e.g. grpo_step.qwen0p5b,sampling.small "
+                        f"(from {', '.join(MEASUREMENTS)}; utilisation.<size> follows grpo_step.<size>)")
     args = p.parse_args(argv)
+    if args.only is not None:
+        args.only = set(x for x in args.only.split(",") if x)
+        bad = sorted(args.only - set(MEASUREMENTS))
+        if bad or not args.only:
+            p.error(f"--only: unknown measurement(s) {bad or args.only}; choose from {', '.join(MEASUREMENTS)}")
     if args.repeats < 5:
         p.error("--repeats must be >= 5 (medians of at least 5 timed steps)")
     return args
@@ -136,28 +145,33 @@ def main(argv=None) -> int:
     common.prepare_out(args.out, ["results.json", "results.md"], args.overwrite)
     t0 = time.perf_counter()
     sizes = ["small"] if args.quick else ["small", "qwen0p5b"]
+    wanted = lambda m: args.only is None or m in args.only  # noqa: E731
+    if args.only is not None:
+        sizes = [s for s in sizes if any(m.endswith("." + s) for m in args.only)]
     res = {"command": "python " + " ".join([os.path.relpath(__file__, REPO)] +
                                             (argv if argv is not None else sys.argv[1:])),
            "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-           "uptime_start": uptime(), "machine": common.machine(), "quick": args.quick}
+           "uptime_start": uptime(), "machine": common.machine(), "quick": args.quick,
+           "only": sorted(args.only) if args.only is not None else None}
     errors: list[str] = []
     print(f"== matmul peaks ({res['uptime_start']})", flush=True)
     peaks = {"start": {dt: utilisation.matmul_peak(dt) for dt in ("float32", "bfloat16")}}
-    for size in sizes:
+    for size in filter(lambda z: wanted(f"sampling.{z}"), sizes):
         print(f"== sampling {size}", flush=True)
         guarded(res, errors, "sampling", size, lambda: run_sampling(size, args.out, args.repeats))
     with tempfile.TemporaryDirectory() as work:
-        for size in sizes:
+        for size in filter(lambda z: wanted(f"grpo_step.{z}"), sizes):
             seq = size != "small"
             guarded(res, errors, "grpo_step", size, lambda: grpo_vs_trl.bench(
                 size, work_dir=work, log_dir=args.out, repeats=args.repeats, sequential=seq))
-        guarded(res, errors, "dpo_step", "small", lambda: dpo_vs_trl.bench(
-            "small", work_dir=work, log_dir=args.out, repeats=args.repeats))
+        if wanted("dpo_step.small"):
+            guarded(res, errors, "dpo_step", "small", lambda: dpo_vs_trl.bench(
+                "small", work_dir=work, log_dir=args.out, repeats=args.repeats))
     peaks["end"] = {dt: utilisation.matmul_peak(dt) for dt in ("float32", "bfloat16")}
     res["matmul_peak"] = peaks
     best = {dt: max(peaks[w][dt]["peak_flops"] for w in peaks) for dt in ("float32", "bfloat16")}
     for size in sizes:
-        g = res["grpo_step"].get(size, {})
+        g = res.get("grpo_step", {}).get(size, {})
         if "ours_update_median_s" not in g:
             res.setdefault("utilisation", {})[size] = {"fraction_of_peak": None,
                                                        "reason": f"grpo_step.{size} failed"}
@@ -168,9 +182,9 @@ def main(argv=None) -> int:
             step_s=g["ours_update_median_s"], peak_f32=best["float32"], peak_bf16=best["bfloat16"]))
     if args.quick:
         reason = "not run with --quick (the 0.5B shape takes many minutes per step on a CPU)"
-        res["grpo_step"]["qwen0p5b"] = {"ratio_vs_trl": None, "reason": reason}
-        res["sampling"]["qwen0p5b"] = {"ratio_vs_hf": None, "reason": reason}
-        res["utilisation"]["qwen0p5b"] = {"fraction_of_peak": None, "reason": reason}
+        for sec, key in (("grpo_step", "ratio_vs_trl"), ("sampling", "ratio_vs_hf"),
+                         ("utilisation", "fraction_of_peak")):
+            res.setdefault(sec, {})["qwen0p5b"] = {key: None, "reason": reason}
     res["uptime_end"] = uptime()
     res["wall_s"] = time.perf_counter() - t0
     res["errors"] = errors
