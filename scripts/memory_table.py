@@ -143,6 +143,8 @@ def worker(shape: str, seq: int, libtpu, todo: list[tuple[str, int, int, int]]) 
             continue
         try:
             r = pm.plan(pm.parse_args(plan_argv(shape, model, lora, seq, layers, b * n, libtpu)))
+            if r["per_device_bytes"] is None:
+                raise RuntimeError(f"compiler rejected the point: {r['compile_error']}")
         except Exception as e:  # one row failing must not lose the others: say which, go on
             print(f"memory_table: {shape} {model} lora={lora} L={layers} b={b} FAILED: "
                   f"{type(e).__name__}: {str(e)[:500]}", file=sys.stderr, flush=True)
@@ -191,7 +193,8 @@ def validate(spec: str, args) -> int:
             print(json.dumps({"type": "validation", "shape": shape, "model": model, "lora_rank": lora,
                               "seq": args.seq, "b": b, "batch": b * n, "per_device_bytes": r["per_device_bytes"],
                               "predicted_bytes": predicted_bytes(row, b), "hbm_bytes": shape_hbm(shape),
-                              "backend": r["backend"], "compile_seconds": r["compile_seconds"]}), flush=True)
+                              "backend": r["backend"], "compile_seconds": r["compile_seconds"],
+                              "compile_error": r["compile_error"]}), flush=True)
         return 0
     cmd = [sys.executable, __file__, "--validate", f"{shape}:{model}:{lora}:{','.join(map(str, bs))}",
            "--shape-worker", "--seq", str(args.seq), "--cache", args.cache]
@@ -294,12 +297,21 @@ def write_markdown(rows: list[dict], vals: list[dict], path: str, seq: int, pend
                   "| shape | model | tuning | batch | predicted GiB/chip | compiled GiB/chip | error | "
                   f"fits {int(HEADROOM * 100)}% HBM | compile s |",
                   "|---|---|---|---|---|---|---|---|---|"]
+        oom = []
         for v in vals:
-            err = (v["predicted_bytes"] - v["per_device_bytes"]) / v["per_device_bytes"]
-            fits = v["per_device_bytes"] <= HEADROOM * v["hbm_bytes"]
+            if v["per_device_bytes"] is None:  # the compiler itself said it does not fit
+                oom.append(f"{v['shape']} {v['model']} batch {v['batch']}: `{v.get('compile_error')}`")
+                compiled, err, fits = "out of memory (o)", "-", "no"
+            else:
+                compiled = f"{v['per_device_bytes'] / GIB:.3f}"
+                err = f"{(v['predicted_bytes'] - v['per_device_bytes']) / v['per_device_bytes']:+.1%}"
+                fits = "yes" if v["per_device_bytes"] <= HEADROOM * v["hbm_bytes"] else "no"
             lines.append(f"| {v['shape']} | {v['model']} | {_tuning(v['lora_rank'])} | {v['batch']} | "
-                         f"{v['predicted_bytes'] / GIB:.3f} | {v['per_device_bytes'] / GIB:.3f} | {err:+.1%} | "
-                         f"{'yes' if fits else 'no'} | {v['compile_seconds']:.0f} |")
+                         f"{v['predicted_bytes'] / GIB:.3f} | {compiled} | {err} | {fits} | "
+                         f"{v['compile_seconds']:.0f} |")
+        lines += ["", "`error` = (predicted - compiled) / compiled."]
+        if oom:
+            lines += ["(o) libtpu refused to compile the program for this HBM size: " + "; ".join(oom) + "."]
     with open(path, "w") as f:
         f.write("\n".join(lines) + "\n" + LEVERS)
 

@@ -255,34 +255,48 @@ def lora_remat_workaround():
 
 
 def plan(args) -> dict:
+    """Compiles the step and returns XLA's numbers. A program the TPU compiler itself rejects for its size
+    (``RESOURCE_EXHAUSTED: Ran out of memory on HBM``) is a plan too: ``fits`` is False,
+    ``per_device_bytes`` / ``flops_per_step`` are None and ``compile_error`` holds the compiler's line."""
     devices, backend, hbm = setup_backend(args)
     workaround = bool(args.lora_rank) and args.remat != "none" and lora_remat_broken()
+    compiled, error = None, None
     with lora_remat_workaround() if workaround else contextlib.nullcontext():
         cfg, mesh, jitted, abstract_args, seqs, n_params, n_train = build(args, devices)
         t0 = time.time()
-        compiled = jitted.lower(*abstract_args).compile()
+        try:
+            compiled = jitted.lower(*abstract_args).compile()
+        except Exception as e:  # only the compiler's out-of-memory verdict is an answer; the rest propagates
+            if "RESOURCE_EXHAUSTED" not in str(e):
+                raise
+            error = next((ln.strip() for ln in str(e).splitlines() if "RESOURCE_EXHAUSTED" in ln), str(e))[:400]
     compile_s = time.time() - t0
+    n_dev = mesh.devices.size
+    mflops = model_flops(cfg, seqs, args.seq, args.seq - (args.prompt_len if args.prompt_len is not None
+                                                          else args.seq // 2), args.lora_rank > 0)
+    out = {
+        "model": args.model, "kind": args.kind, "lora_rank": args.lora_rank, "remat": args.remat,
+        "param_dtype": args.param_dtype, "batch": args.batch, "seq": args.seq, "micro": args.micro,
+        "mesh": dict(mesh.shape), "devices": n_dev, "backend": backend,
+        "topology": args.topology, "hbm_bytes_per_device": hbm,
+        "per_device_bytes": None, "fits": False, "argument_bytes": None, "output_bytes": None,
+        "alias_bytes": None, "temp_bytes": None, "flops_per_device": None, "flops_per_step": None,
+        "model_flops_per_step": mflops, "params": int(n_params), "trainable_params": int(n_train),
+        "compile_seconds": round(compile_s, 1), "lora_remat_workaround": workaround, "compile_error": error,
+    }
+    if compiled is None:
+        return out
     mem = compiled.memory_analysis()
     cost = compiled.cost_analysis()
     cost = cost[0] if isinstance(cost, (list, tuple)) else cost
     per_device = (mem.argument_size_in_bytes + mem.output_size_in_bytes - mem.alias_size_in_bytes
                   + mem.temp_size_in_bytes)
-    n_dev = mesh.devices.size
     flops_dev = float(cost.get("flops", 0.0)) if cost else 0.0
-    mflops = model_flops(cfg, seqs, args.seq, args.seq - (args.prompt_len if args.prompt_len is not None
-                                                          else args.seq // 2), args.lora_rank > 0)
-    return {
-        "model": args.model, "kind": args.kind, "lora_rank": args.lora_rank, "remat": args.remat,
-        "param_dtype": args.param_dtype, "batch": args.batch, "seq": args.seq, "micro": args.micro,
-        "mesh": dict(mesh.shape), "devices": n_dev, "backend": backend,
-        "topology": args.topology, "hbm_bytes_per_device": hbm,
-        "per_device_bytes": int(per_device), "fits": bool(per_device <= hbm),
-        "argument_bytes": int(mem.argument_size_in_bytes), "output_bytes": int(mem.output_size_in_bytes),
-        "alias_bytes": int(mem.alias_size_in_bytes), "temp_bytes": int(mem.temp_size_in_bytes),
-        "flops_per_device": flops_dev, "flops_per_step": flops_dev * n_dev,
-        "model_flops_per_step": mflops, "params": int(n_params), "trainable_params": int(n_train),
-        "compile_seconds": round(compile_s, 1), "lora_remat_workaround": workaround,
-    }
+    out.update(per_device_bytes=int(per_device), fits=bool(per_device <= hbm),
+               argument_bytes=int(mem.argument_size_in_bytes), output_bytes=int(mem.output_size_in_bytes),
+               alias_bytes=int(mem.alias_size_in_bytes), temp_bytes=int(mem.temp_size_in_bytes),
+               flops_per_device=flops_dev, flops_per_step=flops_dev * n_dev)
+    return out
 
 
 def main(argv=None) -> int:
@@ -297,6 +311,9 @@ def main(argv=None) -> int:
         print(f"{out['model']} {out['kind']} lora_rank={out['lora_rank']} remat={out['remat']} "
               f"batch={out['batch']} seq={out['seq']} mesh={out['mesh']}")
         print(f"backend: {out['backend']}")
+        if out["compile_error"]:
+            print(f"DOES NOT FIT: the compiler rejected the program: {out['compile_error']}")
+            return 0
         if out["lora_remat_workaround"]:
             print("note: LoRA + remat fails in grpojax.models.qwen (nnx.remat TraceContextError); planned with "
                   "the equivalent jax.checkpoint of the split block (see lora_remat_workaround)")

@@ -61,6 +61,8 @@ def test_cache_to_markdown_rows_pending_and_validation(tmp_path, capsys):
                  "b": b_max, "batch": 4 * b_max, "per_device_bytes": int(0.98 * (fixed + per_seq * b_max)),
                  "predicted_bytes": fixed + per_seq * b_max, "hbm_bytes": 95 * gib,
                  "backend": "tpu", "compile_seconds": 99.0})
+    recs.append(dict(recs[-1], b=b_max + 1, batch=4 * (b_max + 1), per_device_bytes=None,
+                     compile_error="RESOURCE_EXHAUSTED: Ran out of memory on HBM"))
     cache.write_text("".join(json.dumps(r) + "\n" for r in recs) + '{"type": "poi\n')  # a line cut by a kill
     out = tmp_path / "plan.md"
     assert mt.main(["--render-only", "--cache", str(cache), "--out", str(out)]) == 0
@@ -72,6 +74,8 @@ def test_cache_to_markdown_rows_pending_and_validation(tmp_path, capsys):
     assert "v5p-8 qwen2.5-14b full" in text and "v5p-8 qwen2.5-7b LoRA," not in text
     val = [x for x in text.splitlines() if x.startswith(f"| v5p-8 | qwen2.5-7b | LoRA r=16 | {4 * b_max} |")]
     assert len(val) == 1 and "| +2.0% | yes | 99 |" in val[0], val
+    assert f"| v5p-8 | qwen2.5-7b | LoRA r=16 | {4 * b_max + 4} | " in text and "| out of memory (o) | - | no |" in text
+    assert "v5p-8 qwen2.5-7b batch 112: `RESOURCE_EXHAUSTED: Ran out of memory on HBM`" in text
 
 
 def test_cli_rejects_unknown_names_and_validate_without_row(tmp_path):
@@ -152,3 +156,32 @@ def test_worker_keeps_going_after_a_failing_row(monkeypatch, capsys):
     assert "h100x8 qwen2.5-7b lora=16 L=1 b=1 FAILED: RuntimeError: boom" in err
     (rec,) = [json.loads(x) for x in out.splitlines()]
     assert (rec["layers"], rec["b"], rec["per_device_bytes"], rec["devices"]) == (2, 1, 208, 8)
+
+
+def test_plan_reports_compiler_oom_as_does_not_fit(monkeypatch, capsys):
+    """libtpu rejects a program larger than HBM at compile time; plan() turns that into fits=False with the
+    compiler's line (other compile errors still raise), and memory_table renders it."""
+    import types
+
+    import jax
+
+    from grpojax import sharding as shd
+
+    mesh = shd.make_mesh({"fsdp": -1}, devices=jax.devices()[:1])
+    msg = "RESOURCE_EXHAUSTED: Ran out of memory on HBM, the total memory required (15.92G) exceeds (15.75G)."
+
+    def fake_build(args, devices, exc=RuntimeError(f"INTERNAL: x\n{msg}\nmore")):
+        def compile_():
+            raise exc
+        jitted = types.SimpleNamespace(lower=lambda *a: types.SimpleNamespace(compile=compile_))
+        return PRESETS["qwen2.5-7b"], mesh, jitted, (), 32, 10, 10
+
+    monkeypatch.setattr(pm, "setup_backend", lambda args: (jax.devices()[:1], "tpu AOT compile (v5e-16)", 2**34))
+    monkeypatch.setattr(pm, "build", fake_build)
+    argv = ["--model", "qwen2.5-7b", "--batch", "32", "--devices", "1"]
+    out = pm.plan(pm.parse_args(argv))
+    assert out["fits"] is False and out["per_device_bytes"] is None and out["compile_error"] == msg
+    assert pm.main(argv) == 0 and f"DOES NOT FIT: the compiler rejected the program: {msg}" in capsys.readouterr().out
+    monkeypatch.setattr(pm, "build", lambda a, d: fake_build(a, d, ValueError("shapes do not match")))
+    with pytest.raises(ValueError, match="shapes do not match"):
+        pm.plan(pm.parse_args(argv))
