@@ -82,7 +82,6 @@ def setup_backend(args):
         if args.libtpu_path:
             sys.path.insert(0, args.libtpu_path)
         try:
-            import jax
             from jax.experimental import topologies
             topo_name, chips, hbm = TOPOLOGIES[args.topology]
             topo = topologies.get_topology_desc(topo_name, "tpu", chip_config_name="default",
