@@ -207,3 +207,22 @@ def test_each_process_loads_its_rows_and_only_process_0_writes(tmp_path, monkeyp
     with MetricsWriter(str(tmp_path / "m")) as log:
         log.write(1, {"loss": 1.0})
     assert not os.path.exists(tmp_path / "m" / "metrics.jsonl")
+
+
+def test_a_checkpoint_from_disk_is_placed_slice_by_slice(tmp_path):
+    """The eager path of ``BaseTask.place`` (HF checkpoints): built in host memory, then each of the 8
+    devices holds only its slice, with exactly the built values and the rules' layout."""
+    from grpojax.train.state import split_model
+
+    cfg = load_config("configs/tiny_dpo.yaml", [f"run_dir={tmp_path}", "mesh.data=2", "mesh.fsdp=2",
+                                                "mesh.tensor=2", "model.shape.num_layers=1"])
+    task = PreferenceTask(cfg)
+    tree, graphdef, shardings = task.place(lambda: (split_model(task.new_model())[1:], "static"), on_disk=True)
+    params, _ = tree
+    want, _ = split_model(task.new_model())[1:]
+    assert graphdef == "static"
+    emb = params["embed"][...]
+    assert emb.sharding.spec == PartitionSpec("tensor", "fsdp") and len(emb.sharding.device_set) == 8
+    assert emb.addressable_shards[0].data.shape == (384 // 2, 32 // 2)
+    for got, ref in zip(jax.tree.leaves(params), jax.tree.leaves(want)):
+        np.testing.assert_array_equal(np.asarray(got), np.asarray(ref))
