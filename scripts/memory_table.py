@@ -302,7 +302,8 @@ def write_markdown(rows: list[dict], vals: list[dict], path: str, seq: int, pend
         oom = []
         for v in vals:
             if v["per_device_bytes"] is None:  # the compiler itself said it does not fit
-                oom.append(f"{v['shape']} {v['model']} batch {v['batch']}: `{v.get('compile_error')}`")
+                why = str(v.get("compile_error")).rstrip(".")
+                oom.append(f"{v['shape']} {v['model']} batch {v['batch']}: `{why}`")
                 compiled, err, fits = "out of memory (o)", "-", "no"
             else:
                 compiled = f"{v['per_device_bytes'] / GIB:.3f}"
