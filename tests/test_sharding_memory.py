@@ -43,6 +43,35 @@ def test_remat_same_logits_and_gradients():
         Qwen(CFG, remat="half")
 
 
+def _lora_grad(remat, tokens):
+    """Gradient w.r.t. the LoRA adapters only (base frozen), the way LoRA training differentiates."""
+    from grpojax.models import apply_lora
+
+    model = apply_lora(Qwen(CFG, rngs=nnx.Rngs(0), remat=remat), targets=("q", "v", "up"), rank=2, alpha=4.0,
+                       rngs=nnx.Rngs(1))
+    graphdef, lora, rest = nnx.split(model, nnx.LoRAParam, ...)
+    lora = jax.tree.map(lambda x: x + 0.1, lora)  # non-zero B so every adapter gets a gradient
+
+    @jax.jit
+    def f(lora, rest):
+        def loss(l):
+            return jnp.mean(jax.nn.log_softmax(nnx.merge(graphdef, l, rest)(tokens))[..., 0])
+        return jax.value_and_grad(loss)(lora)
+
+    return f(lora, rest)
+
+
+def test_remat_with_lora_adapters_same_gradients():
+    """Regression: nnx.remat of a LoRA block merged inside jax.grad raised TraceContextError."""
+    tokens = jnp.asarray(np.random.default_rng(1).integers(0, 64, (2, 7)), jnp.int32)
+    base = jax.device_get(_lora_grad("none", tokens))
+    assert any(np.abs(g).max() > 0 for g in jax.tree.leaves(base[1]))
+    for remat in ("block", "full"):
+        got = jax.device_get(_lora_grad(remat, tokens))
+        np.testing.assert_allclose(got[0], base[0], rtol=1e-6)
+        jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7), got[1], base[1])
+
+
 def _temp_bytes(remat, B=4, T=64):
     cfg = CFG.replace(num_layers=4, intermediate_size=256, hidden_size=64, num_heads=4, head_dim=16)
     graphdef, params = nnx.split(nnx.eval_shape(lambda: Qwen(cfg, remat=remat)))

@@ -205,6 +205,21 @@ def _call_block(layer, x_BTD, cos_BTJ, sin_BTJ, mask_BTS, layer_cache, cache_pos
     return layer(x_BTD, cos_BTJ, sin_BTJ, mask_BTS, layer_cache, cache_pos)
 
 
+def _remat_block(policy):
+    """``_call_block`` under ``jax.checkpoint``: the layer is split into (graphdef, state) and merged again
+    inside, so the checkpointed function is pure. (``nnx.remat`` fails on LoRA layers merged inside
+    ``jax.grad``: "Cannot mutate Param from a different trace level".) A training block mutates nothing,
+    so nothing is written back."""
+
+    def call(layer, x_BTD, cos_BTJ, sin_BTJ, mask_BTS, layer_cache, cache_pos):
+        graphdef, state = nnx.split(layer)
+        pure = lambda st, *a: _call_block(nnx.merge(graphdef, st), *a)  # noqa: E731
+        return jax.checkpoint(pure, policy=policy)(state, x_BTD, cos_BTJ, sin_BTJ, mask_BTS, layer_cache,
+                                                   cache_pos)
+
+    return call
+
+
 class Qwen(nnx.Module):
     """A dense Qwen2 / Qwen2.5 / Qwen3 decoder.
 
@@ -285,7 +300,7 @@ class Qwen(nnx.Module):
         new_cache = None if cache is None else []
         call = _call_block
         if self.remat != "none" and cache is None:
-            call = nnx.remat(_call_block, policy=REMAT_POLICIES[self.remat])
+            call = _remat_block(REMAT_POLICIES[self.remat])
         for i, layer in enumerate(self.layers):
             x_BTD, layer_cache = call(layer, x_BTD, cos_BTJ, sin_BTJ, mask_BTS,
                                       None if cache is None else cache[i], cache_pos)
