@@ -154,8 +154,11 @@ def test_quick_run_effect_directions(quick_run):
     before = sum(w[a] * s["aspects"][a]["reward_model_before"] for a in ASPECTS)
     after = sum(w[a] * s["aspects"][a]["reward_model_after"] for a in ASPECTS)
     assert after > before
-    # ... and the ground-truth actionability with it
-    assert s["aspects"]["actionability"]["after"] > s["aspects"]["actionability"]["before"]
+    # ... and the ground-truth politeness, actionability and safety with it (seed 0 quick: +0.37, +0.37,
+    # +0.40). Meaningfulness is not asserted: 200 SFT steps are too few for the policy to condition on the
+    # request's topic, and the reward model initialised from it does not learn the match (Pearson ~0.02).
+    for a in ("politeness", "actionability", "safety"):
+        assert s["aspects"][a]["after"] > s["aspects"][a]["before"] + 0.1, (a, s["aspects"][a])
     # GR-IPO moved alpha toward its worst group
     alpha = s["robust"]["gr_ipo"]["alpha"]
     assert max(alpha.values()) > 1.0 / len(GROUPS)
