@@ -196,7 +196,7 @@ def preference_task_with_test(cfg, test_path: str):
             test_set = load_from_config(dataclasses.replace(d, eval_path=test_path), "dpo", split="test")
             raw = COLLATE["dpo"](self.tok, test_set[:], max_prompt_length=d.max_prompt_length,
                                  max_length=d.max_length)
-            batch = self.make_batch(raw)
+            batch = self.make_batch(raw, state)
             pw, pl = self._policy_logps(state.params, state.frozen, batch)
             s = self.settings
             rw_P = np.asarray(batch["ref_chosen_logp_B"], np.float64)

@@ -127,14 +127,14 @@ def global_batch_from_full(full_batch: dict, mesh: Mesh, rules: Rules | None = N
 
 
 def to_host(tree: Any) -> Any:
-    """Every leaf as a NumPy array holding the whole global value, on every host.
+    """Every leaf as a (writable, copied) NumPy array holding the whole global value, on every host.
 
     Single-process (or for fully replicated arrays) this is ``np.asarray``; multi-host, arrays whose
     shards live on other processes are gathered with ``multihost_utils.process_allgather`` -- a
     collective, so every process must call it with the same tree."""
     def one(x):
         if not isinstance(x, jax.Array) or x.is_fully_addressable or x.is_fully_replicated:
-            return np.asarray(x)
+            return np.array(x)  # a copy: np.asarray of a jax.Array is read-only (merge_lora writes in place)
         from jax.experimental import multihost_utils
 
         return np.asarray(multihost_utils.process_allgather(x, tiled=True))

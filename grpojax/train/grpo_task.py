@@ -96,8 +96,7 @@ class GRPOTask(BaseTask):
                                 cache_fn=self.cache_fn(model))
         ro = ro._replace(batch=self.full_rows(ro.batch))
         if self.settings.beta > 0:
-            _, ref_params, ref_frozen = self._ref
-            ro.batch["ref_logp_BL"] = self.full_rows(self._ref_logp(ref_params, ref_frozen, ro.batch))
+            ro.batch["ref_logp_BL"] = self.full_rows(self._ref_logp(*self.ref_arrays(state), ro.batch))
         return ro
 
     def steps_per_call(self, step: int, total: int) -> int:

@@ -105,8 +105,7 @@ class OnlineDPOTask(BaseTask):
         rewards_BG = ro.rewards_N.reshape(self.prompts, self.G)
         best, worst, valid = best_worst_pairs(rewards_BG)
         batch = self.full_rows(pair_batch(ro.batch, best, worst, valid, self.G))
-        _, ref_params, ref_frozen = self._ref
-        ref = self.full_rows(self._ref_logps(ref_params, ref_frozen, batch))
+        ref = self.full_rows(self._ref_logps(*self.ref_arrays(state), batch))
         batch["ref_chosen_logp_B"], batch["ref_rejected_logp_B"] = ref
         rows = np.arange(self.prompts)
         gap = (rewards_BG[rows, best] - rewards_BG[rows, worst])[valid]

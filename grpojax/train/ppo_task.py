@@ -185,8 +185,8 @@ class PPOTask(BaseTask):
                 self._ref = self.frozen_reference(state)
             else:  # the initial policy, from the placed state (same shardings; params copied)
                 model = merge_model(graphdef, state.params, state.frozen)
-                g, ref_params, ref_frozen = split_model(model.policy, self.lora)
-                self._ref = (g, jax.tree.map(jnp.copy, ref_params), ref_frozen)
+                g, ref_params, _ = split_model(model.policy, self.lora)
+                self._ref = (g, jax.tree.map(jnp.copy, ref_params), None)  # frozen: ref_frozen_of(state)
             self._ref_logp = reference_logp_fn(self._ref[0], self.settings.temperature)
         self._compile(graphdef)
         return state
@@ -209,6 +209,9 @@ class PPOTask(BaseTask):
     def model_of(self, state):
         return merge_model(self.graphdef, state.params, state.frozen).policy
 
+    def ref_frozen_of(self, state):
+        return split_model(self.model_of(state), self.lora)[2]
+
     def steps_per_call(self, step: int, total: int) -> int:
         p = self.cfg.ppo
         return min(p.ppo_epochs * p.num_mini_batches, total - step)
@@ -224,8 +227,7 @@ class PPOTask(BaseTask):
         mask = b["completion_mask_BL"]
         logp, values = self.full_rows(self._evaluate(state.params, state.frozen, b))
         if self.use_ref:
-            _, ref_params, ref_frozen = self._ref
-            ref_logp = self.full_rows(self._ref_logp(ref_params, ref_frozen, b))
+            ref_logp = self.full_rows(self._ref_logp(*self.ref_arrays(state), b))
         else:
             ref_logp = logp
         kl_coef = self.kl_state.kl_coef

@@ -231,7 +231,18 @@ class BaseTask(abc.ABC):
 
             (params, frozen), graphdef, _ = self.place(build, on_disk=True)
             return graphdef, params, frozen
-        return self.graphdef, jax.tree.map(jnp.copy, state.params), state.frozen
+        return self.graphdef, jax.tree.map(jnp.copy, state.params), None
+
+    def ref_arrays(self, state):
+        """``(params, frozen)`` to call the reference with. A reference copied from the initial policy has
+        ``frozen = None`` in ``self._ref``: its frozen part (the LoRA base) IS the train state's, read from
+        the current ``state`` -- the jitted step donates the state, so a captured handle to those buffers
+        would point at deleted memory after the first step (and a copy would double the base's memory)."""
+        _, params, frozen = self._ref
+        return params, (self.ref_frozen_of(state) if frozen is None else frozen)
+
+    def ref_frozen_of(self, state):
+        return state.frozen
 
     def export(self, state, out_dir: str) -> str | None:
         """The trained policy as a HF directory (process 0 writes; on a pod the weights are gathered to
@@ -307,7 +318,7 @@ class PreferenceTask(BaseTask):
                                    self.cfg.train.batch_size)
         self._policy_logps = jitted_pair_logprobs(graphdef, self.settings)
 
-    def make_batch(self, raw: dict, *, local: bool = True) -> dict:
+    def make_batch(self, raw: dict, state, *, local: bool = True) -> dict:
         """Collated pairs -> the step's batch on the mesh, with the frozen reference's log-probs. ``raw``
         holds this host's rows of a training batch (``local``) or a whole evaluation batch."""
         P = self.cfg.data.max_prompt_length
@@ -317,13 +328,12 @@ class PreferenceTask(BaseTask):
                  "rejected_BL": r["completion_BL"], "rejected_mask_BL": r["completion_mask_BL"],
                  "group_id_B": np.asarray(raw["group_B"], np.int32)}
         batch = self.global_rows(batch) if local else self.full_rows(batch)
-        _, ref_params, ref_frozen = self._ref
-        ref = self._ref_logps(ref_params, ref_frozen, batch)
+        ref = self._ref_logps(*self.ref_arrays(state), batch)
         batch["ref_chosen_logp_B"], batch["ref_rejected_logp_B"] = self.full_rows(ref)
         return batch
 
     def train_steps(self, state, step, rngs):
-        state, metrics = self._step(state, self.make_batch(next(self.loader)), rngs[0])
+        state, metrics = self._step(state, self.make_batch(next(self.loader), state), rngs[0])
         row = host_row(metrics, self.group_names)
         row["lr_scale"] = float(state.lr_scale)
         return state, [row]
@@ -341,7 +351,7 @@ class PreferenceTask(BaseTask):
         for i in range(0, len(self.eval_set), bs):  # every pair; the last batch may be smaller
             rows = self.eval_set[i:i + bs]
             batch = self.make_batch(COLLATE[self.kind](self.tok, rows, max_prompt_length=d.max_prompt_length,
-                                                       max_length=d.max_length), local=False)
+                                                       max_length=d.max_length), state, local=False)
             pw, pl = self._policy_logps(state.params, state.frozen, batch)
             s = self.settings
             loss = dpo_loss(pw, pl, batch["ref_chosen_logp_B"], batch["ref_rejected_logp_B"], beta=s.beta,

@@ -156,3 +156,20 @@ def test_evaluate_script_scores_a_grpo_policy(tmp_path):
     result = json.loads((tmp_path / "e.json").read_text())
     assert result["step"] == 1 and result["eval/num_prompts"] == 32
     assert 0.0 <= result["eval/rewards/char_frac/mean"] <= 1.0
+
+
+@pytest.mark.parametrize("kind,task_cls,extra", [
+    ("dpo", PreferenceTask, []),
+    ("grpo", GRPOTask, ["grpo.beta=0.04"]),
+])
+def test_lora_with_reference_trains_past_donation_and_exports(tmp_path, kind, task_cls, extra):
+    """Regression: the LoRA reference shared the donated frozen base ("Buffer has been deleted or donated"
+    at step 2), and export merged LoRA into read-only host arrays."""
+    from transformers import AutoModelForCausalLM
+
+    hf_dir = str(tmp_path / "hf")
+    _train(kind, task_cls, ["train.steps=3", f"run_dir={tmp_path / 'run'}", "train.save_every=100",
+                            "model.lora.rank=2", f"export_hf={hf_dir}", *extra])
+    rows = _metrics(tmp_path / "run")
+    assert [r["step"] for r in rows] == [1, 2, 3] and all(np.isfinite(r["loss"]) for r in rows)
+    assert AutoModelForCausalLM.from_pretrained(hf_dir) is not None
