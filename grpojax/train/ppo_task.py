@@ -53,7 +53,7 @@ class RewardScorer:
         if rc.reward_model is not None and self.rm is None:
             from grpojax.train.reward_task import load_reward_scorer
 
-            self.rm = load_reward_scorer(rc.reward_model, cfg, tok, mesh=mesh)
+            self.rm = load_reward_scorer(rc.reward_model, cfg, tok, mesh=mesh, section=cfg.kind)
         names = list(rc.aspects) + [s.split(":")[0] for s in rc.reward_funcs]
         if len(set(names)) != len(names):
             names = list(rc.aspects) + [f"func{i}_{s}" for i, s in enumerate(rc.reward_funcs)]

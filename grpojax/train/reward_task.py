@@ -165,8 +165,11 @@ class RewardTask(BaseTask):
                         "as grpo.reward_model")
 
 
-def load_reward_scorer(path: str, cfg, tok, *, mesh=None):
+def load_reward_scorer(path: str, cfg, tok, *, mesh=None, section: str = "grpo"):
     """A jitted ``scorer(sample_batch) -> [N, R]`` (label scale) from a reward run_dir or a HF directory.
+
+    ``section`` names the config section whose ``aspects`` the reward model must score (``grpo``,
+    ``ppo``, ``online_dpo``).
 
     With ``mesh`` the reward model's weights are placed on it by the logical-axis rules (restored straight
     onto those shardings from a run_dir), so it scores the sharded sampler's global arrays in place."""
@@ -176,13 +179,14 @@ def load_reward_scorer(path: str, cfg, tok, *, mesh=None):
     from grpojax.train.state import create_train_state
     from grpojax.models.reward_model import reward_model_from_hf
 
+    aspects = list(getattr(cfg, section).aspects)
     if mesh is None:  # one device, as an unsharded model
         mesh = make_mesh((1, 1, 1), devices=jax.local_devices()[:1])
     if os.path.isfile(os.path.join(path, "config.yaml")):
         rcfg = load_config(os.path.join(path, "config.yaml"), kind="reward")
-        if list(rcfg.reward.aspects) != list(cfg.grpo.aspects):
+        if list(rcfg.reward.aspects) != aspects:
             raise UserError(f"{path}: the reward model scores aspects {list(rcfg.reward.aspects)} but "
-                            f"grpo.aspects is {list(cfg.grpo.aspects)}")
+                            f"{section}.aspects is {aspects}")
         holder = {}
 
         def build():  # shapes only: nothing is materialised before the restore
@@ -199,7 +203,7 @@ def load_reward_scorer(path: str, cfg, tok, *, mesh=None):
         model = merge_model(graphdef, restored.state.params, restored.state.frozen)
     elif os.path.isfile(os.path.join(path, "config.json")) or path.count("/") == 1:
         try:  # a HF *ForSequenceClassification directory or hub id (num_labels = the aspects)
-            model = reward_model_from_hf(path, num_labels=len(cfg.grpo.aspects))
+            model = reward_model_from_hf(path, num_labels=len(aspects))
         except (FileNotFoundError, OSError, ValueError) as e:
             raise UserError(f"cannot load reward model {path!r}: {e}") from None
     else:

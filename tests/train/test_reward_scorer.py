@@ -36,3 +36,16 @@ def test_unknown_reward_model_path_is_a_user_error(tmp_path):
     cfg = types.SimpleNamespace(grpo=types.SimpleNamespace(aspects=("a",)))
     with pytest.raises(UserError, match="neither a reward run_dir"):
         load_reward_scorer(str(tmp_path / "nothing"), cfg, tok=None)
+
+
+@pytest.mark.parametrize("section", ["ppo", "online_dpo"])
+def test_scorer_reads_the_aspects_of_its_own_section(tmp_path, section):
+    """Regression: PPO / online-DPO configs have no ``grpo`` section (AttributeError on cfg.grpo)."""
+    model = RewardModel(CFG, 2, rngs=nnx.Rngs(4))
+    reward_model_to_hf(model, str(tmp_path / "rm"), pad_token_id=0)
+    cfg = types.SimpleNamespace(**{section: types.SimpleNamespace(aspects=("a", "b"))})
+    scorer = load_reward_scorer(str(tmp_path / "rm"), cfg, tok=None, section=section)
+    batch = {"prompt_BP": jnp.asarray([[1, 2]], jnp.int32), "prompt_mask_BP": jnp.asarray([[1, 1]], jnp.int32),
+             "completion_BL": jnp.asarray([[3, 4]], jnp.int32),
+             "completion_mask_BL": jnp.asarray([[1, 1]], jnp.int32)}
+    assert np.asarray(scorer(batch)).shape == (1, 2)
