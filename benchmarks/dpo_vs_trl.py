@@ -157,7 +157,7 @@ def worker_trl(args) -> None:
 def bench(size: str, *, work_dir: str, log_dir: str, repeats: int = 5, seed: int = 0, prompt_len: int = 16,
           response_len: int = 32, sequential: bool = False, log=print) -> dict:
     """Runs both sides on ``size``; returns seconds per step, the ratio, first-step times and peak RSS."""
-    ckpt = os.path.join(work_dir, f"dpo_{size}")
+    ckpt = os.path.join(work_dir, f"ckpt_{size}_seed{seed}")  # shared with grpo_vs_trl in one run.py
     log(f"== dpo_step {size}: building the random checkpoint")
     n_params = build_checkpoint(size, seed, ckpt)
     steps = repeats + 1

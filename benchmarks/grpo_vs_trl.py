@@ -55,8 +55,18 @@ SEED_TEXTS = ["How do I bake bread?", "How do I fix a bike?", "How do I learn py
 # ---------------------------------------------------------------- shared set-up (both sides, both benches)
 
 def build_checkpoint(size: str, seed: int, out_dir: str) -> int:
-    """A random float32 Qwen2 checkpoint of ``size`` plus the tiny tokenizer in ``out_dir``; returns #params."""
+    """A random float32 Qwen2 checkpoint of ``size`` plus the tiny tokenizer in ``out_dir``; returns #params.
+
+    A checkpoint this function finished earlier in ``out_dir`` (same size and seed: ``bench_checkpoint.json``)
+    is reused, so the GRPO and DPO benchmarks of one ``run.py`` share one build."""
     import torch
+
+    marker = os.path.join(out_dir, "bench_checkpoint.json")
+    if os.path.isfile(marker):
+        with open(marker) as f:
+            done = json.load(f)
+        if done["size"] == size and done["seed"] == seed:
+            return done["parameters"]
     from transformers import AutoTokenizer, Qwen2Config, Qwen2ForCausalLM
 
     tok = AutoTokenizer.from_pretrained(TOKENIZER_DIR)
@@ -68,7 +78,10 @@ def build_checkpoint(size: str, seed: int, out_dir: str) -> int:
     model.generation_config.pad_token_id = tok.pad_token_id
     model.save_pretrained(out_dir)
     tok.save_pretrained(out_dir)
-    return sum(p.numel() for p in model.parameters())
+    n = sum(p.numel() for p in model.parameters())
+    with open(marker, "w") as f:
+        json.dump({"size": size, "seed": seed, "parameters": n}, f)
+    return n
 
 
 def fixed_length_texts(hf_tok, n: int, length: int, *, add_special_tokens: bool = True,
@@ -132,7 +145,13 @@ class Worker:
         self.proc = subprocess.Popen([python or sys.executable, *argv], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      stderr=self.log, text=True, bufsize=1, env=env, cwd=REPO)
         self.replies: list[dict] = []
-        self.ready = self._read()
+        self.ready: dict | None = None
+
+    def wait_ready(self) -> "Worker":
+        """Blocks until the worker has loaded everything and answered ``ready`` (its set-up message)."""
+        if self.ready is None:
+            self.ready = self._read()
+        return self
 
     def _read(self) -> dict:
         for line in self.proc.stdout:
@@ -165,15 +184,18 @@ class Worker:
 def run_pair(workers: dict, *, repeats: int, sequential: bool, log=print) -> dict:
     """``common.alternate`` over live workers (or one side after the other); adds worker replies + RSS.
 
-    ``workers`` maps a name to a zero-argument factory returning a started :class:`Worker`."""
+    ``workers`` maps a name to a zero-argument factory returning a started :class:`Worker`. Alternated
+    workers start up concurrently (imports, checkpoint loading: nothing is timed before both are ready)."""
     out = {}
     if sequential:
         for name, make in workers.items():
-            w = make()
+            w = make().wait_ready()
             res = common.alternate({name: w.step}, repeats=repeats, log=log)[name]
             out[name] = {**res, "ready": w.ready, "replies": w.replies, **w.close()}
     else:
         live = {name: make() for name, make in workers.items()}
+        for w in live.values():
+            w.wait_ready()
         res = common.alternate({n: w.step for n, w in live.items()}, repeats=repeats, log=log)
         for name, w in live.items():
             out[name] = {**res[name], "ready": w.ready, "replies": w.replies, **w.close()}
@@ -303,7 +325,7 @@ def worker_trl(args) -> None:
 def bench(size: str, *, work_dir: str, log_dir: str, repeats: int = 5, seed: int = 0, prompt_len: int = 16,
           sequential: bool = False, log=print) -> dict:
     """Runs both sides on ``size``; returns seconds per step, the ratio, compile / first-step times, RSS."""
-    ckpt = os.path.join(work_dir, f"grpo_{size}")
+    ckpt = os.path.join(work_dir, f"ckpt_{size}_seed{seed}")
     log(f"== grpo_step {size}: building the random checkpoint")
     n_params = build_checkpoint(size, seed, ckpt)
     steps = repeats + 1
