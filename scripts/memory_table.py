@@ -38,7 +38,8 @@ SHAPES = ["v5e-8", "v5e-16", "v5e-32", "v5p-8", "v5p-16", "h100x8"]
 MODELS = ["qwen2.5-0.5b", "qwen2.5-7b", "qwen2.5-14b"]
 LORA_RANK = 16
 HEADROOM = 0.9  # keep 10% of HBM for the runtime, fragmentation and the sampler
-POINTS = ((1, 1), (1, 2), (2, 1), (2, 2))  # (layers, sequences per device)
+SEQS = (2, 4)  # sequences per device of the fit: past the small-b regime where a b-independent buffer peaks
+POINTS = tuple((L, b) for L in (1, 2) for b in SEQS)  # (layers, sequences per device)
 GIB, MIB = 2**30, 2**20
 
 
@@ -63,15 +64,16 @@ def plan_argv(shape, model, lora, seq, layers, batch, libtpu=None):
 
 def fit_row(pts: dict, num_layers: int, hbm: int, devices: int, headroom: float = HEADROOM) -> dict:
     """Solves ``m(L, b) = m0 + m1 L + (c0 + c1 L) b`` from the four points ``{(L, b): bytes}`` at
-    ``L, b in {1, 2}`` and extrapolates to ``num_layers``; returns fixed / per-sequence bytes and the
-    largest whole number of sequences per device with ``fixed + per_seq b <= headroom * hbm``."""
+    ``L in {1, 2}``, ``b in SEQS`` and extrapolates to ``num_layers``; returns fixed / per-sequence bytes and
+    the largest whole number of sequences per device with ``fixed + per_seq b <= headroom * hbm``."""
     missing = [k for k in POINTS if k not in pts]
     if missing:
         raise ValueError(f"fit_row: missing points {missing} (have {sorted(pts)})")
-    c1 = pts[(2, 2)] - pts[(1, 2)] - pts[(2, 1)] + pts[(1, 1)]
-    m1 = pts[(2, 1)] - pts[(1, 1)] - c1
-    c0 = pts[(1, 2)] - pts[(1, 1)] - c1
-    m0 = pts[(1, 1)] - m1 - c0 - c1
+    b1, b2 = SEQS
+    slope = {L: (pts[(L, b2)] - pts[(L, b1)]) / (b2 - b1) for L in (1, 2)}  # bytes per sequence at depth L
+    icept = {L: pts[(L, b1)] - slope[L] * b1 for L in (1, 2)}            # ... and at b = 0
+    c1, m1 = slope[2] - slope[1], icept[2] - icept[1]
+    c0, m0 = slope[1] - c1, icept[1] - m1
     fixed, per_seq = m0 + m1 * num_layers, c0 + c1 * num_layers
     budget = headroom * hbm
     b_max = int((budget - fixed) // per_seq) if per_seq > 0 and budget > fixed else 0
@@ -123,8 +125,7 @@ def rows_from_points(points: list[dict], seq: int) -> list[dict]:
         row = fit_row({k: v["per_device_bytes"] for k, v in pts.items()}, PRESETS[model].num_layers,
                       shape_hbm(shape), n)
         row.update(shape=shape, devices=n, model=model, lora_rank=lora, seq=seq, hbm_bytes=shape_hbm(shape),
-                   backend=pts[(1, 1)]["backend"],
-                   workaround=any(v.get("lora_remat_workaround") for v in pts.values()),
+                   backend=pts[POINTS[0]]["backend"],
                    compile_seconds=sum(pts[k]["compile_seconds"] for k in POINTS))
         rows.append(row)
     order = {s: i for i, s in enumerate(SHAPES)}
@@ -153,8 +154,7 @@ def worker(shape: str, seq: int, libtpu, todo: list[tuple[str, int, int, int]]) 
         print(json.dumps({"type": "point", "shape": shape, "model": model, "lora_rank": lora, "seq": seq,
                           "layers": layers, "b": b, "devices": n, "per_device_bytes": r["per_device_bytes"],
                           "temp_bytes": r["temp_bytes"], "argument_bytes": r["argument_bytes"],
-                          "backend": r["backend"], "compile_seconds": r["compile_seconds"],
-                          "lora_remat_workaround": r["lora_remat_workaround"]}), flush=True)
+                          "backend": r["backend"], "compile_seconds": r["compile_seconds"]}), flush=True)
     if failed:
         raise SystemExit(f"memory_table: {shape}: failed rows {sorted(failed)} (see above)")
 
@@ -284,7 +284,7 @@ def write_markdown(rows: list[dict], vals: list[dict], path: str, seq: int, pend
     ]
     for r in rows:
         lines.append(f"| {r['shape']} | {r['devices']} | {r['model']} | "
-                     f"{_tuning(r['lora_rank'])}{' (a)' if r.get('workaround') else ''}"
+                     f"{_tuning(r['lora_rank'])}"
                      f"{' (f)' if r['coefficients']['m1'] < 0 else ''} | "
                      f"{r['fixed_bytes'] / GIB:.2f} | {r['per_seq_bytes'] / MIB:.0f} | {r['max_batch']} | "
                      f"{r['backend'].split(';')[0].split(' (')[0]} | {r['compile_seconds']:.0f} |")

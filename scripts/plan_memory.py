@@ -18,17 +18,11 @@ machine with libtpu's compile-only client (``pip install -e .[tpu-plan]``; MaxTe
 approach). ``--devices N`` (or a topology libtpu cannot give) uses N fake CPU devices: the CPU compiler's
 memory analysis approximates TPU / GPU numbers (different fusion, no GPU-specific kernels); the output
 says which backend produced it.
-
-LoRA with ``--remat block|full``: ``nnx.remat`` of a LoRA block currently raises flax's
-``TraceContextError`` inside the train step; while a probe (:func:`lora_remat_broken`) still sees that,
-the plan is compiled with the equivalent plain ``jax.checkpoint`` of the split block and the output
-carries ``"lora_remat_workaround": true``.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import sys
@@ -199,76 +193,20 @@ def build(args, devices):
     return cfg, mesh, jitted, (abstract, batch, rng_abs), seqs, n_params, n_train
 
 
-def lora_remat_broken() -> bool:
-    """True when ``grpojax.models.qwen``'s ``nnx.remat`` of a LoRA block still fails under ``jax.grad`` of a
-    model merged inside the loss (flax 0.12: ``TraceContextError: Cannot mutate Param from a different trace
-    level``), probed on a 1-layer, 32-wide model (about a second)."""
-    import jax
-    import jax.numpy as jnp
-    from flax import errors, nnx
-
-    from grpojax.models import PRESETS, Qwen
-    from grpojax.models.lora import apply_lora
-    from grpojax.train.state import merge_model, split_model
-
-    cfg = PRESETS["qwen2.5-0.5b"].replace(num_layers=1, vocab_size=64, hidden_size=32, intermediate_size=64,
-                                          num_heads=2, num_kv_heads=1, head_dim=16)
-    m = apply_lora(Qwen(cfg, dtype=jnp.float32, param_dtype=jnp.float32, remat="full", rngs=nnx.Rngs(0)),
-                   rank=2, alpha=4)
-    graphdef, params, frozen = split_model(m, True)
-    try:
-        jax.eval_shape(jax.grad(lambda p: merge_model(graphdef, p, frozen)(jnp.zeros((1, 4), jnp.int32)).sum()),
-                       params)
-        return False
-    except errors.TraceContextError:
-        return True
-
-
-@contextlib.contextmanager
-def lora_remat_workaround():
-    """Replaces ``nnx.remat`` as seen by ``grpojax.models.qwen`` (only there) with its plain-JAX equivalent:
-    ``nnx.split`` the block, ``jax.checkpoint(policy)`` a function that ``nnx.merge``-s and calls it. A
-    training block (no KV cache) mutates no state, so nothing has to be written back; the compiled program
-    and its memory are those a fixed ``nnx.remat`` gives. Used only while :func:`lora_remat_broken`."""
-    import jax
-    from flax import nnx
-
-    from grpojax.models import qwen as qwen_mod
-
-    def remat(fn, policy=None):
-        def call(layer, *rest):
-            gdef, state = nnx.split(layer)
-            return jax.checkpoint(lambda st, *a: fn(nnx.merge(gdef, st), *a), policy=policy)(state, *rest)
-        return call
-
-    class _NNX:  # forwards everything but remat to flax.nnx
-        def __getattr__(self, name):
-            return remat if name == "remat" else getattr(nnx, name)
-
-    saved = qwen_mod.nnx
-    qwen_mod.nnx = _NNX()
-    try:
-        yield
-    finally:
-        qwen_mod.nnx = saved
-
-
 def plan(args) -> dict:
     """Compiles the step and returns XLA's numbers. A program the TPU compiler itself rejects for its size
     (``RESOURCE_EXHAUSTED: Ran out of memory on HBM``) is a plan too: ``fits`` is False,
     ``per_device_bytes`` / ``flops_per_step`` are None and ``compile_error`` holds the compiler's line."""
     devices, backend, hbm = setup_backend(args)
-    workaround = bool(args.lora_rank) and args.remat != "none" and lora_remat_broken()
     compiled, error = None, None
-    with lora_remat_workaround() if workaround else contextlib.nullcontext():
-        cfg, mesh, jitted, abstract_args, seqs, n_params, n_train = build(args, devices)
-        t0 = time.time()
-        try:
-            compiled = jitted.lower(*abstract_args).compile()
-        except Exception as e:  # only the compiler's out-of-memory verdict is an answer; the rest propagates
-            if "RESOURCE_EXHAUSTED" not in str(e):
-                raise
-            error = next((ln.strip() for ln in str(e).splitlines() if "RESOURCE_EXHAUSTED" in ln), str(e))[:400]
+    cfg, mesh, jitted, abstract_args, seqs, n_params, n_train = build(args, devices)
+    t0 = time.time()
+    try:
+        compiled = jitted.lower(*abstract_args).compile()
+    except Exception as e:  # only the compiler's out-of-memory verdict is an answer; the rest propagates
+        if "RESOURCE_EXHAUSTED" not in str(e):
+            raise
+        error = next((ln.strip() for ln in str(e).splitlines() if "RESOURCE_EXHAUSTED" in ln), str(e))[:400]
     compile_s = time.time() - t0
     n_dev = mesh.devices.size
     mflops = model_flops(cfg, seqs, args.seq, args.seq - (args.prompt_len if args.prompt_len is not None
@@ -281,7 +219,7 @@ def plan(args) -> dict:
         "per_device_bytes": None, "fits": False, "argument_bytes": None, "output_bytes": None,
         "alias_bytes": None, "temp_bytes": None, "flops_per_device": None, "flops_per_step": None,
         "model_flops_per_step": mflops, "params": int(n_params), "trainable_params": int(n_train),
-        "compile_seconds": round(compile_s, 1), "lora_remat_workaround": workaround, "compile_error": error,
+        "compile_seconds": round(compile_s, 1), "compile_error": error,
     }
     if compiled is None:
         return out
@@ -313,9 +251,6 @@ def main(argv=None) -> int:
         if out["compile_error"]:
             print(f"DOES NOT FIT: the compiler rejected the program: {out['compile_error']}")
             return 0
-        if out["lora_remat_workaround"]:
-            print("note: LoRA + remat fails in grpojax.models.qwen (nnx.remat TraceContextError); planned with "
-                  "the equivalent jax.checkpoint of the split block (see lora_remat_workaround)")
         print(f"per device: {out['per_device_bytes'] / gib:.2f} GiB (args {out['argument_bytes'] / gib:.2f}, "
               f"temp {out['temp_bytes'] / gib:.2f}, out-not-aliased "
               f"{(out['output_bytes'] - out['alias_bytes']) / gib:.2f}) of {out['hbm_bytes_per_device'] / gib:.1f}"

@@ -37,8 +37,8 @@ def test_fit_row_recovers_bilinear_model_and_max_batch_by_hand():
 
 def test_fit_row_names_missing_points():
     pts = _points(1, 1, 1, 1)
-    del pts[(2, 2)]
-    with pytest.raises(ValueError, match=r"missing points \[\(2, 2\)\]"):
+    del pts[(2, mt.SEQS[1])]
+    with pytest.raises(ValueError, match=rf"missing points \[\(2, {mt.SEQS[1]}\)\]"):
         mt.fit_row(pts, num_layers=4, hbm=100, devices=1)
 
 
@@ -109,8 +109,10 @@ def backend_env(monkeypatch):
 
 
 def test_plan_grpo_json_contract_and_flops_match_xla_without_loops(backend_env):
-    """No remat and one log-prob chunk (no while loop for XLA to count once): XLA's FLOP count of the
-    whole compiled step agrees with the analytic MFU count (the rest is softmax, norms and AdamW)."""
+    """No block remat and one log-prob chunk (no while loop for XLA to count once): XLA's FLOP count of the
+    whole compiled step agrees with the analytic MFU count plus the one recompute the step does by design,
+    the forward of the ``jax.checkpoint``-ed LM-head chunk in the backward (2 V D per completion token);
+    the rest is softmax, norms and AdamW."""
     args = pm.parse_args(["--model", "qwen2.5-0.5b", "--layers", "1", "--devices", "4", "--mesh", "fsdp=4",
                           "--batch", "8", "--seq", "64", "--logprob-chunk", "32", "--remat", "none", "--json"])
     out = pm.plan(args)
@@ -120,8 +122,9 @@ def test_plan_grpo_json_contract_and_flops_match_xla_without_loops(backend_env):
                                        + out["temp_bytes"]) > 0
     D, F, V, NH, KH = 896, 4864, 151936, 14 * 64, 2 * 64  # tied embedding; q, k, v biases; two RMSNorms + final
     assert out["params"] == out["trainable_params"] == V * D + 2 * D * NH + 2 * D * KH + 3 * D * F + NH + 2 * KH + 3 * D
-    ratio = out["flops_per_step"] / out["model_flops_per_step"]
-    assert 0.97 < ratio < 1.10, out
+    head_recompute = 2 * V * D * 8 * 32  # 8 sequences x 32 completion tokens
+    ratio = out["flops_per_step"] / (out["model_flops_per_step"] + head_recompute)
+    assert 0.97 < ratio < 1.10, (ratio, out)
 
 
 def test_plan_dpo_lora_state_bytes(backend_env):
@@ -145,7 +148,7 @@ def test_worker_keeps_going_after_a_failing_row(monkeypatch, capsys):
         if args.lora_rank:
             raise RuntimeError("boom")
         return {"per_device_bytes": 100 * args.layers + args.batch, "temp_bytes": 1, "argument_bytes": 2,
-                "backend": "cpu (8 fake devices)", "compile_seconds": 1.0, "lora_remat_workaround": False}
+                "backend": "cpu (8 fake devices)", "compile_seconds": 1.0}
 
     monkeypatch.setattr(pm, "plan", fake_plan)
     todo = [("qwen2.5-7b", 16, 1, 1), ("qwen2.5-7b", 16, 1, 2), ("qwen2.5-7b", 0, 2, 1)]

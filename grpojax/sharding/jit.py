@@ -70,11 +70,18 @@ def jit_step(step: Callable, state_shardings: Any, batch_shardings_: Any, mesh: 
     The state comes in and goes out with ``state_shardings`` (so the updated params keep their layout
     step after step), the batch with ``batch_shardings_`` (a tree or one sharding for all leaves), the
     rng and every metric replicated. ``donate`` donates the input state's buffers to the output state,
-    so a step holds one copy of params + optimizer state, not two. Bind static arguments first:
+    so a step holds one copy of params + optimizer state, not two. The step is traced under
+    ``jax.sharding.use_abstract_mesh(mesh)`` so that its code can pin activation layouts to the rules
+    (:func:`grpojax.train.forward.completion_logprobs` does for the LM head). Bind static arguments first:
     ``jit_step(functools.partial(grpo_step, graphdef=g, tx=tx, settings=s), ...)``.
     """
     rep = named(mesh)
-    return jax.jit(step, in_shardings=(state_shardings, batch_shardings_, rep),
+
+    def step_on_mesh(*args):  # the mesh as context while tracing: lets the step pin activations
+        with jax.sharding.use_abstract_mesh(mesh.abstract_mesh):  # (grpojax.train.forward)
+            return step(*args)
+
+    return jax.jit(step_on_mesh, in_shardings=(state_shardings, batch_shardings_, rep),
                    out_shardings=(state_shardings, rep), donate_argnums=(0,) if donate else ())
 
 

@@ -5,6 +5,13 @@ completion starts at column P. Token ``completion[:, j]`` is predicted by the hi
 ``P - 1 + j``. We run the backbone once (``return_hidden=True``), slice the L predicting positions, and
 apply the LM head chunk by chunk along L under ``jax.checkpoint``: the forward never holds more than
 ``[B, chunk, V]`` float32 logits and the backward recomputes them instead of storing them.
+
+Sharding: under a mesh context (``jax.set_mesh`` / ``jax.sharding.use_abstract_mesh``, which
+:func:`grpojax.sharding.jit_step` enters while tracing a step) the hidden chunk and its logits are pinned
+to the batch layout (B over ``(data, fsdp)``, V over ``tensor``, :data:`grpojax.sharding.ACTIVATION_AXES`).
+Without the pin GSPMD may split the head's contraction over the FSDP-sharded ``D`` of the embedding
+instead, leaving every device with float32 logits for the WHOLE global batch: per-device memory per
+sequence then grows with the device count. Without a mesh context the pins are no-ops.
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ import jax
 import jax.numpy as jnp
 
 from grpojax.losses import token_entropy, token_logprobs
+from grpojax.sharding.rules import ACTIVATION_AXES, constrain
 
 
 class CompletionLogprobs(NamedTuple):
@@ -41,32 +49,64 @@ def _chunk_size(length: int, chunk: int | None) -> int:
     return max(c for c in range(1, chunk + 1) if length % c == 0)
 
 
+def _pin(x: jax.Array, names) -> jax.Array:
+    """``constrain(x, names)`` on the ambient (abstract) mesh; identity when there is none or it has one
+    device. ``names`` are logical axes (``"batch"`` -> ``(data, fsdp)``, ``"vocab"`` -> ``tensor``)."""
+    mesh = jax.sharding.get_abstract_mesh()
+    if mesh.empty or mesh.size == 1:
+        return x
+    return constrain(x, names, mesh)
+
+
+_H = ACTIVATION_AXES["x_BTD"]        # hidden [B, T, D]: batch, length, D whole
+_LOGITS = ACTIVATION_AXES["logits_BTV"]  # logits [B, T, V]: batch, length, vocab
+_TOK = _H[:2]                        # per-token [B, T]
+
+
 def completion_logprobs(model, prompt_BP, prompt_mask_BP, completion_BL, completion_mask_BL, *,
                         temperature: float = 1.0, chunk_size: int | None = 128,
                         with_entropy: bool = True) -> CompletionLogprobs:
-    """Per-token log-probs (and entropies) of ``completion_BL`` given ``prompt_BP`` under ``model``."""
+    """Per-token log-probs (and entropies) of ``completion_BL`` given ``prompt_BP`` under ``model``.
+
+    ``log p(y_j | x, y_<j) = log_softmax(E h_{P-1+j} / temperature)[y_j]`` with ``h`` the final hidden
+    states and ``E`` the LM head, computed ``chunk_size`` completion tokens at a time.
+
+    Args:
+      model: a :class:`grpojax.models.Qwen` (anything with ``__call__(..., return_hidden=True)`` and
+        ``logits_from_hidden``).
+      prompt_BP, prompt_mask_BP: left-padded prompts ``[B, P]`` and their 0/1 mask.
+      completion_BL, completion_mask_BL: right-padded completions ``[B, L]`` and their 0/1 mask.
+      temperature: divides the logits (the sampler's temperature).
+      chunk_size: completion tokens per LM-head chunk (the largest divisor of L not above it); None =
+        one chunk.
+      with_entropy: also return the per-token entropy (zeros otherwise).
+
+    Returns:
+      :class:`CompletionLogprobs` with ``logp_BL`` and ``entropy_BL``, float32 ``[B, L]``.
+    """
     tokens, mask, positions = sequence_inputs(prompt_BP, prompt_mask_BP, completion_BL,
                                               completion_mask_BL)
     P, L = prompt_BP.shape[1], completion_BL.shape[1]
     hidden_BTD = model(tokens, positions, attn_mask_BT=mask, return_hidden=True)
-    hidden_BLD = jax.lax.slice_in_dim(hidden_BTD, P - 1, P - 1 + L, axis=1)
+    hidden_BLD = _pin(jax.lax.slice_in_dim(hidden_BTD, P - 1, P - 1 + L, axis=1), _H)
     c = _chunk_size(L, chunk_size)
     n = L // c
 
     @jax.checkpoint
     def one_chunk(h_BcD, tok_Bc):
-        logits = model.logits_from_hidden(h_BcD)
+        h_BcD, tok_Bc = _pin(h_BcD, _H), _pin(tok_Bc, _TOK)
+        logits = _pin(model.logits_from_hidden(h_BcD), _LOGITS)
         logp = token_logprobs(logits, tok_Bc, temperature=temperature)
         ent = token_entropy(logits, temperature=temperature) if with_entropy else jnp.zeros_like(logp)
-        return logp, ent
+        return _pin(logp, _TOK), _pin(ent, _TOK)
 
     if n == 1:
         logp, ent = one_chunk(hidden_BLD, completion_BL)
     else:
         B, D = hidden_BLD.shape[0], hidden_BLD.shape[2]
-        h_nBcD = hidden_BLD.reshape(B, n, c, D).transpose(1, 0, 2, 3)
-        t_nBc = completion_BL.reshape(B, n, c).transpose(1, 0, 2)
+        h_nBcD = _pin(hidden_BLD.reshape(B, n, c, D).transpose(1, 0, 2, 3), (None,) + _H)
+        t_nBc = _pin(completion_BL.reshape(B, n, c).transpose(1, 0, 2), (None,) + _TOK)
         logp, ent = jax.lax.map(lambda xs: one_chunk(*xs), (h_nBcD, t_nBc))
-        logp = logp.transpose(1, 0, 2).reshape(B, L)
-        ent = ent.transpose(1, 0, 2).reshape(B, L)
+        logp = _pin(logp.transpose(1, 0, 2).reshape(B, L), _TOK)
+        ent = _pin(ent.transpose(1, 0, 2).reshape(B, L), _TOK)
     return CompletionLogprobs(logp_BL=logp, entropy_BL=ent)
