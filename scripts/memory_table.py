@@ -230,30 +230,41 @@ and `model_flops_per_step` (the MFU count: 6 N T + attention); `--kind dpo` plan
 CAVEATS = """
 ## Read this before using the numbers
 
-- **(a) LoRA + remat is broken in the library today.** `nnx.remat` of a block that carries LoRA adapters
-  raises flax's `TraceContextError: Cannot mutate Param from a different trace level` inside the train
-  step (`grpojax.models.qwen`, flax 0.12), so every shipped LoRA config with `remat: true` (e.g.
-  `configs/grpo_qwen2.5-7b.yaml`) fails at its first step. `plan_memory.py` probes for it and, while it
-  fails, compiles LoRA + remat with the equivalent plain `jax.checkpoint` of the split block
-  (`lora_remat_workaround`): rows marked (a) plan the memory of the fixed library.
-- **(b) Per-device memory grows with the number of devices.** Nothing pins the LM-head chunk
-  `[B, chunk, V]` of `completion_logprobs` to the batch sharding; GSPMD shards the contraction (the
-  FSDP-sharded `D`) instead, and every device holds float32 logits for the whole global batch. Measured
-  with `python scripts/plan_memory.py --model qwen2.5-0.5b --layers 1 --seq 256 --devices N --mesh fsdp=N
-  --batch N*b --json` (b = 1, 2): one more sequence per device costs 382 MB per device at N=2 and 1926 MB
-  at N=8. This term dominates the `MiB per sequence` column and so `max batch`; a sharding constraint on
-  the head's input / output (batch over `(data, fsdp)`) is the fix to try, after which this table must be
-  regenerated.
-- **(c) H100 rows come from the CPU compiler** (8 fake devices): its scheduling and buffer reuse differ
-  from XLA:GPU (7B: 1.28 GiB per layer per sequence per device, against 0.25 GiB from libtpu for
-  v5e-16), so they are a pessimistic bound, not a plan. A GPU compile (or a real run) is needed.
+- **The LM head is pinned to the batch sharding (fixed in this version).** Before, nothing pinned the
+  `[B, chunk, V]` logits of `completion_logprobs`; GSPMD split the head's contraction over the
+  FSDP-sharded `D` instead and every device held float32 logits for the whole global batch, so the cost
+  of one more sequence per device grew with the device count. `completion_logprobs` now constrains the
+  hidden chunk and its logits to B over `(data, fsdp)` (V over `tensor`) whenever the step is traced
+  under a mesh (`grpojax.sharding.jit_step` does that); test:
+  `tests/test_sharding_memory.py::test_lm_head_memory_per_sequence_does_not_grow_with_devices`. Measured
+  with `python scripts/plan_memory.py --model qwen2.5-0.5b --layers 1 --seq 256 --devices N --mesh
+  fsdp=N --batch N*b --json` (CPU compiler), bytes per device of one more sequence per device:
+
+  | N | before, b 2 -> 4 | after, b 2 -> 4 | after, b 4 -> 8 |
+  |---|---|---|---|
+  | 2 | 643 MB | 160 MB | 236 MB |
+  | 8 | 1926 MB | 203 MB | 276 MB |
+
+  (a residual +17% from N=2 to N=8 remains; the head is no longer its cause.)
+  The price is a fixed one: each device all-gathers the LM-head table (the tied embedding for 0.5B) and,
+  in full fine-tuning, holds its full-size gradient before the reduce-scatter, about `V D (2 + 4)` bytes
+  (0.8 GB for 0.5B, 3.3 GB for 7B, 4.7 GB for 14B; measured on the 0.5B plan above at N=2: +1.05 GB
+  per device at b=1), which is in the `fixed` column. A vocabulary-parallel head (V over `fsdp` too)
+  would remove it; not done.
+- **Fit range.** The fit uses 2 and 4 sequences per device, not 1 and 2: at one or two sequences a
+  b-independent buffer (the gathered head and its gradient, the optimizer update) sets the peak and hides
+  the activations (CPU compiler, 0.5B, fsdp=8, 1 layer, 1024 tokens: +0.66 GB from b=1 to 2, +1.03 GB per
+  sequence from 2 to 4 and from 4 to 8). Rows marked **(e)** have a max below 2 sequences per device:
+  there the affine model is extrapolated below its range and underestimates, so treat them as
+  "does not fit usefully" unless a full-depth validation row says otherwise.
+- **(c) H100 rows come from the CPU compiler** (8 fake devices): its fusion, scheduling and buffer reuse
+  differ from XLA:GPU (it keeps far more per sequence than libtpu does for the same program), so they are
+  a pessimistic bound, not a plan. A GPU compile (or a real run) is needed.
 - **(f) the fit is not affine there**: the fixed part falls with depth (`m1 < 0`, impossible for a
   stack of layers that each add parameters), i.e. at 1-2 layers the peak is set by buffers that do not
-  add up layer by layer. Trust a full-depth validation row over such an extrapolation (v5e-16 7B: the
-  extrapolation said 8.06 GiB per chip at batch 16, the full-depth compile 9.00 GiB: error -10.4%).
-- The extrapolation assumes memory affine in the batch; when a b-independent buffer (gradients, the
-  optimizer update) is the peak, more sequences cost nothing until activations overtake it, and the fit
-  from b = 1, 2 can be off either way. The validation section below checks rows at full depth.
+  add up layer by layer. Trust a full-depth validation row over such an extrapolation.
+- The extrapolation assumes memory affine in depth and batch; the validation section (when present)
+  checks rows at full depth.
 """
 
 
@@ -269,7 +280,7 @@ def write_markdown(rows: list[dict], vals: list[dict], path: str, seq: int, pend
         "method). Every number comes from XLA's `compiled.memory_analysis()` of the real `grpo_step`",
         f"(prompt {seq // 2} + completion {seq - seq // 2} = {seq} tokens per sequence, bf16 params and",
         "activations, float32 AdamW moments (`f32_optimizer_state`), `remat=full`, log-prob chunks of 128,",
-        "mesh `fsdp` = all devices, state donated), compiled at 1-2 layers and 1-2 sequences per chip and",
+        "mesh `fsdp` = all devices, state donated), compiled at 1-2 layers and 2 and 4 sequences per chip and",
         f"extrapolated linearly in depth and batch. Budget: {int(HEADROOM * 100)}% of HBM. HBM assumed: TPU v5e",
         "16 GiB/chip, TPU v5p 95 GiB/chip, H100 80 GB. TPU rows are compiled by libtpu for that topology",
         "(compile-only, on a CPU machine); **H100 rows come from the CPU compiler with 8 fake devices**",
@@ -284,14 +295,16 @@ def write_markdown(rows: list[dict], vals: list[dict], path: str, seq: int, pend
     ]
     for r in rows:
         lines.append(f"| {r['shape']} | {r['devices']} | {r['model']} | "
-                     f"{_tuning(r['lora_rank'])}"
+                     f"{_tuning(r['lora_rank'])}{' (e)' if r['max_seqs_per_device'] < SEQS[0] else ''}"
                      f"{' (f)' if r['coefficients']['m1'] < 0 else ''} | "
                      f"{r['fixed_bytes'] / GIB:.2f} | {r['per_seq_bytes'] / MIB:.0f} | {r['max_batch']} | "
                      f"{r['backend'].split(';')[0].split(' (')[0]} | {r['compile_seconds']:.0f} |")
     lines += CAVEATS.rstrip("\n").split("\n")
     if pending:
-        lines += ["", "Not computed (the generating run did not reach them on a shared 2-core machine; rerun the",
-                  "command above, it resumes from `runs/memory_table.jsonl`): " + ", ".join(pending) + "."]
+        lines += ["", "Not computed (a libtpu compile of one 7B / 14B point takes many minutes on the shared 2-core",
+                  "machine that generated this file, see `compile s`; the run did h100x8 and v5p-8 first and did not",
+                  "reach these; rerun the command above, it resumes from `runs/memory_table.jsonl`): "
+                  + ", ".join(pending) + "."]
     if vals:
         lines += ["", "## Validation: full-depth compiles against the extrapolation", "",
                   "`python scripts/memory_table.py --validate SHAPE:MODEL:LORA_RANK` compiles the row at its real",

@@ -188,3 +188,16 @@ def test_plan_reports_compiler_oom_as_does_not_fit(monkeypatch, capsys):
     monkeypatch.setattr(pm, "build", lambda a, d: fake_build(a, d, ValueError("shapes do not match")))
     with pytest.raises(ValueError, match="shapes do not match"):
         pm.plan(pm.parse_args(argv))
+
+
+def test_rows_below_the_fitted_range_are_marked(tmp_path):
+    """A max below the fit's smallest per-device batch (SEQS[0]) is an extrapolation downwards: marked (e)."""
+    gib = 2**30
+    # v5e-8: 16 GiB, budget 14.4 GiB; fixed 12 GiB + 2 GiB per sequence -> 1 sequence per chip, 8 in all
+    pts = _points(12 * gib, 0, 2 * gib, 0)
+    cache = tmp_path / "cache.jsonl"
+    cache.write_text("".join(json.dumps(_point("v5e-8", "qwen2.5-14b", 0, L, b, v)) + "\n" for (L, b), v in pts.items()))
+    out = tmp_path / "plan.md"
+    assert mt.main(["--render-only", "--cache", str(cache), "--out", str(out)]) == 0
+    (row,) = [x for x in out.read_text().splitlines() if x.startswith("| v5e-8 | 8 | qwen2.5-14b")]
+    assert "| full (e) | 12.00 | 2048 | 8 |" in row, row
