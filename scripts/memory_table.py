@@ -85,6 +85,30 @@ def predicted_bytes(row: dict, seqs_per_device: int) -> int:
     return int(row["fixed_bytes"] + row["per_seq_bytes"] * seqs_per_device)
 
 
+def full_depth_fits(vals: list[dict], headroom: float = HEADROOM) -> list[dict]:
+    """Per (shape, model, lora): the affine fit ``fixed + per_seq b`` through the two compiled full-depth
+    validation points with the smallest distinct per-device batches, and its max batch (None when the
+    cost per sequence is not positive)."""
+    groups: dict = {}
+    for v in vals:
+        if v["per_device_bytes"] is not None:
+            groups.setdefault((v["shape"], v["model"], v["lora_rank"]), {})[v["b"]] = v
+    out = []
+    for (shape, model, lora), by_b in sorted(groups.items()):
+        if len(by_b) < 2:
+            continue
+        b1, b2 = sorted(by_b)[:2]
+        m1, m2 = by_b[b1]["per_device_bytes"], by_b[b2]["per_device_bytes"]
+        per_seq = (m2 - m1) / (b2 - b1)
+        fixed = m1 - per_seq * b1
+        budget = headroom * by_b[b1]["hbm_bytes"]
+        b_max = int((budget - fixed) // per_seq) if per_seq > 0 and budget > fixed else 0
+        out.append({"shape": shape, "model": model, "lora_rank": lora, "b1": b1, "b2": b2,
+                    "fixed_bytes": int(fixed), "per_seq_bytes": int(per_seq),
+                    "max_batch": b_max * shape_devices(shape) if per_seq > 0 else None})
+    return out
+
+
 def read_cache(path: str) -> list[dict]:
     out = []
     if not os.path.exists(path):
@@ -260,6 +284,10 @@ CAVEATS = """
 - **(c) H100 rows come from the CPU compiler** (8 fake devices): its fusion, scheduling and buffer reuse
   differ from XLA:GPU (it keeps far more per sequence than libtpu does for the same program), so they are
   a pessimistic bound, not a plan. A GPU compile (or a real run) is needed.
+- **(g) no extrapolation**: the per-sequence cost falls with depth at 1-2 layers (`c1 < 0`: libtpu
+  schedules the 2-layer program in less memory per sequence than the 1-layer one), so the fit gives a
+  negative cost per sequence at full depth; `fixed` is shown, the batch is not. Only a full-depth compile
+  (`--validate`) answers for these rows.
 - **(f) the fit is not affine there**: the fixed part falls with depth (`m1 < 0`, impossible for a
   stack of layers that each add parameters), i.e. at 1-2 layers the peak is set by buffers that do not
   add up layer by layer. Trust a full-depth validation row over such an extrapolation.
@@ -294,10 +322,14 @@ def write_markdown(rows: list[dict], vals: list[dict], path: str, seq: int, pend
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
-        lines.append(f"| {r['shape']} | {r['devices']} | {r['model']} | "
-                     f"{_tuning(r['lora_rank'])}{' (e)' if r['max_seqs_per_device'] < SEQS[0] else ''}"
+        if r["per_seq_bytes"] <= 0:  # (g): no extrapolation to report
+            flag, per_seq, max_batch = " (g)", "-", "-"
+        else:
+            flag = " (e)" if r["max_seqs_per_device"] < SEQS[0] else ""
+            per_seq, max_batch = f"{r['per_seq_bytes'] / MIB:.0f}", str(r["max_batch"])
+        lines.append(f"| {r['shape']} | {r['devices']} | {r['model']} | {_tuning(r['lora_rank'])}{flag}"
                      f"{' (f)' if r['coefficients']['m1'] < 0 else ''} | "
-                     f"{r['fixed_bytes'] / GIB:.2f} | {r['per_seq_bytes'] / MIB:.0f} | {r['max_batch']} | "
+                     f"{r['fixed_bytes'] / GIB:.2f} | {per_seq} | {max_batch} | "
                      f"{r['backend'].split(';')[0].split(' (')[0]} | {r['compile_seconds']:.0f} |")
     lines += CAVEATS.rstrip("\n").split("\n")
     if pending:
@@ -328,6 +360,15 @@ def write_markdown(rows: list[dict], vals: list[dict], path: str, seq: int, pend
         lines += ["", "`error` = (predicted - compiled) / compiled."]
         if oom:
             lines += ["(o) libtpu refused to compile the program for this HBM size: " + "; ".join(oom) + "."]
+        fits = full_depth_fits(vals)
+        if fits:
+            lines += ["", "Full-depth fits (two validation compiles of one row at different batches, no depth",
+                      "extrapolation; affine in the batch between and beyond them):", "",
+                      "| shape | model | tuning | from seqs/chip | fixed GiB/chip | MiB per sequence | max batch |",
+                      "|---|---|---|---|---|---|---|"]
+            lines += [f"| {f['shape']} | {f['model']} | {_tuning(f['lora_rank'])} | {f['b1']}, {f['b2']} | "
+                      f"{f['fixed_bytes'] / GIB:.2f} | {f['per_seq_bytes'] / MIB:.0f} | "
+                      f"{'-' if f['max_batch'] is None else f['max_batch']} |" for f in fits]
     with open(path, "w") as f:
         f.write("\n".join(lines) + "\n" + LEVERS)
 

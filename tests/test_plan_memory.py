@@ -201,3 +201,35 @@ def test_rows_below_the_fitted_range_are_marked(tmp_path):
     assert mt.main(["--render-only", "--cache", str(cache), "--out", str(out)]) == 0
     (row,) = [x for x in out.read_text().splitlines() if x.startswith("| v5e-8 | 8 | qwen2.5-14b")]
     assert "| full (e) | 12.00 | 2048 | 8 |" in row, row
+
+
+def test_rows_whose_per_sequence_cost_falls_with_depth_get_no_batch(tmp_path):
+    """c1 < 0 so steep that the extrapolated cost per sequence is negative: (g), no max batch invented."""
+    gib = 2**30
+    pts = _points(1 * gib, 0, 1 * gib, -gib // 4)  # per sequence at 24 layers: 1 - 6 < 0 GiB
+    cache = tmp_path / "cache.jsonl"
+    cache.write_text("".join(json.dumps(_point("v5p-8", "qwen2.5-0.5b", 16, L, b, v)) + "\n" for (L, b), v in pts.items()))
+    out = tmp_path / "plan.md"
+    assert mt.main(["--render-only", "--cache", str(cache), "--out", str(out)]) == 0
+    (row,) = [x for x in out.read_text().splitlines() if x.startswith("| v5p-8 | 4 | qwen2.5-0.5b")]
+    assert "| LoRA r=16 (g) | 1.00 | - | - |" in row, row
+
+
+def test_full_depth_fit_from_two_validation_compiles(tmp_path):
+    """Two full-depth compiles at b = 2 and 4 sequences per chip give fixed + per-sequence bytes without any
+    depth extrapolation: (6 - 4) / 2 = 1 GiB per sequence, 4 - 2 = 2 GiB fixed; (85.5 - 2) // 1 = 83 per chip."""
+    gib = 2**30
+    pts = _points(2 * gib, 0, 1 * gib, 0)
+    val = {"type": "validation", "shape": "v5p-8", "model": "qwen2.5-0.5b", "lora_rank": 16, "seq": 1024,
+           "hbm_bytes": 95 * gib, "backend": "tpu", "compile_seconds": 5.0, "predicted_bytes": 0}
+    recs = [_point("v5p-8", "qwen2.5-0.5b", 16, L, b, v) for (L, b), v in pts.items()]
+    recs += [dict(val, b=2, batch=8, per_device_bytes=4 * gib), dict(val, b=4, batch=16, per_device_bytes=6 * gib),
+             dict(val, b=9, batch=36, per_device_bytes=None, compile_error="RESOURCE_EXHAUSTED")]
+    cache = tmp_path / "cache.jsonl"
+    cache.write_text("".join(json.dumps(r) + "\n" for r in recs))
+    (fit,) = mt.full_depth_fits([r for r in recs if r["type"] == "validation"])
+    assert (fit["b1"], fit["b2"], fit["fixed_bytes"], fit["per_seq_bytes"]) == (2, 4, 2 * gib, gib)
+    assert fit["max_batch"] == 83 * 4
+    out = tmp_path / "plan.md"
+    assert mt.main(["--render-only", "--cache", str(cache), "--out", str(out)]) == 0
+    assert "| v5p-8 | qwen2.5-0.5b | LoRA r=16 | 2, 4 | 2.00 | 1024 | 332 |" in out.read_text()
