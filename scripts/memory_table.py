@@ -238,6 +238,7 @@ LEVERS = """
 | LoRA-only optimizer state | `TrainState.params` = `nnx.LoRAParam` only (runner `model.lora.rank`) | moments for the adapters only; base stays bf16 and sharded |
 | remat | `Qwen(remat="none" / "block" / "full")` | `full` keeps one `[B, T, D]` per layer; `block` also the matmul outputs |
 | chunked log-probs | `completion_logprobs(chunk_size=...)` | `[B, chunk, V]` float32 logits at a time instead of `[B, L, V]` (tested in `tests/test_sharding_memory.py`) |
+| LM head on the batch sharding | `completion_logprobs` under `jit_step`'s mesh | logits `[B, chunk, V]` split over (data, fsdp) (V over tensor): per-sequence memory independent of the device count; the head table is gathered per device (`fixed`) |
 | gradient accumulation | `grpo_step(num_micro=...)` | activation memory of `batch / num_micro` sequences; the `fixed` part unchanged |
 
 Check one configuration at FULL depth (no extrapolation), e.g. the 7B row on v5e-16:
