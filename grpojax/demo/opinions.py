@@ -4,9 +4,9 @@ Groups are fictional countries (:data:`GROUPS`). A question asks about a *subjec
 categories (family, economy, science, leisure; 8 subjects each) with a *positive* (``"how important is
 {s} to you ?"``) or *negative* (``"how worried are you about {s} ?"``) template, 3 of each: 192 questions.
 Every question has the same four options (``A. very much`` ... ``D. not at all``). The prompt mirrors the
-paper's::
+paper's and names the question's category (``category_in_prompt``)::
 
-    opinion of people in borduria on : how important is music to you ?
+    opinion of people in borduria on leisure : how important is music to you ?
     please select the best response :
     A. very much
     B. somewhat
@@ -24,20 +24,22 @@ worry), and:
   the category: the reversed polarity ``base(c, not p)`` for categories 0 and 1, ``base + 1 mod 4`` for
   categories 2 and 3. It answers only ``small_fraction`` of the questions, optionally with label noise.
 
-Design rationale (intended, not yet demonstrated end to end): the average IPO loss weighs each group by
-its share of the pairs, so the small group (about 8% of the training pairs by default) contributes little
-gradient, and what it wants conflicts with the majority's opinion on every question; a tiny model trained
-for a fixed budget fits the majority and under-fits it (observed: after SFT + IPO on a 2-layer Qwen2 the
-small group had the worst test loss and accuracy). GR-IPO should raise that group's weight alpha while its
-*training* loss is the largest; but with only 34 training pairs the small group can be memorised, so its
-training loss need not stay the largest (in the same check, alpha drifted to group 0 instead). Knobs that
-work against memorisation: a larger ``small_fraction``, ``small_noise`` = 0, early stopping on val.
-IPO per-pair losses start at ``(1 / (2 beta))**2`` (25 at beta = 0.1), so the mini-batch alpha step
-``eta * (N / N_g) * sum(loss)`` needs a small eta (about 1e-4 or less; 1e-2 collapsed alpha onto one group).
+Design rationale. Every group's answer is a function of (group, category, polarity), so it generalises
+from a group's training questions to its test questions. The average IPO loss weighs each group by its
+share of the pairs (the small group: 14% of the training pairs by default), and what the small group wants
+conflicts with the majority everywhere, so a tiny model trained for a fixed budget serves it worst; GR-IPO
+raises its weight alpha while its training loss is the largest. What did not work (2-layer Qwen2, seeds
+0-2): without the category in the prompt the model had to learn subject -> category from the data and
+did not generalise at all on seed 0 (reference test NLL ~ln 4 for every group), so upweighting the small
+group only memorised its training questions; with ``small_fraction`` 0.25 the small group had 7 test
+questions (its test loss was mostly noise); training now uses all three rejected letters per question,
+as validation and test always did (before: one random letter); with ``eta_alpha`` 0.01 the mini-batch
+noise of ``(N / N_g) * sum(loss)`` drove alpha onto a random group.
 
-Pairs are ``(prompt, chosen, rejected, group)``: chosen is the group's preferred letter, rejected a random
-other letter (training split); validation and test use every other letter (3 pairs per question) so that
-their metrics are less noisy. Each group's questions are split independently (default 70 / 15 / 15).
+Pairs are ``(prompt, chosen, rejected, group)``: chosen is the group's preferred letter, rejected every
+other letter (3 pairs per question, in every split; ``train_all_rejected`` / ``eval_all_rejected`` = False
+draw one random other letter instead). Each group's questions are split independently (default 70 / 15 /
+15).
 """
 
 from __future__ import annotations
@@ -92,16 +94,19 @@ def preferred_index(group_id: int, category_id: int, positive: bool) -> int:
     return (base + 2) % 4 if category_id in deviating else base
 
 
-def opinion_prompt(group: str, question: str) -> str:
-    """The raw GlobalOpinionQA-style prompt (no chat markers) for a group and a question text."""
+def opinion_prompt(group: str, question: str, category: str | None = None) -> str:
+    """The raw GlobalOpinionQA-style prompt (no chat markers) for a group and a question text; with
+    ``category`` the prompt names the question's category (``... in {group} on {category} : ...``)."""
     options = "\n".join(f"{letter}. {option}" for letter, option in zip(LETTERS, OPTIONS))
-    return (f"opinion of people in {group} on : {question}\nplease select the best response :\n"
+    on = f"on {category} :" if category else "on :"
+    return (f"opinion of people in {group} {on} {question}\nplease select the best response :\n"
             f"{options}")
 
 
-def opinion_pairs(seed: int = 0, *, small_fraction: float = 0.25, small_noise: float = 0.0,
+def opinion_pairs(seed: int = 0, *, small_fraction: float = 0.5, small_noise: float = 0.0,
                   split_fractions: tuple[float, float, float] = (0.7, 0.15, 0.15),
-                  eval_all_rejected: bool = True) -> dict[str, list[dict]]:
+                  eval_all_rejected: bool = True, train_all_rejected: bool = True,
+                  category_in_prompt: bool = True) -> dict[str, list[dict]]:
     """Preference pairs per split: ``{"train": [...], "val": [...], "test": [...]}``.
 
     Every row: ``prompt`` (chat-formatted, ends with ``<|assistant|>``), ``chosen`` / ``rejected`` (letter
@@ -114,6 +119,8 @@ def opinion_pairs(seed: int = 0, *, small_fraction: float = 0.25, small_noise: f
       small_noise: probability that a small-group answer is replaced by a uniformly random other letter.
       split_fractions: (train, val, test) shares of each group's questions; must sum to 1.
       eval_all_rejected: val / test rows use all 3 other letters as rejected (else one random letter).
+      train_all_rejected: the same for the training split.
+      category_in_prompt: the prompt names the question's category (:func:`opinion_prompt`).
     """
     if not 0.0 < small_fraction <= 1.0:
         raise ValueError(f"small_fraction={small_fraction}; must be in (0, 1]")
@@ -136,8 +143,9 @@ def opinion_pairs(seed: int = 0, *, small_fraction: float = 0.25, small_noise: f
             if g == len(GROUPS) - 1 and rng.random() < small_noise:
                 pref = int(rng.choice([i for i in range(4) if i != pref]))
             others = [i for i in range(4) if i != pref]
-            rejected = others if (split != "train" and eval_all_rejected) else [int(rng.choice(others))]
-            raw = opinion_prompt(group, q["text"])
+            all_rejected = train_all_rejected if split == "train" else eval_all_rejected
+            rejected = others if all_rejected else [int(rng.choice(others))]
+            raw = opinion_prompt(group, q["text"], q["category"] if category_in_prompt else None)
             for r in rejected:
                 out[split].append(dict(
                     prompt=format_prompt(raw), chosen=format_completion(LETTERS[pref]),

@@ -51,9 +51,10 @@ def prepare_data(world: dict[str, str], data_dir: str) -> dict[str, str]:
         write(f"opinions_{split}", [
             {"prompt": r["question"], "chosen": " " + r["chosen_letter"], "rejected": " " + r["rejected_letter"],
              "group": r["group"]} for r in read_jsonl(world[f"opinions_{split}"])])
-    # the train split holds one pair per (group, question), so this is one SFT row per question
+    # one SFT row (the preferred letter) per (group, question) of the train split, however many pairs it has
+    rows = {(r["group"], r["question"]): r for r in read_jsonl(world["opinions_train"])}
     write("opinions_sft", [{"prompt": r["question"], "response": " " + r["chosen_letter"], "group": r["group"]}
-                           for r in read_jsonl(world["opinions_train"])])
+                           for r in rows.values()])
     return out
 
 

@@ -26,7 +26,7 @@ def test_build_world_writes_a_loadable_reproducible_world(tmp_path, world_tokeni
     assert manifest["sizes"]["sft"] == 40 and manifest["sizes"]["grpo_heldout"] == 29
     assert manifest["tokenizer"]["max_sft_tokens"] <= 48
     assert manifest["tokenizer"]["vocab_size"] == len(tok)
-    assert manifest["opinion_groups"][opinions.SMALL_GROUP] == 34
+    assert manifest["opinion_groups"][opinions.SMALL_GROUP] == 68 * 3  # training pairs
     assert set(manifest["aspects"]["sft"]["mean"]) == set(ASPECTS)
 
     for name in expected - {"tokenizer", "world"}:
@@ -36,3 +36,13 @@ def test_build_world_writes_a_loadable_reproducible_world(tmp_path, world_tokeni
 
     with pytest.raises(FileExistsError, match="world.json exists"):
         build_world(out, seed=0)
+
+    # the library's column layout: one opinion SFT row (the preferred letter) per (group, question) of
+    # the train split, which holds three pairs (one per rejected letter) per question
+    from grpojax.demo.pipeline_stages import prepare_data
+
+    data = prepare_data(paths, str(tmp_path / "data"))
+    train, sft = read_jsonl(data["opinions_train"]), read_jsonl(data["opinions_sft"])
+    assert len(train) == 3 * len(sft) == 3 * len({(r["group"], r["prompt"]) for r in train})
+    chosen = {(r["group"], r["prompt"]): r["chosen"] for r in train}
+    assert all(chosen[r["group"], r["prompt"]] == r["response"] for r in sft)

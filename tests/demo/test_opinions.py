@@ -19,14 +19,13 @@ def pairs():
 def test_group_sizes_and_splits(pairs):
     assert len(O.questions()) == 192
     per_group = {s: Counter(r["group"] for r in pairs[s]) for s in O.SPLITS}
-    for g in O.GROUPS[:-1]:
-        assert per_group["train"][g] == 134
+    for g in O.GROUPS[:-1]:  # 192 questions: 29 val, 29 test, 134 train; 3 pairs per question everywhere
+        assert per_group["train"][g] == 134 * 3
         assert per_group["val"][g] == per_group["test"][g] == 29 * 3
-    small = O.SMALL_GROUP
-    assert per_group["train"][small] == 34 and per_group["val"][small] == 7 * 3
-    assert per_group["test"][small] == 7 * 3
+    small = O.SMALL_GROUP  # half of the questions: 96 = 14 val + 14 test + 68 train
+    assert per_group["train"][small] == 68 * 3 and per_group["val"][small] == per_group["test"][small] == 14 * 3
     share = per_group["train"][small] / sum(per_group["train"].values())
-    assert 0.05 < share < 0.1
+    assert 0.1 < share < 0.2
     for g in O.GROUPS:  # splits of one group are disjoint question sets
         qs = {s: {r["question_id"] for r in pairs[s] if r["group"] == g} for s in O.SPLITS}
         for a, b in itertools.combinations(O.SPLITS, 2):
@@ -45,11 +44,24 @@ def test_rows_follow_the_rules_and_the_format(pairs):
             assert row["chosen"] == format_completion(row["chosen_letter"])
             assert row["rejected"] == format_completion(row["rejected_letter"])
             assert row["prompt"] == format_prompt(row["question"])
-            assert row["question"].startswith(f"opinion of people in {row['group']} on : {q['text']}\n")
+            assert row["question"].startswith(
+                f"opinion of people in {row['group']} on {q['category']} : {q['text']}\n")
             assert row["question"].endswith("\nA. very much\nB. somewhat\nC. not much\nD. not at all")
-    for split in ("val", "test"):  # all three rejected letters per evaluated question
-        by_q = Counter((r["group"], r["question_id"]) for r in pairs[split])
-        assert set(by_q.values()) == {3}
+    for split in O.SPLITS:  # all three rejected letters per question
+        by_q = {}
+        for r in pairs[split]:
+            by_q.setdefault((r["group"], r["question_id"]), []).append(r["rejected_letter"])
+        assert {len(v) for v in by_q.values()} == {3} and all(len(set(v)) == 3 for v in by_q.values())
+
+
+def test_one_rejected_letter_and_no_category_options():
+    pairs = O.opinion_pairs(seed=0, train_all_rejected=False, eval_all_rejected=False, category_in_prompt=False)
+    for split in O.SPLITS:
+        assert Counter(Counter((r["group"], r["question_id"]) for r in pairs[split]).values()) == \
+            {1: len({(r["group"], r["question_id"]) for r in pairs[split]})}
+        assert all(r["question"].startswith(f"opinion of people in {r['group']} on : ") for r in pairs[split])
+    assert O.opinion_prompt("avalon", "how good is art for society ?", "leisure").splitlines()[0] == \
+        "opinion of people in avalon on leisure : how good is art for society ?"
 
 
 def test_preference_table_by_hand():
@@ -106,7 +118,8 @@ def test_pooled_fit_serves_the_majority_and_fails_the_small_group(pairs):
 
 
 def test_noise_determinism_and_validation():
-    noisy = O.opinion_pairs(seed=0, small_noise=0.3, small_fraction=1.0, eval_all_rejected=False)
+    noisy = O.opinion_pairs(seed=0, small_noise=0.3, small_fraction=1.0, eval_all_rejected=False,
+                            train_all_rejected=False)
     qs = O.questions()
     rows = [r for s in O.SPLITS for r in noisy[s] if r["group"] == O.SMALL_GROUP]
     flipped = np.mean([r["chosen_letter"] != O.LETTERS[O.preferred_index(
@@ -126,7 +139,7 @@ def test_noise_determinism_and_validation():
 
 def test_sft_rows_one_per_question(pairs):
     rows = O.opinion_sft_rows(pairs)
-    assert len(rows) == len(pairs["train"])  # train has one pair per question
+    assert len(rows) == len(pairs["train"]) // 3  # train has three pairs per question
     assert len({(r["group_id"], r["question_id"]) for r in rows}) == len(rows)
     test_rows = O.opinion_sft_rows(pairs, "test")
     assert len(test_rows) == len(pairs["test"]) // 3
