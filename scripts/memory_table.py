@@ -270,7 +270,8 @@ CAVEATS = """
   | 2 | 643 MB | 160 MB | 236 MB |
   | 8 | 1926 MB | 203 MB | 276 MB |
 
-  (a residual +17% from N=2 to N=8 remains; the head is no longer its cause.)
+  (a residual +17% from N=2 to N=8 remains, down from 3x; not investigated: a candidate is the same
+  contraction-vs-gather choice in the decoder blocks, whose activations are not pinned.)
   The price is a fixed one: each device all-gathers the LM-head table (the tied embedding for 0.5B) and,
   in full fine-tuning, holds its full-size gradient before the reduce-scatter, about `V D (2 + 4)` bytes
   (0.8 GB for 0.5B, 3.3 GB for 7B, 4.7 GB for 14B; measured on the 0.5B plan above at N=2: +1.05 GB

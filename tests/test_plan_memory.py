@@ -100,7 +100,12 @@ def test_model_flops_by_hand():
 
 @pytest.fixture
 def backend_env(monkeypatch):
-    """plan() writes XLA_FLAGS / JAX_PLATFORMS for a fresh process; restore them after the test."""
+    """plan() writes XLA_FLAGS / JAX_PLATFORMS for a fresh process; restore them after the test. The backend is
+    started first, under conftest's 8 devices: were plan() the first to touch it, its ``--devices 4`` would
+    leave every later test in this process with 4 devices."""
+    import jax
+
+    assert jax.device_count() == 8
     for k in ("XLA_FLAGS", "JAX_PLATFORMS"):
         if k in os.environ:
             monkeypatch.setenv(k, os.environ[k])
