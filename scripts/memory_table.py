@@ -289,7 +289,9 @@ CAVEATS = """
 - **(g) no extrapolation**: the per-sequence cost falls with depth at 1-2 layers (`c1 < 0`: libtpu
   schedules the 2-layer program in less memory per sequence than the 1-layer one), so the fit gives a
   negative cost per sequence at full depth; `fixed` is shown, the batch is not. Only a full-depth compile
-  (`--validate`) answers for these rows.
+  (`--validate`) answers for these rows. libtpu's small programs are not even monotone in the batch
+  (v5p-8, 7B full, 1 layer: 7.50 GiB per chip at b=2, 7.04 at b=4), so any TPU row extrapolated from
+  1-2 layers is a rough guide until a full-depth validation backs it.
 - **(f) the fit is not affine there**: the fixed part falls with depth (`m1 < 0`, impossible for a
   stack of layers that each add parameters), i.e. at 1-2 layers the peak is set by buffers that do not
   add up layer by layer. Trust a full-depth validation row over such an extrapolation.
@@ -302,7 +304,7 @@ def _tuning(lora_rank: int) -> str:
     return f"LoRA r={lora_rank}" if lora_rank else "full"
 
 
-def write_markdown(rows: list[dict], vals: list[dict], path: str, seq: int, pending=()) -> None:
+def write_markdown(rows: list[dict], vals: list[dict], path: str, seq: int, pending=(), partial=()) -> None:
     lines = [
         "# Memory plan: largest GRPO batch that fits",
         "",
@@ -339,6 +341,15 @@ def write_markdown(rows: list[dict], vals: list[dict], path: str, seq: int, pend
                   "machine that generated this file, see `compile s`; the run did h100x8 and v5p-8 first and did not",
                   "reach these; rerun the command above, it resumes from `runs/memory_table.jsonl`): "
                   + ", ".join(pending) + "."]
+    if partial:
+        lines += ["", "Compiled points of rows not complete (per-device GiB of the real step at `layers` decoder layers",
+                  "and `b` sequences per chip; libtpu's numbers need not grow with `b` at 1-2 layers, see (g)):", "",
+                  "| shape | model | tuning | layers | b | GiB/chip | compile s |", "|---|---|---|---|---|---|---|"]
+        order = {sh: i for i, sh in enumerate(SHAPES)}
+        for p in sorted(partial, key=lambda p: (order.get(p["shape"], 99), MODELS.index(p["model"]), p["lora_rank"],
+                                                p["layers"], p["b"])):
+            lines.append(f"| {p['shape']} | {p['model']} | {_tuning(p['lora_rank'])} | {p['layers']} | {p['b']} | "
+                         f"{p['per_device_bytes'] / GIB:.3f} | {p['compile_seconds']:.0f} |")
     if vals:
         lines += ["", "## Validation: full-depth compiles against the extrapolation", "",
                   "`python scripts/memory_table.py --validate SHAPE:MODEL:LORA_RANK` compiles the row at its real",
@@ -443,7 +454,11 @@ def render(cache: str, out: str, seq: int) -> None:
     pending = [f"{s} {m} {'LoRA' if lr else 'full'}" for s in SHAPES for m in MODELS
                for lr in (0, LORA_RANK) if (s, m, lr) not in have]
     vals = [r for r in recs if r.get("type") == "validation" and r["seq"] == seq]
-    write_markdown(rows, vals, out, seq, pending)
+    partial = {}  # the compiled points of rows not complete yet (last record per point wins)
+    for p in recs:
+        if p.get("type") == "point" and p["seq"] == seq and (p["shape"], p["model"], p["lora_rank"]) not in have:
+            partial[point_key(p)] = p
+    write_markdown(rows, vals, out, seq, pending, list(partial.values()))
 
 
 if __name__ == "__main__":

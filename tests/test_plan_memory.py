@@ -72,6 +72,7 @@ def test_cache_to_markdown_rows_pending_and_validation(tmp_path, capsys):
     assert row == [f"| v5p-8 | 4 | qwen2.5-7b | LoRA r=16 | 30.00 | 2048 | {4 * b_max} | tpu AOT compile | 40 |"]
     assert b_max == 27
     assert "v5p-8 qwen2.5-14b full" in text and "v5p-8 qwen2.5-7b LoRA," not in text
+    assert "| v5p-8 | qwen2.5-14b | full | 1 | 1 | 1.000 | 10 |" in text  # the incomplete row's one point
     val = [x for x in text.splitlines() if x.startswith(f"| v5p-8 | qwen2.5-7b | LoRA r=16 | {4 * b_max} |")]
     assert len(val) == 1 and "| +2.0% | yes | 99 |" in val[0], val
     assert f"| v5p-8 | qwen2.5-7b | LoRA r=16 | {4 * b_max + 4} | " in text and "| out of memory (o) | - | no |" in text
