@@ -294,7 +294,8 @@ CAVEATS = """
   1-2 layers is a rough guide until a full-depth validation backs it.
 - **(f) the fit is not affine there**: the fixed part falls with depth (`m1 < 0`, impossible for a
   stack of layers that each add parameters), i.e. at 1-2 layers the peak is set by buffers that do not
-  add up layer by layer. Trust a full-depth validation row over such an extrapolation.
+  add up layer by layer. The fitted numbers are shown so that the failure is visible; no max batch is
+  derived from them. Trust a full-depth validation row instead.
 - The extrapolation assumes memory affine in depth and batch; the validation section (when present)
   checks rows at full depth.
 """
@@ -330,7 +331,8 @@ def write_markdown(rows: list[dict], vals: list[dict], path: str, seq: int, pend
             flag, per_seq, max_batch = " (g)", "-", "-"
         else:
             flag = " (e)" if r["max_seqs_per_device"] < SEQS[0] else ""
-            per_seq, max_batch = f"{r['per_seq_bytes'] / MIB:.0f}", str(r["max_batch"])
+            per_seq = f"{r['per_seq_bytes'] / MIB:.0f}"
+            max_batch = "-" if r["coefficients"]["m1"] < 0 else str(r["max_batch"])  # (f): the fit is broken
         lines.append(f"| {r['shape']} | {r['devices']} | {r['model']} | {_tuning(r['lora_rank'])}{flag}"
                      f"{' (f)' if r['coefficients']['m1'] < 0 else ''} | "
                      f"{r['fixed_bytes'] / GIB:.2f} | {per_seq} | {max_batch} | "
