@@ -341,7 +341,8 @@ def write_markdown(rows: list[dict], vals: list[dict], path: str, seq: int, pend
     if pending:
         lines += ["", "Not computed (a libtpu compile of one 7B / 14B point takes many minutes on the shared 2-core",
                   "machine that generated this file, see `compile s`; the run did h100x8 and v5p-8 first and did not",
-                  "reach these; rerun the command above, it resumes from `runs/memory_table.jsonl`): "
+                  "finish these (the points it did compile are listed below); rerun the command above, it resumes",
+                  "from `runs/memory_table.jsonl`): "
                   + ", ".join(pending) + "."]
     if partial:
         lines += ["", "Compiled points of rows not complete (per-device GiB of the real step at `layers` decoder layers",
@@ -355,7 +356,8 @@ def write_markdown(rows: list[dict], vals: list[dict], path: str, seq: int, pend
     if vals:
         lines += ["", "## Validation: full-depth compiles against the extrapolation", "",
                   "`python scripts/memory_table.py --validate SHAPE:MODEL:LORA_RANK` compiles the row at its real",
-                  "depth (no `--layers`) at the predicted max batch and at one sequence per chip more.", "",
+                  "depth (no `--layers`) at the predicted max batch and at one sequence per chip more, or at the",
+                  "sequences per chip given (`SHAPE:MODEL:LORA_RANK:b1,b2`).", "",
                   "| shape | model | tuning | batch | predicted GiB/chip | compiled GiB/chip | error | "
                   f"fits {int(HEADROOM * 100)}% HBM | compile s |",
                   "|---|---|---|---|---|---|---|---|---|"]
