@@ -196,16 +196,21 @@ def test_plan_reports_compiler_oom_as_does_not_fit(monkeypatch, capsys):
         pm.plan(pm.parse_args(argv))
 
 
+def _rendered_row(tmp_path, shape, model, rank, pts, prefix):
+    """The table row of ``shape`` / ``model`` that ``memory_table --render-only`` writes from the cached ``pts``."""
+    cache = tmp_path / "cache.jsonl"
+    cache.write_text("".join(json.dumps(_point(shape, model, rank, L, b, v)) + "\n" for (L, b), v in pts.items()))
+    out = tmp_path / "plan.md"
+    assert mt.main(["--render-only", "--cache", str(cache), "--out", str(out)]) == 0
+    (row,) = [x for x in out.read_text().splitlines() if x.startswith(f"{prefix} {model}")]
+    return row
+
+
 def test_rows_below_the_fitted_range_are_marked(tmp_path):
     """A max below the fit's smallest per-device batch (SEQS[0]) is an extrapolation downwards: marked (e)."""
     gib = 2**30
     # v5e-8: 16 GiB, budget 14.4 GiB; fixed 12 GiB + 2 GiB per sequence -> 1 sequence per chip, 8 in all
-    pts = _points(12 * gib, 0, 2 * gib, 0)
-    cache = tmp_path / "cache.jsonl"
-    cache.write_text("".join(json.dumps(_point("v5e-8", "qwen2.5-14b", 0, L, b, v)) + "\n" for (L, b), v in pts.items()))
-    out = tmp_path / "plan.md"
-    assert mt.main(["--render-only", "--cache", str(cache), "--out", str(out)]) == 0
-    (row,) = [x for x in out.read_text().splitlines() if x.startswith("| v5e-8 | 8 | qwen2.5-14b")]
+    row = _rendered_row(tmp_path, "v5e-8", "qwen2.5-14b", 0, _points(12 * gib, 0, 2 * gib, 0), "| v5e-8 | 8 |")
     assert "| full (e) | 12.00 | 2048 | 8 |" in row, row
 
 
@@ -213,11 +218,7 @@ def test_rows_whose_per_sequence_cost_falls_with_depth_get_no_batch(tmp_path):
     """c1 < 0 so steep that the extrapolated cost per sequence is negative: (g), no max batch invented."""
     gib = 2**30
     pts = _points(1 * gib, 0, 1 * gib, -gib // 4)  # per sequence at 24 layers: 1 - 6 < 0 GiB
-    cache = tmp_path / "cache.jsonl"
-    cache.write_text("".join(json.dumps(_point("v5p-8", "qwen2.5-0.5b", 16, L, b, v)) + "\n" for (L, b), v in pts.items()))
-    out = tmp_path / "plan.md"
-    assert mt.main(["--render-only", "--cache", str(cache), "--out", str(out)]) == 0
-    (row,) = [x for x in out.read_text().splitlines() if x.startswith("| v5p-8 | 4 | qwen2.5-0.5b")]
+    row = _rendered_row(tmp_path, "v5p-8", "qwen2.5-0.5b", 16, pts, "| v5p-8 | 4 |")
     assert "| LoRA r=16 (g) | 1.00 | - | - |" in row, row
 
 
