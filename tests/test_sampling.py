@@ -147,6 +147,27 @@ def test_two_stage_categorical_matches_softmax_and_skips_masked():
     assert chi2 < 70.7, chi2  # p = 0.001 critical value for 37 dof
 
 
+def test_two_stage_categorical_draws_as_if_the_last_block_were_padded():
+    # The ragged last block is reduced on its own instead of padding the logits; the random stream and
+    # hence every draw must stay those of the padded formulation (seeded runs stay reproducible).
+    def padded(rng, z_BV, block):
+        batch, vocab = z_BV.shape
+        n = -(-vocab // block)
+        z_BCK = jnp.pad(z_BV, ((0, 0), (0, n * block - vocab)), constant_values=-jnp.inf).reshape(batch, n, block)
+        rng_block, rng_token = jax.random.split(rng)
+        c_B = jax.random.categorical(rng_block, jax.nn.logsumexp(z_BCK, axis=-1), axis=-1)
+        z_BK = jnp.take_along_axis(z_BCK, c_B[:, None, None], axis=1)[:, 0, :]
+        return c_B * block + jax.random.categorical(rng_token, z_BK, axis=-1)
+
+    z = np.random.default_rng(1).normal(size=(64, 1026)) * 2
+    z[::2, 1024:] += 8.0  # half the rows put most of their mass on the short last block (ids 1024, 1025)
+    z = jnp.asarray(z, jnp.float32)
+    for seed in range(3):
+        ours = np.asarray(jax.jit(lambda k: sampling.categorical(k, z, block=256))(jax.random.key(seed)))
+        np.testing.assert_array_equal(ours, np.asarray(padded(jax.random.key(seed), z, 256)))
+        assert (ours >= 1024).sum() >= 16 and (ours < 1024).sum() >= 16
+
+
 # ----------------------------------------------------------------------------- a toy model with a KV cache
 
 class ToyLM(nnx.Module):
@@ -183,7 +204,7 @@ class ToyLM(nnx.Module):
         out = hidden if return_hidden else self.logits_from_hidden(hidden)
         return out if cache is None else (out, cache)
 
-    def logits_from_hidden(self, hidden_BTD):
+    def logits_from_hidden(self, hidden_BTD, vocab_major=False):
         return hidden_BTD
 
 

@@ -258,13 +258,24 @@ class Qwen(nnx.Module):
         else:
             self.lm_head = nnx.data(None)
 
-    def logits_from_hidden(self, hidden_BTD: Array) -> Array:
-        """float32 logits ``[..., V]`` from final hidden states ``[..., D]`` (tied or untied head)."""
+    def logits_from_hidden(self, hidden_BTD: Array, *, vocab_major: bool = False) -> Array:
+        """float32 logits ``[..., V]`` from final hidden states ``[..., D]`` (tied or untied head).
+
+        ``vocab_major=True`` computes the product as ``[V, N]`` (``N`` = all leading positions) and then
+        transposes it; the values are the same. For the few rows of a decoding step this streams the
+        ``[V, D]`` table once along its rows: on XLA:CPU the step's LM head takes about half the time of the
+        ``[N, V]`` form (``benchmarks/``: 31 decoding steps of 8 rows x Qwen's 151,936 tokens, 0.41 vs 0.84
+        s). The optimization barrier keeps XLA from folding the transpose back into the dot.
+        """
         table_VD = self.embed if self.config.tie_word_embeddings else self.lm_head
         if table_VD is None:
             raise ValueError("this Qwen was built with with_lm_head=False; it has no LM head")
-        return jnp.einsum("...D,VD->...V", hidden_BTD.astype(self.dtype), table_VD[...].astype(self.dtype),
-                          preferred_element_type=jnp.float32)
+        h, table = hidden_BTD.astype(self.dtype), table_VD[...].astype(self.dtype)
+        if not vocab_major:
+            return jnp.einsum("...D,VD->...V", h, table, preferred_element_type=jnp.float32)
+        lead = h.shape[:-1]
+        z_VN = jnp.einsum("VD,ND->VN", table, h.reshape(-1, h.shape[-1]), preferred_element_type=jnp.float32)
+        return jax.lax.optimization_barrier(z_VN).T.reshape(*lead, table.shape[0])
 
     def __call__(self, tokens_BT: Array, positions_BT: Array | None = None, *,
                  attn_mask_BT: Array | None = None, cache: list | None = None,

@@ -106,7 +106,7 @@ def forward_last(model: Any, tokens_BT: Array, positions_BT: Array, slots_BS: Ar
     """
     hidden_BTD, cache = model(tokens_BT, positions_BT, attn_mask_BT=slots_BS, cache=cache,
                               cache_pos=cache_pos, return_hidden=True)
-    logits_B1V = model.logits_from_hidden(hidden_BTD[:, -1:, :])
+    logits_B1V = model.logits_from_hidden(hidden_BTD[:, -1:, :], vocab_major=True)
     return logits_B1V[:, 0, :].astype(jnp.float32), cache
 
 

@@ -126,7 +126,8 @@ def sample(
     number does).
 
     Args:
-      model: a ``grpojax.models.Qwen`` (or any nnx module with its call / cache interface).
+      model: a ``grpojax.models.Qwen`` (or any nnx module with its call / cache interface and
+        ``logits_from_hidden(hidden, *, vocab_major)``).
       prompt_tokens_BT: ``[B, T]`` int token ids, left- or right-padded (any pad layout).
       prompt_mask_BT: ``[B, T]`` 1 / True on real tokens; every row needs at least one.
       rng: a PRNG key; the same key gives the same samples.

@@ -133,7 +133,8 @@ BLOCK = 256
 def categorical(rng: PRNGKey, filtered_logits_BV: Array, block: int = BLOCK) -> Array:
     """Draws ``y_b ~ softmax(z_b)`` per row, exactly, in two Gumbel-max stages. ``[B]`` int32.
 
-    The vocabulary is cut into blocks of ``block`` tokens (the last one padded with ``-inf``). Stage 1 draws
+    The vocabulary is cut into blocks of ``block`` tokens (the last one may be shorter: as if padded with
+    ``-inf``). Stage 1 draws
     a block ``c ~ softmax(lse_c)`` with ``lse_c = logsumexp(z over block c)``; stage 2 draws a token inside
     it, ``v ~ softmax(z over block c)``. Then ``P(v) = P(c) P(v | c) = exp(z_v) / sum_u exp(z_u)``: the
     same distribution as ``jax.random.categorical`` (and no token with ``z = -inf`` is ever drawn), but
@@ -150,14 +151,18 @@ def categorical(rng: PRNGKey, filtered_logits_BV: Array, block: int = BLOCK) -> 
     batch, vocab = filtered_logits_BV.shape
     if vocab <= block:
         return jax.random.categorical(rng, filtered_logits_BV, axis=-1).astype(jnp.int32)
-    num_blocks = -(-vocab // block)
+    full, rest = divmod(vocab, block)
     z_BV = filtered_logits_BV.astype(jnp.float32)
-    z_BV = jnp.pad(z_BV, ((0, 0), (0, num_blocks * block - vocab)), constant_values=NEG_INF)
-    z_BCK = z_BV.reshape(batch, num_blocks, block)
-    lse_BC = jax.nn.logsumexp(z_BCK, axis=-1)  # -inf for blocks with no allowed token
+    # Block log-masses without padding a copy of the logits (the ragged last block is reduced on its own;
+    # padding it with -inf would give the same values at the price of an extra [B, V] copy per step).
+    lse_BC = jax.nn.logsumexp(z_BV[:, :full * block].reshape(batch, full, block), axis=-1)
+    if rest:
+        lse_BC = jnp.concatenate([lse_BC, jax.nn.logsumexp(z_BV[:, full * block:], axis=-1, keepdims=True)], 1)
+    # lse is -inf for blocks with no allowed token
     rng_block, rng_token = jax.random.split(rng)
     c_B = jax.random.categorical(rng_block, lse_BC, axis=-1)
-    z_BK = jnp.take_along_axis(z_BCK, c_B[:, None, None], axis=1)[:, 0, :]
+    idx_BK = c_B[:, None] * block + jnp.arange(block)[None, :]
+    z_BK = jnp.where(idx_BK < vocab, jnp.take_along_axis(z_BV, jnp.minimum(idx_BK, vocab - 1), axis=1), NEG_INF)
     k_B = jax.random.categorical(rng_token, z_BK, axis=-1)
     return (c_B * block + k_B).astype(jnp.int32)
 

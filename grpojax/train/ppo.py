@@ -72,8 +72,8 @@ class _HiddenTap:
         self.hidden_BTD = out
         return out
 
-    def logits_from_hidden(self, hidden):
-        return self.model.logits_from_hidden(hidden)
+    def logits_from_hidden(self, hidden, **kwargs):
+        return self.model.logits_from_hidden(hidden, **kwargs)
 
 
 def policy_and_values(model, prompt_BP, prompt_mask_BP, completion_BL, completion_mask_BL, *,

@@ -127,11 +127,14 @@ def test_return_hidden_and_logits_from_hidden(hf_checkpoint):
         hidden = m(t, return_hidden=True)
         chunks = [m.logits_from_hidden(hidden[:, i:i + 2]) for i in range(0, 6, 2)]
         h_cached, _ = m(t, cache=init_cache(m.config, 2, 8), cache_pos=0, return_hidden=True)
-        return hidden, m(t), m.logits_from_hidden(hidden), jnp.concatenate(chunks, 1), h_cached
+        return (hidden, m(t), m.logits_from_hidden(hidden), jnp.concatenate(chunks, 1), h_cached,
+                m.logits_from_hidden(hidden, vocab_major=True))
 
-    hidden, logits, from_hidden, chunked, h_cached = run(model, toks)
+    hidden, logits, from_hidden, chunked, h_cached, vocab_major = run(model, toks)
     assert hidden.shape == (2, 6, 32)
     np.testing.assert_allclose(np.asarray(from_hidden), np.asarray(logits), atol=1e-6)
+    assert vocab_major.shape == logits.shape  # the [V, N] product transposed back, same values
+    np.testing.assert_allclose(np.asarray(vocab_major), np.asarray(logits), atol=1e-5)
     np.testing.assert_allclose(np.asarray(chunked), np.asarray(logits), atol=1e-6)
     np.testing.assert_allclose(np.asarray(h_cached), np.asarray(hidden), atol=1e-5)
 
