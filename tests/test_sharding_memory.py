@@ -12,7 +12,8 @@ from flax import nnx
 from grpojax import sharding as shd
 from grpojax.models import Qwen, QwenConfig
 from grpojax.sharding import f32_optimizer_state
-from grpojax.train.forward import completion_logprobs
+from grpojax.train.forward import completion_logprobs, reference_logp_fn
+from grpojax.train.state import split_model
 
 CFG = QwenConfig(vocab_size=64, hidden_size=16, intermediate_size=32, num_layers=2, num_heads=4,
                  num_kv_heads=2, head_dim=4)
@@ -221,3 +222,17 @@ def test_lm_head_pins_only_under_a_mesh():
     pins = [ln for ln in text.splitlines() if "sharding_constraint" in ln]
     assert any('[{"fsdp"}, {}, {"tensor"}]' in ln for ln in pins), pins  # logits [B, c, V]
     assert any('[{"fsdp"}, {}, {}]' in ln for ln in pins), pins  # hidden [B, c, D]
+
+
+def test_reference_forward_pins_under_the_task_mesh():
+    """The separately jitted reference forward (GRPO / PPO tasks) is traced under the task's mesh too, so
+    its LM-head chunks carry the batch layout as in the train step; without a mesh it has no pins."""
+    graphdef, params, frozen = split_model(nnx.eval_shape(lambda: Qwen(CFG)))
+    i32 = jax.ShapeDtypeStruct((8, 4), jnp.int32)
+    batch = {k: i32 for k in ("prompt_BP", "prompt_mask_BP", "completion_BL", "completion_mask_BL")}
+    text = reference_logp_fn(graphdef, 1.0, chunk=2).lower(params, frozen, batch).as_text()
+    assert "sharding_constraint" not in text
+    mesh = shd.make_mesh({"fsdp": 4, "tensor": 2})
+    text = reference_logp_fn(graphdef, 1.0, chunk=2, mesh=mesh).lower(params, frozen, batch).as_text()
+    pins = [ln for ln in text.splitlines() if "sharding_constraint" in ln]
+    assert any('[{"fsdp"}, {}, {"tensor"}]' in ln for ln in pins), pins  # logits [B, c, V]

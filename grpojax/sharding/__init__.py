@@ -45,7 +45,7 @@ Public API:
     RULES, KV_CACHE_AXES, ACTIVATION_AXES, logical_to_spec,      rules.py
     tree_shardings, train_state_shardings, batch_shardings, batch_spec, cache_shardings, constrain,
     named, describe
-    shard, init_sharded, init_train_state, jit_step, abstract_batch,   jit.py
+    shard, init_sharded, init_train_state, jit_step, traced_on_mesh, abstract_batch,   jit.py
     with_shardings, global_batch, global_batch_from_full, to_host, ShardedCache,
     sharded_bytes_per_device
     f32_optimizer_state                                          memory.py (bf16 params, f32 Adam)
@@ -53,7 +53,7 @@ Public API:
 
 from grpojax.sharding.jit import (ShardedCache, abstract_batch, global_batch, global_batch_from_full,
                                   init_sharded, init_train_state, jit_step, shard,
-                                  sharded_bytes_per_device, to_host, with_shardings)
+                                  sharded_bytes_per_device, to_host, traced_on_mesh, with_shardings)
 from grpojax.sharding.memory import f32_optimizer_state
 from grpojax.sharding.mesh import (AXES, BATCH_AXES, batch_axis_size, host_batch_slice, is_main_process,
                                    make_mesh, maybe_initialize_distributed, mesh_sizes)
@@ -65,6 +65,6 @@ __all__ = [
     "AXES", "BATCH_AXES", "make_mesh", "mesh_sizes", "batch_axis_size", "maybe_initialize_distributed", "is_main_process",
     "host_batch_slice", "RULES", "KV_CACHE_AXES", "ACTIVATION_AXES", "logical_to_spec", "tree_shardings",
     "train_state_shardings", "batch_shardings", "batch_spec", "cache_shardings", "constrain", "named",
-    "describe", "shard", "init_sharded", "init_train_state", "jit_step", "abstract_batch",
+    "describe", "shard", "init_sharded", "init_train_state", "jit_step", "traced_on_mesh", "abstract_batch",
     "with_shardings", "global_batch", "global_batch_from_full", "to_host", "ShardedCache", "sharded_bytes_per_device", "f32_optimizer_state",
 ]

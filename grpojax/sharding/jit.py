@@ -63,6 +63,24 @@ def init_train_state(model_ctor: Callable[[], nnx.Module], tx: optax.GradientTra
     return holder["graphdef"], state, shardings
 
 
+def traced_on_mesh(fn: Callable, mesh: Mesh | None) -> Callable:
+    """``fn`` traced under ``jax.sharding.use_abstract_mesh(mesh)`` (``fn`` itself when ``mesh`` is None).
+
+    Inside ``jax.jit`` there is no mesh for :func:`grpojax.sharding.constrain` to read unless one is
+    entered while tracing; with it, code such as :func:`grpojax.train.forward.completion_logprobs` pins its
+    activations to the rules. Wrap every jitted function that runs the model on a mesh (train steps,
+    forward-only reference / evaluation passes) before ``jax.jit``."""
+    if mesh is None:
+        return fn
+
+    @functools.wraps(fn)
+    def on_mesh(*args, **kwargs):
+        with jax.sharding.use_abstract_mesh(mesh.abstract_mesh):
+            return fn(*args, **kwargs)
+
+    return on_mesh
+
+
 def jit_step(step: Callable, state_shardings: Any, batch_shardings_: Any, mesh: Mesh, *,
              donate: bool = True) -> Callable:
     """``jax.jit`` of a pure ``step(state, batch, rng) -> (state, metrics)`` with explicit shardings.
@@ -76,12 +94,7 @@ def jit_step(step: Callable, state_shardings: Any, batch_shardings_: Any, mesh: 
     ``jit_step(functools.partial(grpo_step, graphdef=g, tx=tx, settings=s), ...)``.
     """
     rep = named(mesh)
-
-    def step_on_mesh(*args):  # the mesh as context while tracing: lets the step pin activations
-        with jax.sharding.use_abstract_mesh(mesh.abstract_mesh):  # (grpojax.train.forward)
-            return step(*args)
-
-    return jax.jit(step_on_mesh, in_shardings=(state_shardings, batch_shardings_, rep),
+    return jax.jit(traced_on_mesh(step, mesh), in_shardings=(state_shardings, batch_shardings_, rep),
                    out_shardings=(state_shardings, rep), donate_argnums=(0,) if donate else ())
 
 

@@ -23,7 +23,9 @@ import jax
 import jax.numpy as jnp
 
 from grpojax.losses import token_entropy, token_logprobs
+from grpojax.sharding.jit import traced_on_mesh
 from grpojax.sharding.rules import ACTIVATION_AXES, constrain
+from grpojax.train.state import merge_model
 
 
 class CompletionLogprobs(NamedTuple):
@@ -110,3 +112,18 @@ def completion_logprobs(model, prompt_BP, prompt_mask_BP, completion_BL, complet
         logp = _pin(logp.transpose(1, 0, 2).reshape(B, L), _TOK)
         ent = _pin(ent.transpose(1, 0, 2).reshape(B, L), _TOK)
     return CompletionLogprobs(logp_BL=logp, entropy_BL=ent)
+
+
+def reference_logp_fn(graphdef, temperature: float, chunk: int | None = 128, mesh=None):
+    """Jitted ``(params, frozen, batch) -> [B, L]`` completion log-probs of a plain policy (the reference).
+
+    With a ``mesh`` the forward is traced under it (:func:`grpojax.sharding.traced_on_mesh`), so the LM-head
+    chunks are pinned to the batch layout exactly as in the train step."""
+
+    def ref_logp(params, frozen, b):
+        model = merge_model(graphdef, params, frozen)
+        return completion_logprobs(model, b["prompt_BP"], b["prompt_mask_BP"], b["completion_BL"],
+                                   b["completion_mask_BL"], temperature=temperature, chunk_size=chunk,
+                                   with_entropy=False).logp_BL
+
+    return jax.jit(traced_on_mesh(ref_logp, mesh))

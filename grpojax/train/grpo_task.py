@@ -17,9 +17,8 @@ import numpy as np
 from grpojax.rollout import SamplingSettings, generate_and_score
 from grpojax.sharding import to_host
 from grpojax.train import reward_funcs
-from grpojax.train.forward import completion_logprobs
+from grpojax.train.forward import reference_logp_fn
 from grpojax.train.grpo import GRPOSettings, grpo_step
-from grpojax.train.state import merge_model
 from grpojax.train.tasks import BaseTask, host_row
 
 
@@ -53,16 +52,7 @@ class GRPOTask(BaseTask):
         state = super().init_state()
         if self.settings.beta > 0:
             self._ref = self.frozen_reference(state)
-            ref_graphdef, temp = self._ref[0], self.settings.temperature
-
-            @jax.jit
-            def ref_logp(params, frozen, b):
-                model = merge_model(ref_graphdef, params, frozen)
-                return completion_logprobs(model, b["prompt_BP"], b["prompt_mask_BP"], b["completion_BL"],
-                                           b["completion_mask_BL"], temperature=temp,
-                                           with_entropy=False).logp_BL
-
-            self._ref_logp = ref_logp
+            self._ref_logp = reference_logp_fn(self._ref[0], self.settings.temperature, mesh=self.mesh)
         return state
 
     def _compile(self, graphdef):

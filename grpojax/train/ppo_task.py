@@ -33,9 +33,9 @@ from grpojax.losses.ppo import adaptive_kl_controller, fixed_kl_controller
 from grpojax.models.value_head import ActorCritic, ValueHead
 from grpojax.rewards import aggregate, aspect_stats
 from grpojax.sampling import sample
-from grpojax.sharding import to_host
+from grpojax.sharding import to_host, traced_on_mesh
 from grpojax.train import reward_funcs
-from grpojax.train.forward import completion_logprobs
+from grpojax.train.forward import reference_logp_fn
 from grpojax.train.ppo import PPOSettings, policy_and_values, ppo_step, rollout_targets
 from grpojax.train.runner import build_model, maybe_lora
 from grpojax.train.state import TrainState, merge_model, split_model
@@ -116,19 +116,6 @@ def sample_and_score(policy, task: BaseTask, rc, scorer: RewardScorer, rng) -> S
     return Sampled(batch, rewards_N, truncated, texts, metrics)
 
 
-def reference_logp_fn(graphdef, temperature: float, chunk: int | None = 128):
-    """Jitted ``(params, frozen, batch) -> [B, L]`` completion log-probs of a plain policy (the reference)."""
-
-    @jax.jit
-    def ref_logp(params, frozen, b):
-        model = merge_model(graphdef, params, frozen)
-        return completion_logprobs(model, b["prompt_BP"], b["prompt_mask_BP"], b["completion_BL"],
-                                   b["completion_mask_BL"], temperature=temperature, chunk_size=chunk,
-                                   with_entropy=False).logp_BL
-
-    return ref_logp
-
-
 class PPOTask(BaseTask):
     kind = "grpo"  # prompt data, as GRPO
 
@@ -187,7 +174,7 @@ class PPOTask(BaseTask):
                 model = merge_model(graphdef, state.params, state.frozen)
                 g, ref_params, _ = split_model(model.policy, self.lora)
                 self._ref = (g, jax.tree.map(jnp.copy, ref_params), None)  # frozen: ref_frozen_of(state)
-            self._ref_logp = reference_logp_fn(self._ref[0], self.settings.temperature)
+            self._ref_logp = reference_logp_fn(self._ref[0], self.settings.temperature, mesh=self.mesh)
         self._compile(graphdef)
         return state
 
@@ -196,14 +183,13 @@ class PPOTask(BaseTask):
         self._step = self.jit_step(functools.partial(ppo_step, graphdef=graphdef, tx=self.tx, settings=s,
                                                      num_micro=self.num_micro), self.mini)
 
-        @jax.jit
         def evaluate(params, frozen, b):
             out = policy_and_values(merge_model(graphdef, params, frozen), b["prompt_BP"], b["prompt_mask_BP"],
                                     b["completion_BL"], b["completion_mask_BL"], temperature=s.temperature,
                                     chunk_size=s.logprob_chunk, with_entropy=False)
             return out.logp_BL, out.values_BL
 
-        self._evaluate = evaluate
+        self._evaluate = jax.jit(traced_on_mesh(evaluate, self.mesh))
         self._targets = jax.jit(functools.partial(rollout_targets, settings=s))
 
     def model_of(self, state):
