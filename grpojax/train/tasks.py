@@ -263,6 +263,16 @@ class BaseTask(abc.ABC):
         return path
 
 
+def padded_batches(n: int, batch_size: int):
+    """``(indices, real)`` per batch of ``batch_size`` rows covering ``range(n)`` once, in order; the ragged
+    last batch is padded with repeats of its first row, so every evaluation batch has one shape (nothing
+    compiles again for the remainder, and the rows stay divisible by the mesh's batch axes). Keep the
+    first ``real`` rows of each batch's outputs."""
+    for i in range(0, n, batch_size):
+        real = min(batch_size, n - i)
+        yield list(range(i, i + real)) + [i] * (batch_size - real), real
+
+
 class SFTTask(BaseTask):
     kind = "sft"
 
@@ -297,7 +307,7 @@ class PreferenceTask(BaseTask):
             eta_decay=pc.eta_alpha_decay_on_lr_cut, plateau_factor=cfg.train.plateau.factor)
         p = cfg.train.plateau
         self.plateau = Plateau(p.factor, p.patience, p.min_delta) if p.enabled else None
-        self.eval_set = None
+        self.eval_set, self._eval_metrics = None, None
         if cfg.data.eval_split or cfg.data.eval_path:
             self.eval_set = load_from_config(cfg.data, self.kind, split=cfg.data.eval_split or "validation")
         elif cfg.train.eval_every:
@@ -346,20 +356,24 @@ class PreferenceTask(BaseTask):
 
         if self.eval_set is None:
             raise UserError("no evaluation data: set data.eval_path or data.eval_split")
-        d, bs = self.cfg.data, self.cfg.train.batch_size
+        d, bs, s = self.cfg.data, self.cfg.train.batch_size, self.settings
+        if self._eval_metrics is None:
+            @jax.jit
+            def pair_metrics(pw, pl, rw, rl):
+                pm = preference_metrics(pw, pl, rw, rl, beta=s.beta)
+                return (dpo_loss(pw, pl, rw, rl, beta=s.beta, loss_type=_BASE[s.loss],
+                                 label_smoothing=s.label_smoothing), pm.reward_accuracy, pm.logprob_accuracy)
+
+            self._eval_metrics = pair_metrics
         losses, racc, lacc, groups = [], [], [], []
-        for i in range(0, len(self.eval_set), bs):  # every pair; the last batch may be smaller
-            rows = self.eval_set[i:i + bs]
-            batch = self.make_batch(COLLATE[self.kind](self.tok, rows, max_prompt_length=d.max_prompt_length,
+        for idx, real in padded_batches(len(self.eval_set), bs):  # every pair once
+            batch = self.make_batch(COLLATE[self.kind](self.tok, self.eval_set[idx],
+                                                       max_prompt_length=d.max_prompt_length,
                                                        max_length=d.max_length), state, local=False)
             pw, pl = self._policy_logps(state.params, state.frozen, batch)
-            s = self.settings
-            loss = dpo_loss(pw, pl, batch["ref_chosen_logp_B"], batch["ref_rejected_logp_B"], beta=s.beta,
-                            loss_type=_BASE[s.loss], label_smoothing=s.label_smoothing)
-            pm = preference_metrics(pw, pl, batch["ref_chosen_logp_B"], batch["ref_rejected_logp_B"],
-                                    beta=s.beta)
-            losses.append(loss), racc.append(pm.reward_accuracy), lacc.append(pm.logprob_accuracy)
-            groups.append(batch["group_id_B"])
+            out = self._eval_metrics(pw, pl, batch["ref_chosen_logp_B"], batch["ref_rejected_logp_B"])
+            for acc, x in zip((losses, racc, lacc, groups), (*out, batch["group_id_B"])):
+                acc.append(x[:real])
         cat = lambda xs: jnp.concatenate(xs)  # noqa: E731
         gm = group_metrics(cat(losses), cat(racc), cat(lacc), cat(groups),
                            num_groups=self.settings.num_groups)
