@@ -100,6 +100,16 @@ def preference_batch(tok, rows: dict, max_prompt_length: int, max_length: int) -
 COLLATE = {"grpo": prompt_batch, "sft": sft_batch, "reward": reward_batch, "dpo": preference_batch}
 
 
+def padded_batches(n: int, batch_size: int):
+    """``(indices, real)`` per batch of ``batch_size`` rows covering ``range(n)`` once, in order; the ragged
+    last batch is padded with repeats of its first row, so every evaluation batch has one shape (nothing
+    compiles again for the remainder, and the rows stay divisible by the mesh's batch axes). Keep the
+    first ``real`` rows of each batch's outputs."""
+    for i in range(0, n, batch_size):
+        real = min(batch_size, n - i)
+        yield list(range(i, i + real)) + [i] * (batch_size - real), real
+
+
 class BatchIterator:
     """Deterministic, resumable order of example indices.
 

@@ -26,7 +26,7 @@ import numpy as np
 
 from grpojax import sharding as shd
 from grpojax.cli import UserError
-from grpojax.data import COLLATE, DataLoader, load_from_config, load_tokenizer
+from grpojax.data import COLLATE, DataLoader, load_from_config, load_tokenizer, padded_batches
 from grpojax.train.optim import Plateau
 from grpojax.train.preference import PreferenceSettings, jitted_pair_logprobs, preference_step
 from grpojax.train.runner import build_model, build_optimizer, maybe_lora, split_sequences
@@ -261,16 +261,6 @@ class BaseTask(abc.ABC):
         self.tok.hf.save_pretrained(out_dir)
         print(f"exported the policy to {path}")
         return path
-
-
-def padded_batches(n: int, batch_size: int):
-    """``(indices, real)`` per batch of ``batch_size`` rows covering ``range(n)`` once, in order; the ragged
-    last batch is padded with repeats of its first row, so every evaluation batch has one shape (nothing
-    compiles again for the remainder, and the rows stay divisible by the mesh's batch axes). Keep the
-    first ``real`` rows of each batch's outputs."""
-    for i in range(0, n, batch_size):
-        real = min(batch_size, n - i)
-        yield list(range(i, i + real)) + [i] * (batch_size - real), real
 
 
 class SFTTask(BaseTask):

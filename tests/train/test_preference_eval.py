@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from grpojax.config import load_config
-from grpojax.train.tasks import PreferenceTask, padded_batches
+from grpojax.data import padded_batches
+from grpojax.train.tasks import PreferenceTask
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
