@@ -215,7 +215,7 @@ def worker_ours(args) -> None:
     from grpojax.data.tokenizer import Tokenizer
     from grpojax.models import from_hf
     from grpojax.rollout import SamplingSettings, generate_and_score
-    from grpojax.train.forward import completion_logprobs
+    from grpojax.train.forward import reference_logp_fn
     from grpojax.train.grpo import GRPOSettings, grpo_step
     from grpojax.train.optim import make_optimizer
     from grpojax.train.state import create_train_state, merge_model
@@ -231,10 +231,7 @@ def worker_ours(args) -> None:
     sampling = SamplingSettings(num_generations=G, max_new_tokens=COMPLETION_LEN, temperature=1.0)
     step = jax.jit(functools.partial(grpo_step, graphdef=graphdef, tx=tx, settings=settings), donate_argnums=0)
 
-    @jax.jit
-    def ref_logp(params, frozen, b):
-        return completion_logprobs(merge_model(graphdef, params, frozen), b["prompt_BP"], b["prompt_mask_BP"],
-                                   b["completion_BL"], b["completion_mask_BL"], with_entropy=False).logp_BL
+    ref_logp = reference_logp_fn(graphdef, 1.0)  # what GRPOTask uses
 
     def score(batch, prompts_N, texts_N):  # [N, 1] aspect scores
         return np.asarray(length_reward_fn(prompts_N, texts_N), np.float32)[:, None]
