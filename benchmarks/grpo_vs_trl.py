@@ -204,7 +204,10 @@ def run_pair(workers: dict, *, repeats: int, sequential: bool, log=print) -> dic
 
 # ---------------------------------------------------------------- the two sides
 
-def worker_ours(args) -> None:
+def worker_ours(args, serve=None) -> None:
+    """Our side: builds the step and hands it to ``serve(step_fn, ready)`` (the pipe protocol by default;
+    ``profile_grpo_step.py`` passes its own to run the identical step in-process)."""
+    serve = serve or globals()["serve"]
     t_setup = time.perf_counter()
     import functools
 
