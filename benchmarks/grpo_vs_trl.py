@@ -204,10 +204,9 @@ def run_pair(workers: dict, *, repeats: int, sequential: bool, log=print) -> dic
 
 # ---------------------------------------------------------------- the two sides
 
-def worker_ours(args, serve=None) -> None:
-    """Our side: builds the step and hands it to ``serve(step_fn, ready)`` (the pipe protocol by default;
+def worker_ours(args, serve_fn=serve) -> None:
+    """Our side: builds the step and hands it to ``serve_fn(step_fn, ready)`` (the pipe protocol by default;
     ``profile_grpo_step.py`` passes its own to run the identical step in-process)."""
-    serve = serve or globals()["serve"]
     t_setup = time.perf_counter()
     import functools
 
@@ -264,7 +263,7 @@ def worker_ours(args, serve=None) -> None:
                 "completion_tokens": int(ro.batch["completion_mask_BL"].sum()),
                 "rows": int(ro.batch["completion_BL"].shape[0])}
 
-    serve(one_step, {"setup_s": time.perf_counter() - t_setup, "prompt_len": args.prompt_len})
+    serve_fn(one_step, {"setup_s": time.perf_counter() - t_setup, "prompt_len": args.prompt_len})
 
 
 def worker_trl(args) -> None:

@@ -73,7 +73,7 @@ def main(argv=None) -> int:
         ckpt = os.path.join(work, "ckpt")
         build_checkpoint(args.size, args.seed, ckpt)
         ns = argparse.Namespace(ckpt=ckpt, seed=args.seed, num_prompts=2 * (args.steps + 2), prompt_len=16)
-        worker_ours(ns, serve=lambda step, ready: captured.update(step=step))
+        worker_ours(ns, serve_fn=lambda step, ready: captured.update(step=step))
         step = captured["step"]
         step()  # warm-up: compilation
         rows = [step() for _ in range(args.steps)]

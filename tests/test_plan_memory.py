@@ -246,9 +246,5 @@ def test_rows_whose_fixed_part_falls_with_depth_get_no_batch(tmp_path):
     """m1 < 0 (fixed memory falling with depth) means the 1-2 layer points are not affine: (f), no max batch."""
     gib = 2**30
     pts = _points(40 * gib, -gib, gib, 0)  # fixed at 48 layers: 40 - 48 < 0 GiB
-    cache = tmp_path / "cache.jsonl"
-    cache.write_text("".join(json.dumps(_point("v5p-8", "qwen2.5-14b", 16, L, b, v)) + "\n" for (L, b), v in pts.items()))
-    out = tmp_path / "plan.md"
-    assert mt.main(["--render-only", "--cache", str(cache), "--out", str(out)]) == 0
-    (row,) = [x for x in out.read_text().splitlines() if x.startswith("| v5p-8 | 4 | qwen2.5-14b")]
+    row = _rendered_row(tmp_path, "v5p-8", "qwen2.5-14b", 16, pts, "| v5p-8 | 4 |")
     assert "| LoRA r=16 (f) | -8.00 | 1024 | - |" in row, row
