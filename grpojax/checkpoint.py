@@ -42,7 +42,7 @@ from grpojax.config import diff_configs
 
 # Keys that may change between a run and its resumption (length, cadence, output places, mesh layout).
 RESUMABLE_KEYS = ("train.steps", "train.log_every", "train.save_every", "train.keep_checkpoints",
-                  "train.eval_every", "run_dir", "export_hf", "mesh")
+                  "train.eval_every", "run_dir", "export_hf", "mesh", "compilation_cache_dir")
 
 
 class Restored(NamedTuple):

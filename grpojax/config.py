@@ -10,7 +10,7 @@ One top-level schema per script kind, sharing sections:
 
     kind    grpo            reward            dpo (every preference loss)   sft
     ------  --------------  ----------------  ----------------------------  -----------
-            model tokenizer data train mesh run_dir export_hf   (all kinds)
+            model tokenizer data train mesh run_dir export_hf compilation_cache_dir   (all kinds)
             grpo            reward            preference                    --
 
     kind    ppo (PPO-RLHF)  online_dpo (pairs from the policy's own samples)
@@ -458,6 +458,9 @@ class _RunBase:
     mesh: MeshConfig = field(default_factory=MeshConfig)
     run_dir: str = "runs/default"  # checkpoints, metrics.jsonl, tb/, config.yaml
     export_hf: Union[str, None] = None  # write the final policy as a HF directory here
+    # persistent XLA compilation cache (grpojax.compilation): a rerun / resumed run loads its compiled
+    # programs from here instead of compiling again; null = JAX's own setting (JAX_COMPILATION_CACHE_DIR)
+    compilation_cache_dir: Union[str, None] = None
 
     def __post_init__(self):
         _check(self.tokenizer.path is not None or self.model.path is not None, "tokenizer.path",

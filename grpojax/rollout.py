@@ -11,6 +11,7 @@ TRL-named metrics:
 
 from __future__ import annotations
 
+import functools
 from typing import Callable, NamedTuple, Sequence
 
 import jax
@@ -37,6 +38,18 @@ class Rollout(NamedTuple):
     metrics: dict               # host floats
     completions: list           # decoded completion texts, prompt-major
     scores_NR: np.ndarray       # aspect scores, N = prompts x G
+
+
+@functools.partial(jax.jit, static_argnames=("aggregation", "weights", "scale", "names"))
+def reward_math(scores_BGR, *, aggregation: str, weights: tuple | None, scale: str, names: tuple):
+    """Aspect scores ``[B, G, R]`` -> ``(rewards_BG, advantages_BG, reward metrics)`` as one compiled
+    program (eagerly, these few dozen small ops would each compile on first use in every process)."""
+    kwargs = {"weights": jnp.asarray(weights, jnp.float32)} if weights else {}
+    rewards_BG = aggregate(aggregation, scores_BGR, **kwargs)
+    stats = group_reward_stats(rewards_BG)
+    metrics = {"reward": stats.reward, "reward_std": stats.reward_std,
+               "frac_reward_zero_std": stats.frac_reward_zero_std, **aspect_stats(scores_BGR, list(names))}
+    return rewards_BG, group_advantages(rewards_BG, scale=scale), metrics
 
 
 def generate_and_score(model, prompt_ids_BP, prompt_mask_BP, prompts: Sequence[str], rng, *,
@@ -81,24 +94,19 @@ def generate_and_score(model, prompt_ids_BP, prompt_mask_BP, prompts: Sequence[s
         raise ValueError(f"score_fn returned shape {scores_NR.shape}, expected ({len(texts)}, {R}) for "
                          f"aspects {list(aspect_names)}")
     B = len(prompts)
-    scores_BGR = jnp.asarray(scores_NR.reshape(B, G, R))
-    kwargs = {}
-    if aggregation in ("weighted_sum", "normalize_then_sum") and reward_weights:
-        kwargs["weights"] = jnp.asarray(reward_weights, jnp.float32)
-    rewards_BG = aggregate(aggregation, scores_BGR, **kwargs)
-    adv_BG = group_advantages(rewards_BG, scale=scale_rewards)
+    weights = (tuple(float(w) for w in reward_weights)
+               if aggregation in ("weighted_sum", "normalize_then_sum") and reward_weights else None)
+    _, adv_BG, reward_metrics = reward_math(jnp.asarray(scores_NR.reshape(B, G, R)), aggregation=aggregation,
+                                            weights=weights, scale=scale_rewards, names=tuple(aspect_names))
     loss_mask = mask * (~truncated)[:, None] if mask_truncated_completions else mask
     batch["completion_mask_BL"] = np.asarray(loss_mask, np.int32)
     batch["old_logp_BL"] = out.completion_logp_BT
     batch["advantages_B"] = np.asarray(adv_BG.reshape(B * G), np.float32)
-    stats = group_reward_stats(rewards_BG)
     lengths = mask.sum(axis=1)
-    metrics = {"reward": stats.reward, "reward_std": stats.reward_std,
-               "frac_reward_zero_std": stats.frac_reward_zero_std,
+    metrics = {**reward_metrics,
                "completions/mean_length": float(lengths.mean()),
                "completions/max_length": float(lengths.max()),
                "completions/min_length": float(lengths.min()),
-               "completions/clipped_ratio": float(truncated.mean()),
-               **aspect_stats(scores_BGR, list(aspect_names))}
+               "completions/clipped_ratio": float(truncated.mean())}
     metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
     return Rollout(batch=batch, metrics=metrics, completions=texts, scores_NR=scores_NR)

@@ -3,6 +3,8 @@
 Prompts get the tokenizer's chat template (one user turn, optional system turn, generation prompt) when it
 has one and ``chat_template`` is on; plain text otherwise. Responses are encoded as plain text without
 special tokens; the EOS id is appended by the batching code. Pad id = the tokenizer's pad token, else EOS.
+Encodings are memoised per text (up to ``ENCODE_CACHE_SIZE`` texts per kind, then the memo starts over): a
+training run tokenises every row once, not once per epoch.
 
 Example::
 
@@ -19,6 +21,8 @@ from typing import NamedTuple, Sequence
 import numpy as np
 
 from grpojax.cli import UserError, one_line
+
+ENCODE_CACHE_SIZE = 1 << 17  # texts per kind (prompt / response)
 
 
 class PromptBatch(NamedTuple):
@@ -44,6 +48,7 @@ class Tokenizer:
                             "tokenizer_config.json")
         self.eos_id = int(eos if eos is not None else pad)
         self.pad_id = int(pad if pad is not None else eos)
+        self._memo: dict[str, dict[str, tuple[int, ...]]] = {"prompt": {}, "response": {}}
 
     @property
     def vocab_size(self) -> int:
@@ -58,11 +63,28 @@ class Tokenizer:
         return self.hf.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
     def encode_prompt(self, prompt: str) -> list[int]:
-        text = self.format_prompt(prompt)
-        return list(self.hf(text, add_special_tokens=not self.use_chat_template)["input_ids"])
+        """Token ids of the formatted prompt (a fresh list: callers may extend it)."""
+        return self._memoised("prompt", prompt, self._encode_prompt)
 
     def encode_response(self, response: str) -> list[int]:
-        return list(self.hf(response, add_special_tokens=False)["input_ids"])
+        """Token ids of the response text, no special tokens (a fresh list)."""
+        return self._memoised("response", response, self._encode_response)
+
+    def _memoised(self, kind: str, text: str, encode) -> list[int]:
+        table = self._memo[kind]
+        ids = table.get(text)
+        if ids is None:
+            if len(table) >= ENCODE_CACHE_SIZE:
+                table.clear()
+            ids = table[text] = encode(text)
+        return list(ids)
+
+    def _encode_prompt(self, prompt: str) -> tuple[int, ...]:
+        text = self.format_prompt(prompt)
+        return tuple(self.hf(text, add_special_tokens=not self.use_chat_template)["input_ids"])
+
+    def _encode_response(self, response: str) -> tuple[int, ...]:
+        return tuple(self.hf(response, add_special_tokens=False)["input_ids"])
 
     def decode(self, ids: Sequence[int], stop_at_eos: bool = True) -> str:
         """Text of ``ids`` (pads and specials dropped; cut at the first EOS when ``stop_at_eos``)."""

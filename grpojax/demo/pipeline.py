@@ -49,9 +49,15 @@ def _log(msg: str) -> None:
     print(f"[demo] {msg}", flush=True)
 
 
+def cache_dir(out: str) -> str:
+    """The persistent XLA compilation cache of a demo run: ``$JAX_COMPILATION_CACHE_DIR`` when set, else
+    ``OUT/xla_cache`` (kept by ``--overwrite``: entries are keyed by program, never stale)."""
+    return os.environ.get("JAX_COMPILATION_CACHE_DIR") or os.path.join(out, "xla_cache")
+
+
 def _overrides(stage: str, out: str, seed: int, vocab: int, quick: bool, extra: dict) -> list[str]:
     o = [f"run_dir={os.path.join(out, stage)}", f"tokenizer.path={os.path.join(out, 'world', 'tokenizer')}",
-         f"train.seed={seed}", f"data.shuffle_seed={seed}"]
+         f"train.seed={seed}", f"data.shuffle_seed={seed}", f"compilation_cache_dir={cache_dir(out)}"]
     if stage in ("policy_sft", "opinion_sft"):
         o.append(f"model.shape.vocab_size={vocab}")
     if stage == "reward":  # the reward model starts from the SFT policy (InstructGPT's recipe)
@@ -96,6 +102,7 @@ def run_pipeline(out: str = "runs/demo", seed: int = 0, quick: bool = False, ove
     summary_path = os.path.join(out, "summary.json")
     if os.path.exists(summary_path) and not overwrite:  # checked before any heavy import
         return finished_run(summary_path, seed, quick, dpo)
+    from grpojax.compilation import use_compilation_cache
     from grpojax.demo.pipeline_report import report_text, write_plots
     from grpojax.train.grpo_task import GRPOTask
     from grpojax.train.reward_task import RewardTask
@@ -104,6 +111,9 @@ def run_pipeline(out: str = "runs/demo", seed: int = 0, quick: bool = False, ove
     if overwrite:
         _clear(out)
     os.makedirs(out, exist_ok=True)
+    # every stage's compiled programs persist: a resumed or repeated run (and a stage compiling a program
+    # an earlier one did) loads them instead of compiling (the tiny models' steps take seconds to compile)
+    use_compilation_cache(cache_dir(out), min_compile_seconds=0.2)
     seconds = {}
 
     def timed(name, fn):

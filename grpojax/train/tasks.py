@@ -26,6 +26,7 @@ import numpy as np
 
 from grpojax import sharding as shd
 from grpojax.cli import UserError
+from grpojax.compilation import use_compilation_cache
 from grpojax.data import COLLATE, DataLoader, load_from_config, load_tokenizer, padded_batches
 from grpojax.train.optim import Plateau
 from grpojax.train.preference import PreferenceSettings, jitted_pair_logprobs, preference_step
@@ -96,6 +97,7 @@ class BaseTask(abc.ABC):
 
     def __init__(self, cfg):
         self.cfg = cfg
+        use_compilation_cache(cfg.compilation_cache_dir)
         self.mesh = start_mesh(cfg.mesh)
         self.check_rows(cfg.train.batch_size, "train.batch_size")
         self.tok = load_tokenizer(cfg.tokenizer.path or cfg.model.path, cfg.tokenizer.chat_template,

@@ -74,3 +74,38 @@ def test_collate_with_real_tokenizer(tok):
     r = out["input_ids_BT"][1][out["loss_mask_BT"][1] == 1].tolist()
     assert r == tok.encode_response("No.") + [tok.eos_id]
     np.testing.assert_array_equal(out["attention_mask_BT"][:, 32:], out["loss_mask_BT"][:, 32:])
+
+
+def test_encodings_are_memoised_per_text_and_returned_as_fresh_lists(monkeypatch):
+    import pickle
+
+    from grpojax.data import tokenizer as T
+
+    tok = D.load_tokenizer(TOK)
+    calls = []
+    real = tok.hf.__call__
+
+    class Counting:  # the HF tokenizer, counting encode calls
+        def __getattr__(self, name):
+            return getattr(tok.hf_real, name)
+
+        def __call__(self, text, **kw):
+            calls.append(text)
+            return real(text, **kw)
+
+    tok.hf_real, tok.hf = tok.hf, Counting()
+    expect_p, expect_r = D.load_tokenizer(TOK).encode_prompt("Hi"), D.load_tokenizer(TOK).encode_response(" ok")
+    for _ in range(3):
+        p, r = tok.encode_prompt("Hi"), tok.encode_response(" ok")
+        assert p == expect_p and r == expect_r
+        p.append(-1), r.append(-1)  # callers may extend what they get: the memo is not theirs
+    assert len(calls) == 2  # one HF call per distinct text, whatever the number of epochs
+    tok.encode_response("Hi")  # the same text as a response is its own entry (no chat template)
+    assert len(calls) == 3 and tok.encode_response("Hi") != tok.encode_prompt("Hi")
+    monkeypatch.setattr(T, "ENCODE_CACHE_SIZE", 2)
+    for text in ("a", "b", "c"):  # full memo starts over instead of growing
+        tok.encode_response(text)
+    assert len(tok._memo["response"]) == 1
+    tok.hf = tok.hf_real
+    del tok.hf_real
+    assert pickle.loads(pickle.dumps(D.load_tokenizer(TOK))).encode_response(" ok") == expect_r
