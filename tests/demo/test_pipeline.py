@@ -71,7 +71,7 @@ def test_bad_argument_exits_2():
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("demo") / "run"
-    r = _demo("--out", str(out), "--quick", "--seed", "0", timeout=2400)  # ~4 min CPU; slack for a loaded machine
+    r = _demo("--out", str(out), "--quick", "--seed", "0", timeout=2400)  # ~3 min CPU; slack for a loaded machine
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     with open(out / "summary.json") as f:
         return out, json.load(f), r.stdout + r.stderr
@@ -154,8 +154,8 @@ def test_quick_run_effect_directions(quick_run):
     before = sum(w[a] * s["aspects"][a]["reward_model_before"] for a in ASPECTS)
     after = sum(w[a] * s["aspects"][a]["reward_model_after"] for a in ASPECTS)
     assert after > before
-    # ... and the ground-truth politeness, actionability and safety with it (seed 0 quick: +0.37, +0.37,
-    # +0.40). Meaningfulness is not asserted: 200 SFT steps are too few for the policy to condition on the
+    # ... and the ground-truth politeness, actionability and safety with it (seed 0 quick: +0.32, +0.39,
+    # +0.35). Meaningfulness is not asserted: 200 SFT steps are too few for the policy to condition on the
     # request's topic, and the reward model initialised from it does not learn the match (Pearson ~0.02).
     for a in ("politeness", "actionability", "safety"):
         assert s["aspects"][a]["after"] > s["aspects"][a]["before"] + 0.1, (a, s["aspects"][a])
