@@ -15,6 +15,9 @@ Orbax checkpoint under ``OUT/<stage>``; configs in ``configs/demo/``):
    ``--dpo``) on the group-opinion task: per-group and worst-group test loss / reward accuracy, alpha.
 7. ``OUT/summary.json``, PNG plots under ``OUT/plots`` and a short report on stdout.
 
+Compiled programs persist in ``OUT/xla_cache`` (or ``$JAX_COMPILATION_CACHE_DIR``; :func:`cache_dir`), so a
+resumed or repeated run, and a stage compiling a program an earlier stage did, loads instead of compiling.
+
 Everything is seeded by ``--seed`` (world, initialisation, data order, sampling), so a rerun gives the
 same numbers. An existing ``OUT/summary.json`` is never replaced without ``--overwrite``: a second run of
 the same command prints the finished run's report again and exits 0 (:func:`finished_run`); an interrupted
