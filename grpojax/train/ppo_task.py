@@ -31,7 +31,7 @@ from flax import nnx
 from grpojax.cli import UserError
 from grpojax.losses.ppo import adaptive_kl_controller, fixed_kl_controller
 from grpojax.models.value_head import ActorCritic, ValueHead
-from grpojax.rewards import aggregate, aspect_stats
+from grpojax.rollout import reward_math
 from grpojax.sampling import sample
 from grpojax.sharding import to_host, traced_on_mesh
 from grpojax.train import reward_funcs
@@ -99,11 +99,12 @@ def sample_and_score(policy, task: BaseTask, rc, scorer: RewardScorer, rng) -> S
     if scores_NR.shape != (len(texts), len(scorer.names)):
         raise ValueError(f"reward scores have shape {scores_NR.shape}, expected ({len(texts)}, "
                          f"{len(scorer.names)}) for aspects {scorer.names}")
-    scores_BGR = jnp.asarray(scores_NR.reshape(len(prompts), G, -1))
-    kwargs = {}
-    if rc.aggregation in ("weighted_sum", "normalize_then_sum") and rc.reward_weights:
-        kwargs["weights"] = jnp.asarray(rc.reward_weights, jnp.float32)
-    rewards_N = np.asarray(aggregate(rc.aggregation, scores_BGR, **kwargs), np.float32).reshape(-1)
+    weights = (tuple(float(w) for w in rc.reward_weights)
+               if rc.aggregation in ("weighted_sum", "normalize_then_sum") and rc.reward_weights else None)
+    rewards_BG, _, reward_metrics = reward_math(jnp.asarray(scores_NR.reshape(len(prompts), G, -1)),
+                                                aggregation=rc.aggregation, weights=weights, scale="group",
+                                                names=tuple(scorer.names))
+    rewards_N = np.asarray(rewards_BG, np.float32).reshape(-1)
     batch["sampler_logp_BL"] = out.completion_logp_BT
     lengths = mask.sum(axis=1)
     valid = rewards_N[~np.isnan(rewards_N)]
@@ -112,7 +113,7 @@ def sample_and_score(policy, task: BaseTask, rc, scorer: RewardScorer, rng) -> S
                "completions/mean_length": float(lengths.mean()), "completions/max_length": float(lengths.max()),
                "completions/min_length": float(lengths.min()),
                "completions/clipped_ratio": float(truncated.mean()),
-               **{k: float(v) for k, v in jax.device_get(aspect_stats(scores_BGR, scorer.names)).items()}}
+               **{k: float(v) for k, v in jax.device_get(reward_metrics).items() if k.startswith("rewards/")}}
     return Sampled(batch, rewards_N, truncated, texts, metrics)
 
 
