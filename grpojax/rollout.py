@@ -40,10 +40,17 @@ class Rollout(NamedTuple):
     scores_NR: np.ndarray       # aspect scores, N = prompts x G
 
 
-@functools.partial(jax.jit, static_argnames=("aggregation", "weights", "scale", "names"))
-def reward_math(scores_BGR, *, aggregation: str, weights: tuple | None, scale: str, names: tuple):
+def reward_math(scores_BGR, *, aggregation: str, weights=None, scale: str = "group", names=()):
     """Aspect scores ``[B, G, R]`` -> ``(rewards_BG, advantages_BG, reward metrics)`` as one compiled
-    program (eagerly, these few dozen small ops would each compile on first use in every process)."""
+    program (eagerly, these few dozen small ops would each compile on first use in every process).
+    ``weights`` (the config's ``reward_weights``) apply to ``weighted_sum`` / ``normalize_then_sum`` only."""
+    static = (tuple(float(w) for w in weights)
+              if aggregation in ("weighted_sum", "normalize_then_sum") and weights else None)
+    return _reward_math(scores_BGR, aggregation=aggregation, weights=static, scale=scale, names=tuple(names))
+
+
+@functools.partial(jax.jit, static_argnames=("aggregation", "weights", "scale", "names"))
+def _reward_math(scores_BGR, *, aggregation, weights, scale, names):
     kwargs = {"weights": jnp.asarray(weights, jnp.float32)} if weights else {}
     rewards_BG = aggregate(aggregation, scores_BGR, **kwargs)
     stats = group_reward_stats(rewards_BG)
@@ -94,10 +101,8 @@ def generate_and_score(model, prompt_ids_BP, prompt_mask_BP, prompts: Sequence[s
         raise ValueError(f"score_fn returned shape {scores_NR.shape}, expected ({len(texts)}, {R}) for "
                          f"aspects {list(aspect_names)}")
     B = len(prompts)
-    weights = (tuple(float(w) for w in reward_weights)
-               if aggregation in ("weighted_sum", "normalize_then_sum") and reward_weights else None)
     _, adv_BG, reward_metrics = reward_math(jnp.asarray(scores_NR.reshape(B, G, R)), aggregation=aggregation,
-                                            weights=weights, scale=scale_rewards, names=tuple(aspect_names))
+                                            weights=reward_weights, scale=scale_rewards, names=aspect_names)
     loss_mask = mask * (~truncated)[:, None] if mask_truncated_completions else mask
     batch["completion_mask_BL"] = np.asarray(loss_mask, np.int32)
     batch["old_logp_BL"] = out.completion_logp_BT

@@ -99,11 +99,9 @@ def sample_and_score(policy, task: BaseTask, rc, scorer: RewardScorer, rng) -> S
     if scores_NR.shape != (len(texts), len(scorer.names)):
         raise ValueError(f"reward scores have shape {scores_NR.shape}, expected ({len(texts)}, "
                          f"{len(scorer.names)}) for aspects {scorer.names}")
-    weights = (tuple(float(w) for w in rc.reward_weights)
-               if rc.aggregation in ("weighted_sum", "normalize_then_sum") and rc.reward_weights else None)
     rewards_BG, _, reward_metrics = reward_math(jnp.asarray(scores_NR.reshape(len(prompts), G, -1)),
-                                                aggregation=rc.aggregation, weights=weights, scale="group",
-                                                names=tuple(scorer.names))
+                                                aggregation=rc.aggregation, weights=rc.reward_weights,
+                                                names=scorer.names)
     rewards_N = np.asarray(rewards_BG, np.float32).reshape(-1)
     batch["sampler_logp_BL"] = out.completion_logp_BT
     lengths = mask.sum(axis=1)

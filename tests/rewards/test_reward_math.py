@@ -11,7 +11,7 @@ from grpojax.rollout import reward_math
 
 
 @pytest.mark.parametrize("aggregation, weights, scale", [
-    ("weighted_sum", (2.0, 4.0, 1.0), "group"), ("weighted_sum", None, "batch"), ("min", None, "none")])
+    ("weighted_sum", (2.0, 4.0, 1.0), "group"), ("weighted_sum", None, "batch"), ("min", (9.0, 9.0, 9.0), "none")])
 def test_reward_math_equals_the_eager_functions(aggregation, weights, scale):
     rng = np.random.default_rng(0)
     s = rng.normal(size=(3, 4, 3)).astype(np.float32)
@@ -20,7 +20,7 @@ def test_reward_math_equals_the_eager_functions(aggregation, weights, scale):
     names = ("a", "b", "c")
     rewards, adv, metrics = reward_math(jnp.asarray(s), aggregation=aggregation, weights=weights, scale=scale,
                                         names=names)
-    kw = {"weights": jnp.asarray(weights)} if weights else {}
+    kw = {"weights": jnp.asarray(weights)} if weights and aggregation == "weighted_sum" else {}  # min: ignored
     r_ref = aggregate(aggregation, jnp.asarray(s), **kw)
     np.testing.assert_allclose(rewards, r_ref, rtol=1e-6, atol=1e-6)
     np.testing.assert_allclose(adv, group_advantages(r_ref, scale=scale), rtol=1e-5, atol=1e-6)
