@@ -119,7 +119,11 @@ class ModelShape:
 class ModelConfig:
     """The policy (or reward-model backbone). Exactly one of ``path`` (HF dir / hub id) or ``preset``
     (a name in ``grpojax.models.PRESETS``, random init, optionally resized by ``shape``) is set.
-    ``ref_path``: the frozen reference for KL / DPO (None = the initial policy weights)."""
+    ``ref_path``: the frozen reference for KL / DPO (None = the initial policy weights).
+    ``remat``: activation checkpointing of every decoder block in training forwards (``none`` keeps all
+    activations, ``block`` keeps the matmul outputs, ``full`` only each block's input; ``Qwen(remat=)``).
+    ``scan_layers``: stack the layers and run them with ``jax.lax.scan`` (compile time independent of
+    depth; ``QwenConfig.scan_layers``), for the policy, its reference and reward backbones alike."""
 
     path: Union[str, None] = None
     preset: Union[str, None] = None
@@ -128,7 +132,8 @@ class ModelConfig:
     dtype: Dtype = "float32"
     param_dtype: Dtype = "float32"
     lora: LoraConfig = field(default_factory=LoraConfig)
-    remat: bool = False
+    remat: Literal["none", "block", "full"] = "none"
+    scan_layers: bool = False
 
     def __post_init__(self):
         _check((self.path is None) != (self.preset is None), "path",

@@ -1,22 +1,26 @@
 """Writes docs/memory_plan.md: the largest GRPO batch per step that fits each device's HBM.
 
     python scripts/memory_table.py --out docs/memory_plan.md [--only v5e-16,h100x8] [--models qwen2.5-7b]
-    python scripts/memory_table.py --validate v5e-8:qwen2.5-0.5b:0   # full-depth check of one row
-    python scripts/memory_table.py --render-only                     # rewrite --out from the caches
+                                   [--tunings full,lora]
+    python scripts/memory_table.py --render-only                     # rewrite --out from the cache
 
 For every (shape, model, full fine-tune | LoRA) it compiles the real GRPO step with
 ``scripts/plan_memory.py`` machinery (mesh ``fsdp`` = every device, bf16 params, float32 Adam,
-remat=full, log-prob chunks of 128) at 1 and 2 decoder layers and 1 and 2 sequences per device, fits
-XLA's per-device bytes as ``m(L, b) = m0 + m1 L + (c0 + c1 L) b`` (four points, four unknowns: exact
-for a stack of identical layers whose memory is affine in the batch), and extrapolates to the real
-depth ``L``: ``fixed = m0 + m1 L``, ``per_seq = c0 + c1 L``, ``max b = floor((0.9 HBM - fixed) / per_seq)``.
-A full-depth compile of every row would take hours on a 2-core machine; ``--validate`` compiles one
-row at full depth at its predicted max batch and one sequence per device more, and the comparison is
-rendered into the document.
+remat=full, log-prob chunks of 128) at FULL depth with the layers scanned (``--scan-layers``,
+``QwenConfig.scan_layers``, as the 7B / 14B presets run; a scanned program compiles in about the time of
+one layer whatever the depth, so no depth extrapolation is needed):
 
-Each compiled point is appended to a JSON-lines cache (``--cache``) as soon as it finishes, so an
-interrupted run resumes at point granularity; two runs with disjoint ``--only`` lists may share the
-cache (one line per ``write``, opened in append mode).
+1. **fit**: at ``SEQS`` = 2 and 4 sequences per device; ``bytes(b) = fixed + per_seq * b`` through the two
+   points; predicted max ``b* = floor((0.9 HBM - fixed) / per_seq)``.
+2. **check**: compiles at ``b*``, then searches (secant / bisection on the compiled bytes, at most
+   ``MAX_CHECKS`` compiles; an affine row needs two: ``b*`` and ``b* + 1``) until a compiled ``b`` fits the
+   budget and a compiled ``b + 1`` does not (or ``b = 1`` does not fit: 0). The table's max batch is that
+   compiled fact, not the fit.
+
+"Fits" = XLA's per-device bytes (``argument + output - aliased + temp``) within 90% of HBM; libtpu
+refusing the program for HBM at compile time is "does not fit" too. Each compile is appended to a
+JSON-lines cache (``--cache``) as soon as it finishes, so an interrupted run resumes compile by compile;
+runs with disjoint ``--only`` lists may share the cache.
 """
 
 from __future__ import annotations
@@ -39,7 +43,8 @@ MODELS = ["qwen2.5-0.5b", "qwen2.5-7b", "qwen2.5-14b"]
 LORA_RANK = 16
 HEADROOM = 0.9  # keep 10% of HBM for the runtime, fragmentation and the sampler
 SEQS = (2, 4)  # sequences per device of the fit: past the small-b regime where a b-independent buffer peaks
-POINTS = tuple((L, b) for L in (1, 2) for b in SEQS)  # (layers, sequences per device)
+MAX_CHECKS = 6  # compiles after the fit per row (an affine row needs 2)
+POINT = "scan_point"  # cache record type (older records of the 1-2 layer method are ignored)
 GIB, MIB = 2**30, 2**20
 
 
@@ -51,62 +56,73 @@ def shape_hbm(shape: str) -> int:
     return TOPOLOGIES[shape][2] if shape in TOPOLOGIES else H100_HBM
 
 
-def plan_argv(shape, model, lora, seq, layers, batch, libtpu=None):
+def plan_argv(shape, model, lora, seq, batch, libtpu=None):
     argv = ["--model", model, "--mesh", "fsdp=-1", "--batch", str(batch), "--seq", str(seq),
-            "--lora-rank", str(lora), "--remat", "full"]
-    if layers is not None:
-        argv += ["--layers", str(layers)]
+            "--lora-rank", str(lora), "--remat", "full", "--scan-layers"]
     argv += ["--topology", shape] if shape in TOPOLOGIES else ["--devices", "8"]
     if libtpu:
         argv += ["--libtpu-path", libtpu]
     return argv
 
 
-def fit_row(pts: dict, num_layers: int, hbm: int, devices: int, headroom: float = HEADROOM) -> dict:
-    """Solves ``m(L, b) = m0 + m1 L + (c0 + c1 L) b`` from the four points ``{(L, b): bytes}`` at
-    ``L in {1, 2}``, ``b in SEQS`` and extrapolates to ``num_layers``; returns fixed / per-sequence bytes and
-    the largest whole number of sequences per device with ``fixed + per_seq b <= headroom * hbm``."""
-    missing = [k for k in POINTS if k not in pts]
-    if missing:
-        raise ValueError(f"fit_row: missing points {missing} (have {sorted(pts)})")
+def fits(rec: dict, headroom: float = HEADROOM) -> bool:
+    return rec["per_device_bytes"] is not None and rec["per_device_bytes"] <= headroom * rec["hbm_bytes"]
+
+
+def fit(pts: dict, hbm: int, headroom: float = HEADROOM) -> dict | None:
+    """The affine fit through the ``SEQS`` points ``{b: record}`` (None until both are compiled and below
+    the compiler's limit): fixed / per-sequence bytes and the predicted max sequences per device."""
+    if not all(b in pts and pts[b]["per_device_bytes"] is not None for b in SEQS):
+        return None
     b1, b2 = SEQS
-    slope = {L: (pts[(L, b2)] - pts[(L, b1)]) / (b2 - b1) for L in (1, 2)}  # bytes per sequence at depth L
-    icept = {L: pts[(L, b1)] - slope[L] * b1 for L in (1, 2)}            # ... and at b = 0
-    c1, m1 = slope[2] - slope[1], icept[2] - icept[1]
-    c0, m0 = slope[1] - c1, icept[1] - m1
-    fixed, per_seq = m0 + m1 * num_layers, c0 + c1 * num_layers
+    m1, m2 = pts[b1]["per_device_bytes"], pts[b2]["per_device_bytes"]
+    per_seq = (m2 - m1) / (b2 - b1)
+    fixed = m1 - per_seq * b1
     budget = headroom * hbm
-    b_max = int((budget - fixed) // per_seq) if per_seq > 0 and budget > fixed else 0
-    return {"fixed_bytes": int(fixed), "per_seq_bytes": int(per_seq), "max_seqs_per_device": b_max,
-            "max_batch": b_max * devices, "coefficients": {"m0": m0, "m1": m1, "c0": c0, "c1": c1}}
+    b_pred = int((budget - fixed) // per_seq) if per_seq > 0 and budget > fixed else 0
+    return {"fixed_bytes": int(fixed), "per_seq_bytes": int(per_seq), "predicted_seqs": b_pred}
 
 
-def predicted_bytes(row: dict, seqs_per_device: int) -> int:
-    return int(row["fixed_bytes"] + row["per_seq_bytes"] * seqs_per_device)
+def next_b(pts: dict, hbm: int, headroom: float = HEADROOM) -> int | None:
+    """The next per-device batch to compile for a row, or None when the row is done: the largest fitting
+    ``b`` and ``b + 1`` are both compiled, or the row has had ``len(SEQS) + MAX_CHECKS`` compiles.
+    ``pts``: ``{b: record}``. Between a fitting ``lo`` and a failing ``hi`` the guess is the secant through
+    their bytes (bisection when the compiler refused ``hi``); above every compiled point it is the line
+    through the two largest fitting ones."""
+    for b in SEQS:
+        if b not in pts:
+            return b
+    budget = headroom * hbm
+    ok = sorted(b for b in pts if fits(pts[b], headroom))
+    lo = ok[-1] if ok else 0
+    hi = min((b for b in pts if b > lo and not fits(pts[b], headroom)), default=None)
+    if hi == lo + 1 or len(pts) >= len(SEQS) + MAX_CHECKS:
+        return None
+    m = {b: r["per_device_bytes"] for b, r in pts.items()}
+
+    def cross(b1, b2):  # where the line through (b1, m1), (b2, m2) meets the budget
+        slope = (m[b2] - m[b1]) / (b2 - b1)
+        return b2 + int((budget - m[b2]) // slope) if slope > 0 else 2 * b2
+
+    if hi is None:
+        return max(cross(ok[-2], ok[-1]) if len(ok) > 1 else 2 * lo, lo + 1)
+    known_bad = sorted(b for b in pts if b >= hi and m[b] is not None)
+    if lo and m[hi] is not None:
+        guess = cross(lo, hi)
+    elif not lo and len(known_bad) > 1:
+        guess = cross(known_bad[0], known_bad[1])
+    else:
+        guess = (lo + hi) // 2
+    return min(max(guess, lo + 1), hi - 1)
 
 
-def full_depth_fits(vals: list[dict], headroom: float = HEADROOM) -> list[dict]:
-    """Per (shape, model, lora): the affine fit ``fixed + per_seq b`` through the two compiled full-depth
-    validation points with the smallest distinct per-device batches, and its max batch (None when the
-    cost per sequence is not positive)."""
-    groups: dict = {}
-    for v in vals:
-        if v["per_device_bytes"] is not None:
-            groups.setdefault((v["shape"], v["model"], v["lora_rank"]), {})[v["b"]] = v
-    out = []
-    for (shape, model, lora), by_b in sorted(groups.items()):
-        if len(by_b) < 2:
-            continue
-        b1, b2 = sorted(by_b)[:2]
-        m1, m2 = by_b[b1]["per_device_bytes"], by_b[b2]["per_device_bytes"]
-        per_seq = (m2 - m1) / (b2 - b1)
-        fixed = m1 - per_seq * b1
-        budget = headroom * by_b[b1]["hbm_bytes"]
-        b_max = int((budget - fixed) // per_seq) if per_seq > 0 and budget > fixed else 0
-        out.append({"shape": shape, "model": model, "lora_rank": lora, "b1": b1, "b2": b2,
-                    "fixed_bytes": int(fixed), "per_seq_bytes": int(per_seq),
-                    "max_batch": b_max * shape_devices(shape) if per_seq > 0 else None})
-    return out
+def compiled_max(pts: dict) -> int | None:
+    """The largest compiled ``b`` that fits while ``b + 1`` was compiled and does not (0 when ``b = 1``
+    does not fit); None when the compiles do not bracket the max yet."""
+    if 1 in pts and not fits(pts[1]):
+        return 0
+    found = [b for b in pts if fits(pts[b]) and b + 1 in pts and not fits(pts[b + 1])]
+    return max(found) if found else None
 
 
 def read_cache(path: str) -> list[dict]:
@@ -129,58 +145,42 @@ def append_cache(path: str, rec: dict) -> None:
         f.write(json.dumps(rec) + "\n")
 
 
-def point_key(r):
-    return (r["shape"], r["model"], r["lora_rank"], r["seq"], r["layers"], r["b"])
+def row_points(recs: list[dict], seq: int) -> dict:
+    """``{(shape, model, lora): {b: record}}`` of the scanned full-depth compiles (last record wins)."""
+    out: dict = {}
+    for r in recs:
+        if r.get("type") == POINT and r["seq"] == seq:
+            out.setdefault((r["shape"], r["model"], r["lora_rank"]), {})[r["b"]] = r
+    return out
 
 
-def rows_from_points(points: list[dict], seq: int) -> list[dict]:
-    """Every (shape, model, lora) whose four points are in the cache, fitted."""
-    from grpojax.models import PRESETS
-
-    groups: dict = {}
-    for p in points:
-        if p.get("type") == "point" and p["seq"] == seq:
-            groups.setdefault((p["shape"], p["model"], p["lora_rank"]), {})[(p["layers"], p["b"])] = p
-    rows = []
-    for (shape, model, lora), pts in groups.items():
-        if not all(k in pts for k in POINTS):
-            continue
-        n = shape_devices(shape)
-        row = fit_row({k: v["per_device_bytes"] for k, v in pts.items()}, PRESETS[model].num_layers,
-                      shape_hbm(shape), n)
-        row.update(shape=shape, devices=n, model=model, lora_rank=lora, seq=seq, hbm_bytes=shape_hbm(shape),
-                   backend=pts[POINTS[0]]["backend"],
-                   compile_seconds=sum(pts[k]["compile_seconds"] for k in POINTS))
-        rows.append(row)
-    order = {s: i for i, s in enumerate(SHAPES)}
-    return sorted(rows, key=lambda r: (order.get(r["shape"], 99), MODELS.index(r["model"]), r["lora_rank"]))
-
-
-def worker(shape: str, seq: int, libtpu, todo: list[tuple[str, int, int, int]]) -> None:
-    """Runs in a fresh process per shape (the backend is fixed at jax import); prints one JSON point per
-    compile. ``todo``: (model, lora_rank, layers, seqs per device)."""
+def worker(shape: str, seq: int, libtpu, rows: list[tuple[str, int]], cache: str) -> None:
+    """Runs in a fresh process per shape (the backend is fixed at jax import); compiles each row's points
+    in ``next_b`` order, printing one JSON record per compile. A row whose compile raises is reported and
+    skipped; the others go on."""
     import plan_memory as pm
 
-    n = shape_devices(shape)
-    failed = set()
-    for model, lora, layers, b in todo:
-        if (model, lora) in failed:
-            continue
-        try:
-            r = pm.plan(pm.parse_args(plan_argv(shape, model, lora, seq, layers, b * n, libtpu)))
-            if r["per_device_bytes"] is None:
-                raise RuntimeError(f"compiler rejected the point: {r['compile_error']}")
-        except Exception as e:  # one row failing must not lose the others: say which, go on
-            print(f"memory_table: {shape} {model} lora={lora} L={layers} b={b} FAILED: "
-                  f"{type(e).__name__}: {str(e)[:500]}", file=sys.stderr, flush=True)
-            failed.add((model, lora))
-            continue
-        print(json.dumps({"type": "point", "shape": shape, "model": model, "lora_rank": lora, "seq": seq,
-                          "layers": layers, "b": b, "devices": n, "per_device_bytes": r["per_device_bytes"],
-                          "temp_bytes": r["temp_bytes"], "argument_bytes": r["argument_bytes"],
-                          "backend": r["backend"], "compile_seconds": r["compile_seconds"]}), flush=True)
+    n, hbm = shape_devices(shape), shape_hbm(shape)
+    failed = []
+    for model, lora in rows:
+        pts = row_points(read_cache(cache), seq).get((shape, model, lora), {})
+        while (b := next_b(pts, hbm)) is not None:
+            try:
+                r = pm.plan(pm.parse_args(plan_argv(shape, model, lora, seq, b * n, libtpu)))
+            except Exception as e:  # one row failing must not lose the others: say which, go on
+                print(f"memory_table: {shape} {model} lora={lora} b={b} FAILED: {type(e).__name__}: "
+                      f"{str(e)[:500]}", file=sys.stderr, flush=True)
+                failed.append((model, lora))
+                break
+            rec = {"type": POINT, "shape": shape, "model": model, "lora_rank": lora, "seq": seq,
+                   "layers": r["layers"], "b": b, "devices": n, "hbm_bytes": hbm,
+                   "per_device_bytes": r["per_device_bytes"], "temp_bytes": r["temp_bytes"],
+                   "argument_bytes": r["argument_bytes"], "backend": r["backend"],
+                   "compile_seconds": r["compile_seconds"], "compile_error": r["compile_error"]}
+            pts[b] = rec
+            print(json.dumps(rec), flush=True)
     if failed:
-        raise SystemExit(f"memory_table: {shape}: failed rows {sorted(failed)} (see above)")
+        raise SystemExit(f"memory_table: {shape}: failed rows {failed} (see above)")
 
 
 def run_subprocess(cmd: list[str], cache: str, on_record) -> int:
@@ -195,38 +195,79 @@ def run_subprocess(cmd: list[str], cache: str, on_record) -> int:
     return proc.returncode
 
 
-def validate(spec: str, args) -> int:
-    """``shape:model:lora[:seqs_per_device,...]``: full-depth compiles at the predicted max batch and one
-    sequence per device more (or at the given per-device counts); appends records to the cache."""
-    parts = spec.split(":")
-    if len(parts) not in (3, 4) or parts[0] not in SHAPES or parts[1] not in MODELS:
-        raise SystemExit(f"--validate {spec!r}: expected shape:model:lora_rank[:b1,b2] with shape in "
-                         f"{SHAPES} and model in {MODELS}")
-    shape, model, lora = parts[0], parts[1], int(parts[2])
-    row = next((r for r in rows_from_points(read_cache(args.cache), args.seq)
-                if (r["shape"], r["model"], r["lora_rank"]) == (shape, model, lora)), None)
-    if row is None:
-        raise SystemExit(f"--validate {spec!r}: no fitted row in {args.cache}; run the table for it first")
-    bs = ([int(x) for x in parts[3].split(",")] if len(parts) == 4
-          else [max(row["max_seqs_per_device"], 1), row["max_seqs_per_device"] + 1])
-    if args.shape_worker:
-        import plan_memory as pm
-        n = shape_devices(shape)
-        for b in bs:
-            r = pm.plan(pm.parse_args(plan_argv(shape, model, lora, args.seq, None, b * n, args.libtpu_path)))
-            print(json.dumps({"type": "validation", "shape": shape, "model": model, "lora_rank": lora,
-                              "seq": args.seq, "b": b, "batch": b * n, "per_device_bytes": r["per_device_bytes"],
-                              "predicted_bytes": predicted_bytes(row, b), "hbm_bytes": shape_hbm(shape),
-                              "backend": r["backend"], "compile_seconds": r["compile_seconds"],
-                              "compile_error": r["compile_error"]}), flush=True)
-        return 0
-    cmd = [sys.executable, __file__, "--validate", f"{shape}:{model}:{lora}:{','.join(map(str, bs))}",
-           "--shape-worker", "--seq", str(args.seq), "--cache", args.cache]
-    if args.libtpu_path:
-        cmd += ["--libtpu-path", args.libtpu_path]
-    rc = run_subprocess(cmd, args.cache, lambda rec: (print(json.dumps(rec), flush=True),
-                                                      render(args.cache, args.out, args.seq)))
-    return 1 if rc else 0
+def table_rows(recs: list[dict], seq: int) -> list[dict]:
+    """One summary per (shape, model, lora) with compiled points, in table order."""
+    rows = []
+    for (shape, model, lora), pts in row_points(recs, seq).items():
+        hbm = shape_hbm(shape)
+        f = fit(pts, hbm) or {}
+        best = compiled_max(pts)
+        rows.append({"shape": shape, "devices": shape_devices(shape), "model": model, "lora_rank": lora,
+                     "hbm_bytes": hbm, **f, "compiled_seqs": best, "done": next_b(pts, hbm) is None,
+                     "at_max": pts[best] if best else None, "compiles": len(pts),
+                     "layers": next(iter(pts.values()))["layers"],
+                     "backend": next(iter(pts.values()))["backend"],
+                     "compile_seconds": sum(p["compile_seconds"] for p in pts.values())})
+    order = {s: i for i, s in enumerate(SHAPES)}
+    return sorted(rows, key=lambda r: (order.get(r["shape"], 99), MODELS.index(r["model"]), r["lora_rank"]))
+
+
+def _tuning(lora_rank: int) -> str:
+    return f"LoRA r={lora_rank}" if lora_rank else "full"
+
+
+def _gib(x) -> str:
+    return "-" if x is None else f"{x / GIB:.2f}"
+
+
+HEADER = """# Memory plan: largest GRPO batch that fits
+
+Generated by `python scripts/memory_table.py --out docs/memory_plan.md` (method in its docstring). Every
+number comes from XLA's `compiled.memory_analysis()` of the real `grpo_step` at FULL depth (prompt {p} +
+completion {c} = {seq} tokens per sequence, bf16 params and activations, float32 AdamW moments
+(`f32_optimizer_state`), `remat=full`, layers scanned (`scan_layers`), log-prob chunks of 128, mesh
+`fsdp` = all devices, state donated). Budget: {pct}% of HBM. HBM assumed: TPU v5e 16 GiB/chip, TPU v5p
+95 GiB/chip, H100 80 GB. TPU rows are compiled by libtpu for that topology (compile-only, on a CPU
+machine); **H100 rows come from the CPU compiler with 8 fake devices** (an approximation: GPU fusion,
+scheduling and kernels differ, see below). LoRA: rank {rank} on q,k,v,o,gate,up,down; the frozen base is
+bf16 and FSDP-sharded. v5p-8 is 4 chips (8 TensorCores).
+
+- `fixed` / `per sequence`: the line through the compiles at 2 and 4 sequences per chip.
+- `predicted`: the largest batch the line allows; `compiled max`: the largest batch whose compile fits
+  while one more sequence per chip does not (both compiled), i.e. the answer; `-` = not bracketed yet.
+  Batch = sequences per optimizer step (GRPO: prompts x G) without gradient accumulation (`num_micro`
+  for more); 0 = not even one sequence per chip fits.
+- `GiB/chip at max`: XLA's per-chip bytes at the compiled max. `compiles` / `compile s`: how many
+  full-depth compiles the row took and their wall seconds (shared 2-core machine).
+
+| shape | chips | model | tuning | fixed GiB/chip | MiB per sequence | predicted | compiled max | GiB/chip at max | compiles | backend | compile s |
+|---|---|---|---|---|---|---|---|---|---|---|---|
+"""
+
+CAVEATS = """
+## Read this before using the numbers
+
+- **Scanned layers.** The table compiles the layer stack as one `jax.lax.scan` (`QwenConfig.scan_layers`,
+  on in the 7B / 14B preset configs): a full-depth libtpu compile then takes minutes instead of the hour
+  that the unrolled 0.5B program took (v5p-8 LoRA: 3164 s). Earlier versions of this file compiled
+  unrolled 1-2 layer programs and extrapolated in depth; for libtpu that failed (the fixed part or the
+  cost per sequence fell with depth). An unrolled model (`scan_layers: false`) may use a different amount
+  of memory: see the comparison section when present.
+- **The LM head is pinned to the batch sharding.** `completion_logprobs` constrains the hidden chunk and
+  its `[B, chunk, V]` float32 logits to B over `(data, fsdp)` (V over `tensor`) under `jit_step`'s mesh
+  (test: `tests/test_sharding_memory.py::test_lm_head_memory_per_sequence_does_not_grow_with_devices`);
+  without it GSPMD split the head's contraction over the FSDP-sharded `D` and every device held the logits
+  of the whole global batch. The price is fixed: each device all-gathers the head table and, in full
+  fine-tuning, holds its full-size gradient before the reduce-scatter, about `V D (2 + 4)` bytes (0.8 GB
+  for 0.5B, 3.3 GB for 7B, 4.7 GB for 14B), inside `fixed`. A vocabulary-parallel head would remove it;
+  not done.
+- **Fit range.** The line uses 2 and 4 sequences per chip: at one or two sequences a b-independent buffer
+  (the gathered head and its gradient, the optimizer update) can set the peak and hide the activations,
+  so `predicted` can be off below 2 per chip; `compiled max` is checked by compiles either way.
+- **H100 rows come from the CPU compiler** (8 fake devices): its fusion, scheduling and buffer reuse differ
+  from XLA:GPU (it keeps far more per sequence than libtpu does for the same program), so they are a
+  pessimistic bound, not a plan; a GPU compile or a real run is needed.
+"""
 
 LEVERS = """
 ## Levers (what the plan assumes, and how to change it)
@@ -235,157 +276,74 @@ LEVERS = """
 |---|---|---|
 | FSDP over `fsdp` | `grpojax.sharding` rules: `embed` -> `fsdp` | params + moments divided by the chip count (the `fixed` column) |
 | bf16 params, f32 AdamW | `grpojax.sharding.f32_optimizer_state(tx)` + `Qwen(param_dtype=bfloat16)` | 10 B/param resident (2 + 4 + 4) instead of 12 (f32 params + moments) + transient grads |
-| LoRA-only optimizer state | `TrainState.params` = `nnx.LoRAParam` only (runner `model.lora.rank`) | moments for the adapters only; base stays bf16 and sharded |
-| remat | `Qwen(remat="none" / "block" / "full")` | `full` keeps one `[B, T, D]` per layer; `block` also the matmul outputs |
+| LoRA-only optimizer state | `TrainState.params` = `nnx.LoRAParam` only (run config `model.lora.rank`) | moments for the adapters only; base stays bf16 and sharded |
+| remat | run config `model.remat: none / block / full` (`Qwen(remat=...)`) | `full` keeps one `[B, T, D]` per layer; `block` also the matmul outputs |
+| scanned layers | run config `model.scan_layers: true` (`QwenConfig.scan_layers`) | compile time and program size independent of depth |
 | chunked log-probs | `completion_logprobs(chunk_size=...)` | `[B, chunk, V]` float32 logits at a time instead of `[B, L, V]` (tested in `tests/test_sharding_memory.py`) |
 | LM head on the batch sharding | `completion_logprobs` under `jit_step`'s mesh | logits `[B, chunk, V]` split over (data, fsdp) (V over tensor): per-sequence memory independent of the device count; the head table is gathered per device (`fixed`) |
 | gradient accumulation | `grpo_step(num_micro=...)` | activation memory of `batch / num_micro` sequences; the `fixed` part unchanged |
 
-Check one configuration at FULL depth (no extrapolation), e.g. the 7B row on v5e-16:
+Check one configuration yourself, e.g. the 7B row on v5e-16:
 
     pip install -e .[tpu-plan]
-    python scripts/plan_memory.py --model qwen2.5-7b --mesh fsdp=16 --batch 16 --seq 1024 --topology v5e-16
+    python scripts/plan_memory.py --model qwen2.5-7b --mesh fsdp=16 --batch 16 --seq 1024 --topology v5e-16 --scan-layers
 
 `--json` prints one object with `per_device_bytes`, `flops_per_step` (XLA's count of the per-device
-program x devices; a lower bound: XLA counts a `while` body once, so the chunked LM head is undercounted)
-and `model_flops_per_step` (the MFU count: 6 N T + attention); `--kind dpo` plans the preference step.
+program x devices; None with `--scan-layers`, where XLA would count the scanned layer stack once; without
+it a lower bound, the chunked LM head's loop being counted once) and `model_flops_per_step` (the MFU
+count: 6 N T + attention); `--kind dpo` plans the preference step.
 """
 
 
-CAVEATS = """
-## Read this before using the numbers
-
-- **The LM head is pinned to the batch sharding (fixed in this version).** Before, nothing pinned the
-  `[B, chunk, V]` logits of `completion_logprobs`; GSPMD split the head's contraction over the
-  FSDP-sharded `D` instead and every device held float32 logits for the whole global batch, so the cost
-  of one more sequence per device grew with the device count. `completion_logprobs` now constrains the
-  hidden chunk and its logits to B over `(data, fsdp)` (V over `tensor`) whenever the step is traced
-  under a mesh (`grpojax.sharding.jit_step` does that); test:
-  `tests/test_sharding_memory.py::test_lm_head_memory_per_sequence_does_not_grow_with_devices`. Measured
-  with `python scripts/plan_memory.py --model qwen2.5-0.5b --layers 1 --seq 256 --devices N --mesh
-  fsdp=N --batch N*b --json` (CPU compiler), bytes per device of one more sequence per device:
-
-  | N | before, b 2 -> 4 | after, b 2 -> 4 | after, b 4 -> 8 |
-  |---|---|---|---|
-  | 2 | 643 MB | 160 MB | 236 MB |
-  | 8 | 1926 MB | 203 MB | 276 MB |
-
-  (a residual +17% from N=2 to N=8 remains, down from 3x; not investigated: a candidate is the same
-  contraction-vs-gather choice in the decoder blocks, whose activations are not pinned.)
-  The price is a fixed one: each device all-gathers the LM-head table (the tied embedding for 0.5B) and,
-  in full fine-tuning, holds its full-size gradient before the reduce-scatter, about `V D (2 + 4)` bytes
-  (0.8 GB for 0.5B, 3.3 GB for 7B, 4.7 GB for 14B; measured on the 0.5B plan above at N=2: +1.05 GB
-  per device at b=1), which is in the `fixed` column. A vocabulary-parallel head (V over `fsdp` too)
-  would remove it; not done.
-- **Fit range.** The fit uses 2 and 4 sequences per device, not 1 and 2: at one or two sequences a
-  b-independent buffer (the gathered head and its gradient, the optimizer update) sets the peak and hides
-  the activations (CPU compiler, 0.5B, fsdp=8, 1 layer, 1024 tokens: +0.66 GB from b=1 to 2, +1.03 GB per
-  sequence from 2 to 4 and from 4 to 8). Rows marked **(e)** have a max below 2 sequences per device:
-  there the affine model is extrapolated below its range and underestimates, so treat them as
-  "does not fit usefully" unless a full-depth validation row says otherwise.
-- **(c) H100 rows come from the CPU compiler** (8 fake devices): its fusion, scheduling and buffer reuse
-  differ from XLA:GPU (it keeps far more per sequence than libtpu does for the same program), so they are
-  a pessimistic bound, not a plan. A GPU compile (or a real run) is needed.
-- **(g) no extrapolation**: the per-sequence cost falls with depth at 1-2 layers (`c1 < 0`: libtpu
-  schedules the 2-layer program in less memory per sequence than the 1-layer one), so the fit gives a
-  negative cost per sequence at full depth; `fixed` is shown, the batch is not. Only a full-depth compile
-  (`--validate`) answers for these rows. libtpu's small programs are not even monotone in the batch
-  (v5p-8, 7B full, 1 layer: 7.50 GiB per chip at b=2, 7.04 at b=4), so any TPU row extrapolated from
-  1-2 layers is a rough guide until a full-depth validation backs it.
-- **(f) the fit is not affine there**: the fixed part falls with depth (`m1 < 0`, impossible for a
-  stack of layers that each add parameters), i.e. at 1-2 layers the peak is set by buffers that do not
-  add up layer by layer. The fitted numbers are shown so that the failure is visible; no max batch is
-  derived from them. Trust a full-depth validation row instead.
-- The extrapolation assumes memory affine in depth and batch; the validation section (when present)
-  checks rows at full depth.
-"""
+def comparison_lines(recs: list[dict], seq: int) -> list[str]:
+    """Scanned vs unrolled full-depth compiles of the same row and batch (the unrolled ones are the
+    ``validation`` records of the earlier method)."""
+    pts = row_points(recs, seq)
+    lines = []
+    for v in recs:
+        if v.get("type") != "validation" or v["seq"] != seq or v["per_device_bytes"] is None:
+            continue
+        s = pts.get((v["shape"], v["model"], v["lora_rank"]), {}).get(v["b"])
+        if s is None or s["per_device_bytes"] is None:
+            continue
+        lines.append(f"| {v['shape']} | {v['model']} | {_tuning(v['lora_rank'])} | {v['batch']} | "
+                     f"{v['per_device_bytes'] / GIB:.3f} | {s['per_device_bytes'] / GIB:.3f} | "
+                     f"{(s['per_device_bytes'] - v['per_device_bytes']) / v['per_device_bytes']:+.1%} | "
+                     f"{v['compile_seconds']:.0f} | {s['compile_seconds']:.0f} |")
+    if not lines:
+        return []
+    return ["", "## Scanned vs unrolled layers, same step at full depth", "",
+            "| shape | model | tuning | batch | unrolled GiB/chip | scanned GiB/chip | scanned vs unrolled | "
+            "unrolled compile s | scanned compile s |", "|---|---|---|---|---|---|---|---|---|"] + lines
 
 
-def _tuning(lora_rank: int) -> str:
-    return f"LoRA r={lora_rank}" if lora_rank else "full"
-
-
-def write_markdown(rows: list[dict], vals: list[dict], path: str, seq: int, pending=(), partial=()) -> None:
-    lines = [
-        "# Memory plan: largest GRPO batch that fits",
-        "",
-        "Generated by `python scripts/memory_table.py --out docs/memory_plan.md` (see its docstring for the",
-        "method). Every number comes from XLA's `compiled.memory_analysis()` of the real `grpo_step`",
-        f"(prompt {seq // 2} + completion {seq - seq // 2} = {seq} tokens per sequence, bf16 params and",
-        "activations, float32 AdamW moments (`f32_optimizer_state`), `remat=full`, log-prob chunks of 128,",
-        "mesh `fsdp` = all devices, state donated), compiled at 1-2 layers and 2 and 4 sequences per chip and",
-        f"extrapolated linearly in depth and batch. Budget: {int(HEADROOM * 100)}% of HBM. HBM assumed: TPU v5e",
-        "16 GiB/chip, TPU v5p 95 GiB/chip, H100 80 GB. TPU rows are compiled by libtpu for that topology",
-        "(compile-only, on a CPU machine); **H100 rows come from the CPU compiler with 8 fake devices**",
-        "(an approximation: GPU fusion, scheduling and kernels differ). LoRA: rank "
-        f"{LORA_RANK} on q,k,v,o,gate,up,down; the frozen base is bf16 and FSDP-sharded.",
-        "`max batch` = sequences per optimizer step (GRPO: prompts x G) without gradient accumulation",
-        "(use `num_micro` for more); 0 = the state alone does not fit. v5p-8 is 4 chips (8 TensorCores).",
-        "`compile s` = wall seconds of the four compiles behind the row (on a shared 2-core machine).",
-        "",
-        "| shape | chips | model | tuning | fixed GiB/chip | MiB per sequence | max batch | backend | compile s |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
+def write_markdown(recs: list[dict], path: str, seq: int) -> None:
+    rows = table_rows(recs, seq)
+    text = HEADER.format(p=seq // 2, c=seq - seq // 2, seq=seq, pct=int(HEADROOM * 100), rank=LORA_RANK)
+    lines = text.rstrip("\n").split("\n")
     for r in rows:
-        if r["per_seq_bytes"] <= 0:  # (g): no extrapolation to report
-            flag, per_seq, max_batch = " (g)", "-", "-"
-        else:
-            flag = " (e)" if r["max_seqs_per_device"] < SEQS[0] else ""
-            per_seq = f"{r['per_seq_bytes'] / MIB:.0f}"
-            max_batch = "-" if r["coefficients"]["m1"] < 0 else str(r["max_batch"])  # (f): the fit is broken
-        lines.append(f"| {r['shape']} | {r['devices']} | {r['model']} | {_tuning(r['lora_rank'])}{flag}"
-                     f"{' (f)' if r['coefficients']['m1'] < 0 else ''} | "
-                     f"{r['fixed_bytes'] / GIB:.2f} | {per_seq} | {max_batch} | "
-                     f"{r['backend'].split(';')[0].split(' (')[0]} | {r['compile_seconds']:.0f} |")
-    lines += CAVEATS.rstrip("\n").split("\n")
+        n = r["devices"]
+        pred = "-" if "predicted_seqs" not in r else str(r["predicted_seqs"] * n)
+        best = "-" if r["compiled_seqs"] is None else str(r["compiled_seqs"] * n)
+        at = r["at_max"]["per_device_bytes"] if r["at_max"] else None
+        per_seq = f"{r['per_seq_bytes'] / MIB:.0f}" if "per_seq_bytes" in r else "-"
+        lines.append(f"| {r['shape']} | {n} | {r['model']} | {_tuning(r['lora_rank'])} | "
+                     f"{_gib(r.get('fixed_bytes'))} | {per_seq} | {pred} | {best} | {_gib(at)} | "
+                     f"{r['compiles']} | {r['backend'].split(';')[0].split(' (')[0]} | "
+                     f"{r['compile_seconds']:.0f} |")
+    have = {(r["shape"], r["model"], r["lora_rank"]) for r in rows if r["done"]}
+    pending = [f"{s} {m} {_tuning(lr)}" for s in SHAPES for m in MODELS for lr in (0, LORA_RANK)
+               if (s, m, lr) not in have]
     if pending:
-        lines += ["", "Not computed (a libtpu compile of one 7B / 14B point takes many minutes on the shared 2-core",
-                  "machine that generated this file, see `compile s`; the run did h100x8 and v5p-8 first and did not",
-                  "finish these (the points it did compile are listed below); rerun the command above, it resumes",
-                  "from `runs/memory_table.jsonl`): "
+        lines += ["", "Not finished (rerun the command above; it resumes from `runs/memory_table.jsonl`): "
                   + ", ".join(pending) + "."]
-    if partial:
-        lines += ["", "Compiled points of rows not complete (per-device GiB of the real step at `layers` decoder layers",
-                  "and `b` sequences per chip; libtpu's numbers need not grow with `b` at 1-2 layers, see (g)):", "",
-                  "| shape | model | tuning | layers | b | GiB/chip | compile s |", "|---|---|---|---|---|---|---|"]
-        order = {sh: i for i, sh in enumerate(SHAPES)}
-        for p in sorted(partial, key=lambda p: (order.get(p["shape"], 99), MODELS.index(p["model"]), p["lora_rank"],
-                                                p["layers"], p["b"])):
-            lines.append(f"| {p['shape']} | {p['model']} | {_tuning(p['lora_rank'])} | {p['layers']} | {p['b']} | "
-                         f"{p['per_device_bytes'] / GIB:.3f} | {p['compile_seconds']:.0f} |")
-    if vals:
-        lines += ["", "## Validation: full-depth compiles against the extrapolation", "",
-                  "`python scripts/memory_table.py --validate SHAPE:MODEL:LORA_RANK` compiles the row at its real",
-                  "depth (no `--layers`) at the predicted max batch and at one sequence per chip more, or at the",
-                  "sequences per chip given (`SHAPE:MODEL:LORA_RANK:b1,b2`).", "",
-                  "| shape | model | tuning | batch | predicted GiB/chip | compiled GiB/chip | error | "
-                  f"fits {int(HEADROOM * 100)}% HBM | compile s |",
-                  "|---|---|---|---|---|---|---|---|---|"]
-        oom = []
-        for v in vals:
-            if v["per_device_bytes"] is None:  # the compiler itself said it does not fit
-                why = str(v.get("compile_error")).rstrip(".")
-                oom.append(f"{v['shape']} {v['model']} batch {v['batch']}: `{why}`")
-                compiled, err, fits = "out of memory (o)", "-", "no"
-            else:
-                compiled = f"{v['per_device_bytes'] / GIB:.3f}"
-                err = f"{(v['predicted_bytes'] - v['per_device_bytes']) / v['per_device_bytes']:+.1%}"
-                fits = "yes" if v["per_device_bytes"] <= HEADROOM * v["hbm_bytes"] else "no"
-            lines.append(f"| {v['shape']} | {v['model']} | {_tuning(v['lora_rank'])} | {v['batch']} | "
-                         f"{v['predicted_bytes'] / GIB:.3f} | {compiled} | {err} | {fits} | "
-                         f"{v['compile_seconds']:.0f} |")
-        lines += ["", "`error` = (predicted - compiled) / compiled."]
-        if oom:
-            lines += ["(o) libtpu refused to compile the program for this HBM size: " + "; ".join(oom) + "."]
-        fits = full_depth_fits(vals)
-        if fits:
-            lines += ["", "Full-depth fits (two validation compiles of one row at different batches, no depth",
-                      "extrapolation; affine in the batch between and beyond them):", "",
-                      "| shape | model | tuning | from seqs/chip | fixed GiB/chip | MiB per sequence | max batch |",
-                      "|---|---|---|---|---|---|---|"]
-            lines += [f"| {f['shape']} | {f['model']} | {_tuning(f['lora_rank'])} | {f['b1']}, {f['b2']} | "
-                      f"{f['fixed_bytes'] / GIB:.2f} | {f['per_seq_bytes'] / MIB:.0f} | "
-                      f"{'-' if f['max_batch'] is None else f['max_batch']} |" for f in fits]
+    refused = [r for r in recs if r.get("type") == POINT and r["seq"] == seq and r.get("compile_error")]
+    if refused:
+        lines += ["", "Compiles libtpu refused for HBM (counted as \"does not fit\"): " + "; ".join(
+            f"{r['shape']} {r['model']} {_tuning(r['lora_rank'])} batch {r['b'] * r['devices']}: "
+            f"`{r['compile_error'].rstrip('.')}`" for r in refused) + "."]
+    lines += CAVEATS.rstrip("\n").split("\n")
+    lines += comparison_lines(recs, seq)
     with open(path, "w") as f:
         f.write("\n".join(lines) + "\n" + LEVERS)
 
@@ -399,11 +357,9 @@ def main(argv=None) -> int:
     p.add_argument("--tunings", default="full,lora", help="full,lora or one of them")
     p.add_argument("--seq", type=int, default=1024)
     p.add_argument("--libtpu-path", default=os.environ.get("GRPOJAX_LIBTPU_PATH"))
-    p.add_argument("--validate", default=None, help="shape:model:lora_rank[:b1,b2] full-depth check")
     p.add_argument("--render-only", action="store_true", help="rewrite --out from the cache, compile nothing")
     p.add_argument("--shape", default=None, help=argparse.SUPPRESS)  # internal: one shape per process
-    p.add_argument("--todo", default="", help=argparse.SUPPRESS)  # internal: model:lora:layers:b;...
-    p.add_argument("--shape-worker", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--rows", default="", help=argparse.SUPPRESS)  # internal: model:lora;...
     args = p.parse_args(argv)
     bad = [s for s in args.only.split(",") if s not in SHAPES] + \
         [m for m in args.models.split(",") if m not in MODELS] + \
@@ -411,58 +367,42 @@ def main(argv=None) -> int:
     if bad:
         raise SystemExit(f"memory_table: unknown {bad}; shapes {SHAPES}, models {MODELS}, tunings full,lora")
     if args.shape:
-        todo = [(m, int(lr), int(L), int(b)) for m, lr, L, b in
-                (x.split(":") for x in args.todo.split(";") if x)]
-        worker(args.shape, args.seq, args.libtpu_path, todo)
+        rows = [(m, int(lr)) for m, lr in (x.split(":") for x in args.rows.split(";") if x)]
+        worker(args.shape, args.seq, args.libtpu_path, rows, args.cache)
         return 0
     os.makedirs(os.path.dirname(os.path.abspath(args.cache)), exist_ok=True)
-    if args.validate:
-        return validate(args.validate, args)
     if args.render_only:
-        render(args.cache, args.out, args.seq)
+        write_markdown(read_cache(args.cache), args.out, args.seq)
         return 0
     loras = [0 if t == "full" else LORA_RANK for t in args.tunings.split(",")]
     failed = 0
     for shape in args.only.split(","):
-        have = {point_key(r) for r in read_cache(args.cache) if r.get("type") == "point"}
-        todo = [(m, lr, L, b) for m in args.models.split(",") for lr in loras for L, b in POINTS
-                if (shape, m, lr, args.seq, L, b) not in have]
-        if not todo:
+        pts = row_points(read_cache(args.cache), args.seq)
+        rows = [(m, lr) for m in args.models.split(",") for lr in loras
+                if next_b(pts.get((shape, m, lr), {}), shape_hbm(shape)) is not None]
+        if not rows:
             continue
-        print(f"memory_table: {shape}: {len(todo)} compiles to do", flush=True)
-        cmd = [sys.executable, __file__, "--shape", shape, "--seq", str(args.seq),
-               "--todo", ";".join(f"{m}:{lr}:{L}:{b}" for m, lr, L, b in todo)]
+        print(f"memory_table: {shape}: {len(rows)} rows to do", flush=True)
+        cmd = [sys.executable, __file__, "--shape", shape, "--seq", str(args.seq), "--cache", args.cache,
+               "--rows", ";".join(f"{m}:{lr}" for m, lr in rows)]
         if args.libtpu_path:
             cmd += ["--libtpu-path", args.libtpu_path]
         t0 = time.time()
 
         def progress(rec, shape=shape, t0=t0):
-            print(f"memory_table: {shape} {rec['model']} lora={rec['lora_rank']} L={rec['layers']} "
-                  f"b={rec['b']}: {rec['per_device_bytes'] / GIB:.3f} GiB/device, compile "
+            got = "refused by the compiler" if rec["per_device_bytes"] is None else \
+                f"{rec['per_device_bytes'] / GIB:.3f} GiB/device"
+            print(f"memory_table: {shape} {rec['model']} lora={rec['lora_rank']} b={rec['b']}: {got}, compile "
                   f"{rec['compile_seconds']} s ({time.time() - t0:.0f} s into {shape})", flush=True)
-            render(args.cache, args.out, args.seq)
+            write_markdown(read_cache(args.cache), args.out, args.seq)
 
         rc = run_subprocess(cmd, args.cache, progress)
         if rc:
             failed += 1
             print(f"memory_table: {shape} exited with {rc}; its finished points are kept in {args.cache}",
                   file=sys.stderr)
-    render(args.cache, args.out, args.seq)
+    write_markdown(read_cache(args.cache), args.out, args.seq)
     return 1 if failed else 0
-
-
-def render(cache: str, out: str, seq: int) -> None:
-    recs = read_cache(cache)
-    rows = rows_from_points(recs, seq)
-    have = {(r["shape"], r["model"], r["lora_rank"]) for r in rows}
-    pending = [f"{s} {m} {'LoRA' if lr else 'full'}" for s in SHAPES for m in MODELS
-               for lr in (0, LORA_RANK) if (s, m, lr) not in have]
-    vals = [r for r in recs if r.get("type") == "validation" and r["seq"] == seq]
-    partial = {}  # the compiled points of rows not complete yet (last record per point wins)
-    for p in recs:
-        if p.get("type") == "point" and p["seq"] == seq and (p["shape"], p["model"], p["lora_rank"]) not in have:
-            partial[point_key(p)] = p
-    write_markdown(rows, vals, out, seq, pending, list(partial.values()))
 
 
 if __name__ == "__main__":

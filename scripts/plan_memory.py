@@ -11,7 +11,9 @@ The train state is ``jax.eval_shape``-d (no parameter is ever allocated), given 
 XLA's cost analysis counts the body of a ``while`` loop ONCE, whatever its trip count: the chunked
 log-prob ``lax.map`` (completion / ``--logprob-chunk`` iterations of the LM head) is undercounted, so
 ``flops_per_step`` is a lower bound that includes remat recompute; ``model_flops_per_step`` is the
-analytic MFU count (see ``model_flops``), the one to divide by step time for MFU.
+analytic MFU count (see ``model_flops``), the one to divide by step time for MFU. With ``--scan-layers``
+the whole layer stack is one ``while`` loop, so XLA's count would be one layer's: ``flops_per_step`` is
+None there, while the memory analysis (buffer assignment of the whole program) is complete.
 
 Backends: ``--topology v5e-8|v5e-16|v5e-32|v5p-8|v5p-16`` compiles for that TPU topology on this CPU
 machine with libtpu's compile-only client (``pip install -e .[tpu-plan]``; MaxText ``train_compile.py``
@@ -49,7 +51,10 @@ def parse_args(argv=None):
     p.add_argument("--param-dtype", choices=("bfloat16", "float32"), default="bfloat16")
     p.add_argument("--micro", type=int, default=1, help="gradient-accumulation micro-batches")
     p.add_argument("--logprob-chunk", type=int, default=128)
-    p.add_argument("--layers", type=int, default=None, help="override num_layers (table extrapolation)")
+    p.add_argument("--layers", type=int, default=None, help="override num_layers")
+    p.add_argument("--scan-layers", action="store_true",
+                   help="stacked layers run by lax.scan (QwenConfig.scan_layers): the compile takes about as "
+                        "long as one layer's at any depth; flops_per_step is then None (see --json)")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--topology", choices=sorted(TOPOLOGIES))
     g.add_argument("--devices", type=int, default=None, help="N fake CPU devices")
@@ -139,6 +144,7 @@ def build(args, devices):
     cfg = PRESETS[args.model]
     if args.layers:
         cfg = cfg.replace(num_layers=args.layers)
+    cfg = cfg.replace(scan_layers=args.scan_layers)
     pdt = jnp.dtype(args.param_dtype)
     mesh = shd.make_mesh(parse_mesh(args.mesh), devices=devices)
     P = args.prompt_len if args.prompt_len is not None else args.seq // 2
@@ -213,6 +219,7 @@ def plan(args) -> dict:
                                                           else args.seq // 2), args.lora_rank > 0)
     out = {
         "model": args.model, "kind": args.kind, "lora_rank": args.lora_rank, "remat": args.remat,
+        "scan_layers": args.scan_layers, "layers": cfg.num_layers,
         "param_dtype": args.param_dtype, "batch": args.batch, "seq": args.seq, "micro": args.micro,
         "mesh": dict(mesh.shape), "devices": n_dev, "backend": backend,
         "topology": args.topology, "hbm_bytes_per_device": hbm,
@@ -229,10 +236,12 @@ def plan(args) -> dict:
     per_device = (mem.argument_size_in_bytes + mem.output_size_in_bytes - mem.alias_size_in_bytes
                   + mem.temp_size_in_bytes)
     flops_dev = float(cost.get("flops", 0.0)) if cost else 0.0
+    if args.scan_layers:  # XLA counts the scanned layer stack (a while loop) once: not a step's FLOPs
+        flops_dev = None
     out.update(per_device_bytes=int(per_device), fits=bool(per_device <= hbm),
                argument_bytes=int(mem.argument_size_in_bytes), output_bytes=int(mem.output_size_in_bytes),
                alias_bytes=int(mem.alias_size_in_bytes), temp_bytes=int(mem.temp_size_in_bytes),
-               flops_per_device=flops_dev, flops_per_step=flops_dev * n_dev)
+               flops_per_device=flops_dev, flops_per_step=None if flops_dev is None else flops_dev * n_dev)
     return out
 
 
@@ -255,7 +264,8 @@ def main(argv=None) -> int:
               f"temp {out['temp_bytes'] / gib:.2f}, out-not-aliased "
               f"{(out['output_bytes'] - out['alias_bytes']) / gib:.2f}) of {out['hbm_bytes_per_device'] / gib:.1f}"
               f" GiB HBM -> {'fits' if out['fits'] else 'DOES NOT FIT'}")
-        print(f"flops/step (XLA): {out['flops_per_step']:.3e}; model flops/step (MFU count): "
+        xla = "n/a (scanned layers)" if out["flops_per_step"] is None else f"{out['flops_per_step']:.3e}"
+        print(f"flops/step (XLA): {xla}; model flops/step (MFU count): "
               f"{out['model_flops_per_step']:.3e}; compile {out['compile_seconds']} s")
     return 0
 

@@ -1,5 +1,5 @@
-"""scripts/plan_memory.py and scripts/memory_table.py: the depth / batch extrapolation, the rendered
-table, the analytic model FLOPs against XLA's own count, and the JSON contract of a real compile.
+"""scripts/plan_memory.py and scripts/memory_table.py: the fit-and-check walk to the largest batch, the
+rendered table, the analytic model FLOPs against XLA's own count, and the JSON contract of a real compile.
 
 (The subprocess CLI test with ``--json`` lives in tests/test_sharding_rules.py; these run in-process.)
 """
@@ -17,76 +17,6 @@ import memory_table as mt  # noqa: E402
 import plan_memory as pm  # noqa: E402
 
 from grpojax.models import PRESETS  # noqa: E402
-
-
-def _points(m0, m1, c0, c1):
-    return {(L, b): m0 + m1 * L + (c0 + c1 * L) * b for L, b in mt.POINTS}
-
-
-def test_fit_row_recovers_bilinear_model_and_max_batch_by_hand():
-    # fixed(L=4) = 10 + 5*4 = 30, per_seq(L=4) = 2 + 1*4 = 6, budget 0.9*100 = 90 -> (90-30)/6 = 10 per device
-    row = mt.fit_row(_points(10, 5, 2, 1), num_layers=4, hbm=100, devices=8)
-    assert row["coefficients"] == {"m0": 10, "m1": 5, "c0": 2, "c1": 1}
-    assert (row["fixed_bytes"], row["per_seq_bytes"]) == (30, 6)
-    assert (row["max_seqs_per_device"], row["max_batch"]) == (10, 80)
-    # one byte less of HBM budget and the 10th sequence no longer fits
-    assert mt.fit_row(_points(10, 5, 2, 1), num_layers=4, hbm=100 - 1 / 0.9, devices=8)["max_seqs_per_device"] == 9
-    # the state alone over budget -> 0, not a negative batch
-    assert mt.fit_row(_points(100, 5, 2, 1), num_layers=4, hbm=100, devices=8)["max_batch"] == 0
-
-
-def test_fit_row_names_missing_points():
-    pts = _points(1, 1, 1, 1)
-    del pts[(2, mt.SEQS[1])]
-    with pytest.raises(ValueError, match=rf"missing points \[\(2, {mt.SEQS[1]}\)\]"):
-        mt.fit_row(pts, num_layers=4, hbm=100, devices=1)
-
-
-def _point(shape, model, lora, L, b, nbytes, seq=1024):
-    return {"type": "point", "shape": shape, "model": model, "lora_rank": lora, "seq": seq, "layers": L, "b": b,
-            "devices": mt.shape_devices(shape), "per_device_bytes": nbytes, "temp_bytes": 0,
-            "argument_bytes": 0, "backend": "tpu AOT compile (v5p-8, TPU v5)", "compile_seconds": 10.0}
-
-
-def test_cache_to_markdown_rows_pending_and_validation(tmp_path, capsys):
-    gib = 2**30
-    pts = _points(2 * gib, 1 * gib, 256 * 2**20, 64 * 2**20)
-    cache = tmp_path / "cache.jsonl"
-    recs = [_point("v5p-8", "qwen2.5-7b", 16, L, b, v) for (L, b), v in pts.items()]
-    recs.append(_point("v5p-8", "qwen2.5-14b", 0, 1, 1, gib))  # an incomplete row stays pending
-    recs.append(_point("v5p-8", "qwen2.5-7b", 16, 1, 1, 5, seq=2048))  # another seq is ignored
-    fixed, per_seq = 2 * gib + 28 * gib, 256 * 2**20 + 28 * 64 * 2**20  # 30 GiB, 2 GiB
-    b_max = int((0.9 * 95 * gib - fixed) // per_seq)  # 27
-    recs.append({"type": "validation", "shape": "v5p-8", "model": "qwen2.5-7b", "lora_rank": 16, "seq": 1024,
-                 "b": b_max, "batch": 4 * b_max, "per_device_bytes": int(0.98 * (fixed + per_seq * b_max)),
-                 "predicted_bytes": fixed + per_seq * b_max, "hbm_bytes": 95 * gib,
-                 "backend": "tpu", "compile_seconds": 99.0})
-    recs.append(dict(recs[-1], b=b_max + 1, batch=4 * (b_max + 1), per_device_bytes=None,
-                     compile_error="RESOURCE_EXHAUSTED: Ran out of memory on HBM"))
-    cache.write_text("".join(json.dumps(r) + "\n" for r in recs) + '{"type": "poi\n')  # a line cut by a kill
-    out = tmp_path / "plan.md"
-    assert mt.main(["--render-only", "--cache", str(cache), "--out", str(out)]) == 0
-    assert f"{cache}:{len(recs) + 1}: skipping unreadable line" in capsys.readouterr().err
-    text = out.read_text()
-    row = [x for x in text.splitlines() if x.startswith("| v5p-8 | 4 | qwen2.5-7b")]
-    assert row == [f"| v5p-8 | 4 | qwen2.5-7b | LoRA r=16 | 30.00 | 2048 | {4 * b_max} | tpu AOT compile | 40 |"]
-    assert b_max == 27
-    assert "v5p-8 qwen2.5-14b full" in text and "v5p-8 qwen2.5-7b LoRA," not in text
-    assert "| v5p-8 | qwen2.5-14b | full | 1 | 1 | 1.000 | 10 |" in text  # the incomplete row's one point
-    val = [x for x in text.splitlines() if x.startswith(f"| v5p-8 | qwen2.5-7b | LoRA r=16 | {4 * b_max} |")]
-    assert len(val) == 1 and "| +2.0% | yes | 99 |" in val[0], val
-    assert f"| v5p-8 | qwen2.5-7b | LoRA r=16 | {4 * b_max + 4} | " in text and "| out of memory (o) | - | no |" in text
-    assert "v5p-8 qwen2.5-7b batch 112: `RESOURCE_EXHAUSTED: Ran out of memory on HBM`" in text
-
-
-def test_cli_rejects_unknown_names_and_validate_without_row(tmp_path):
-    with pytest.raises(SystemExit, match=r"unknown \['v9-8'\]"):
-        mt.main(["--only", "v9-8", "--cache", str(tmp_path / "c.jsonl")])
-    with pytest.raises(SystemExit, match="no fitted row"):
-        mt.main(["--validate", "v5e-8:qwen2.5-0.5b:0", "--cache", str(tmp_path / "c.jsonl"),
-                 "--out", str(tmp_path / "o.md")])
-    with pytest.raises(SystemExit, match="expected shape:model:lora_rank"):
-        mt.main(["--validate", "v5e-8:qwen2.5-0.5b", "--cache", str(tmp_path / "c.jsonl")])
 
 
 def test_model_flops_by_hand():
@@ -144,29 +74,6 @@ def test_plan_dpo_lora_state_bytes(backend_env):
     assert out["model_flops_per_step"] == pm.model_flops(PRESETS["qwen2.5-0.5b"].replace(num_layers=1), 8, 16, 8, True)
 
 
-def test_worker_keeps_going_after_a_failing_row(monkeypatch, capsys):
-    """A row whose compile raises is reported (and its remaining points skipped); the next row still runs,
-    and the worker exits non-zero naming the failed row."""
-    calls = []
-
-    def fake_plan(args):
-        calls.append((args.model, args.lora_rank, args.layers, args.batch))
-        if args.lora_rank:
-            raise RuntimeError("boom")
-        return {"per_device_bytes": 100 * args.layers + args.batch, "temp_bytes": 1, "argument_bytes": 2,
-                "backend": "cpu (8 fake devices)", "compile_seconds": 1.0}
-
-    monkeypatch.setattr(pm, "plan", fake_plan)
-    todo = [("qwen2.5-7b", 16, 1, 1), ("qwen2.5-7b", 16, 1, 2), ("qwen2.5-7b", 0, 2, 1)]
-    with pytest.raises(SystemExit, match=r"failed rows \[\('qwen2.5-7b', 16\)\]"):
-        mt.worker("h100x8", 1024, None, todo)
-    out, err = capsys.readouterr()
-    assert calls == [("qwen2.5-7b", 16, 1, 8), ("qwen2.5-7b", 0, 2, 8)]  # 2nd LoRA point skipped
-    assert "h100x8 qwen2.5-7b lora=16 L=1 b=1 FAILED: RuntimeError: boom" in err
-    (rec,) = [json.loads(x) for x in out.splitlines()]
-    assert (rec["layers"], rec["b"], rec["per_device_bytes"], rec["devices"]) == (2, 1, 208, 8)
-
-
 def test_plan_reports_compiler_oom_as_does_not_fit(monkeypatch, capsys):
     """libtpu rejects a program larger than HBM at compile time; plan() turns that into fits=False with the
     compiler's line (other compile errors still raise), and memory_table renders it."""
@@ -196,55 +103,114 @@ def test_plan_reports_compiler_oom_as_does_not_fit(monkeypatch, capsys):
         pm.plan(pm.parse_args(argv))
 
 
-def _rendered_row(tmp_path, shape, model, rank, pts, prefix):
-    """The table row of ``shape`` / ``model`` that ``memory_table --render-only`` writes from the cached ``pts``."""
+GIB = 2**30
+
+
+def _rec(shape, model, lora, b, nbytes, seq=1024, error=None):
+    return {"type": mt.POINT, "shape": shape, "model": model, "lora_rank": lora, "seq": seq, "layers": 28,
+            "b": b, "devices": mt.shape_devices(shape), "hbm_bytes": mt.shape_hbm(shape),
+            "per_device_bytes": nbytes, "temp_bytes": 0, "argument_bytes": 0,
+            "backend": "tpu AOT compile (v5p-8, TPU v5)", "compile_seconds": 10.0, "compile_error": error}
+
+
+def _walk(memory, hbm):
+    """Drives ``next_b`` against a memory model ``b -> bytes or None`` (None = the compiler refuses)."""
+    pts, order = {}, []
+    while (b := mt.next_b(pts, hbm)) is not None:
+        order.append(b)
+        assert len(order) < 20, order
+        pts[b] = {"per_device_bytes": memory(b), "hbm_bytes": hbm}
+    return pts, order
+
+
+def test_walk_on_an_affine_memory_needs_the_fit_and_two_checks():
+    # 2 GiB fixed + 1 GiB per sequence, budget 0.9 * 95 = 85.5 GiB -> 83 per device
+    pts, order = _walk(lambda b: 2 * GIB + b * GIB, 95 * GIB)
+    assert order == [2, 4, 83, 84] and mt.compiled_max(pts) == 83
+    assert mt.fit(pts, 95 * GIB) == {"fixed_bytes": 2 * GIB, "per_seq_bytes": GIB, "predicted_seqs": 83}
+
+
+def test_walk_corrects_a_wrong_prediction_by_compiling():
+    budget = 0.9 * 95 * GIB
+    # the line through b = 2, 4 says 83, but past b = 60 each sequence costs 3x: secant steps down
+    mem = lambda b: 2 * GIB + b * GIB + max(0, b - 60) * 2 * GIB  # noqa: E731
+    pts, order = _walk(mem, 95 * GIB)
+    assert order == [2, 4, 83, 54, 65, 67, 68]
+    assert mt.compiled_max(pts) == max(b for b in range(1, 100) if mem(b) <= budget) == 67
+    # cheaper than the line past b = 40: steps up
+    mem = lambda b: 2 * GIB + b * GIB - max(0, b - 40) * GIB // 2  # noqa: E731
+    pts, order = _walk(mem, 95 * GIB)
+    assert order == [2, 4, 83, 113, 127, 128]
+    assert mt.compiled_max(pts) == max(b for b in range(1, 200) if mem(b) <= budget) == 127
+
+
+def test_walk_when_nothing_fits_or_the_compiler_refuses():
+    pts, order = _walk(lambda b: 20 * GIB + b * GIB, 16 * GIB)  # v5e: the state alone is over budget
+    assert order == [2, 4, 1] and mt.compiled_max(pts) == 0
+    # the compiler refuses b = 4 (RESOURCE_EXHAUSTED -> None bytes): bisection between 2 and 4
+    pts, order = _walk(lambda b: None if b > 2 else 5 * GIB + b * GIB, 16 * GIB)
+    assert order == [2, 4, 3] and mt.compiled_max(pts) == 2
+
+
+def test_walk_gives_up_after_max_checks_without_inventing_a_max():
+    pts, order = _walk(lambda b: 2 * GIB + b * GIB if b < 30 else (None if b % 2 else 90 * GIB), 95 * GIB)
+    assert len(order) <= len(mt.SEQS) + mt.MAX_CHECKS
+    assert mt.compiled_max(pts) in (None, 29)
+
+
+def test_worker_resumes_from_the_cache_and_keeps_going_after_a_failing_row(monkeypatch, capsys, tmp_path):
+    calls = []
+
+    def fake_plan(args):
+        calls.append((args.model, args.lora_rank, args.batch, args.scan_layers))
+        if args.lora_rank:
+            raise RuntimeError("boom")
+        b = args.batch // 8
+        return {"per_device_bytes": 4 * GIB + b * GIB, "temp_bytes": 1, "argument_bytes": 2, "layers": 28,
+                "backend": "cpu (8 fake devices)", "compile_seconds": 1.0, "compile_error": None}
+
+    monkeypatch.setattr(pm, "plan", fake_plan)
+    cache = tmp_path / "c.jsonl"
+    cache.write_text(json.dumps(_rec("h100x8", "qwen2.5-7b", 0, 2, 6 * GIB)) + "\n")  # b = 2 already done
+    with pytest.raises(SystemExit, match=r"failed rows \[\('qwen2.5-7b', 16\)\]"):
+        mt.worker("h100x8", 1024, None, [("qwen2.5-7b", 16), ("qwen2.5-7b", 0)], str(cache))
+    out, err = capsys.readouterr()
+    # 0.9 * 80e9 = 67.06 GiB: (67.06 - 4) // 1 = 63 per device
+    assert calls == [("qwen2.5-7b", 16, 16, True), ("qwen2.5-7b", 0, 32, True), ("qwen2.5-7b", 0, 63 * 8, True),
+                     ("qwen2.5-7b", 0, 64 * 8, True)]
+    assert "h100x8 qwen2.5-7b lora=16 b=2 FAILED: RuntimeError: boom" in err
+    recs = [json.loads(x) for x in out.splitlines()]
+    assert [r["b"] for r in recs] == [4, 63, 64] and recs[0]["per_device_bytes"] == 8 * GIB
+
+
+def test_cache_renders_rows_pending_refusals_and_the_unrolled_comparison(tmp_path, capsys):
+    recs = [_rec("v5p-8", "qwen2.5-7b", 16, b, 2 * GIB + b * GIB) for b in (2, 4, 83)]
+    recs.append(_rec("v5p-8", "qwen2.5-7b", 16, 84, None, error="RESOURCE_EXHAUSTED: Ran out of memory on HBM."))
+    recs.append(_rec("v5p-8", "qwen2.5-14b", 0, 2, 9 * GIB))  # unfinished row: shown, pending
+    recs.append(_rec("v5p-8", "qwen2.5-7b", 16, 2, 1, seq=2048))  # another seq is ignored
+    recs.append({"type": "validation", "shape": "v5p-8", "model": "qwen2.5-7b", "lora_rank": 16, "seq": 1024,
+                 "b": 2, "batch": 8, "per_device_bytes": 5 * GIB, "compile_seconds": 3000.0})
+    recs.append({"type": "point", "shape": "v5p-8", "model": "qwen2.5-0.5b", "lora_rank": 0, "seq": 1024,
+                 "layers": 1, "b": 2, "per_device_bytes": 1})  # the old 1-2 layer method: ignored
     cache = tmp_path / "cache.jsonl"
-    cache.write_text("".join(json.dumps(_point(shape, model, rank, L, b, v)) + "\n" for (L, b), v in pts.items()))
+    cache.write_text("".join(json.dumps(r) + "\n" for r in recs) + '{"type": "sca\n')  # a line cut by a kill
     out = tmp_path / "plan.md"
     assert mt.main(["--render-only", "--cache", str(cache), "--out", str(out)]) == 0
-    (row,) = [x for x in out.read_text().splitlines() if x.startswith(f"{prefix} {model}")]
-    return row
+    assert f"{cache}:{len(recs) + 1}: skipping unreadable line" in capsys.readouterr().err
+    text = out.read_text()
+    (row,) = [x for x in text.splitlines() if x.startswith("| v5p-8 | 4 | qwen2.5-7b")]
+    assert row == "| v5p-8 | 4 | qwen2.5-7b | LoRA r=16 | 2.00 | 1024 | 332 | 332 | 85.00 | 4 | tpu AOT compile | 40 |"
+    (row,) = [x for x in text.splitlines() if x.startswith("| v5p-8 | 4 | qwen2.5-14b")]
+    assert row == "| v5p-8 | 4 | qwen2.5-14b | full | - | - | - | - | - | 1 | tpu AOT compile | 10 |"
+    pending = next(x for x in text.splitlines() if x.startswith("Not finished"))
+    assert "v5p-8 qwen2.5-14b full" in pending and "v5p-8 qwen2.5-7b LoRA" not in pending
+    assert "v5p-8 qwen2.5-0.5b full" in pending  # old-method points do not count
+    assert "v5p-8 qwen2.5-7b LoRA r=16 batch 336: `RESOURCE_EXHAUSTED: Ran out of memory on HBM`" in text
+    assert "| v5p-8 | qwen2.5-7b | LoRA r=16 | 8 | 5.000 | 4.000 | -20.0% | 3000 | 10 |" in text
 
 
-def test_rows_below_the_fitted_range_are_marked(tmp_path):
-    """A max below the fit's smallest per-device batch (SEQS[0]) is an extrapolation downwards: marked (e)."""
-    gib = 2**30
-    # v5e-8: 16 GiB, budget 14.4 GiB; fixed 12 GiB + 2 GiB per sequence -> 1 sequence per chip, 8 in all
-    row = _rendered_row(tmp_path, "v5e-8", "qwen2.5-14b", 0, _points(12 * gib, 0, 2 * gib, 0), "| v5e-8 | 8 |")
-    assert "| full (e) | 12.00 | 2048 | 8 |" in row, row
-
-
-def test_rows_whose_per_sequence_cost_falls_with_depth_get_no_batch(tmp_path):
-    """c1 < 0 so steep that the extrapolated cost per sequence is negative: (g), no max batch invented."""
-    gib = 2**30
-    pts = _points(1 * gib, 0, 1 * gib, -gib // 4)  # per sequence at 24 layers: 1 - 6 < 0 GiB
-    row = _rendered_row(tmp_path, "v5p-8", "qwen2.5-0.5b", 16, pts, "| v5p-8 | 4 |")
-    assert "| LoRA r=16 (g) | 1.00 | - | - |" in row, row
-
-
-def test_full_depth_fit_from_two_validation_compiles(tmp_path):
-    """Two full-depth compiles at b = 2 and 4 sequences per chip give fixed + per-sequence bytes without any
-    depth extrapolation: (6 - 4) / 2 = 1 GiB per sequence, 4 - 2 = 2 GiB fixed; (85.5 - 2) // 1 = 83 per chip."""
-    gib = 2**30
-    pts = _points(2 * gib, 0, 1 * gib, 0)
-    val = {"type": "validation", "shape": "v5p-8", "model": "qwen2.5-0.5b", "lora_rank": 16, "seq": 1024,
-           "hbm_bytes": 95 * gib, "backend": "tpu", "compile_seconds": 5.0, "predicted_bytes": 0}
-    recs = [_point("v5p-8", "qwen2.5-0.5b", 16, L, b, v) for (L, b), v in pts.items()]
-    recs += [dict(val, b=2, batch=8, per_device_bytes=4 * gib), dict(val, b=4, batch=16, per_device_bytes=6 * gib),
-             dict(val, b=9, batch=36, per_device_bytes=None, compile_error="RESOURCE_EXHAUSTED")]
-    cache = tmp_path / "cache.jsonl"
-    cache.write_text("".join(json.dumps(r) + "\n" for r in recs))
-    (fit,) = mt.full_depth_fits([r for r in recs if r["type"] == "validation"])
-    assert (fit["b1"], fit["b2"], fit["fixed_bytes"], fit["per_seq_bytes"]) == (2, 4, 2 * gib, gib)
-    assert fit["max_batch"] == 83 * 4
-    out = tmp_path / "plan.md"
-    assert mt.main(["--render-only", "--cache", str(cache), "--out", str(out)]) == 0
-    assert "| v5p-8 | qwen2.5-0.5b | LoRA r=16 | 2, 4 | 2.00 | 1024 | 332 |" in out.read_text()
-
-
-def test_rows_whose_fixed_part_falls_with_depth_get_no_batch(tmp_path):
-    """m1 < 0 (fixed memory falling with depth) means the 1-2 layer points are not affine: (f), no max batch."""
-    gib = 2**30
-    pts = _points(40 * gib, -gib, gib, 0)  # fixed at 48 layers: 40 - 48 < 0 GiB
-    row = _rendered_row(tmp_path, "v5p-8", "qwen2.5-14b", 16, pts, "| v5p-8 | 4 |")
-    assert "| LoRA r=16 (f) | -8.00 | 1024 | - |" in row, row
+def test_cli_rejects_unknown_names(tmp_path):
+    with pytest.raises(SystemExit, match=r"unknown \['v9-8'\]"):
+        mt.main(["--only", "v9-8", "--cache", str(tmp_path / "c.jsonl")])
+    with pytest.raises(SystemExit, match=r"unknown \['lora8'\]"):
+        mt.main(["--tunings", "lora8", "--cache", str(tmp_path / "c.jsonl")])

@@ -36,6 +36,11 @@ class QwenConfig:
       qk_norm: per-head RMSNorm on queries and keys before RoPE (Qwen3: True).
       max_position_embeddings: longest context the checkpoint was trained for.
       arch: "qwen2" (also Qwen2.5) or "qwen3".
+      scan_layers: parameter layout, not architecture. False: one module per decoder layer, run by a
+        Python loop (XLA sees L copies of the layer). True: every layer parameter stacked along a
+        leading axis of length L (logical axis ``"layers"``) and the stack run by ``jax.lax.scan``,
+        so compile time and program size do not grow with depth (MaxText's ``scan_layers``); the KV
+        cache is then one ``[L, B, S, K, H]`` pair. Same numbers either way.
     """
 
     vocab_size: int
@@ -52,6 +57,7 @@ class QwenConfig:
     qk_norm: bool = False
     max_position_embeddings: int = 32768
     arch: str = "qwen2"
+    scan_layers: bool = False
 
     def __post_init__(self):
         if self.arch not in ARCHS:

@@ -8,6 +8,9 @@ layouts differ:
                    and reshaped (e.g. ``q_proj.weight [N*H, D]`` <-> ``w_DNH``, ``o_proj [D, N*H]`` <-> ``w_NHD``)
     kind "bias":   HF ``[out]`` == ours ``out_shape`` reshaped (``q_proj.bias [N*H]`` <-> ``b_NH``)
 
+With ``config.scan_layers`` the per-layer HF tensors ``model.layers.{i}.*`` are row ``i`` of our stacked
+``layers.*`` parameters (``Entry.layer``).
+
 Every tensor's shape is checked against the shape the config implies, and missing / unexpected
 tensors are errors that name the tensor and the file. Tensors are read one at a time with
 ``safetensors.safe_open`` (memory-mapped, one tensor at a time), so peak host memory stays near the size
@@ -17,6 +20,7 @@ of the model (``benchmarks/load_memory.py`` measures it).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -37,33 +41,37 @@ _IGNORED_SUFFIXES = ("rotary_emb.inv_freq",)
 
 @dataclasses.dataclass(frozen=True)
 class Entry:
-    """One row of the name table: HF tensor name, our parameter path, layout kind, input rank."""
+    """One row of the name table: HF tensor name, our parameter path, layout kind, input rank, and the
+    index along the leading axis of a stacked (``scan_layers``) parameter (None: the whole parameter)."""
     hf_name: str
     path: tuple
     kind: str  # "same" | "linear" | "bias"
     n_in: int = 1
+    layer: int | None = None
 
 
 def hf_name_table(cfg: QwenConfig, *, lm_head: bool = True, prefix: tuple = ()) -> list[Entry]:
     """All (HF name, our path) pairs of a Qwen checkpoint for ``cfg``; ``prefix`` prepends our path."""
-    def e(hf, path, kind="same", n_in=1):
-        return Entry(hf, prefix + tuple(int(p) if p.isdigit() else p for p in path.split(".")), kind, n_in)
+    def e(hf, path, kind="same", n_in=1, layer=None):
+        return Entry(hf, prefix + tuple(int(p) if p.isdigit() else p for p in path.split(".")), kind, n_in,
+                     layer)
 
     rows = [e("model.embed_tokens.weight", "embed"), e("model.norm.weight", "final_norm.scale")]
     for i in range(cfg.num_layers):
-        hf, us = f"model.layers.{i}", f"layers.{i}"
-        rows += [e(f"{hf}.input_layernorm.weight", f"{us}.attn_norm.scale"),
-                 e(f"{hf}.post_attention_layernorm.weight", f"{us}.mlp_norm.scale")]
+        hf, us = f"model.layers.{i}", "layers" if cfg.scan_layers else f"layers.{i}"
+        row = functools.partial(e, layer=i if cfg.scan_layers else None)
+        rows += [row(f"{hf}.input_layernorm.weight", f"{us}.attn_norm.scale"),
+                 row(f"{hf}.post_attention_layernorm.weight", f"{us}.mlp_norm.scale")]
         for p in "qkv":
-            rows.append(e(f"{hf}.self_attn.{p}_proj.weight", f"{us}.attn.{p}.w", "linear"))
+            rows.append(row(f"{hf}.self_attn.{p}_proj.weight", f"{us}.attn.{p}.w", "linear"))
             if cfg.qkv_bias:
-                rows.append(e(f"{hf}.self_attn.{p}_proj.bias", f"{us}.attn.{p}.b", "bias"))
-        rows.append(e(f"{hf}.self_attn.o_proj.weight", f"{us}.attn.o.w", "linear", n_in=2))
+                rows.append(row(f"{hf}.self_attn.{p}_proj.bias", f"{us}.attn.{p}.b", "bias"))
+        rows.append(row(f"{hf}.self_attn.o_proj.weight", f"{us}.attn.o.w", "linear", n_in=2))
         if cfg.qk_norm:
-            rows += [e(f"{hf}.self_attn.q_norm.weight", f"{us}.attn.q_norm.scale"),
-                     e(f"{hf}.self_attn.k_norm.weight", f"{us}.attn.k_norm.scale")]
+            rows += [row(f"{hf}.self_attn.q_norm.weight", f"{us}.attn.q_norm.scale"),
+                     row(f"{hf}.self_attn.k_norm.weight", f"{us}.attn.k_norm.scale")]
         for p in ("gate", "up", "down"):
-            rows.append(e(f"{hf}.mlp.{p}_proj.weight", f"{us}.mlp.{p}.w", "linear"))
+            rows.append(row(f"{hf}.mlp.{p}_proj.weight", f"{us}.mlp.{p}.w", "linear"))
     if lm_head and not cfg.tie_word_embeddings:
         rows.append(e("lm_head.weight", "lm_head"))
     return rows
@@ -168,6 +176,12 @@ def _get(tree: dict, path: tuple):
     return tree
 
 
+def param_of(pure: dict, entry: Entry):
+    """The value ``entry`` names in a pure parameter dict (its row of a stacked parameter)."""
+    x = _get(pure, entry.path)
+    return x if entry.layer is None else x[entry.layer]
+
+
 def _set(tree: dict, path: tuple, value):
     for p in path[:-1]:
         tree = tree[p]
@@ -191,16 +205,26 @@ def load_into(abstract: nnx.Module, entries: list[Entry], source: TensorSource, 
         raise ValueError(f"unexpected tensor {extra[0]!r} in {source.file_of[extra[0]]} "
                          f"({len(extra)} unexpected in all): not part of this architecture")
     by_name = {e.hf_name: e for e in entries}
+    stacks = {}  # path -> host buffer of a stacked (scan_layers) parameter, filled row by row
     for name, fname, x in source.read_many(e.hf_name for e in entries):
         entry = by_name[name]
-        target = _get(pure, entry.path)
-        want = hf_shape(entry, tuple(target.shape))
+        target = stacks.get(entry.path, _get(pure, entry.path))
+        shape = tuple(target.shape) if entry.layer is None else tuple(target.shape[1:])
+        want = hf_shape(entry, shape)
         if tuple(x.shape) != want:
             raise ValueError(f"tensor {name!r} in {fname} has shape {tuple(x.shape)}, expected {want} "
                              "from config.json")
-        value = to_ours(entry, x, tuple(target.shape)).astype(jnp.dtype(param_dtype), copy=False)
-        _set(pure, entry.path, jnp.asarray(value))
+        value = to_ours(entry, x, shape).astype(jnp.dtype(param_dtype), copy=False)
+        if entry.layer is None:
+            _set(pure, entry.path, jnp.asarray(value))
+        else:
+            if entry.path not in stacks:
+                stacks[entry.path] = np.empty(target.shape, jnp.dtype(param_dtype))
+            stacks[entry.path][entry.layer] = value
         del x
+    for path, buf in stacks.items():
+        _set(pure, path, jnp.asarray(buf))
+    del stacks
     left = [p for p, v in jax.tree_util.tree_flatten_with_path(pure)[0]
             if isinstance(v, jax.ShapeDtypeStruct)]
     if left and not partial:
@@ -209,19 +233,23 @@ def load_into(abstract: nnx.Module, entries: list[Entry], source: TensorSource, 
     return nnx.merge(graphdef, state, rest)
 
 
-def from_hf(path_or_hub_id: str, *, dtype: Any = jnp.float32, param_dtype: Any = None) -> Qwen:
+def from_hf(path_or_hub_id: str, *, dtype: Any = jnp.float32, param_dtype: Any = None,
+            scan_layers: bool = False, remat: str = "none") -> Qwen:
     """Loads a HF Qwen2 / Qwen2.5 / Qwen3 causal-LM checkpoint (directory or hub id) as a :class:`Qwen`.
 
     Args:
       path_or_hub_id: checkpoint directory (``config.json`` + safetensors, single or sharded) or hub id.
       dtype: compute dtype (float32 or bfloat16).
       param_dtype: parameter storage dtype (default: ``dtype``).
+      scan_layers: stack the layers for ``jax.lax.scan`` (see ``QwenConfig.scan_layers``).
+      remat: rematerialisation policy of training forwards (``Qwen(remat=...)``).
     """
     ckpt = resolve_checkpoint(path_or_hub_id)
     raw = read_hf_config(ckpt)
-    cfg = config_from_hf_dict(raw, source=os.path.join(ckpt, "config.json"))
+    cfg = config_from_hf_dict(raw, source=os.path.join(ckpt, "config.json")).replace(scan_layers=scan_layers)
     param_dtype = dtype if param_dtype is None else param_dtype
-    abstract = nnx.eval_shape(lambda: Qwen(cfg, dtype=dtype, param_dtype=param_dtype, rngs=nnx.Rngs(0)))
+    abstract = nnx.eval_shape(lambda: Qwen(cfg, dtype=dtype, param_dtype=param_dtype, rngs=nnx.Rngs(0),
+                                           remat=remat))
     allowed = ["lm_head.weight"] if cfg.tie_word_embeddings else []
     return load_into(abstract, hf_name_table(cfg), TensorSource(ckpt), param_dtype=param_dtype,
                      allowed_extra=allowed)
@@ -279,7 +307,7 @@ def to_hf(model: Qwen, out_dir: str, *, overwrite: bool = False, max_shard_bytes
                          "needs one (use reward_model_to_hf for reward models)")
     pure = nnx.to_pure_dict(nnx.state(model, nnx.Param))
     entries = hf_name_table(cfg)
-    tensors = {e.hf_name: to_theirs(e, _get(pure, e.path)) for e in entries}
+    tensors = {e.hf_name: to_theirs(e, param_of(pure, e)) for e in entries}
     prepare_out_dir(out_dir, overwrite)
     hf_cfg = config_to_hf_dict(cfg, extra={"dtype": dtype_name(model.embed[...])})
     with open(os.path.join(out_dir, "config.json"), "w") as f:

@@ -25,7 +25,7 @@ from typing import Iterable
 import jax.numpy as jnp
 from flax import nnx
 
-from grpojax.models.qwen import Dense, Qwen
+from grpojax.models.qwen import Dense, Qwen, stack_layers
 
 LORA_TARGETS = ("q", "k", "v", "o", "gate", "up", "down")
 _ALIASES = {f"{t}_proj": t for t in LORA_TARGETS}
@@ -47,11 +47,15 @@ def _targets(targets: Iterable[str]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(out))
 
 
-def _denses(model: Qwen, targets: tuple[str, ...]):
-    for layer in model.layers:
-        for t in targets:
-            owner = layer.mlp if t in ("gate", "up", "down") else layer.attn
-            yield getattr(owner, t)
+def _dense(layer, target: str) -> Dense:
+    return getattr(layer.mlp if target in ("gate", "up", "down") else layer.attn, target)
+
+
+def _new_lora(dense: Dense, rank: int, param_dtype, rngs: nnx.Rngs) -> nnx.LoRA:
+    in_f, out_f = math.prod(dense.in_shape), math.prod(dense.out_shape)
+    return nnx.LoRA(in_f, rank, out_f, dtype=dense.dtype, param_dtype=param_dtype, rngs=rngs,
+                    a_metadata=dict(out_sharding=(None, None), eager_sharding=False),
+                    b_metadata=dict(out_sharding=(None, None), eager_sharding=False))
 
 
 def apply_lora(model: Qwen, targets: Iterable[str] = LORA_TARGETS, *, rank: int, alpha: float,
@@ -70,15 +74,21 @@ def apply_lora(model: Qwen, targets: Iterable[str] = LORA_TARGETS, *, rank: int,
     targets = _targets(targets)
     if int(rank) <= 0:
         raise ValueError(f"LoRA rank must be a positive integer, got {rank!r}")
+    rank = int(rank)
     rngs = nnx.Rngs(0) if rngs is None else rngs
-    for dense in _denses(model, targets):
-        if dense.lora is not None:
-            raise ValueError("apply_lora: the model already has LoRA adapters (merge_lora first)")
-        in_f, out_f = math.prod(dense.in_shape), math.prod(dense.out_shape)
-        dense.lora = nnx.LoRA(in_f, int(rank), out_f, dtype=dense.dtype, param_dtype=param_dtype, rngs=rngs,
-                              a_metadata=dict(out_sharding=(None, None), eager_sharding=False),
-                              b_metadata=dict(out_sharding=(None, None), eager_sharding=False))
-        dense.lora_scale = float(alpha) / int(rank)
+    scanned = model.config.scan_layers
+    layers = [model.layers] * model.config.num_layers if scanned else list(model.layers)
+    if any(_dense(layers[0], t).lora is not None for t in targets):
+        raise ValueError("apply_lora: the model already has LoRA adapters (merge_lora first)")
+    # layer-major key order, so a scan_layers model gets the same adapters as a per-layer one
+    made = [[_new_lora(_dense(layer, t), rank, param_dtype, rngs) for t in targets] for layer in layers]
+    for j, t in enumerate(targets):
+        per_layer = [row[j] for row in made]
+        owners = [_dense(model.layers, t)] if scanned else [_dense(layer, t) for layer in layers]
+        loras = [stack_layers(per_layer)] if scanned else per_layer
+        for dense, lora in zip(owners, loras):
+            dense.lora = lora
+            dense.lora_scale = float(alpha) / rank
     return model
 
 
@@ -94,10 +104,10 @@ def merge_lora(model: nnx.Module) -> nnx.Module:
     if not denses:
         raise ValueError("merge_lora: the model has no LoRA adapters")
     for dense in denses:
-        a = dense.lora.lora_a[...].astype(jnp.float32)
+        a = dense.lora.lora_a[...].astype(jnp.float32)  # [in, r] or stacked [L, in, r]
         b = dense.lora.lora_b[...].astype(jnp.float32)
         w = dense.w[...]
-        delta = (dense.lora_scale * (a @ b)).reshape(w.shape)
+        delta = (dense.lora_scale * jnp.matmul(a, b)).reshape(w.shape)
         dense.w[...] = (w.astype(jnp.float32) + delta).astype(w.dtype)
         dense.lora = None
         dense.lora_scale = 1.0

@@ -26,7 +26,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from grpojax.models.config import QwenConfig
-from grpojax.models.kv_cache import write_cache
+from grpojax.models.kv_cache import layer_kv, write_cache
 from grpojax.models.rope import apply_rope, rope_angles
 from grpojax.types import Array
 
@@ -158,7 +158,7 @@ class Attention(nnx.Module):
             out_BTNH = attend(q_BTNH, k_BTKH, v_BTKH, mask_BTS)
         else:
             layer_cache = write_cache(layer_cache, k_BTKH, v_BTKH, cache_pos)
-            out_BTNH = attend(q_BTNH, layer_cache["k"], layer_cache["v"], mask_BTS)
+            out_BTNH = attend(q_BTNH, *layer_kv(layer_cache), mask_BTS)
         return self.o(out_BTNH), layer_cache
 
 
@@ -199,6 +199,22 @@ class Block(nnx.Module):
 #   "full"  keep only each block's input, recompute the whole block (least memory, ~1/3 more FLOPs).
 REMAT_POLICIES = {"none": None, "block": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
                   "full": jax.checkpoint_policies.nothing_saveable}
+
+
+def stack_layers(modules: Sequence[nnx.Module]) -> nnx.Module:
+    """``modules`` (all of one structure) as ONE module whose every Variable is the stack of theirs along
+    a new leading axis, named ``"layers"`` in its logical axes (``out_sharding``). ``nnx.split`` of the
+    result gives the ``xs`` of a ``jax.lax.scan`` over the layers; the values are the modules' own, so a
+    stacked model equals the per-layer one built from the same keys."""
+    splits = [nnx.split(m) for m in modules]
+    state = jax.tree.map(lambda *xs: jnp.stack(xs), *[st for _, st in splits])
+    stacked = nnx.merge(splits[0][0], state)
+    for _, v in nnx.iter_graph(stacked):
+        if isinstance(v, nnx.Variable):
+            names = v.get_metadata().get("out_sharding")
+            if names is not None:
+                v.set_metadata(out_sharding=("layers",) + tuple(names))
+    return stacked
 
 
 def _call_block(layer, x_BTD, cos_BTJ, sin_BTJ, mask_BTS, layer_cache, cache_pos):
@@ -250,13 +266,32 @@ class Qwen(nnx.Module):
         kw = dict(dtype=dtype, param_dtype=param_dtype, keys=keys)
         self.embed = _param(_INIT, keys, (config.vocab_size, config.hidden_size), ("vocab", "embed"),
                             param_dtype)
-        self.layers = nnx.List([Block(config, **kw) for _ in range(config.num_layers)])
+        blocks = [Block(config, **kw) for _ in range(config.num_layers)]
+        # scan_layers: one Block whose parameters are [L, ...] (see QwenConfig.scan_layers)
+        self.layers = stack_layers(blocks) if config.scan_layers else nnx.List(blocks)
         self.final_norm = RMSNorm(config.hidden_size, "embed", eps=config.rms_norm_eps, **kw)
         if with_lm_head and not config.tie_word_embeddings:
             self.lm_head = _param(_INIT, keys, (config.vocab_size, config.hidden_size), ("vocab", "embed"),
                                   param_dtype)
         else:
             self.lm_head = nnx.data(None)
+
+    def _scan_layers(self, call, x_BTD, args, cache, cache_pos):
+        """``jax.lax.scan`` of ``call`` over the stacked layers; the stacked cache rides in the carry and
+        each layer writes its new keys / values in place at its index (no per-step cache copy)."""
+        graphdef, state = nnx.split(self.layers)
+
+        def body(carry, xs):
+            x_BTD, kv = carry
+            layer_state, index = xs
+            layer_cache = None if kv is None else dict(kv, layer=index)
+            x_BTD, layer_cache = call(nnx.merge(graphdef, layer_state), x_BTD, *args, layer_cache, cache_pos)
+            kv = None if kv is None else {"k": layer_cache["k"], "v": layer_cache["v"]}
+            return (x_BTD, kv), None
+
+        index = jnp.arange(self.config.num_layers, dtype=jnp.int32)
+        (x_BTD, new_cache), _ = jax.lax.scan(body, (x_BTD, cache), (state, index))
+        return x_BTD, new_cache
 
     def logits_from_hidden(self, hidden_BTD: Array, *, vocab_major: bool = False) -> Array:
         """float32 logits ``[..., V]`` from final hidden states ``[..., D]`` (tied or untied head).
@@ -292,9 +327,13 @@ class Qwen(nnx.Module):
         else:
             if cache_pos is None:
                 raise ValueError("Qwen: cache_pos is required when a cache is given")
-            if len(cache) != self.config.num_layers:
-                raise ValueError(f"Qwen: cache has {len(cache)} layers, model has {self.config.num_layers}")
-            S = cache[0]["k"].shape[1]
+            stacked = isinstance(cache, dict)
+            n = cache["k"].shape[0] if stacked else len(cache)
+            if stacked != self.config.scan_layers or n != self.config.num_layers:
+                raise ValueError(f"Qwen: cache has {n} layers ({'stacked' if stacked else 'per-layer'}), "
+                                 f"model has {self.config.num_layers} (scan_layers="
+                                 f"{self.config.scan_layers}); build it with init_cache(model.config, ...)")
+            S = (cache["k"] if stacked else cache[0]["k"]).shape[-3]
             cache_pos = jnp.asarray(cache_pos, jnp.int32)
             if positions_BT is None:
                 positions_BT = jnp.broadcast_to(cache_pos + steps_T[None, :], (B, T))
@@ -309,15 +348,18 @@ class Qwen(nnx.Module):
 
         cos_BTJ, sin_BTJ = rope_angles(positions_BT, self.config.head_dim, self.config.rope_theta)
         x_BTD = jnp.take(self.embed[...], tokens_BT, axis=0).astype(self.dtype)
-        new_cache = None if cache is None else []
         call = _call_block
         if self.remat != "none" and cache is None:
             call = _remat_block(REMAT_POLICIES[self.remat])
-        for i, layer in enumerate(self.layers):
-            x_BTD, layer_cache = call(layer, x_BTD, cos_BTJ, sin_BTJ, mask_BTS,
-                                      None if cache is None else cache[i], cache_pos)
-            if cache is not None:
-                new_cache.append(layer_cache)
+        args = (cos_BTJ, sin_BTJ, mask_BTS)
+        if self.config.scan_layers:
+            x_BTD, new_cache = self._scan_layers(call, x_BTD, args, cache, cache_pos)
+        else:
+            new_cache = None if cache is None else []
+            for i, layer in enumerate(self.layers):
+                x_BTD, layer_cache = call(layer, x_BTD, *args, None if cache is None else cache[i], cache_pos)
+                if cache is not None:
+                    new_cache.append(layer_cache)
         hidden_BTD = self.final_norm(x_BTD)
         out = hidden_BTD if return_hidden else self.logits_from_hidden(hidden_BTD)
         return out if cache is None else (out, new_cache)

@@ -22,8 +22,8 @@ import numpy as np
 from flax import nnx
 
 from grpojax.models.config import config_from_hf_dict, config_to_hf_dict
-from grpojax.models.hf_io import (Entry, TensorSource, _get, dtype_name, has_lora, hf_name_table, load_into,
-                                  prepare_out_dir, read_hf_config, resolve_checkpoint, to_theirs,
+from grpojax.models.hf_io import (Entry, TensorSource, dtype_name, has_lora, hf_name_table, load_into,
+                                  param_of, prepare_out_dir, read_hf_config, resolve_checkpoint, to_theirs,
                                   write_tensors)
 from grpojax.models.qwen import KeyStream, Qwen, _param
 from grpojax.types import Array
@@ -81,12 +81,14 @@ class RewardModel(nnx.Module):
     """
 
     def __init__(self, config, num_labels: int, *, dtype: Any = jnp.float32, param_dtype: Any = jnp.float32,
-                 rngs: nnx.Rngs | None = None, head_bias: bool = False, label_scale=None, label_shift=None):
+                 rngs: nnx.Rngs | None = None, head_bias: bool = False, label_scale=None, label_shift=None,
+                 remat: str = "none"):
         if int(num_labels) <= 0:
             raise ValueError(f"RewardModel: num_labels={num_labels!r} must be positive")
         rngs = nnx.Rngs(0) if rngs is None else rngs
         self.num_labels = int(num_labels)
-        self.backbone = Qwen(config, dtype=dtype, param_dtype=param_dtype, rngs=rngs, with_lm_head=False)
+        self.backbone = Qwen(config, dtype=dtype, param_dtype=param_dtype, rngs=rngs, with_lm_head=False,
+                             remat=remat)
         keys = KeyStream(rngs)
         self.head_w = _param(nnx.initializers.normal(0.02), keys, (config.hidden_size, self.num_labels),
                              ("embed", "labels"), param_dtype)
@@ -120,7 +122,8 @@ class RewardModel(nnx.Module):
 
 
 def reward_model_from_hf(path_or_hub_id: str, *, num_labels: int | None = None, dtype: Any = jnp.float32,
-                         rngs: nnx.Rngs | None = None, label_scale=None, label_shift=None) -> RewardModel:
+                         rngs: nnx.Rngs | None = None, label_scale=None, label_shift=None,
+                         scan_layers: bool = False, remat: str = "none") -> RewardModel:
     """A :class:`RewardModel` from a HF checkpoint.
 
     * ``Qwen2ForSequenceClassification`` / ``Qwen3ForSequenceClassification`` checkpoints: backbone and
@@ -129,11 +132,12 @@ def reward_model_from_hf(path_or_hub_id: str, *, num_labels: int | None = None, 
     * causal-LM checkpoints: the backbone is loaded, the head is random (``num_labels`` required).
 
     A label map saved by :func:`reward_model_to_hf` (``grpojax_label_scale`` / ``grpojax_label_shift`` in
-    config.json) is restored unless ``label_scale`` / ``label_shift`` are given.
+    config.json) is restored unless ``label_scale`` / ``label_shift`` are given. ``scan_layers`` /
+    ``remat``: the backbone's layer layout and rematerialisation (see :class:`grpojax.models.Qwen`).
     """
     ckpt = resolve_checkpoint(path_or_hub_id)
     raw = read_hf_config(ckpt)
-    cfg = config_from_hf_dict(raw, source=os.path.join(ckpt, "config.json"))
+    cfg = config_from_hf_dict(raw, source=os.path.join(ckpt, "config.json")).replace(scan_layers=scan_layers)
     is_seqcls = any(a.endswith("ForSequenceClassification") for a in raw.get("architectures") or [])
     if is_seqcls:
         ckpt_labels = int(raw.get("num_labels") or len(raw.get("id2label") or {}) or 2)
@@ -147,7 +151,7 @@ def reward_model_from_hf(path_or_hub_id: str, *, num_labels: int | None = None, 
     rngs = nnx.Rngs(0) if rngs is None else rngs
     abstract = nnx.eval_shape(lambda: RewardModel(cfg, num_labels, dtype=dtype, param_dtype=dtype,
                                                   rngs=nnx.Rngs(0), label_scale=label_scale,
-                                                  label_shift=label_shift))
+                                                  label_shift=label_shift, remat=remat))
     source = TensorSource(ckpt)
     entries = hf_name_table(cfg, lm_head=False, prefix=("backbone",))
     if is_seqcls:
@@ -180,7 +184,7 @@ def reward_model_to_hf(model: RewardModel, out_dir: str, *, pad_token_id: int | 
     pure = nnx.to_pure_dict(nnx.state(model, nnx.Param))
     entries = hf_name_table(cfg, lm_head=False, prefix=("backbone",))
     entries.append(Entry("score.weight", ("head_w",), "linear"))
-    tensors = {e.hf_name: to_theirs(e, _get(pure, e.path)) for e in entries}
+    tensors = {e.hf_name: to_theirs(e, param_of(pure, e)) for e in entries}
     prepare_out_dir(out_dir, overwrite)
     R = model.num_labels
     extra = {"dtype": dtype_name(model.head_w[...]), "num_labels": R, "pad_token_id": pad_token_id,

@@ -6,7 +6,8 @@ The model is any callable with the ``grpojax.models.Qwen`` interface::
                               cache_pos=pos, return_hidden=True)
     logits_BTV = model.logits_from_hidden(hidden_BTD)
 
-where ``cache`` is a plain pytree of ``[B, S, K, H]`` arrays, the T new tokens are written to cache slots
+where ``cache`` is a plain pytree of ``[..., B, S, K, H]`` arrays (batch 4th from the end: per-layer or
+stacked ``[L, B, S, K, H]``, see ``grpojax.models.kv_cache``), the T new tokens are written to cache slots
 ``[pos, pos + T)``, and query ``t`` attends to slot ``s`` iff ``s <= pos + t`` and ``slots_BS[b, s]``.
 
 Layout used here (``T`` prompt length after padding, ``L`` = ``max_new_tokens``, ``S = T + L``):
@@ -27,6 +28,7 @@ import chex
 import jax
 import jax.numpy as jnp
 
+from grpojax.models.kv_cache import CACHE_BATCH_AXIS
 from grpojax.sampling import strategies
 from grpojax.types import Array, PRNGKey, PyTree
 
@@ -35,7 +37,7 @@ class DecodeState(NamedTuple):
     """The ``lax.while_loop`` carry (rows are the ``B * G`` sequences being decoded).
 
     step: scalar int32, the completion index the next token will be written to (1..L).
-    cache: the model's KV-cache pytree (``[B, S, K, H]`` leaves).
+    cache: the model's KV-cache pytree (``[..., B, S, K, H]`` leaves).
     last_B: int32 token sampled at ``step - 1``; it is fed to the model next.
     done_B: bool, the row has emitted an EOS (it then emits ``pad_id`` with mask 0).
     tokens_BL: int32 completion tokens (``pad_id`` where not generated).
@@ -110,11 +112,11 @@ def forward_last(model: Any, tokens_BT: Array, positions_BT: Array, slots_BS: Ar
     return logits_B1V[:, 0, :].astype(jnp.float32), cache
 
 
-def repeat_rows(tree: PyTree, num_samples: int) -> PyTree:
-    """``jnp.repeat`` every leaf ``num_samples`` times along axis 0 (prompt-major order b0g0, b0g1, ...)."""
+def repeat_rows(tree: PyTree, num_samples: int, axis: int = 0) -> PyTree:
+    """``jnp.repeat`` every leaf ``num_samples`` times along ``axis`` (prompt-major order b0g0, b0g1, ...)."""
     if num_samples == 1:
         return tree
-    return jax.tree.map(lambda x: jnp.repeat(x, num_samples, axis=0), tree)
+    return jax.tree.map(lambda x: jnp.repeat(x, num_samples, axis=axis), tree)
 
 
 def is_eos(tokens_B: Array, eos_ids_E: Array) -> Array:
@@ -160,8 +162,9 @@ def decode(
     logits_BV, cache = forward_last(model, tokens_BT, positions_BT, slots_BS, cache, jnp.int32(0))
 
     rows = batch * num_samples
-    cache, logits_BV, slots_BS, tokens_BT, mask_BT = repeat_rows(
-        (cache, logits_BV, slots_BS, tokens_BT, mask_BT), num_samples)
+    cache = repeat_rows(cache, num_samples, axis=CACHE_BATCH_AXIS)  # [..., B, S, K, H] (stacked or not)
+    logits_BV, slots_BS, tokens_BT, mask_BT = repeat_rows((logits_BV, slots_BS, tokens_BT, mask_BT),
+                                                          num_samples)
     prompt_lens_B = jnp.sum(mask_BT, axis=-1).astype(jnp.int32)
 
     def choose(step: Array, logits_BV: Array) -> tuple[Array, Array]:

@@ -42,7 +42,7 @@ reports XLA's per-device bytes (``docs/memory_plan.md``).
 Public API:
     AXES, BATCH_AXES, make_mesh, mesh_sizes, batch_axis_size     mesh.py
     maybe_initialize_distributed, is_main_process, host_batch_slice
-    RULES, KV_CACHE_AXES, ACTIVATION_AXES, logical_to_spec,      rules.py
+    RULES, KV_CACHE_AXES, kv_cache_axes, ACTIVATION_AXES, logical_to_spec,      rules.py
     tree_shardings, train_state_shardings, batch_shardings, batch_spec, cache_shardings, constrain,
     named, describe
     shard, init_sharded, init_train_state, jit_step, traced_on_mesh, abstract_batch,   jit.py
@@ -58,12 +58,12 @@ from grpojax.sharding.memory import f32_optimizer_state
 from grpojax.sharding.mesh import (AXES, BATCH_AXES, batch_axis_size, host_batch_slice, is_main_process,
                                    make_mesh, maybe_initialize_distributed, mesh_sizes)
 from grpojax.sharding.rules import (ACTIVATION_AXES, KV_CACHE_AXES, RULES, batch_shardings, batch_spec,
-                                    cache_shardings, constrain, describe, logical_to_spec, named,
-                                    train_state_shardings, tree_shardings)
+                                    cache_shardings, constrain, describe, kv_cache_axes, logical_to_spec,
+                                    named, train_state_shardings, tree_shardings)
 
 __all__ = [
     "AXES", "BATCH_AXES", "make_mesh", "mesh_sizes", "batch_axis_size", "maybe_initialize_distributed", "is_main_process",
-    "host_batch_slice", "RULES", "KV_CACHE_AXES", "ACTIVATION_AXES", "logical_to_spec", "tree_shardings",
+    "host_batch_slice", "RULES", "KV_CACHE_AXES", "kv_cache_axes", "ACTIVATION_AXES", "logical_to_spec", "tree_shardings",
     "train_state_shardings", "batch_shardings", "batch_spec", "cache_shardings", "constrain", "named",
     "describe", "shard", "init_sharded", "init_train_state", "jit_step", "traced_on_mesh", "abstract_batch",
     "with_shardings", "global_batch", "global_batch_from_full", "to_host", "ShardedCache", "sharded_bytes_per_device", "f32_optimizer_state",

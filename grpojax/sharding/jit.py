@@ -14,7 +14,7 @@ import optax
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding
 
-from grpojax.sharding.rules import (KV_CACHE_AXES, Rules, batch_shardings, constrain, named,
+from grpojax.sharding.rules import (Rules, batch_shardings, constrain, kv_cache_axes, named,
                                     train_state_shardings, tree_shardings)
 
 
@@ -166,7 +166,7 @@ def to_host(tree: Any) -> Any:
 class ShardedCache:
     """A hashable ``(batch, max_len) -> KV cache`` builder for :func:`grpojax.sampling.sample` whose
     cache is laid out by the rules: ``k``/``v`` ``[B, S, K, H]`` with B over (data, fsdp) and K over
-    tensor (``KV_CACHE_AXES``). Pass ``cache_fn=ShardedCache(config, mesh)`` with a sharded model and
+    tensor (``kv_cache_axes``; per-layer or stacked, as ``config.scan_layers`` says). Pass ``cache_fn=ShardedCache(config, mesh)`` with a sharded model and
     batch; the zeros are created already sharded inside the sampler's jit.
     """
 
@@ -178,7 +178,7 @@ class ShardedCache:
         from grpojax.models import init_cache
 
         cache = init_cache(self.config, batch, max_len, self.dtype)
-        return jax.tree.map(lambda x: constrain(x, KV_CACHE_AXES, self.mesh), cache)
+        return jax.tree.map(lambda x: constrain(x, kv_cache_axes(x.ndim), self.mesh), cache)
 
 
 def sharded_bytes_per_device(tree: Any) -> int:

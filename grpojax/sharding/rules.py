@@ -14,6 +14,8 @@ cache and activations are named here by position. The default rules (:data:`RULE
     kv_heads       tensor             K of k / v kernels and biases; KV cache K
     mlp            tensor             F of gate / up / down kernels
     head_dim       -                  H (never split)
+    layers         -                  L, the leading axis of stacked layers (``scan_layers``) and of
+                                      the stacked KV cache (never split: each step uses one layer)
     length         -                  T / S (sequence, cache slots)
     (no metadata)  -                  replicated: step, rng, lr_scale, robust weights, LoRA factors
 
@@ -44,10 +46,18 @@ RULES: dict[str, tuple[str, ...]] = {
     "mlp": ("tensor",),
     "head_dim": (),
     "length": (),
+    "layers": (),
 }
 
 # logical names by position of the non-parameter arrays
 KV_CACHE_AXES = ("batch", "length", "kv_heads", "head_dim")   # k / v: [B, S, K, H]
+
+
+def kv_cache_axes(ndim: int) -> tuple[str, ...]:
+    """Logical names of a KV-cache leaf: ``[B, S, K, H]`` or stacked ``[L, B, S, K, H]``."""
+    if ndim not in (4, 5):
+        raise ValueError(f"a KV-cache leaf is [B, S, K, H] or [L, B, S, K, H]; got rank {ndim}")
+    return ("layers",) * (ndim - 4) + KV_CACHE_AXES
 ACTIVATION_AXES = {
     "x_BTD": ("batch", "length", None),
     "q_BTNH": ("batch", "length", "q_heads", "head_dim"),
@@ -133,10 +143,10 @@ def batch_shardings(batch: Any, mesh: Mesh, rules: Rules | None = None) -> Any:
 
 
 def cache_shardings(cache: Any, mesh: Mesh, rules: Rules | None = None) -> Any:
-    """Shardings of a KV cache ``[dict(k=[B,S,K,H], v=[B,S,K,H])] * L``: B over (data, fsdp), K over
-    tensor (when the kv heads divide), S and H whole."""
-    return jax.tree.map(lambda x: named(mesh, logical_to_spec(KV_CACHE_AXES, np.shape(x), mesh, rules)),
-                        cache)
+    """Shardings of a KV cache ``[dict(k=[B,S,K,H], v=[B,S,K,H])] * L`` or stacked ``dict(k=[L,B,S,K,H],
+    v=...)``: B over (data, fsdp), K over tensor (when the kv heads divide), L, S and H whole."""
+    return jax.tree.map(
+        lambda x: named(mesh, logical_to_spec(kv_cache_axes(np.ndim(x)), np.shape(x), mesh, rules)), cache)
 
 
 def constrain(x: jax.Array, names: Sequence[str | None], mesh: Mesh, rules: Rules | None = None):

@@ -25,7 +25,7 @@ from grpojax.losses import bradley_terry_loss, reward_regression_loss
 from grpojax.train.accumulate import accumulate, apply_gradients
 from grpojax.train.forward import sequence_inputs
 from grpojax.sharding import make_mesh, shard, to_host, tree_shardings
-from grpojax.train.runner import DTYPES, maybe_lora
+from grpojax.train.runner import DTYPES, maybe_lora, preset_config
 from grpojax.train.state import TrainState, merge_model
 from grpojax.train.tasks import BaseTask, host_row
 
@@ -68,7 +68,6 @@ def label_map(label_affine):
 def build_reward_model(cfg):
     """The reward model of a reward run config: HF backbone (``model.path``) or a random preset, R = the
     number of aspects, the label map stored, LoRA on the backbone when configured."""
-    from grpojax import models
     from grpojax.models.reward_model import RewardModel, reward_model_from_hf
 
     mc, R, seed = cfg.model, len(cfg.reward.aspects), cfg.train.seed
@@ -77,13 +76,13 @@ def build_reward_model(cfg):
     if mc.path:
         try:
             model = reward_model_from_hf(mc.path, num_labels=R, dtype=dtype, rngs=nnx.Rngs(seed),
-                                         label_scale=scale, label_shift=shift)
+                                         label_scale=scale, label_shift=shift, remat=mc.remat,
+                                         scan_layers=mc.scan_layers)
         except (FileNotFoundError, OSError, ValueError) as e:
             raise UserError(f"cannot load reward backbone {mc.path!r}: {e}") from None
     else:
-        config = models.PRESETS[mc.preset].replace(**mc.shape.overrides())
-        model = RewardModel(config, R, dtype=dtype, param_dtype=DTYPES[mc.param_dtype], rngs=nnx.Rngs(seed),
-                            label_scale=scale, label_shift=shift)
+        model = RewardModel(preset_config(mc), R, dtype=dtype, param_dtype=DTYPES[mc.param_dtype],
+                            rngs=nnx.Rngs(seed), label_scale=scale, label_shift=shift, remat=mc.remat)
     if mc.lora.rank:
         maybe_lora(model.backbone, mc, seed=seed)
     return model

@@ -44,14 +44,24 @@ def build_model(model_cfg, *, seed: int = 0, path: str | None = None):
     from grpojax import models
 
     dtype, param_dtype = DTYPES[model_cfg.dtype], DTYPES[model_cfg.param_dtype]
+    layout = dict(remat=model_cfg.remat, scan_layers=model_cfg.scan_layers)
     path = path or model_cfg.path
     if path is not None:
         try:
-            return models.from_hf(path, dtype=dtype, param_dtype=param_dtype)
+            return models.from_hf(path, dtype=dtype, param_dtype=param_dtype, **layout)
         except (FileNotFoundError, OSError, ValueError) as e:
             raise UserError(f"cannot load model {path!r}: {e}") from None
-    config = models.PRESETS[model_cfg.preset].replace(**model_cfg.shape.overrides())
-    return models.Qwen(config, dtype=dtype, param_dtype=param_dtype, rngs=nnx.Rngs(seed))
+    return models.Qwen(preset_config(model_cfg), dtype=dtype, param_dtype=param_dtype, rngs=nnx.Rngs(seed),
+                       remat=model_cfg.remat)
+
+
+def preset_config(model_cfg):
+    """The ``QwenConfig`` of a ``model.preset`` run: the preset, resized by ``model.shape``, in the
+    configured layer layout."""
+    from grpojax import models
+
+    return models.PRESETS[model_cfg.preset].replace(**model_cfg.shape.overrides(),
+                                                    scan_layers=model_cfg.scan_layers)
 
 
 def maybe_lora(model, model_cfg, *, seed: int = 0):
