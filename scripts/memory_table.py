@@ -10,8 +10,9 @@ remat=full, log-prob chunks of 128) at FULL depth with the layers scanned (``--s
 ``QwenConfig.scan_layers``, as the 7B / 14B presets run; a scanned program compiles in about the time of
 one layer whatever the depth, so no depth extrapolation is needed):
 
-1. **fit**: at ``SEQS`` = 2 and 4 sequences per device; ``bytes(b) = fixed + per_seq * b`` through the two
-   points; predicted max ``b* = floor((0.9 HBM - fixed) / per_seq)``.
+1. **fit**: at ``SEQS`` = 2 and 4 sequences per device (1 and 2 when 2 is already over budget);
+   ``bytes(b) = fixed + per_seq * b`` through the two points; predicted max
+   ``b* = floor((0.9 HBM - fixed) / per_seq)``.
 2. **check**: compiles at ``b*``, then searches (secant / bisection on the compiled bytes, at most
    ``MAX_CHECKS`` compiles; an affine row needs two: ``b*`` and ``b* + 1``) until a compiled ``b`` fits the
    budget and a compiled ``b + 1`` does not (or ``b = 1`` does not fit: 0). The table's max batch is that
@@ -69,12 +70,19 @@ def fits(rec: dict, headroom: float = HEADROOM) -> bool:
     return rec["per_device_bytes"] is not None and rec["per_device_bytes"] <= headroom * rec["hbm_bytes"]
 
 
+def fit_pair(pts: dict) -> tuple[int, int]:
+    """The two per-device batches the line goes through: ``SEQS``, or 1 and ``SEQS[0]`` when ``SEQS[0]``
+    is already over budget (then the answer is 0 or 1 and a compile at ``SEQS[1]`` would be wasted)."""
+    first = SEQS[0]
+    return SEQS if first not in pts or fits(pts[first]) else (1, first)
+
+
 def fit(pts: dict, hbm: int, headroom: float = HEADROOM) -> dict | None:
-    """The affine fit through the ``SEQS`` points ``{b: record}`` (None until both are compiled and below
-    the compiler's limit): fixed / per-sequence bytes and the predicted max sequences per device."""
-    if not all(b in pts and pts[b]["per_device_bytes"] is not None for b in SEQS):
+    """The affine fit through the ``fit_pair`` points ``{b: record}`` (None until both are compiled and
+    below the compiler's limit): fixed / per-sequence bytes and the predicted max sequences per device."""
+    b1, b2 = fit_pair(pts)
+    if not all(b in pts and pts[b]["per_device_bytes"] is not None for b in (b1, b2)):
         return None
-    b1, b2 = SEQS
     m1, m2 = pts[b1]["per_device_bytes"], pts[b2]["per_device_bytes"]
     per_seq = (m2 - m1) / (b2 - b1)
     fixed = m1 - per_seq * b1
@@ -89,7 +97,7 @@ def next_b(pts: dict, hbm: int, headroom: float = HEADROOM) -> int | None:
     ``pts``: ``{b: record}``. Between a fitting ``lo`` and a failing ``hi`` the guess is the secant through
     their bytes (bisection when the compiler refused ``hi``); above every compiled point it is the line
     through the two largest fitting ones."""
-    for b in SEQS:
+    for b in fit_pair(pts):
         if b not in pts:
             return b
     budget = headroom * hbm
@@ -232,7 +240,8 @@ machine); **H100 rows come from the CPU compiler with 8 fake devices** (an appro
 scheduling and kernels differ, see below). LoRA: rank {rank} on q,k,v,o,gate,up,down; the frozen base is
 bf16 and FSDP-sharded. v5p-8 is 4 chips (8 TensorCores).
 
-- `fixed` / `per sequence`: the line through the compiles at 2 and 4 sequences per chip.
+- `fixed` / `per sequence`: the line through the compiles at 2 and 4 sequences per chip (1 and 2 when 2
+  does not fit).
 - `predicted`: the largest batch the line allows; `compiled max`: the largest batch whose compile fits
   while one more sequence per chip does not (both compiled), i.e. the answer; `-` = not bracketed yet.
   Batch = sequences per optimizer step (GRPO: prompts x G) without gradient accumulation (`num_micro`

@@ -111,6 +111,8 @@ def test_pyyaml_string_floats_are_numbers(tmp_path):
     ({"model": {"path": "x", "shape": {"hidden_size": 8}}}, "model.shape: shape overrides apply to model.preset only"),
     ({"model": {"preset": "qwen2.5-0.5b", "shape": {"num_heads": 4, "num_kv_heads": 3}}}, "model.shape.num_kv_heads: must divide num_heads=4"),
     ({"model": {"preset": "qwen2.5-0.5b", "dtype": "fp8"}}, "model.dtype: must be one of float32, bfloat16, float16; got 'fp8'"),
+    ({"model": {"preset": "qwen2.5-0.5b", "remat": True}}, "model.remat: must be one of none, block, full; got True"),
+    ({"model": {"preset": "qwen2.5-0.5b", "scan_layers": "maybe"}}, "model.scan_layers: expected"),
     ({"tokenizer": {}}, "tokenizer.path: model.preset has no tokenizer"),
     ({"data": {"max_prompt_length": 64, "max_length": 64, "path": "d"}}, "data.max_length: must exceed max_prompt_length=64"),
     ({"data": {}}, "data.path: data.path is required with format=columns"),
@@ -252,3 +254,20 @@ def test_diff_configs_lists_changed_keys():
     assert C.diff_configs(a, b) == ["grpo.beta: 0.0 -> 0.1", "train.learning_rate: 0.01 -> 0.5",
                                     "train.steps: 20 -> 99"]
     assert C.diff_configs(a, b, ignore=("train.steps", "grpo")) == ["train.learning_rate: 0.01 -> 0.5"]
+
+
+@pytest.mark.parametrize("remat, scan", [("full", True), ("block", False)])
+def test_model_remat_and_scan_layers_reach_the_built_model(tmp_path, remat, scan):
+    """``model.remat`` / ``model.scan_layers`` of a run config are what the runner builds (the policy, and
+    the reward task's backbone)."""
+    from grpojax.train.reward_task import build_reward_model
+    from grpojax.train.runner import build_model
+
+    shape = {"vocab_size": 64, "hidden_size": 16, "intermediate_size": 32, "num_layers": 3, "num_heads": 2,
+             "num_kv_heads": 1, "head_dim": 8}
+    model_sec = {"preset": "qwen2.5-0.5b", "shape": shape, "remat": remat, "scan_layers": scan}
+    policy = build_model(C.load_config(write(tmp_path, base("sft", model=model_sec))).model)
+    rm = build_reward_model(C.load_config(write(tmp_path, base("reward", model=model_sec), "r.yaml")))
+    for m in (policy, rm.backbone):
+        assert m.remat == remat and m.config.scan_layers is scan
+        assert m.layers.attn.q.w[...].shape[0] == 3 if scan else len(m.layers) == 3

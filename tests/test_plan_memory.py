@@ -146,7 +146,10 @@ def test_walk_corrects_a_wrong_prediction_by_compiling():
 
 def test_walk_when_nothing_fits_or_the_compiler_refuses():
     pts, order = _walk(lambda b: 20 * GIB + b * GIB, 16 * GIB)  # v5e: the state alone is over budget
-    assert order == [2, 4, 1] and mt.compiled_max(pts) == 0
+    assert order == [2, 1] and mt.compiled_max(pts) == 0  # 2 over budget: no compile at 4
+    pts, order = _walk(lambda b: 13 * GIB + b * GIB, 16 * GIB)  # budget 14.4 GiB: 1 fits, 2 does not
+    assert order == [2, 1] and mt.compiled_max(pts) == 1
+    assert mt.fit(pts, 16 * GIB) == {"fixed_bytes": 13 * GIB, "per_seq_bytes": GIB, "predicted_seqs": 1}
     # the compiler refuses b = 4 (RESOURCE_EXHAUSTED -> None bytes): bisection between 2 and 4
     pts, order = _walk(lambda b: None if b > 2 else 5 * GIB + b * GIB, 16 * GIB)
     assert order == [2, 4, 3] and mt.compiled_max(pts) == 2

@@ -137,3 +137,49 @@ def test_sampler_sharded_matches_unsharded():
     np.testing.assert_array_equal(np.asarray(out.completion_mask_BT), np.asarray(ref.completion_mask_BT))
     np.testing.assert_allclose(np.asarray(out.completion_logp_BT), np.asarray(ref.completion_logp_BT),
                                rtol=1e-5, atol=1e-5)
+
+
+CFG2 = CFG.replace(num_layers=2)
+
+
+def _unstack(params):
+    """A scanned model's params as the per-layer model's ``{"layers": {0: ..., 1: ...}}``."""
+    out = nnx.to_pure_dict(params)
+    out["layers"] = {i: jax.tree.map(lambda x, i=i: x[i], out["layers"]) for i in range(CFG2.num_layers)}
+    return out
+
+
+def test_scanned_layers_sharded_match_per_layer_single_device():
+    """``scan_layers`` on a 2x2x2 mesh (stacked params: the ``layers`` axis whole, the rest by the rules)
+    == the per-layer model on one device: GRPO and GR-DPO steps, and the sampler with a stacked
+    ``ShardedCache``."""
+    mesh = shd.make_mesh((2, 2, 2))
+    scanned = lambda: Qwen(CFG2.replace(scan_layers=True), rngs=nnx.Rngs(3))  # noqa: E731
+    for kind, (make_batch, make_step, robust) in STEPS.items():
+        graphdef, state = create_train_state(Qwen(CFG2, rngs=nnx.Rngs(3)), TX, jax.random.key(0), robust=robust)
+        ref_state, ref_metrics = jax.jit(make_step(graphdef))(state, make_batch(), jax.random.key(1))
+        graphdef, state, state_sh = shd.init_train_state(scanned, TX, jax.random.key(0), mesh, robust=robust)
+        q_w = state.params["layers"]["attn"]["q"]["w"][...]
+        assert q_w.sharding.spec == jax.sharding.PartitionSpec(None, "fsdp", "tensor", None)
+        batch = make_batch()
+        batch_sh = shd.batch_shardings(batch, mesh)
+        step = shd.jit_step(make_step(graphdef), state_sh, batch_sh, mesh)
+        new_state, metrics = step(state, shd.shard(batch, batch_sh), jax.random.key(1))
+        for k, v in _host(ref_metrics).items():
+            np.testing.assert_allclose(_host(metrics)[k], v, rtol=1e-4, atol=1e-5, err_msg=f"{kind}:{k}")
+        jax.tree.map(functools.partial(np.testing.assert_allclose, rtol=1e-4, atol=2e-6),
+                     _unstack(_host(new_state.params)), nnx.to_pure_dict(_host(ref_state.params)))
+    r = np.random.default_rng(2)
+    prompts, mask = _tokens(r, (4, 5)), _left_mask(r, 4, 5)
+    kw = dict(max_new_tokens=6, temperature=0.8, num_samples=2)
+    ref = sample(Qwen(CFG2, rngs=nnx.Rngs(3)), prompts, mask, jax.random.key(7), **kw)
+    model = shd.init_sharded(scanned, mesh)
+    sh = shd.batch_shardings({"p": prompts}, mesh)["p"]
+    out = sample(model, jax.device_put(prompts, sh), jax.device_put(mask, sh), jax.random.key(7),
+                 cache_fn=shd.ShardedCache(model.config, mesh), **kw)
+    np.testing.assert_array_equal(np.asarray(out.completion_tokens_BT), np.asarray(ref.completion_tokens_BT))
+    np.testing.assert_allclose(np.asarray(out.completion_logp_BT), np.asarray(ref.completion_logp_BT),
+                               rtol=1e-5, atol=1e-5)
+    cache = jax.eval_shape(lambda: shd.ShardedCache(model.config, mesh)(4, 11))
+    assert shd.cache_shardings(cache, mesh)["k"].spec == jax.sharding.PartitionSpec(
+        None, ("data", "fsdp"), None, "tensor", None)

@@ -3,8 +3,10 @@ and the multi-label reward model.
 
 Public API:
     QwenConfig, PRESETS            shapes of a dense Qwen decoder; published checkpoint presets
+                                   (``scan_layers=True``: layers stacked and run by ``lax.scan``)
     Qwen                           the NNX decoder (logits, hidden states, cached decode)
-    init_cache                     zero KV cache pytree: [dict(k=[B,S,K,H], v=[B,S,K,H])] * L
+    init_cache                     zero KV cache pytree: [dict(k=[B,S,K,H], v=[B,S,K,H])] * L, or one
+                                   stacked dict(k=[L,B,S,K,H], v=...) with scan_layers
     from_hf, to_hf                 HF checkpoint (dir or hub id) <-> Qwen
     config_from_hf_dict, config_to_hf_dict
     apply_lora, merge_lora, lora_params, LORA_TARGETS

@@ -253,6 +253,12 @@ class Qwen(nnx.Module):
 
     ``with_lm_head=False`` drops an untied LM head (reward-model backbones). ``remat`` ("none", "block",
     "full"; see ``REMAT_POLICIES``) checkpoints every block of a cache-free forward (training).
+
+    ``config.scan_layers`` picks the layout of the decoder layers: ``layers`` is an ``nnx.List`` of L
+    :class:`Block` (``model.layers[i].attn.q.w: [D, N, H]``) run by a Python loop, or ONE Block whose
+    parameters carry a leading L axis (``model.layers.attn.q.w: [L, D, N, H]``, logical axis ``"layers"``)
+    run by ``jax.lax.scan``, with the cache stacked likewise (:mod:`grpojax.models.kv_cache`). Both layouts
+    compute the same function from the same keys (``tests/models/test_scan_layers.py``).
     """
 
     def __init__(self, config: QwenConfig, *, dtype: Any = jnp.float32, param_dtype: Any = jnp.float32,
