@@ -40,9 +40,10 @@ import orbax.checkpoint as ocp
 from grpojax.cli import UserError, one_line
 from grpojax.config import diff_configs
 
-# Keys that may change between a run and its resumption (length, cadence, output places, mesh layout).
+# Keys that may change between a run and its resumption (length, cadence, output places, mesh layout,
+# activation checkpointing: none of them changes the saved state's tree). model.scan_layers does.
 RESUMABLE_KEYS = ("train.steps", "train.log_every", "train.save_every", "train.keep_checkpoints",
-                  "train.eval_every", "run_dir", "export_hf", "mesh", "compilation_cache_dir")
+                  "train.eval_every", "run_dir", "export_hf", "mesh", "compilation_cache_dir", "model.remat")
 
 
 class Restored(NamedTuple):

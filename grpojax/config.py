@@ -123,7 +123,9 @@ class ModelConfig:
     ``remat``: activation checkpointing of every decoder block in training forwards (``none`` keeps all
     activations, ``block`` keeps the matmul outputs, ``full`` only each block's input; ``Qwen(remat=)``).
     ``scan_layers``: stack the layers and run them with ``jax.lax.scan`` (compile time independent of
-    depth; ``QwenConfig.scan_layers``), for the policy, its reference and reward backbones alike."""
+    depth; ``QwenConfig.scan_layers``), for the policy and its reference (a reward run: its backbone).
+    It changes the checkpoint's parameter tree, so a run resumes only with the value it started with;
+    ``remat`` may change on resume."""
 
     path: Union[str, None] = None
     preset: Union[str, None] = None
