@@ -27,17 +27,20 @@ shardings). Models outside a train state: ``shd.init_sharded(ctor, mesh)`` or
 ``nnx.update(model, shd.shard(nnx.state(model), shd.tree_shardings(nnx.state(model), mesh)))``.
 
 Sampling: pass the sharded model, batch-sharded prompts, and ``cache_fn=shd.ShardedCache(config, mesh,
-dtype)`` to :func:`grpojax.sampling.sample`: the KV cache ``[B, S, K, H]`` is created sharded with B over
-(data, fsdp) and K over tensor, and the decode loop runs under GSPMD with the model's layout.
+dtype)`` to :func:`grpojax.sampling.sample`: the KV cache ``[B, S, K, H]`` (stacked ``[L, B, S, K, H]``
+with ``config.scan_layers``, L whole) is created sharded with B over (data, fsdp) and K over tensor, and
+the decode loop runs under GSPMD with the model's layout.
 
 Multi-host: each process loads ``rows[shd.host_batch_slice(global_batch)]`` of every batch and calls
 :func:`global_batch`; only :func:`is_main_process` writes logs; Orbax checkpointing of sharded
 ``jax.Array`` state is multi-host safe as is.
 
 Memory levers: ``Qwen(..., param_dtype=jnp.bfloat16, remat="full")`` with ``tx = f32_optimizer_state(tx)``
-(bf16 params, float32 Adam), LoRA (``TrainState.params`` = adapters only), chunked log-probs in
+(bf16 params, float32 Adam; run config ``model.remat``), LoRA (``TrainState.params`` = adapters only), chunked log-probs in
 ``grpojax.train.forward``; ``scripts/plan_memory.py`` compiles the real step ahead of time for a mesh and
-reports XLA's per-device bytes (``docs/memory_plan.md``).
+reports XLA's per-device bytes (``docs/memory_plan.md``). Compile time: ``QwenConfig.scan_layers``
+(run config ``model.scan_layers``) stacks the layers (their ``"layers"`` axis is never split) and runs
+them with ``lax.scan``, so a 7B / 14B step compiles in about the time of one layer.
 
 Public API:
     AXES, BATCH_AXES, make_mesh, mesh_sizes, batch_axis_size     mesh.py
