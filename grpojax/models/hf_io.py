@@ -222,9 +222,8 @@ def load_into(abstract: nnx.Module, entries: list[Entry], source: TensorSource, 
                 stacks[entry.path] = np.empty(target.shape, jnp.dtype(param_dtype))
             stacks[entry.path][entry.layer] = value
         del x
-    for path, buf in stacks.items():
-        _set(pure, path, jnp.asarray(buf))
-    del stacks
+    for path in list(stacks):  # each host buffer is freed as soon as it is converted
+        _set(pure, path, jnp.asarray(stacks.pop(path)))
     left = [p for p, v in jax.tree_util.tree_flatten_with_path(pure)[0]
             if isinstance(v, jax.ShapeDtypeStruct)]
     if left and not partial:
