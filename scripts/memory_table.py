@@ -213,7 +213,6 @@ def table_rows(recs: list[dict], seq: int) -> list[dict]:
         rows.append({"shape": shape, "devices": shape_devices(shape), "model": model, "lora_rank": lora,
                      "hbm_bytes": hbm, **f, "compiled_seqs": best, "done": next_b(pts, hbm) is None,
                      "at_max": pts[best] if best else None, "compiles": len(pts),
-                     "layers": next(iter(pts.values()))["layers"],
                      "backend": next(iter(pts.values()))["backend"],
                      "compile_seconds": sum(p["compile_seconds"] for p in pts.values())})
     order = {s: i for i, s in enumerate(SHAPES)}
