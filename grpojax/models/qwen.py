@@ -14,6 +14,13 @@ Architecture (Qwen2 technical report, arXiv 2407.10671; Qwen3 technical report, 
 Every parameter carries logical axis names (``out_sharding`` metadata, e.g. ``("embed", "mlp")``) so a
 sharding layer can map them onto a mesh (``nnx.get_partition_spec``); no mesh is needed to build one.
 Parameters live in ``param_dtype`` and are cast to the compute ``dtype`` at use.
+
+Activations are pinned to :data:`grpojax.sharding.ACTIVATION_AXES` (residual stream ``[B, T, D]`` with B
+over ``(data, fsdp)`` and D whole; q / k / v heads and the MLP's F over ``tensor``) whenever the model is
+traced under a mesh (:func:`grpojax.sharding.pin`; a no-op otherwise). Unpinned, GSPMD took D's FSDP
+split from the embedding table into the residual stream and computed every layer for the WHOLE global
+batch with a partial-sum all-reduce: per-device memory per sequence grew with the device count
+(``tests/test_sharding_memory.py::test_train_step_memory_per_sequence_does_not_grow_with_devices``).
 """
 
 from __future__ import annotations
@@ -28,10 +35,12 @@ from flax import nnx
 from grpojax.models.config import QwenConfig
 from grpojax.models.kv_cache import layer_kv, write_cache
 from grpojax.models.rope import apply_rope, rope_angles
+from grpojax.sharding.rules import ACTIVATION_AXES, pin
 from grpojax.types import Array
 
 _INIT = nnx.initializers.normal(stddev=0.02)
 _NEG = -0.7 * float(jnp.finfo(jnp.float32).max)
+_X_BTD, _H_BTF = ACTIVATION_AXES["x_BTD"], ACTIVATION_AXES["h_BTF"]
 
 
 class KeyStream:
@@ -149,7 +158,9 @@ class Attention(nnx.Module):
 
     def __call__(self, x_BTD: Array, cos_BTJ: Array, sin_BTJ: Array, mask_BTS: Array,
                  layer_cache: dict | None = None, cache_pos: Array | None = None):
-        q_BTNH, k_BTKH, v_BTKH = self.q(x_BTD), self.k(x_BTD), self.v(x_BTD)
+        q_BTNH = pin(self.q(x_BTD), ACTIVATION_AXES["q_BTNH"])
+        k_BTKH = pin(self.k(x_BTD), ACTIVATION_AXES["k_BTKH"])
+        v_BTKH = pin(self.v(x_BTD), ACTIVATION_AXES["k_BTKH"])
         if self.q_norm is not None:
             q_BTNH, k_BTKH = self.q_norm(q_BTNH), self.k_norm(k_BTKH)
         q_BTNH = apply_rope(q_BTNH, cos_BTJ, sin_BTJ)
@@ -173,7 +184,8 @@ class MLP(nnx.Module):
         self.down = Dense("BTF,FD->BTD", (F,), (D,), ("mlp", "embed"), **kw)
 
     def __call__(self, x_BTD: Array) -> Array:
-        return self.down(jax.nn.silu(self.gate(x_BTD)) * self.up(x_BTD))
+        h_BTF = jax.nn.silu(pin(self.gate(x_BTD), _H_BTF)) * pin(self.up(x_BTD), _H_BTF)
+        return self.down(h_BTF)
 
 
 class Block(nnx.Module):
@@ -189,8 +201,8 @@ class Block(nnx.Module):
     def __call__(self, x_BTD, cos_BTJ, sin_BTJ, mask_BTS, layer_cache=None, cache_pos=None):
         attn_BTD, layer_cache = self.attn(self.attn_norm(x_BTD), cos_BTJ, sin_BTJ, mask_BTS,
                                           layer_cache, cache_pos)
-        h_BTD = x_BTD + attn_BTD
-        return h_BTD + self.mlp(self.mlp_norm(h_BTD)), layer_cache
+        h_BTD = pin(x_BTD + attn_BTD, _X_BTD)
+        return pin(h_BTD + self.mlp(self.mlp_norm(h_BTD)), _X_BTD), layer_cache
 
 
 # Rematerialisation (activation checkpointing) per decoder block, for the backward pass of training:
@@ -353,7 +365,7 @@ class Qwen(nnx.Module):
             mask_BTS = mask_BTS & attn_mask_BT.astype(bool)[:, None, :]
 
         cos_BTJ, sin_BTJ = rope_angles(positions_BT, self.config.head_dim, self.config.rope_theta)
-        x_BTD = jnp.take(self.embed[...], tokens_BT, axis=0).astype(self.dtype)
+        x_BTD = pin(jnp.take(self.embed[...], tokens_BT, axis=0).astype(self.dtype), _X_BTD)
         call = _call_block
         if self.remat != "none" and cache is None:
             call = _remat_block(REMAT_POLICIES[self.remat])

@@ -47,7 +47,7 @@ Public API:
     maybe_initialize_distributed, is_main_process, host_batch_slice
     RULES, KV_CACHE_AXES, kv_cache_axes, ACTIVATION_AXES, logical_to_spec,      rules.py
     tree_shardings, train_state_shardings, batch_shardings, batch_spec, cache_shardings, constrain,
-    named, describe
+    pin, named, describe
     shard, init_sharded, init_train_state, jit_step, traced_on_mesh, abstract_batch,   jit.py
     with_shardings, global_batch, global_batch_from_full, to_host, ShardedCache,
     sharded_bytes_per_device
@@ -62,12 +62,12 @@ from grpojax.sharding.mesh import (AXES, BATCH_AXES, batch_axis_size, host_batch
                                    make_mesh, maybe_initialize_distributed, mesh_sizes)
 from grpojax.sharding.rules import (ACTIVATION_AXES, KV_CACHE_AXES, RULES, batch_shardings, batch_spec,
                                     cache_shardings, constrain, describe, kv_cache_axes, logical_to_spec,
-                                    named, train_state_shardings, tree_shardings)
+                                    named, pin, train_state_shardings, tree_shardings)
 
 __all__ = [
     "AXES", "BATCH_AXES", "make_mesh", "mesh_sizes", "batch_axis_size", "maybe_initialize_distributed", "is_main_process",
     "host_batch_slice", "RULES", "KV_CACHE_AXES", "kv_cache_axes", "ACTIVATION_AXES", "logical_to_spec", "tree_shardings",
-    "train_state_shardings", "batch_shardings", "batch_spec", "cache_shardings", "constrain", "named",
+    "train_state_shardings", "batch_shardings", "batch_spec", "cache_shardings", "constrain", "pin", "named",
     "describe", "shard", "init_sharded", "init_train_state", "jit_step", "traced_on_mesh", "abstract_batch",
     "with_shardings", "global_batch", "global_batch_from_full", "to_host", "ShardedCache", "sharded_bytes_per_device", "f32_optimizer_state",
 ]

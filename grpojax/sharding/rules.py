@@ -155,6 +155,17 @@ def constrain(x: jax.Array, names: Sequence[str | None], mesh: Mesh, rules: Rule
     return jax.lax.with_sharding_constraint(x, named(mesh, logical_to_spec(names, x.shape, mesh, rules)))
 
 
+def pin(x: jax.Array, names: Sequence[str | None], rules: Rules | None = None) -> jax.Array:
+    """:func:`constrain` on the ambient mesh (``jax.sharding.use_abstract_mesh`` / ``jax.set_mesh``, which
+    :func:`grpojax.sharding.jit_step` and :func:`grpojax.sharding.traced_on_mesh` enter while tracing);
+    identity when there is none or it has one device, so model code can pin its activations and still run
+    unsharded. ``names`` are logical axes, e.g. ``ACTIVATION_AXES["x_BTD"]``."""
+    mesh = jax.sharding.get_abstract_mesh()
+    if mesh.empty or mesh.size == 1:
+        return x
+    return constrain(x, names, mesh, rules)
+
+
 def describe(shardings: Any) -> dict[str, str]:
     """``{path: str(PartitionSpec)}`` of a sharding tree (for logs and tests)."""
     out = {}

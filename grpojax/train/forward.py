@@ -24,7 +24,8 @@ import jax.numpy as jnp
 
 from grpojax.losses import token_entropy, token_logprobs
 from grpojax.sharding.jit import traced_on_mesh
-from grpojax.sharding.rules import ACTIVATION_AXES, constrain
+from grpojax.sharding.rules import ACTIVATION_AXES
+from grpojax.sharding.rules import pin as _pin
 from grpojax.train.state import merge_model
 
 
@@ -49,15 +50,6 @@ def _chunk_size(length: int, chunk: int | None) -> int:
         return length
     # the largest divisor of length not above ``chunk`` keeps shapes static and equal
     return max(c for c in range(1, chunk + 1) if length % c == 0)
-
-
-def _pin(x: jax.Array, names) -> jax.Array:
-    """``constrain(x, names)`` on the ambient (abstract) mesh; identity when there is none or it has one
-    device. ``names`` are logical axes (``"batch"`` -> ``(data, fsdp)``, ``"vocab"`` -> ``tensor``)."""
-    mesh = jax.sharding.get_abstract_mesh()
-    if mesh.empty or mesh.size == 1:
-        return x
-    return constrain(x, names, mesh)
 
 
 _H = ACTIVATION_AXES["x_BTD"]        # hidden [B, T, D]: batch, length, D whole
