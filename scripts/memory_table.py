@@ -45,7 +45,9 @@ LORA_RANK = 16
 HEADROOM = 0.9  # keep 10% of HBM for the runtime, fragmentation and the sampler
 SEQS = (2, 4)  # sequences per device of the fit: past the small-b regime where a b-independent buffer peaks
 MAX_CHECKS = 6  # compiles after the fit per row (an affine row needs 2)
-POINT = "scan_point"  # cache record type (older records of the 1-2 layer method are ignored)
+POINT = "pinned_point"  # cache record type: scanned full depth, decoder activations pinned (stop 15)
+UNPINNED = "scan_point"  # the same compiles before the pins (stop 14): compared, never in the table
+# (records of the older 1-2 layer method are ignored)
 GIB, MIB = 2**30, 2**20
 
 
@@ -153,11 +155,12 @@ def append_cache(path: str, rec: dict) -> None:
         f.write(json.dumps(rec) + "\n")
 
 
-def row_points(recs: list[dict], seq: int) -> dict:
-    """``{(shape, model, lora): {b: record}}`` of the scanned full-depth compiles (last record wins)."""
+def row_points(recs: list[dict], seq: int, kind: str = POINT) -> dict:
+    """``{(shape, model, lora): {b: record}}`` of the scanned full-depth compiles of record type ``kind``
+    (last record wins)."""
     out: dict = {}
     for r in recs:
-        if r.get("type") == POINT and r["seq"] == seq:
+        if r.get("type") == kind and r["seq"] == seq:
             out.setdefault((r["shape"], r["model"], r["lora_rank"]), {})[r["b"]] = r
     return out
 
@@ -269,6 +272,13 @@ CAVEATS = """
   fine-tuning, holds its full-size gradient before the reduce-scatter, about `V D (2 + 4)` bytes (0.8 GB
   for 0.5B, 3.3 GB for 7B, 4.7 GB for 14B), inside `fixed`. A vocabulary-parallel head would remove it;
   not done.
+- **The decoder's activations are pinned to the batch sharding** (`grpojax.sharding.pin` in
+  `grpojax.models.qwen`: the residual stream `[B, T, D]` with B over `(data, fsdp)` and D whole, q / k / v
+  and the MLP's F over `tensor`). Before (this table's earlier version), GSPMD carried the embedding's FSDP
+  split of `D` into the residual stream and ran every layer on the whole global batch with partial-sum
+  all-reduces: per-chip memory at a fixed number of sequences per chip grew with the chip count (7B LoRA
+  at 2 per chip: 6.3 / 7.8 / 12.0 GiB on v5e-8 / 16 / 32). See the before / after section below; test:
+  `tests/test_sharding_memory.py::test_train_step_memory_per_sequence_does_not_grow_with_devices`.
 - **Fit range.** The line uses 2 and 4 sequences per chip: at one or two sequences a b-independent buffer
   (the gathered head and its gradient, the optimizer update) can set the peak and hide the activations,
   so `predicted` can be off below 2 per chip; `compiled max` is checked by compiles either way.
@@ -289,6 +299,7 @@ LEVERS = """
 | scanned layers | run config `model.scan_layers: true` (`QwenConfig.scan_layers`) | compile time and program size independent of depth |
 | chunked log-probs | `completion_logprobs(chunk_size=...)` | `[B, chunk, V]` float32 logits at a time instead of `[B, L, V]` (tested in `tests/test_sharding_memory.py`) |
 | LM head on the batch sharding | `completion_logprobs` under `jit_step`'s mesh | logits `[B, chunk, V]` split over (data, fsdp) (V over tensor): per-sequence memory independent of the device count; the head table is gathered per device (`fixed`) |
+| decoder activations on the batch sharding | `grpojax.sharding.pin` in the model, active under `jit_step`'s mesh | each chip runs its own sequences only: per-sequence memory independent of the chip count |
 | gradient accumulation | `grpo_step(num_micro=...)` | activation memory of `batch / num_micro` sequences; the `fixed` part unchanged |
 
 Check one configuration yourself, e.g. the 7B row on v5e-16:
@@ -303,10 +314,31 @@ count: 6 N T + attention); `--kind dpo` plans the preference step.
 """
 
 
+def pinning_lines(recs: list[dict], seq: int) -> list[str]:
+    """The same full-depth scanned compile before (stop 14) and after the decoder's activations were
+    pinned, for every (row, batch) compiled both ways."""
+    old, new = row_points(recs, seq, UNPINNED), row_points(recs, seq)
+    lines = []
+    for key in sorted(set(old) & set(new), key=lambda k: (SHAPES.index(k[0]), MODELS.index(k[1]), k[2])):
+        for b in sorted(set(old[key]) & set(new[key])):
+            o, n = old[key][b], new[key][b]
+            if o["per_device_bytes"] is None and n["per_device_bytes"] is None:
+                continue
+            lines.append(f"| {key[0]} | {key[1]} | {_tuning(key[2])} | {b * o['devices']} | "
+                         f"{_gib(o['per_device_bytes'])} | {_gib(n['per_device_bytes'])} | "
+                         f"{o['compile_seconds']:.0f} | {n['compile_seconds']:.0f} |")
+    if not lines:
+        return []
+    return ["", "## Before and after pinning the decoder's activations, same compile", "",
+            "`-` = libtpu refused the program for HBM.", "",
+            "| shape | model | tuning | batch | unpinned GiB/chip | pinned GiB/chip | unpinned compile s | "
+            "pinned compile s |", "|---|---|---|---|---|---|---|---|"] + lines
+
+
 def comparison_lines(recs: list[dict], seq: int) -> list[str]:
     """Scanned vs unrolled full-depth compiles of the same row and batch (the unrolled ones are the
-    ``validation`` records of the earlier method)."""
-    pts = row_points(recs, seq)
+    ``validation`` records of the earlier method; both compiled before the activation pins)."""
+    pts = row_points(recs, seq, UNPINNED)
     lines = []
     for v in recs:
         if v.get("type") != "validation" or v["seq"] != seq or v["per_device_bytes"] is None:
@@ -321,6 +353,7 @@ def comparison_lines(recs: list[dict], seq: int) -> list[str]:
     if not lines:
         return []
     return ["", "## Scanned vs unrolled layers, same step at full depth", "",
+            "Both compiled before the decoder's activations were pinned (stop 14).", "",
             "| shape | model | tuning | batch | unrolled GiB/chip | scanned GiB/chip | scanned vs unrolled | "
             "unrolled compile s | scanned compile s |", "|---|---|---|---|---|---|---|---|---|"] + lines
 
@@ -351,7 +384,7 @@ def write_markdown(recs: list[dict], path: str, seq: int) -> None:
             f"{r['shape']} {r['model']} {_tuning(r['lora_rank'])} batch {r['b'] * r['devices']}: "
             f"`{r['compile_error'].rstrip('.')}`" for r in refused) + "."]
     lines += CAVEATS.rstrip("\n").split("\n")
-    lines += comparison_lines(recs, seq)
+    lines += pinning_lines(recs, seq) + comparison_lines(recs, seq)
     with open(path, "w") as f:
         f.write("\n".join(lines) + "\n" + LEVERS)
 

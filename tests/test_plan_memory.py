@@ -106,8 +106,8 @@ def test_plan_reports_compiler_oom_as_does_not_fit(monkeypatch, capsys):
 GIB = 2**30
 
 
-def _rec(shape, model, lora, b, nbytes, seq=1024, error=None):
-    return {"type": mt.POINT, "shape": shape, "model": model, "lora_rank": lora, "seq": seq, "layers": 28,
+def _rec(shape, model, lora, b, nbytes, seq=1024, error=None, kind=None):
+    return {"type": kind or mt.POINT, "shape": shape, "model": model, "lora_rank": lora, "seq": seq, "layers": 28,
             "b": b, "devices": mt.shape_devices(shape), "hbm_bytes": mt.shape_hbm(shape),
             "per_device_bytes": nbytes, "temp_bytes": 0, "argument_bytes": 0,
             "backend": "tpu AOT compile (v5p-8, TPU v5)", "compile_seconds": 10.0, "compile_error": error}
@@ -188,6 +188,9 @@ def test_worker_resumes_from_the_cache_and_keeps_going_after_a_failing_row(monke
 
 def test_cache_renders_rows_pending_refusals_and_the_unrolled_comparison(tmp_path, capsys):
     recs = [_rec("v5p-8", "qwen2.5-7b", 16, b, 2 * GIB + b * GIB) for b in (2, 4, 83)]
+    # the same compiles before the activation pins: compared, never in the table
+    recs += [_rec("v5p-8", "qwen2.5-7b", 16, b, nb, kind=mt.UNPINNED) for b, nb in ((2, 4 * GIB), (4, 7 * GIB))]
+    recs.append(_rec("v5p-8", "qwen2.5-0.5b", 0, 2, GIB, kind=mt.UNPINNED))
     recs.append(_rec("v5p-8", "qwen2.5-7b", 16, 84, None, error="RESOURCE_EXHAUSTED: Ran out of memory on HBM."))
     recs.append(_rec("v5p-8", "qwen2.5-14b", 0, 2, 9 * GIB))  # unfinished row: shown, pending
     recs.append(_rec("v5p-8", "qwen2.5-7b", 16, 2, 1, seq=2048))  # another seq is ignored
@@ -210,6 +213,10 @@ def test_cache_renders_rows_pending_refusals_and_the_unrolled_comparison(tmp_pat
     assert "v5p-8 qwen2.5-0.5b full" in pending  # old-method points do not count
     assert "v5p-8 qwen2.5-7b LoRA r=16 batch 336: `RESOURCE_EXHAUSTED: Ran out of memory on HBM`" in text
     assert "| v5p-8 | qwen2.5-7b | LoRA r=16 | 8 | 5.000 | 4.000 | -20.0% | 3000 | 10 |" in text
+    pinning = text[text.index("## Before and after pinning"):text.index("## Scanned vs unrolled")]
+    assert "| v5p-8 | qwen2.5-7b | LoRA r=16 | 16 | 7.00 | 6.00 | 10 | 10 |" in pinning
+    assert "| v5p-8 | qwen2.5-7b | LoRA r=16 | 8 | 4.00 | 4.00 | 10 | 10 |" in pinning
+    assert "qwen2.5-0.5b" not in pinning  # compiled one way only
 
 
 def test_cli_rejects_unknown_names(tmp_path):
