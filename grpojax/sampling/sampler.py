@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import numbers
@@ -161,9 +162,14 @@ def sample(
         dtype = cache_dtype if cache_dtype is not None else getattr(model, "dtype", jnp.float32)
         cache_fn = ModelCache(model.config, jnp.dtype(dtype))
     graphdef, state = nnx.split(model)
-    return _sample_jit(
-        graphdef, state, jnp.asarray(prompt_tokens_BT), jnp.asarray(prompt_mask_BT), rng,
-        jnp.asarray(temperature, jnp.float32), None if top_p is None else jnp.asarray(top_p, jnp.float32),
-        jnp.asarray(_eos_tuple(eos_ids), jnp.int32), jnp.int32(pad_id), cache_fn=cache_fn,
-        max_new_tokens=int(max_new_tokens), top_k=None if top_k is None else int(top_k),
-        use_greedy=bool(greedy), num_samples=int(num_samples))
+    # a mesh-aware cache builder (grpojax.sharding.ShardedCache) also traces the sampler under its mesh, so
+    # the model's activation pins (grpojax.sharding.pin) keep prefill and decoding on each device's own rows
+    mesh = getattr(cache_fn, "mesh", None)
+    on_mesh = contextlib.nullcontext() if mesh is None else jax.sharding.use_abstract_mesh(mesh.abstract_mesh)
+    with on_mesh:
+        return _sample_jit(
+            graphdef, state, jnp.asarray(prompt_tokens_BT), jnp.asarray(prompt_mask_BT), rng,
+            jnp.asarray(temperature, jnp.float32), None if top_p is None else jnp.asarray(top_p, jnp.float32),
+            jnp.asarray(_eos_tuple(eos_ids), jnp.int32), jnp.int32(pad_id), cache_fn=cache_fn,
+            max_new_tokens=int(max_new_tokens), top_k=None if top_k is None else int(top_k),
+            use_greedy=bool(greedy), num_samples=int(num_samples))

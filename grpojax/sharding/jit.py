@@ -167,7 +167,8 @@ class ShardedCache:
     """A hashable ``(batch, max_len) -> KV cache`` builder for :func:`grpojax.sampling.sample` whose
     cache is laid out by the rules: ``k``/``v`` ``[B, S, K, H]`` with B over (data, fsdp) and K over
     tensor (``kv_cache_axes``; per-layer or stacked, as ``config.scan_layers`` says). Pass ``cache_fn=ShardedCache(config, mesh)`` with a sharded model and
-    batch; the zeros are created already sharded inside the sampler's jit.
+    batch; the zeros are created already sharded inside the sampler's jit, and the sampler is traced under
+    ``mesh`` so that the model's activation pins (:func:`grpojax.sharding.pin`) apply to prefill and decoding.
     """
 
     config: Any
