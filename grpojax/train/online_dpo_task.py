@@ -91,7 +91,7 @@ class OnlineDPOTask(BaseTask):
     def init_state(self):
         state = super().init_state()
         self._ref = self.frozen_reference(state)
-        self._ref_logps = jitted_pair_logprobs(self._ref[0], self.settings)
+        self._ref_logps = jitted_pair_logprobs(self._ref[0], self.settings, self.mesh)
         return state
 
     def _compile(self, graphdef):

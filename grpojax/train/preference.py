@@ -25,6 +25,7 @@ import jax.numpy as jnp
 
 from grpojax.losses.dpo import dpo_loss, preference_metrics, sequence_logprob
 from grpojax.losses.robust import group_metrics, robust_weights
+from grpojax.sharding.jit import traced_on_mesh
 from grpojax.train.accumulate import apply_gradients, split_micro
 from grpojax.train.forward import completion_logprobs
 from grpojax.train.state import TrainState, merge_model
@@ -93,15 +94,15 @@ def pair_logprobs(model, mb, settings: PreferenceSettings):
     return seq[:B], seq[B:]
 
 
-def jitted_pair_logprobs(graphdef, settings: PreferenceSettings):
+def jitted_pair_logprobs(graphdef, settings: PreferenceSettings, mesh=None):
     """``fn(params, frozen, batch) -> (chosen_B, rejected_B)`` jitted for the model structure ``graphdef``
-    (used for the frozen reference and for evaluation of the policy)."""
+    (used for the frozen reference and for evaluation of the policy); traced under ``mesh`` when given, so
+    the model's activation pins apply (:func:`grpojax.sharding.traced_on_mesh`)."""
 
-    @jax.jit
     def fn(params, frozen, batch):
         return pair_logprobs(merge_model(graphdef, params, frozen), batch, settings)
 
-    return fn
+    return jax.jit(traced_on_mesh(fn, mesh))
 
 
 def _pair_losses(model, mb, settings):

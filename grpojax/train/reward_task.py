@@ -24,7 +24,7 @@ from grpojax.data import COLLATE, load_from_config
 from grpojax.losses import bradley_terry_loss, reward_regression_loss
 from grpojax.train.accumulate import accumulate, apply_gradients
 from grpojax.train.forward import sequence_inputs
-from grpojax.sharding import make_mesh, shard, to_host, tree_shardings
+from grpojax.sharding import make_mesh, shard, to_host, traced_on_mesh, tree_shardings
 from grpojax.train.runner import DTYPES, maybe_lora, preset_config
 from grpojax.train.state import TrainState, merge_model
 from grpojax.train.tasks import BaseTask, host_row
@@ -111,11 +111,10 @@ class RewardTask(BaseTask):
             reward_step, graphdef=graphdef, tx=self.tx, loss=self.rc.loss, aspect_weights=weights,
             margin=self.rc.margin, num_micro=self.cfg.train.grad_accum), self.cfg.train.batch_size)
 
-        @jax.jit
         def predict(params, frozen, ids, mask):
             return merge_model(graphdef, params, frozen)(ids, mask)
 
-        self._predict = predict
+        self._predict = jax.jit(traced_on_mesh(predict, self.mesh))
 
     def _labels(self, raw):
         """Collated rows (NumPy) with the label affine applied."""
@@ -211,11 +210,12 @@ def load_reward_scorer(path: str, cfg, tok, *, mesh=None, section: str = "grpo")
     graphdef, state = nnx.split(model)
     state = shard(state, tree_shardings(state, mesh))
 
-    @jax.jit
-    def score(state, prompt, prompt_mask, completion, completion_mask):
+    def label_scores(state, prompt, prompt_mask, completion, completion_mask):
         m = nnx.merge(graphdef, state)
         tokens, mask, positions = sequence_inputs(prompt, prompt_mask, completion, completion_mask)
         return m.to_label_space(m(tokens, mask, positions))
+
+    score = jax.jit(traced_on_mesh(label_scores, mesh))  # under the mesh: the backbone's activation pins apply
 
     def scorer(batch):
         return score(state, batch["prompt_BP"], batch["prompt_mask_BP"], batch["completion_BL"],

@@ -310,7 +310,7 @@ class PreferenceTask(BaseTask):
 
         state = super().init_state(robust=init_robust_state(self.settings))
         self._ref = self.frozen_reference(state)
-        self._ref_logps = jitted_pair_logprobs(self._ref[0], self.settings)
+        self._ref_logps = jitted_pair_logprobs(self._ref[0], self.settings, self.mesh)
         return state
 
     def _compile(self, graphdef):
@@ -318,7 +318,7 @@ class PreferenceTask(BaseTask):
                                                      settings=self.settings,
                                                      num_micro=self.cfg.train.grad_accum),
                                    self.cfg.train.batch_size)
-        self._policy_logps = jitted_pair_logprobs(graphdef, self.settings)
+        self._policy_logps = jitted_pair_logprobs(graphdef, self.settings, self.mesh)
 
     def make_batch(self, raw: dict, state, *, local: bool = True) -> dict:
         """Collated pairs -> the step's batch on the mesh, with the frozen reference's log-probs. ``raw``
