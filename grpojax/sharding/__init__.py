@@ -31,6 +31,13 @@ dtype)`` to :func:`grpojax.sampling.sample`: the KV cache ``[B, S, K, H]`` (stac
 with ``config.scan_layers``, L whole) is created sharded with B over (data, fsdp) and K over tensor, and
 the decode loop runs under GSPMD with the model's layout.
 
+Activations: the model pins its residual stream, q / k / v and MLP activations to
+:data:`ACTIVATION_AXES` with :func:`pin`, which reads the ambient mesh and is a no-op without one. Trace
+every jitted function that runs the model on a mesh under that mesh (:func:`jit_step` and
+:func:`traced_on_mesh` do; ``sample`` does with a :class:`ShardedCache`): otherwise GSPMD may carry the
+embedding's FSDP split of D into the residual stream and run every layer on the whole global batch, so
+per-device memory per sequence grows with the device count (``tests/test_sharding_memory.py``).
+
 Multi-host: each process loads ``rows[shd.host_batch_slice(global_batch)]`` of every batch and calls
 :func:`global_batch`; only :func:`is_main_process` writes logs; Orbax checkpointing of sharded
 ``jax.Array`` state is multi-host safe as is.
