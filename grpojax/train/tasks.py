@@ -364,9 +364,12 @@ class PreferenceTask(BaseTask):
                                                        max_length=d.max_length), state, local=False)
             pw, pl = self._policy_logps(state.params, state.frozen, batch)
             out = self._eval_metrics(pw, pl, batch["ref_chosen_logp_B"], batch["ref_rejected_logp_B"])
-            for acc, x in zip((losses, racc, lacc, groups), (*out, batch["group_id_B"])):
+            # on the host: eager slicing / concatenation of batch-sharded arrays runs cross-device
+            # collectives op by op (XLA:CPU's all-to-all rendezvous timed out on 8 fake devices)
+            host = shd.to_host((*out, batch["group_id_B"]))
+            for acc, x in zip((losses, racc, lacc, groups), host):
                 acc.append(x[:real])
-        cat = lambda xs: jnp.concatenate(xs)  # noqa: E731
+        cat = lambda xs: jnp.asarray(np.concatenate(xs))  # noqa: E731
         gm = group_metrics(cat(losses), cat(racc), cat(lacc), cat(groups),
                            num_groups=self.settings.num_groups)
         out = {"eval/loss": jnp.mean(cat(losses)), "eval/reward_accuracy": jnp.mean(cat(racc)),
