@@ -44,7 +44,7 @@ MODELS = ["qwen2.5-0.5b", "qwen2.5-7b", "qwen2.5-14b"]
 LORA_RANK = 16
 HEADROOM = 0.9  # keep 10% of HBM for the runtime, fragmentation and the sampler
 SEQS = (2, 4)  # sequences per device of the fit: past the small-b regime where a b-independent buffer peaks
-MAX_CHECKS = 6  # compiles after the fit per row (an affine row needs 2)
+MAX_CHECKS = 8  # compiles after the fit per row (an affine row needs 2)
 POINT = "pinned_point"  # cache record type: scanned full depth, decoder activations pinned (stop 15)
 UNPINNED = "scan_point"  # the same compiles before the pins (stop 14): compared, never in the table
 # (records of the older 1-2 layer method are ignored)
@@ -97,8 +97,9 @@ def next_b(pts: dict, hbm: int, headroom: float = HEADROOM) -> int | None:
     """The next per-device batch to compile for a row, or None when the row is done: the largest fitting
     ``b`` and ``b + 1`` are both compiled, or the row has had ``len(SEQS) + MAX_CHECKS`` compiles.
     ``pts``: ``{b: record}``. Between a fitting ``lo`` and a failing ``hi`` the guess is the secant through
-    their bytes (bisection when the compiler refused ``hi``); above every compiled point it is the line
-    through the two largest fitting ones."""
+    their bytes; when the compiler refused ``hi`` (no bytes) it is the line through the two largest fitting
+    points if that line reaches the budget below ``hi``, else bisection; above every compiled point it is
+    that line."""
     for b in fit_pair(pts):
         if b not in pts:
             return b
@@ -119,6 +120,9 @@ def next_b(pts: dict, hbm: int, headroom: float = HEADROOM) -> int | None:
     known_bad = sorted(b for b in pts if b >= hi and m[b] is not None)
     if lo and m[hi] is not None:
         guess = cross(lo, hi)
+    elif len(ok) > 1 and cross(ok[-2], ok[-1]) < hi:  # the compiler refused hi (no bytes there) and
+        # the fitting points' line reaches the budget below it; a line past hi is no guide: bisection
+        guess = cross(ok[-2], ok[-1])
     elif not lo and len(known_bad) > 1:
         guess = cross(known_bad[0], known_bad[1])
     else:

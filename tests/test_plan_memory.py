@@ -153,6 +153,14 @@ def test_walk_when_nothing_fits_or_the_compiler_refuses():
     # the compiler refuses b = 4 (RESOURCE_EXHAUSTED -> None bytes): bisection between 2 and 4
     pts, order = _walk(lambda b: None if b > 2 else 5 * GIB + b * GIB, 16 * GIB)
     assert order == [2, 4, 3] and mt.compiled_max(pts) == 2
+    # libtpu refuses a program from b = 145 on while XLA's bytes would still fit (v5p-16 7B full): the
+    # fitting points' line meets the budget below the refused b, so it guides the next compile
+    mem = lambda b: None if b > 150 else int((12 + 0.1 * b if b <= 4 else 10 + 0.55 * b) * GIB)  # noqa: E731
+    pts, order = _walk(mem, 95 * GIB)
+    assert order == [2, 4, 734, 369, 186, 95, 137, 138] and mt.compiled_max(pts) == 137
+    # refusals far below the line's prediction: bisection, not a crawl down from the line
+    pts, order = _walk(lambda b: None if b > 40 else 2 * GIB + b * GIB, 95 * GIB)
+    assert order == [2, 4, 83, 43, 23, 33, 38, 40, 41] and mt.compiled_max(pts) == 40
 
 
 def test_walk_gives_up_after_max_checks_without_inventing_a_max():
