@@ -219,6 +219,7 @@ def table_rows(recs: list[dict], seq: int) -> list[dict]:
         best = compiled_max(pts)
         rows.append({"shape": shape, "devices": shape_devices(shape), "model": model, "lora_rank": lora,
                      "hbm_bytes": hbm, **f, "compiled_seqs": best, "done": next_b(pts, hbm) is None,
+                     "largest_fit": max((b for b in pts if fits(pts[b])), default=None),
                      "at_max": pts[best] if best else None, "compiles": len(pts),
                      "backend": next(iter(pts.values()))["backend"],
                      "compile_seconds": sum(p["compile_seconds"] for p in pts.values())})
@@ -249,7 +250,9 @@ bf16 and FSDP-sharded. v5p-8 is 4 chips (8 TensorCores).
 - `fixed` / `per sequence`: the line through the compiles at 2 and 4 sequences per chip (1 and 2 when 2
   does not fit).
 - `predicted`: the largest batch the line allows; `compiled max`: the largest batch whose compile fits
-  while one more sequence per chip does not (both compiled), i.e. the answer; `-` = not bracketed yet.
+  while one more sequence per chip does not (both compiled), i.e. the answer; `-` = not bracketed yet;
+  `>= N (n.b.)` = the row used all its compiles without a bracket (compiled bytes not monotonic in the
+  batch there): N fits, the max is not known.
   Batch = sequences per optimizer step (GRPO: prompts x G) without gradient accumulation (`num_micro`
   for more); 0 = not even one sequence per chip fits.
 - `GiB/chip at max`: XLA's per-chip bytes at the compiled max. `compiles` / `compile s`: how many
@@ -370,6 +373,8 @@ def write_markdown(recs: list[dict], path: str, seq: int) -> None:
         n = r["devices"]
         pred = "-" if "predicted_seqs" not in r else str(r["predicted_seqs"] * n)
         best = "-" if r["compiled_seqs"] is None else str(r["compiled_seqs"] * n)
+        if r["compiled_seqs"] is None and r["done"] and r["largest_fit"]:  # out of checks, not bracketed
+            best = f">= {r['largest_fit'] * n} (n.b.)"
         at = r["at_max"]["per_device_bytes"] if r["at_max"] else None
         per_seq = f"{r['per_seq_bytes'] / MIB:.0f}" if "per_seq_bytes" in r else "-"
         lines.append(f"| {r['shape']} | {n} | {r['model']} | {_tuning(r['lora_rank'])} | "

@@ -201,6 +201,10 @@ def test_cache_renders_rows_pending_refusals_and_the_unrolled_comparison(tmp_pat
     recs.append(_rec("v5p-8", "qwen2.5-0.5b", 0, 2, GIB, kind=mt.UNPINNED))
     recs.append(_rec("v5p-8", "qwen2.5-7b", 16, 84, None, error="RESOURCE_EXHAUSTED: Ran out of memory on HBM."))
     recs.append(_rec("v5p-8", "qwen2.5-14b", 0, 2, 9 * GIB))  # unfinished row: shown, pending
+    # a row out of compiles without a bracket (bytes not monotonic in b): its largest fit, marked
+    recs += [_rec("v5p-16", "qwen2.5-7b", 0, b, nb * GIB) for b, nb in
+             ((2, 12.7), (4, 13.3), (136, 82.6), (138, 90.1), (139, 86.9), (144, 89.6))]
+    recs += [_rec("v5p-16", "qwen2.5-7b", 0, b, None, error="RESOURCE_EXHAUSTED: HBM") for b in (268, 202, 169, 152)]
     recs.append(_rec("v5p-8", "qwen2.5-7b", 16, 2, 1, seq=2048))  # another seq is ignored
     recs.append({"type": "validation", "shape": "v5p-8", "model": "qwen2.5-7b", "lora_rank": 16, "seq": 1024,
                  "b": 2, "batch": 8, "per_device_bytes": 5 * GIB, "compile_seconds": 3000.0})
@@ -216,9 +220,12 @@ def test_cache_renders_rows_pending_refusals_and_the_unrolled_comparison(tmp_pat
     assert row == "| v5p-8 | 4 | qwen2.5-7b | LoRA r=16 | 2.00 | 1024 | 332 | 332 | 85.00 | 4 | tpu AOT compile | 40 |"
     (row,) = [x for x in text.splitlines() if x.startswith("| v5p-8 | 4 | qwen2.5-14b")]
     assert row == "| v5p-8 | 4 | qwen2.5-14b | full | - | - | - | - | - | 1 | tpu AOT compile | 10 |"
+    (row,) = [x for x in text.splitlines() if x.startswith("| v5p-16 | 8 | qwen2.5-7b")]
+    assert "| >= 1088 (n.b.) | - | 10 |" in row
     pending = next(x for x in text.splitlines() if x.startswith("Not finished"))
     assert "v5p-8 qwen2.5-14b full" in pending and "v5p-8 qwen2.5-7b LoRA" not in pending
     assert "v5p-8 qwen2.5-0.5b full" in pending  # old-method points do not count
+    assert "v5p-16 qwen2.5-7b full" not in pending  # done, though not bracketed
     assert "v5p-8 qwen2.5-7b LoRA r=16 batch 336: `RESOURCE_EXHAUSTED: Ran out of memory on HBM`" in text
     assert "| v5p-8 | qwen2.5-7b | LoRA r=16 | 8 | 5.000 | 4.000 | -20.0% | 3000 | 10 |" in text
     pinning = text[text.index("## Before and after pinning"):text.index("## Scanned vs unrolled")]
