@@ -334,12 +334,9 @@ def pinning_lines(recs: list[dict], seq: int) -> list[str]:
             lines.append(f"| {key[0]} | {key[1]} | {_tuning(key[2])} | {b * o['devices']} | "
                          f"{_gib(o['per_device_bytes'])} | {_gib(n['per_device_bytes'])} | "
                          f"{o['compile_seconds']:.0f} | {n['compile_seconds']:.0f} |")
-    if not lines:
-        return []
-    return ["", "## Before and after pinning the decoder's activations, same compile", "",
-            "`-` = libtpu refused the program for HBM.", "",
-            "| shape | model | tuning | batch | unpinned GiB/chip | pinned GiB/chip | unpinned compile s | "
-            "pinned compile s |", "|---|---|---|---|---|---|---|---|"] + lines
+    return _section("Before and after pinning the decoder's activations, same compile",
+                    "`-` = libtpu refused the program for HBM.",
+                    ["unpinned GiB/chip", "pinned GiB/chip", "unpinned compile s", "pinned compile s"], lines)
 
 
 def comparison_lines(recs: list[dict], seq: int) -> list[str]:
@@ -357,12 +354,18 @@ def comparison_lines(recs: list[dict], seq: int) -> list[str]:
                      f"{v['per_device_bytes'] / GIB:.3f} | {s['per_device_bytes'] / GIB:.3f} | "
                      f"{(s['per_device_bytes'] - v['per_device_bytes']) / v['per_device_bytes']:+.1%} | "
                      f"{v['compile_seconds']:.0f} | {s['compile_seconds']:.0f} |")
+    return _section("Scanned vs unrolled layers, same step at full depth",
+                    "Both compiled before the decoder's activations were pinned (stop 14).",
+                    ["unrolled GiB/chip", "scanned GiB/chip", "scanned vs unrolled", "unrolled compile s",
+                     "scanned compile s"], lines)
+
+
+def _section(title: str, note: str, columns: list[str], lines: list[str]) -> list[str]:
+    """A markdown section: title, a note, a table of (shape, model, tuning, batch, *columns) rows."""
     if not lines:
         return []
-    return ["", "## Scanned vs unrolled layers, same step at full depth", "",
-            "Both compiled before the decoder's activations were pinned (stop 14).", "",
-            "| shape | model | tuning | batch | unrolled GiB/chip | scanned GiB/chip | scanned vs unrolled | "
-            "unrolled compile s | scanned compile s |", "|---|---|---|---|---|---|---|---|---|"] + lines
+    cols = ["shape", "model", "tuning", "batch", *columns]
+    return ["", f"## {title}", "", note, "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)] + lines
 
 
 def write_markdown(recs: list[dict], path: str, seq: int) -> None:
