@@ -49,3 +49,25 @@ def test_scorer_reads_the_aspects_of_its_own_section(tmp_path, section):
              "completion_BL": jnp.asarray([[3, 4]], jnp.int32),
              "completion_mask_BL": jnp.asarray([[1, 1]], jnp.int32)}
     assert np.asarray(scorer(batch)).shape == (1, 2)
+
+
+def test_hf_reward_model_follows_the_run_layer_layout(tmp_path, monkeypatch):
+    """A run with ``model.scan_layers: true`` loads the HF reward backbone stacked too, and scores the same."""
+    import grpojax.models.reward_model as rm_mod
+
+    model = RewardModel(CFG, 2, rngs=nnx.Rngs(6))
+    reward_model_to_hf(model, str(tmp_path / "rm"), pad_token_id=0)
+    loaded = []
+    real = rm_mod.reward_model_from_hf
+    monkeypatch.setattr(rm_mod, "reward_model_from_hf", lambda *a, **k: loaded.append(real(*a, **k)) or loaded[-1])
+    batch = {"prompt_BP": jnp.asarray([[0, 5, 6], [7, 8, 9]], jnp.int32),
+             "prompt_mask_BP": jnp.asarray([[0, 1, 1], [1, 1, 1]], jnp.int32),
+             "completion_BL": jnp.asarray([[10, 11, 0], [12, 0, 0]], jnp.int32),
+             "completion_mask_BL": jnp.asarray([[1, 1, 0], [1, 0, 0]], jnp.int32)}
+    scores = {}
+    for scan in (False, True):
+        cfg = types.SimpleNamespace(grpo=types.SimpleNamespace(aspects=("a", "b")),
+                                    model=types.SimpleNamespace(scan_layers=scan))
+        scores[scan] = np.asarray(load_reward_scorer(str(tmp_path / "rm"), cfg, tok=None)(batch))
+        assert loaded[-1].backbone.config.scan_layers is scan
+    np.testing.assert_allclose(scores[True], scores[False], atol=1e-5)
