@@ -202,8 +202,7 @@ def load_reward_scorer(path: str, cfg, tok, *, mesh=None, section: str = "grpo")
     elif os.path.isfile(os.path.join(path, "config.json")) or path.count("/") == 1:
         try:  # a HF *ForSequenceClassification directory or hub id (num_labels = the aspects)
             # the run's layer layout (model.scan_layers: on in the 7B / 14B presets) for the backbone too
-            scan = bool(getattr(getattr(cfg, "model", None), "scan_layers", False))
-            model = reward_model_from_hf(path, num_labels=len(aspects), scan_layers=scan)
+            model = reward_model_from_hf(path, num_labels=len(aspects), scan_layers=cfg.model.scan_layers)
         except (FileNotFoundError, OSError, ValueError) as e:
             raise UserError(f"cannot load reward model {path!r}: {e}") from None
     else:

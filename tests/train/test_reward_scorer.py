@@ -15,12 +15,13 @@ from grpojax.train.reward_task import load_reward_scorer
 
 CFG = QwenConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_layers=2, num_heads=4,
                  num_kv_heads=2, head_dim=8, tie_word_embeddings=True)
+PER_LAYER = types.SimpleNamespace(scan_layers=False)  # the run config's model section, as far as the scorer reads it
 
 
 def test_hf_reward_model_scorer_matches_model(tmp_path):
     model = RewardModel(CFG, 3, rngs=nnx.Rngs(3), label_scale=[2.0, 1.0, 0.5], label_shift=[0.0, 1.0, -1.0])
     reward_model_to_hf(model, str(tmp_path / "rm"), pad_token_id=0)
-    cfg = types.SimpleNamespace(grpo=types.SimpleNamespace(aspects=("a", "b", "c")))
+    cfg = types.SimpleNamespace(grpo=types.SimpleNamespace(aspects=("a", "b", "c")), model=PER_LAYER)
     scorer = load_reward_scorer(str(tmp_path / "rm"), cfg, tok=None)
     batch = {"prompt_BP": jnp.asarray([[0, 5, 6], [7, 8, 9]], jnp.int32),
              "prompt_mask_BP": jnp.asarray([[0, 1, 1], [1, 1, 1]], jnp.int32),
@@ -43,7 +44,7 @@ def test_scorer_reads_the_aspects_of_its_own_section(tmp_path, section):
     """Regression: PPO / online-DPO configs have no ``grpo`` section (AttributeError on cfg.grpo)."""
     model = RewardModel(CFG, 2, rngs=nnx.Rngs(4))
     reward_model_to_hf(model, str(tmp_path / "rm"), pad_token_id=0)
-    cfg = types.SimpleNamespace(**{section: types.SimpleNamespace(aspects=("a", "b"))})
+    cfg = types.SimpleNamespace(**{section: types.SimpleNamespace(aspects=("a", "b"))}, model=PER_LAYER)
     scorer = load_reward_scorer(str(tmp_path / "rm"), cfg, tok=None, section=section)
     batch = {"prompt_BP": jnp.asarray([[1, 2]], jnp.int32), "prompt_mask_BP": jnp.asarray([[1, 1]], jnp.int32),
              "completion_BL": jnp.asarray([[3, 4]], jnp.int32),
@@ -59,7 +60,12 @@ def test_hf_reward_model_follows_the_run_layer_layout(tmp_path, monkeypatch):
     reward_model_to_hf(model, str(tmp_path / "rm"), pad_token_id=0)
     loaded = []
     real = rm_mod.reward_model_from_hf
-    monkeypatch.setattr(rm_mod, "reward_model_from_hf", lambda *a, **k: loaded.append(real(*a, **k)) or loaded[-1])
+
+    def recording(*args, **kwargs):
+        loaded.append(real(*args, **kwargs))
+        return loaded[-1]
+
+    monkeypatch.setattr(rm_mod, "reward_model_from_hf", recording)
     batch = {"prompt_BP": jnp.asarray([[0, 5, 6], [7, 8, 9]], jnp.int32),
              "prompt_mask_BP": jnp.asarray([[0, 1, 1], [1, 1, 1]], jnp.int32),
              "completion_BL": jnp.asarray([[10, 11, 0], [12, 0, 0]], jnp.int32),
