@@ -236,16 +236,13 @@ def _vm_hwm_mib() -> float:
 
 
 def reward_scorer_for(cfg, tok, section: str):
-    """The reward-model scorer of ``cfg.<section>`` built once (``load_reward_scorer`` reads the aspects
-    from a ``grpo`` section, so PPO / online DPO configs are handed a view of theirs under that name)."""
-    import types
-
+    """The reward-model scorer of ``cfg.<section>`` (grpo / ppo / online_dpo), built once."""
     from grpojax.train.reward_task import load_reward_scorer
 
     rc = getattr(cfg, section)
     if rc.reward_model is None:
         return None
-    return load_reward_scorer(rc.reward_model, types.SimpleNamespace(grpo=rc), tok)
+    return load_reward_scorer(rc.reward_model, cfg, tok, section=section)
 
 
 def train_child(job: dict) -> dict:
