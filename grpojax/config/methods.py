@@ -1,0 +1,187 @@
+"""The method sections: ``GRPOConfig``, ``PreferenceConfig`` (offline and online preference losses),
+``RewardConfig`` (reward-model training), ``PPOConfig`` and ``OnlineDPOConfig``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, Union
+
+from grpojax.config.checks import check, non_negative, positive
+
+
+@dataclass(frozen=True)
+class GRPOConfig:
+    """Multi-objective GRPO (ALGORITHMS.md 1.2-1.4); TRL names. ``epsilon_high`` None = ``epsilon``;
+    ``delta`` None = no two-sided ratio cap; ``top_k`` None = off. Rewards: a multi-label
+    ``reward_model`` scoring ``aspects`` and/or rule-based ``reward_funcs`` (names in
+    ``grpojax.rewards``), combined by ``aggregation`` with ``reward_weights`` (aspects first, then funcs;
+    empty = all 1)."""
+
+    num_generations: int = 8
+    num_iterations: int = 1
+    epsilon: float = 0.2
+    epsilon_high: Union[float, None] = None
+    delta: Union[float, None] = None
+    beta: float = 0.04
+    kl_estimator: Literal["k1", "k2", "k3"] = "k3"
+    loss_type: Literal["grpo", "bnpo", "dr_grpo", "dapo"] = "grpo"
+    scale_rewards: Literal["group", "batch", "none"] = "group"
+    importance_sampling_level: Literal["token", "sequence"] = "token"
+    mask_truncated_completions: bool = False
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: Union[int, None] = None
+    max_completion_length: int = 256
+    reward_model: Union[str, None] = None
+    reward_funcs: tuple[str, ...] = ()
+    aspects: tuple[str, ...] = ()
+    reward_weights: tuple[float, ...] = ()
+    aggregation: Literal["weighted_sum", "normalize_then_sum", "min", "soft_min"] = "weighted_sum"
+
+    def __post_init__(self):
+        check(self.num_generations >= 2, "num_generations",
+               f"must be >= 2 (group-relative advantages need a group), got {self.num_generations}")
+        positive(self, "num_iterations", "epsilon", "epsilon_high", "delta", "temperature", "top_k",
+                  "max_completion_length")
+        non_negative(self, "beta")
+        check(self.delta is None or self.delta > 1.0, "delta", f"must be > 1 (a cap on the ratio), got {self.delta}")
+        check(0.0 < self.top_p <= 1.0, "top_p", f"must be in (0, 1], got {self.top_p}")
+        check(self.reward_model is not None or len(self.reward_funcs) > 0, "reward_model",
+               "GRPO needs a reward: set grpo.reward_model and/or grpo.reward_funcs")
+        check(self.reward_model is None or len(self.aspects) > 0, "aspects",
+               "name the reward model's aspects (one per output score)")
+        check(len(set(self.aspects)) == len(self.aspects), "aspects", "has duplicates")
+
+
+@dataclass(frozen=True)
+class PreferenceConfig:
+    """Offline preference losses (ALGORITHMS.md 2). ``eta_alpha``: robust step size; ``chi``: trade-off
+    (1 = fully robust); ``eta_alpha_decay_on_lr_cut``: factor applied to eta_alpha at each LR-on-plateau
+    cut (1 = unchanged); ``average_logprobs``: length-averaged instead of summed sequence log-probs."""
+
+    loss: Literal["dpo", "ipo", "hinge", "gr_dpo", "gr_ipo", "is_dpo"] = "dpo"
+    beta: float = 0.1
+    label_smoothing: float = 0.0
+    eta_alpha: float = 0.01
+    chi: float = 1.0
+    eta_alpha_decay_on_lr_cut: float = 1.0
+    average_logprobs: bool = False
+
+    def __post_init__(self):
+        positive(self, "beta")
+        non_negative(self, "eta_alpha")
+        check(0.0 <= self.label_smoothing < 0.5, "label_smoothing", f"must be in [0, 0.5), got {self.label_smoothing}")
+        check(0.0 <= self.chi <= 1.0, "chi", f"must be in [0, 1], got {self.chi}")
+        check(0.0 < self.eta_alpha_decay_on_lr_cut <= 1.0, "eta_alpha_decay_on_lr_cut",
+               f"must be in (0, 1], got {self.eta_alpha_decay_on_lr_cut}")
+
+
+@dataclass(frozen=True)
+class RewardConfig:
+    """Reward-model training (ALGORITHMS.md 1.1). ``label_affine`` = (scale, offset): labels are mapped
+    ``y' = scale * y + offset`` before the loss (stored with the model to map scores back)."""
+
+    aspects: tuple[str, ...] = ()
+    loss: Literal["regression", "bradley_terry"] = "regression"
+    aspect_weights: tuple[float, ...] = ()
+    label_affine: Union[tuple[float, float], None] = None
+    margin: float = 0.0
+
+    def __post_init__(self):
+        check(len(self.aspects) > 0, "aspects", "name at least one aspect (one score per aspect)")
+        check(len(set(self.aspects)) == len(self.aspects), "aspects", "has duplicates")
+        check(not self.aspect_weights or len(self.aspect_weights) == len(self.aspects), "aspect_weights",
+               f"needs one weight per aspect ({len(self.aspects)}), got {len(self.aspect_weights)}")
+        check(all(w >= 0 for w in self.aspect_weights), "aspect_weights", "must be >= 0")
+        check(self.label_affine is None or self.label_affine[0] != 0, "label_affine", "scale must be non-zero")
+        check(self.loss != "bradley_terry" or len(self.aspects) == 1, "aspects",
+               "bradley_terry trains one score: give exactly one aspect")
+
+
+@dataclass(frozen=True)
+class _RolloutFields:
+    """Sampling and reward fields shared by the online methods other than GRPO (same names and meaning as
+    in :class:`GRPOConfig`): ``num_generations`` completions per prompt, sampled at ``temperature`` /
+    ``top_p`` / ``top_k`` up to ``max_completion_length`` tokens, scored by a multi-label ``reward_model``
+    (``aspects``) and/or ``reward_funcs``, combined by ``aggregation`` with ``reward_weights``."""
+
+    num_generations: int = 1
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: Union[int, None] = None
+    max_completion_length: int = 256
+    reward_model: Union[str, None] = None
+    reward_funcs: tuple[str, ...] = ()
+    aspects: tuple[str, ...] = ()
+    reward_weights: tuple[float, ...] = ()
+    aggregation: Literal["weighted_sum", "normalize_then_sum", "min", "soft_min"] = "weighted_sum"
+
+    def __post_init__(self):
+        positive(self, "num_generations", "temperature", "top_k", "max_completion_length")
+        check(0.0 < self.top_p <= 1.0, "top_p", f"must be in (0, 1], got {self.top_p}")
+        check(self.reward_model is not None or len(self.reward_funcs) > 0, "reward_model",
+               "needs a reward: set reward_model and/or reward_funcs")
+        check(self.reward_model is None or len(self.aspects) > 0, "aspects",
+               "name the reward model's aspects (one per output score)")
+        check(len(set(self.aspects)) == len(self.aspects), "aspects", "has duplicates")
+        r, f = len(self.aspects), len(self.reward_funcs)
+        check(not self.reward_weights or len(self.reward_weights) == r + f, "reward_weights",
+               f"needs one weight per aspect ({r}) plus one per reward_func ({f}), got {len(self.reward_weights)}")
+
+
+@dataclass(frozen=True)
+class PPOConfig(_RolloutFields):
+    """PPO-RLHF (Ziegler et al. 2019; TRL ``PPOConfig`` names where TRL has one). Each rollout of
+    ``train.batch_size`` completions is reused for ``ppo_epochs`` passes of ``num_mini_batches`` shuffled
+    mini-batches (one optimizer step each). ``kl_mode``: ``reward`` puts ``-kl_coef * KL`` in the per-token
+    rewards, ``loss`` adds ``kl_coef * KL`` to the loss; ``adaptive_kl`` adapts ``kl_coef`` toward
+    ``kl_target`` (per-sequence KL) over ``kl_horizon`` samples. ``critic``: ``shared`` = a value head on
+    the policy backbone, ``separate`` = its own backbone loaded from ``critic_path`` (e.g. the reward model's
+    backbone as a HF directory; None = a copy of the initial policy). ``missing_eos_penalty``: subtracted
+    from the score of completions that hit the length limit (None = off)."""
+
+    ppo_epochs: int = 4
+    num_mini_batches: int = 1
+    cliprange: float = 0.2
+    cliprange_value: Union[float, None] = 0.2
+    vf_coef: float = 0.1
+    gamma: float = 1.0
+    lam: float = 0.95
+    kl_mode: Literal["reward", "loss"] = "reward"
+    kl_coef: float = 0.05
+    kl_estimator: Literal["k1", "k2", "k3"] = "k1"
+    adaptive_kl: bool = False
+    kl_target: float = 6.0
+    kl_horizon: float = 10000.0
+    whiten_rewards: bool = False
+    whiten_advantages: bool = True
+    reduction: Literal["token_mean", "sequence_mean"] = "token_mean"
+    missing_eos_penalty: Union[float, None] = None
+    critic: Literal["shared", "separate"] = "shared"
+    critic_path: Union[str, None] = None
+    value_head_init_std: float = 0.0
+
+    def __post_init__(self):
+        super().__post_init__()
+        positive(self, "ppo_epochs", "num_mini_batches", "kl_target", "kl_horizon")
+        non_negative(self, "cliprange", "cliprange_value", "vf_coef", "kl_coef", "missing_eos_penalty",
+                      "value_head_init_std")
+        for n in ("gamma", "lam"):
+            check(0.0 <= getattr(self, n) <= 1.0, n, f"must be in [0, 1], got {getattr(self, n)}")
+        check(self.critic == "separate" or self.critic_path is None, "critic_path",
+               "a critic checkpoint needs critic: separate (the shared critic is the policy backbone)")
+
+
+@dataclass(frozen=True)
+class OnlineDPOConfig(_RolloutFields):
+    """Online / iterative DPO from the reward model: per prompt, the best and the worst of the policy's
+    ``num_generations`` samples under the aggregated reward form a (chosen, rejected) pair, trained with the
+    ``preference`` section's loss against the initial policy as reference; groups whose best and worst
+    rewards are equal give no pair."""
+
+    num_generations: int = 4
+
+    def __post_init__(self):
+        super().__post_init__()
+        check(self.num_generations >= 2, "num_generations",
+               f"must be >= 2 (a pair needs two samples), got {self.num_generations}")

@@ -1,0 +1,143 @@
+"""One top-level schema per script kind (``SCHEMAS[kind]``): the shared sections of ``_RunBase`` plus the
+kind's method section, and the cross-section rules."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal, Union
+
+from grpojax.config.checks import check
+from grpojax.config.methods import GRPOConfig, OnlineDPOConfig, PPOConfig, PreferenceConfig, RewardConfig
+from grpojax.config.sections import DataConfig, MeshConfig, ModelConfig, TokenizerConfig, TrainConfig
+
+Kind = Literal["grpo", "reward", "dpo", "sft", "ppo", "online_dpo"]
+KINDS = ("grpo", "reward", "dpo", "sft", "ppo", "online_dpo")
+
+
+@dataclass(frozen=True)
+class _RunBase:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    mesh: MeshConfig = field(default_factory=MeshConfig)
+    run_dir: str = "runs/default"  # checkpoints, metrics.jsonl, tb/, config.yaml
+    export_hf: Union[str, None] = None  # write the final policy as a HF directory here
+    # persistent XLA compilation cache (grpojax.compilation): a rerun / resumed run loads its compiled
+    # programs from here instead of compiling again; null = JAX's own setting (JAX_COMPILATION_CACHE_DIR)
+    compilation_cache_dir: Union[str, None] = None
+
+    def __post_init__(self):
+        check(self.tokenizer.path is not None or self.model.path is not None, "tokenizer.path",
+               "model.preset has no tokenizer: set tokenizer.path (a tokenizer directory or hub id)")
+        check(bool(self.run_dir.strip()), "run_dir", "must be a non-empty directory path")
+
+    @property
+    def tokenizer_path(self) -> str:
+        """``tokenizer.path``, else the model's directory / hub id."""
+        return self.tokenizer.path if self.tokenizer.path is not None else self.model.path
+
+
+@dataclass(frozen=True)
+class GRPORunConfig(_RunBase):
+    """``scripts/train_grpo.py``: online multi-objective GRPO (ALGORITHMS.md 1)."""
+
+    kind: Literal["grpo"] = "grpo"
+    grpo: GRPOConfig = field(default_factory=GRPOConfig)
+
+    def __post_init__(self):
+        super().__post_init__()
+        g = self.grpo.num_generations
+        check(self.train.batch_size % g == 0, "train.batch_size",
+               f"must be a multiple of grpo.num_generations={g} (completions per step), got {self.train.batch_size}")
+        mb = self.train.micro_batch_size
+        check(mb is None or mb % g == 0, "train.micro_batch_size",
+               f"must be a multiple of grpo.num_generations={g} so groups are never split, got {mb}")
+        r = len(self.grpo.aspects)
+        check(not self.grpo.reward_weights or len(self.grpo.reward_weights) == r + len(self.grpo.reward_funcs),
+               "grpo.reward_weights", f"needs one weight per aspect ({r}) plus one per reward_func "
+               f"({len(self.grpo.reward_funcs)}), got {len(self.grpo.reward_weights)}")
+
+
+@dataclass(frozen=True)
+class RewardRunConfig(_RunBase):
+    """``scripts/train_reward.py``: multi-label (or Bradley-Terry) reward model (ALGORITHMS.md 1.1)."""
+
+    kind: Literal["reward"] = "reward"
+    reward: RewardConfig = field(default_factory=RewardConfig)
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.reward.loss == "regression" and self.data.format == "columns":
+            n = len(self.reward.aspects)
+            check(len(self.data.label_columns) == n, "data.label_columns",
+                   f"needs one column per reward.aspects entry ({n}), got {len(self.data.label_columns)}")
+
+
+@dataclass(frozen=True)
+class DPORunConfig(_RunBase):
+    """``scripts/train_dpo.py``: DPO / IPO / hinge / GR-DPO / GR-IPO / IS-DPO (ALGORITHMS.md 2)."""
+
+    kind: Literal["dpo"] = "dpo"
+    preference: PreferenceConfig = field(default_factory=PreferenceConfig)
+
+    def __post_init__(self):
+        super().__post_init__()
+        robust = self.preference.loss in ("gr_dpo", "gr_ipo", "is_dpo")
+        check(not robust or self.data.group_column is not None or self.data.format == "global_opinions",
+               "data.group_column", f"preference.loss={self.preference.loss} needs groups: set data.group_column")
+
+
+@dataclass(frozen=True)
+class SFTRunConfig(_RunBase):
+    """``scripts/sft.py``: supervised fine-tuning on (prompt, response) pairs."""
+
+    kind: Literal["sft"] = "sft"
+
+
+@dataclass(frozen=True)
+class PPORunConfig(_RunBase):
+    """``scripts/train_ppo.py``: PPO-RLHF with a value head / critic, GAE and a KL controller.
+    ``train.batch_size`` = completions per rollout (a multiple of ``ppo.num_generations``); each
+    optimizer step takes one mini-batch of ``batch_size / ppo.num_mini_batches`` completions."""
+
+    kind: Literal["ppo"] = "ppo"
+    ppo: PPOConfig = field(default_factory=PPOConfig)
+
+    def __post_init__(self):
+        super().__post_init__()
+        p, bs = self.ppo, self.train.batch_size
+        check(bs % p.num_generations == 0, "train.batch_size",
+               f"must be a multiple of ppo.num_generations={p.num_generations}, got {bs}")
+        check(bs % p.num_mini_batches == 0, "ppo.num_mini_batches",
+               f"must divide train.batch_size={bs}, got {p.num_mini_batches}")
+        mini, mb = bs // p.num_mini_batches, self.train.micro_batch_size
+        check(mb is None or mini % mb == 0, "train.micro_batch_size",
+               f"must divide the mini-batch size {mini} (train.batch_size / ppo.num_mini_batches), got {mb}")
+
+
+@dataclass(frozen=True)
+class OnlineDPORunConfig(_RunBase):
+    """``scripts/train_online_dpo.py``: online DPO on best-vs-worst pairs of the policy's own samples.
+    ``train.batch_size`` = completions per step (prompts per step = pairs at most =
+    ``batch_size / online_dpo.num_generations``)."""
+
+    kind: Literal["online_dpo"] = "online_dpo"
+    online_dpo: OnlineDPOConfig = field(default_factory=OnlineDPOConfig)
+    preference: PreferenceConfig = field(default_factory=PreferenceConfig)
+
+    def __post_init__(self):
+        super().__post_init__()
+        g, bs = self.online_dpo.num_generations, self.train.batch_size
+        check(bs % g == 0, "train.batch_size",
+               f"must be a multiple of online_dpo.num_generations={g} (completions per step), got {bs}")
+        check(self.preference.loss in ("dpo", "ipo", "hinge"), "preference.loss",
+               f"online DPO has no groups: use dpo, ipo or hinge, got {self.preference.loss}")
+        mb, prompts = self.train.micro_batch_size, bs // g
+        check(mb is None or prompts % mb == 0, "train.micro_batch_size",
+               f"counts pairs here and must divide the {prompts} prompts per step, got {mb}")
+
+
+SCHEMAS = {"grpo": GRPORunConfig, "reward": RewardRunConfig, "dpo": DPORunConfig, "sft": SFTRunConfig,
+           "ppo": PPORunConfig, "online_dpo": OnlineDPORunConfig}
+RunConfig = Union[GRPORunConfig, RewardRunConfig, DPORunConfig, SFTRunConfig, PPORunConfig, OnlineDPORunConfig]
