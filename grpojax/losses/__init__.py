@@ -57,25 +57,27 @@ from grpojax.losses.robust import (
     robust_weights,
 )
 
-# --- PPO-RLHF (ppo.py) ---
+# --- PPO-RLHF (ppo.py: the losses; ppo_rollout.py: rewards, GAE, whitening, KL controllers) ---
 from grpojax.losses.ppo import (
     PPO_REDUCTIONS,
-    KLController,
-    KLControllerState,
     PolicyLossAux,
     PPOLossAux,
+    ValueLossAux,
+    ppo_loss,
+    ppo_policy_loss,
+    ppo_value_loss,
+)
+from grpojax.losses.ppo_rollout import (
+    KLController,
+    KLControllerState,
     RunningMoments,
     RunningMomentsState,
-    ValueLossAux,
     adaptive_kl_controller,
     fixed_kl_controller,
     gae_advantages,
     kl_penalized_rewards,
     masked_var,
     normalize_scores,
-    ppo_loss,
-    ppo_policy_loss,
-    ppo_value_loss,
     rollout_kl,
     running_moments,
     running_std,

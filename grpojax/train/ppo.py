@@ -26,7 +26,8 @@ import jax
 import jax.numpy as jnp
 
 from grpojax.losses import masked_mean
-from grpojax.losses.ppo import gae_advantages, kl_penalized_rewards, ppo_loss, rollout_kl, whiten
+from grpojax.losses.ppo import ppo_loss
+from grpojax.losses.ppo_rollout import gae_advantages, kl_penalized_rewards, rollout_kl, whiten
 from grpojax.train.accumulate import accumulate, apply_gradients
 from grpojax.train.forward import completion_logprobs, sequence_inputs
 from grpojax.train.state import TrainState, merge_model

@@ -29,7 +29,7 @@ import numpy as np
 from flax import nnx
 
 from grpojax.cli import UserError
-from grpojax.losses.ppo import adaptive_kl_controller, fixed_kl_controller
+from grpojax.losses.ppo_rollout import adaptive_kl_controller, fixed_kl_controller
 from grpojax.models.value_head import ActorCritic, ValueHead
 from grpojax.rollout import reward_math
 from grpojax.sampling import sample

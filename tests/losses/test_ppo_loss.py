@@ -10,11 +10,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from grpojax.losses import ppo
+from grpojax.losses import ppo, ppo_rollout
 
 ATOL = 2e-5
 # jitted once per shape: eager op-by-op dispatch dominates the run time of these tiny arrays otherwise
-gae_jit = jax.jit(ppo.gae_advantages)
+gae_jit = jax.jit(ppo_rollout.gae_advantages)
 
 
 # ------------------------------------------------------------------------------ NumPy references
@@ -121,7 +121,7 @@ def random_batch(seed, B=5, T=7, prefix=True):
 
 def test_kl_penalized_rewards_hand_case():
     # k1: KL = logp - ref = [0.5, 0, *]; r = -0.1 * KL, score 2 on the last active token (t = 1).
-    out = ppo.kl_penalized_rewards(
+    out = ppo_rollout.kl_penalized_rewards(
         jnp.array([2.0, 7.0]),
         jnp.array([[-1.0, -1.0, 9.0], [-1.0, -2.0, -3.0]]),
         jnp.array([[-1.5, -1.0, 0.0], [0.0, 0.0, 0.0]]),
@@ -137,21 +137,21 @@ def test_kl_penalized_rewards_matches_numpy(estimator, prefix):
     rng, mask, f = random_batch(1, prefix=prefix)
     scores, logp, ref = f(5), f(5, 7), f(5, 7)
     logp[~mask] = np.nan  # garbage under the mask must not leak
-    out = ppo.kl_penalized_rewards(scores, logp, ref, mask, kl_coef=0.3, kl_estimator=estimator)
+    out = ppo_rollout.kl_penalized_rewards(scores, logp, ref, mask, kl_coef=0.3, kl_estimator=estimator)
     np.testing.assert_allclose(out, np_rewards(scores, logp, ref, mask, 0.3, estimator), atol=ATOL, rtol=1e-5)
-    total_kl = ppo.rollout_kl(logp, ref, mask, kl_estimator=estimator)
+    total_kl = ppo_rollout.rollout_kl(logp, ref, mask, kl_estimator=estimator)
     np.testing.assert_allclose(total_kl, np.where(mask, np_kl(logp, ref, estimator), 0).sum(1), atol=1e-4)
 
 
 def test_kl_penalized_rewards_errors_and_traced_coef():
     z = jnp.zeros((2, 3))
     with pytest.raises(ValueError, match="kl_estimator"):
-        ppo.kl_penalized_rewards(jnp.zeros(2), z, z, z, kl_coef=0.1, kl_estimator="k4")
+        ppo_rollout.kl_penalized_rewards(jnp.zeros(2), z, z, z, kl_coef=0.1, kl_estimator="k4")
     with pytest.raises(ValueError, match="kl_coef"):
-        ppo.kl_penalized_rewards(jnp.zeros(2), z, z, z, kl_coef=-1.0)
+        ppo_rollout.kl_penalized_rewards(jnp.zeros(2), z, z, z, kl_coef=-1.0)
     with pytest.raises(ValueError, match=r"\(2, 4\)"):
-        ppo.kl_penalized_rewards(jnp.zeros(2), z, jnp.zeros((2, 4)), z, kl_coef=0.1)
-    fn = jax.jit(lambda c: ppo.kl_penalized_rewards(jnp.ones(2), z + 1.0, z, z + 1, kl_coef=c))
+        ppo_rollout.kl_penalized_rewards(jnp.zeros(2), z, jnp.zeros((2, 4)), z, kl_coef=0.1)
+    fn = jax.jit(lambda c: ppo_rollout.kl_penalized_rewards(jnp.ones(2), z + 1.0, z, z + 1, kl_coef=c))
     np.testing.assert_allclose(fn(0.5), [[-0.5, -0.5, 0.5]] * 2)
 
 
@@ -162,7 +162,7 @@ def test_gae_hand_case():
     # T = 3 active, r = [0, 0, 1], V = [0.5, 0.2, 0.1], gamma = 0.9, lam = 0.8, then one pad token.
     # δ2 = 1 - 0.1 = 0.9;  δ1 = 0 + 0.9*0.1 - 0.2 = -0.11;  δ0 = 0 + 0.9*0.2 - 0.5 = -0.32
     # A2 = 0.9;  A1 = -0.11 + 0.72*0.9 = 0.538;  A0 = -0.32 + 0.72*0.538 = 0.06736
-    adv, ret = ppo.gae_advantages(
+    adv, ret = ppo_rollout.gae_advantages(
         jnp.array([[0.0, 0.0, 1.0, 5.0]]),
         jnp.array([[0.5, 0.2, 0.1, 3.0]]),
         jnp.array([[1, 1, 1, 0]]),
@@ -178,7 +178,7 @@ def test_gae_hand_case():
 def test_gae_matches_numpy_and_trl(gamma, lam, seed):
     rng, mask, f = random_batch(seed, B=6, T=9)
     r, v = f(6, 9), f(6, 9)
-    adv, ret = ppo.gae_advantages(r, v, mask, gamma=gamma, lam=lam)
+    adv, ret = ppo_rollout.gae_advantages(r, v, mask, gamma=gamma, lam=lam)
     ref_adv, ref_ret = np_gae(r, v, mask, gamma, lam)
     np.testing.assert_allclose(adv, ref_adv, atol=ATOL, rtol=1e-5)
     np.testing.assert_allclose(ret, ref_ret, atol=ATOL, rtol=1e-5)
@@ -191,7 +191,7 @@ def test_gae_ragged_holes_match_numpy():
     rng, mask, f = random_batch(5, B=6, T=9, prefix=False)
     r, v = f(6, 9), f(6, 9)
     v[~mask] = np.nan
-    adv, ret = ppo.gae_advantages(r, v, mask, gamma=0.97, lam=0.9)
+    adv, ret = ppo_rollout.gae_advantages(r, v, mask, gamma=0.97, lam=0.9)
     ref_adv, ref_ret = np_gae(r, v, mask, 0.97, 0.9)
     np.testing.assert_allclose(adv, ref_adv, atol=ATOL, rtol=1e-5)
     np.testing.assert_allclose(ret, ref_ret, atol=ATOL, rtol=1e-5)
@@ -224,7 +224,7 @@ def test_gae_masked_equals_dropped(mask_row, seed, gamma, lam):
 def test_gae_lambda_one_gamma_one_is_reward_to_go():
     rng, mask, f = random_batch(3, B=4, T=6)
     r, v = f(4, 6), f(4, 6)
-    adv, ret = ppo.gae_advantages(r, v, mask, gamma=1.0, lam=1.0)
+    adv, ret = ppo_rollout.gae_advantages(r, v, mask, gamma=1.0, lam=1.0)
     rm = np.where(mask, r.astype(np.float64), 0.0)
     to_go = np.where(mask, np.cumsum(rm[:, ::-1], axis=1)[:, ::-1], 0.0)
     np.testing.assert_allclose(ret, to_go, atol=ATOL)
@@ -234,9 +234,9 @@ def test_gae_lambda_one_gamma_one_is_reward_to_go():
 def test_gae_lambda_zero_is_td_error_and_no_gradient():
     r = jnp.array([[1.0, 2.0, 3.0]])
     v = jnp.array([[0.5, 0.25, 0.125]])
-    adv, _ = ppo.gae_advantages(r, v, jnp.ones((1, 3)), gamma=0.5, lam=0.0)
+    adv, _ = ppo_rollout.gae_advantages(r, v, jnp.ones((1, 3)), gamma=0.5, lam=0.0)
     np.testing.assert_allclose(adv, [[1 + 0.125 - 0.5, 2 + 0.0625 - 0.25, 3 - 0.125]], atol=1e-6)
-    total = lambda vv, rr: sum(jnp.sum(x) for x in ppo.gae_advantages(rr, vv, jnp.ones((1, 3))))  # noqa: E731
+    total = lambda vv, rr: sum(jnp.sum(x) for x in ppo_rollout.gae_advantages(rr, vv, jnp.ones((1, 3))))  # noqa: E731
     g = jax.grad(total, (0, 1))(v, r)
     assert all(np.all(np.asarray(x) == 0) for x in g)
 
@@ -244,7 +244,7 @@ def test_gae_lambda_zero_is_td_error_and_no_gradient():
 def test_gae_jit_vmap_and_errors():
     rng, mask, f = random_batch(4, B=3, T=5)
     r, v = np.stack([f(3, 5) for _ in range(4)]), np.stack([f(3, 5) for _ in range(4)])
-    gae = lambda a, b, g: ppo.gae_advantages(a, b, mask, gamma=g, lam=0.9)  # noqa: E731
+    gae = lambda a, b, g: ppo_rollout.gae_advantages(a, b, mask, gamma=g, lam=0.9)  # noqa: E731
     fn = jax.jit(jax.vmap(gae, in_axes=(0, 0, None)))
     adv, ret = fn(r, v, 0.95)
     for i in range(4):
@@ -252,9 +252,9 @@ def test_gae_jit_vmap_and_errors():
         np.testing.assert_allclose(adv[i], ref_adv, atol=ATOL, rtol=1e-5)
         np.testing.assert_allclose(ret[i], ref_ret, atol=ATOL, rtol=1e-5)
     with pytest.raises(ValueError, match="lam must be in"):
-        ppo.gae_advantages(r[0], v[0], mask, lam=1.5)
+        ppo_rollout.gae_advantages(r[0], v[0], mask, lam=1.5)
     with pytest.raises(ValueError, match="gae_advantages"):
-        ppo.gae_advantages(r[0], v[0, :, :4], mask)
+        ppo_rollout.gae_advantages(r[0], v[0, :, :4], mask)
 
 
 # -------------------------------------------------------------------------------------- whitening
@@ -266,7 +266,7 @@ def test_whiten_matches_numpy(shift_mean, prefix):
     rng, mask, f = random_batch(7, B=6, T=8, prefix=prefix)
     x = 3.0 + 2.0 * f(6, 8)
     x[~mask] = np.inf
-    out = ppo.whiten(x, mask, shift_mean=shift_mean)
+    out = ppo_rollout.whiten(x, mask, shift_mean=shift_mean)
     np.testing.assert_allclose(out, np_whiten(np.where(mask, x, 0), mask, shift_mean), atol=1e-5, rtol=1e-5)
     if shift_mean:
         active = np.asarray(out)[mask].astype(np.float64)
@@ -275,13 +275,13 @@ def test_whiten_matches_numpy(shift_mean, prefix):
 
 def test_whiten_degenerate_masks_are_finite():
     x = jnp.array([[1.0, 2.0, 3.0]])
-    np.testing.assert_array_equal(ppo.whiten(x, jnp.zeros((1, 3))), [[0.0, 0.0, 0.0]])
-    np.testing.assert_array_equal(ppo.whiten(x, jnp.array([[0, 1, 0]])), [[0.0, 0.0, 0.0]])
-    np.testing.assert_allclose(ppo.whiten(x, jnp.array([[0, 1, 0]]), shift_mean=False), [[0.0, 2.0, 0.0]])
+    np.testing.assert_array_equal(ppo_rollout.whiten(x, jnp.zeros((1, 3))), [[0.0, 0.0, 0.0]])
+    np.testing.assert_array_equal(ppo_rollout.whiten(x, jnp.array([[0, 1, 0]])), [[0.0, 0.0, 0.0]])
+    np.testing.assert_allclose(ppo_rollout.whiten(x, jnp.array([[0, 1, 0]]), shift_mean=False), [[0.0, 2.0, 0.0]])
     # hand case: x = [1, 3], mean 2, unbiased var 2 -> ±1/sqrt(2)
-    out = ppo.whiten(jnp.array([1.0, 3.0]), jnp.ones(2))
+    out = ppo_rollout.whiten(jnp.array([1.0, 3.0]), jnp.ones(2))
     np.testing.assert_allclose(out, [-(0.5**0.5), 0.5**0.5], rtol=1e-6)
-    assert float(ppo.masked_var(x, jnp.ones((1, 3)), unbiased=False)) == pytest.approx(2 / 3, rel=1e-6)
+    assert float(ppo_rollout.masked_var(x, jnp.ones((1, 3)), unbiased=False)) == pytest.approx(2 / 3, rel=1e-6)
 
 
 # ------------------------------------------------------------------------------------ policy loss
@@ -459,7 +459,7 @@ def test_ppo_loss_without_reference_and_errors():
 
 
 def test_adaptive_kl_controller_matches_reference_sequence():
-    ctrl = ppo.adaptive_kl_controller(0.2, target=6.0, horizon=10000)
+    ctrl = ppo_rollout.adaptive_kl_controller(0.2, target=6.0, horizon=10000)
     state = ctrl.init()
     update = jax.jit(lambda kl, s: ctrl.update(kl, s, n_steps=256))
     value = 0.2
@@ -469,24 +469,24 @@ def test_adaptive_kl_controller_matches_reference_sequence():
         assert float(state.kl_coef) == pytest.approx(value, rel=1e-6)
     # hand cases, target 6, horizon 1000, 100 samples: KL 9 -> error 0.5 clipped to 0.2 -> beta * 1.02;
     # KL 5.4 -> error -0.1 -> beta * (1 - 0.1 * 0.1) = beta * 0.99
-    hand = ppo.adaptive_kl_controller(0.5, target=6.0, horizon=1000)
+    hand = ppo_rollout.adaptive_kl_controller(0.5, target=6.0, horizon=1000)
     s = hand.update(jnp.float32(9.0), hand.init(), n_steps=100)
     assert float(s.kl_coef) == pytest.approx(0.51, rel=1e-6)
     s = hand.update(jnp.float32(5.4), s, n_steps=100)
     assert float(s.kl_coef) == pytest.approx(0.51 * 0.99, rel=1e-6)
     assert float(ctrl.init().kl_coef) == pytest.approx(0.2)  # init is not mutated by updates
     with pytest.raises(ValueError, match="horizon"):
-        ppo.adaptive_kl_controller(0.1, target=1.0, horizon=0)
+        ppo_rollout.adaptive_kl_controller(0.1, target=1.0, horizon=0)
 
 
 def test_fixed_kl_controller_is_constant():
-    ctrl = ppo.fixed_kl_controller(0.05)
+    ctrl = ppo_rollout.fixed_kl_controller(0.05)
     state = ctrl.init()
     for kl in [0.0, 10.0]:
         state = ctrl.update(jnp.float32(kl), state, n_steps=8)
     assert float(state.kl_coef) == pytest.approx(0.05)
     with pytest.raises(ValueError, match="kl_coef"):
-        ppo.fixed_kl_controller(-0.1)
+        ppo_rollout.fixed_kl_controller(-0.1)
 
 
 # ------------------------------------------------------------------------------- score statistics
@@ -496,7 +496,7 @@ def test_fixed_kl_controller_is_constant():
 @given(st.lists(st.integers(1, 6), min_size=1, max_size=4), st.integers(0, 2**31 - 1))
 def test_running_moments_equal_moments_of_concatenation(sizes, seed):
     rng = np.random.default_rng(seed)
-    rm = ppo.running_moments()
+    rm = ppo_rollout.running_moments()
     update = jax.jit(rm.update)
     state = rm.init()
     chunks = [(rng.normal(size=n) * 3 + 1).astype(np.float32) for n in sizes]
@@ -507,23 +507,23 @@ def test_running_moments_equal_moments_of_concatenation(sizes, seed):
     assert float(state.count) == len(allx)
     assert float(state.mean) == pytest.approx(allx.mean(), abs=1e-5)
     std = allx.std(ddof=1) if len(allx) > 1 else 1.0
-    assert float(ppo.running_std(state)) == pytest.approx(std, rel=1e-4)
+    assert float(ppo_rollout.running_std(state)) == pytest.approx(std, rel=1e-4)
 
 
 def test_running_moments_mask_and_normalize():
-    rm = ppo.running_moments()
+    rm = ppo_rollout.running_moments()
     state = rm.update(jnp.array([1.0, np.nan, 3.0]), rm.init(), jnp.array([True, False, True]))
     state = jax.jit(rm.update)(jnp.array([5.0, 7.0]), state)
     # scores 1, 3, 5, 7: mean 4, unbiased std sqrt(20/3)
     assert float(state.mean) == pytest.approx(4.0) and float(state.count) == 4.0
     std = math.sqrt(20 / 3)
-    out = ppo.normalize_scores(jnp.array([4.0, 8.0]), state)
+    out = ppo_rollout.normalize_scores(jnp.array([4.0, 8.0]), state)
     np.testing.assert_allclose(out, [0.0, 4.0 / (std + 1e-8)], rtol=1e-6)
-    scaled = ppo.normalize_scores(jnp.array([4.0]), state, shift_mean=False)
+    scaled = ppo_rollout.normalize_scores(jnp.array([4.0]), state, shift_mean=False)
     np.testing.assert_allclose(scaled, [4.0 / std], rtol=1e-6)
     # before two scores the scale is 1
     one = rm.update(jnp.array([2.0]), rm.init())
-    np.testing.assert_allclose(ppo.normalize_scores(jnp.array([5.0]), one), [3.0], rtol=1e-6)
+    np.testing.assert_allclose(ppo_rollout.normalize_scores(jnp.array([5.0]), one), [3.0], rtol=1e-6)
 
 
 # ------------------------------------------------------------------------- end to end (TRL order)
@@ -540,11 +540,11 @@ def test_rollout_to_loss_pipeline_matches_trl_order_numpy(whiten_rewards):
 
     @jax.jit
     def pipeline(logp, v):
-        r = ppo.kl_penalized_rewards(scores, old_logp, ref_logp, mask, kl_coef=0.05)
+        r = ppo_rollout.kl_penalized_rewards(scores, old_logp, ref_logp, mask, kl_coef=0.05)
         if whiten_rewards:
-            r = ppo.whiten(r, mask, shift_mean=False)
-        adv, ret = ppo.gae_advantages(r, old_v, mask, gamma=1.0, lam=0.95)
-        adv = ppo.whiten(adv, mask)
+            r = ppo_rollout.whiten(r, mask, shift_mean=False)
+        adv, ret = ppo_rollout.gae_advantages(r, old_v, mask, gamma=1.0, lam=0.95)
+        adv = ppo_rollout.whiten(adv, mask)
         return ppo.ppo_loss(logp, old_logp, adv, v, old_v, ret, mask, vf_coef=0.1)
 
     loss, aux = pipeline(logp, v)
