@@ -3,6 +3,8 @@
     python scripts/plan_memory.py --model qwen2.5-7b --mesh fsdp=16 --batch 32 --seq 1024 \
         --topology v5e-16 [--kind grpo|dpo] [--lora-rank 16] [--remat full] [--json]
     python scripts/plan_memory.py --model qwen2.5-0.5b --devices 8 --mesh fsdp=8 --batch 16 --seq 1024
+    python scripts/plan_memory.py --model qwen2.5-7b --kind sample --mesh fsdp=-1 --rollout-tensor 8 \
+        --batch 64 --seq 1024 --topology v5e-8       # the rollout sampler instead of a train step
 
 The train state is ``jax.eval_shape``-d (no parameter is ever allocated), given the shardings of
 ``grpojax.sharding`` and lowered + compiled with ``jit_step`` (donated state). Numbers come from XLA:
@@ -14,6 +16,11 @@ log-prob ``lax.map`` (completion / ``--logprob-chunk`` iterations of the LM head
 analytic MFU count (see ``model_flops``), the one to divide by step time for MFU. With ``--scan-layers``
 the whole layer stack is one ``while`` loop, so XLA's count would be one layer's: ``flops_per_step`` is
 None there, while the memory analysis (buffer assignment of the whole program) is complete.
+
+``--kind sample`` compiles the rollout sampler (``grpojax.sampling.lower_sample``: prefill ``--prompt-len``
+tokens, decode ``seq - prompt_len``, top-p, bf16 KV cache) on ``rollout_mesh(mesh, --rollout-tensor)``
+and adds the collective bytes of its decoding loop body and of the whole program
+(``grpojax.sharding.hlo.collective_bytes``; per device, a loop body counted once).
 
 Backends: ``--topology v5e-8|v5e-16|v5e-32|v5p-8|v5p-16`` compiles for that TPU topology on this CPU
 machine with libtpu's compile-only client (``pip install -e .[tpu-plan]``; MaxText ``train_compile.py``
@@ -42,10 +49,14 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--model", required=True, help="a grpojax.models.PRESETS name, e.g. qwen2.5-7b")
     p.add_argument("--mesh", default="fsdp=-1", help="comma list of data=,fsdp=,tensor= (-1 = the rest)")
-    p.add_argument("--batch", type=int, default=None, help="sequences (grpo) or pairs (dpo) per step")
+    p.add_argument("--batch", type=int, default=None,
+                   help="sequences (grpo) or pairs (dpo) per step; sampled rows (sample)")
     p.add_argument("--seq", type=int, default=1024, help="prompt + completion tokens")
     p.add_argument("--prompt-len", type=int, default=None, help="default: seq // 2")
-    p.add_argument("--kind", choices=("grpo", "dpo"), default="grpo")
+    p.add_argument("--kind", choices=("grpo", "dpo", "sample"), default="grpo",
+                   help="sample: the rollout sampler (prefill --prompt-len, decode the rest) instead of a step")
+    p.add_argument("--rollout-tensor", type=int, default=None,
+                   help="--kind sample: sample on grpojax.sharding.rollout_mesh(mesh, k) (mesh.rollout_tensor)")
     p.add_argument("--lora-rank", type=int, default=0)
     p.add_argument("--remat", choices=("none", "block", "full"), default="full")
     p.add_argument("--param-dtype", choices=("bfloat16", "float32"), default="bfloat16")
@@ -158,6 +169,8 @@ def build(args, devices):
             apply_lora(m, rank=args.lora_rank, alpha=2 * args.lora_rank, param_dtype=jnp.float32)
         return m
 
+    if args.kind == "sample":
+        return build_sampler(args, cfg, ctor, mesh, P, Lc)
     tx = make_optimizer(1e-5, total_steps=1000)
     if pdt != jnp.float32:
         tx = shd.f32_optimizer_state(tx)
@@ -196,7 +209,34 @@ def build(args, devices):
     n_params = sum(x.size for x in jax.tree.leaves(abstract.params)) + \
         sum(x.size for x in jax.tree.leaves(abstract.frozen))
     n_train = sum(x.size for x in jax.tree.leaves(abstract.params))
-    return cfg, mesh, jitted, (abstract, batch, rng_abs), seqs, n_params, n_train
+    return cfg, mesh, lambda: jitted.lower(abstract, batch, rng_abs), seqs, n_params, n_train
+
+
+def build_sampler(args, cfg, ctor, mesh, P, Lc):
+    """The rollout sampler's program (``grpojax.sampling.lower_sample``) for ``--batch`` prompts of ``P``
+    tokens decoding ``Lc`` tokens, on ``rollout_mesh(mesh, --rollout-tensor)``, weights abstract."""
+    import jax
+    import jax.numpy as jnp
+    from flax import nnx
+
+    from grpojax import sharding as shd
+    from grpojax.sampling import lower_sample
+
+    mesh = shd.rollout_mesh(mesh, args.rollout_tensor)
+    holder = {}
+
+    def init():
+        holder["graphdef"], state = nnx.split(ctor())
+        return state
+
+    abstract = jax.eval_shape(init)
+    abstract = shd.with_shardings(abstract, shd.tree_shardings(abstract, mesh))
+    B = args.batch
+    prompt = shd.abstract_batch({"ids": ((B, P), jnp.int32), "mask": ((B, P), jnp.int32)}, mesh)
+    cache = shd.ShardedCache(cfg, mesh, jnp.bfloat16)
+    n_params = sum(x.size for x in jax.tree.leaves(abstract))
+    return cfg, mesh, lambda: lower_sample(holder["graphdef"], abstract, prompt["ids"], prompt["mask"],
+                                           max_new_tokens=Lc, cache_fn=cache, top_p=True), B, n_params, 0
 
 
 def plan(args) -> dict:
@@ -205,18 +245,19 @@ def plan(args) -> dict:
     ``per_device_bytes`` / ``flops_per_step`` are None and ``compile_error`` holds the compiler's line."""
     devices, backend, hbm = setup_backend(args)
     compiled, error = None, None
-    cfg, mesh, jitted, abstract_args, seqs, n_params, n_train = build(args, devices)
+    cfg, mesh, lower, seqs, n_params, n_train = build(args, devices)
     t0 = time.time()
     try:
-        compiled = jitted.lower(*abstract_args).compile()
+        compiled = lower().compile()
     except Exception as e:  # only the compiler's out-of-memory verdict is an answer; the rest propagates
         if "RESOURCE_EXHAUSTED" not in str(e):
             raise
         error = next((ln.strip() for ln in str(e).splitlines() if "RESOURCE_EXHAUSTED" in ln), str(e))[:400]
     compile_s = time.time() - t0
     n_dev = mesh.devices.size
-    mflops = model_flops(cfg, seqs, args.seq, args.seq - (args.prompt_len if args.prompt_len is not None
-                                                          else args.seq // 2), args.lora_rank > 0)
+    mflops = None if args.kind == "sample" else model_flops(
+        cfg, seqs, args.seq, args.seq - (args.prompt_len if args.prompt_len is not None else args.seq // 2),
+        args.lora_rank > 0)
     out = {
         "model": args.model, "kind": args.kind, "lora_rank": args.lora_rank, "remat": args.remat,
         "scan_layers": args.scan_layers, "layers": cfg.num_layers,
@@ -226,10 +267,16 @@ def plan(args) -> dict:
         "per_device_bytes": None, "fits": False, "argument_bytes": None, "output_bytes": None,
         "alias_bytes": None, "temp_bytes": None, "flops_per_device": None, "flops_per_step": None,
         "model_flops_per_step": mflops, "params": int(n_params), "trainable_params": int(n_train),
-        "compile_seconds": round(compile_s, 1), "compile_error": error,
+        "compile_seconds": round(compile_s, 1), "compile_error": error, "rollout_tensor": args.rollout_tensor,
     }
     if compiled is None:
         return out
+    if args.kind == "sample":  # what the program moves between chips: the decoding loop, and in all
+        from grpojax.sharding.hlo import collective_bytes
+
+        text = compiled.as_text()
+        out.update(decode_loop_collective_bytes=collective_bytes(text, in_loops=True),
+                   program_collective_bytes=collective_bytes(text))
     mem = compiled.memory_analysis()
     cost = compiled.cost_analysis()
     cost = cost[0] if isinstance(cost, (list, tuple)) else cost
@@ -264,6 +311,13 @@ def main(argv=None) -> int:
               f"temp {out['temp_bytes'] / gib:.2f}, out-not-aliased "
               f"{(out['output_bytes'] - out['alias_bytes']) / gib:.2f}) of {out['hbm_bytes_per_device'] / gib:.1f}"
               f" GiB HBM -> {'fits' if out['fits'] else 'DOES NOT FIT'}")
+        if args.kind == "sample":
+            loop, whole = out["decode_loop_collective_bytes"], out["program_collective_bytes"]
+            print(f"collective bytes per device: decoding loop body {sum(loop.values()) / 2**20:.2f} MiB, "
+                  f"whole program {sum(whole.values()) / 2**20:.2f} MiB "
+                  f"({', '.join(f'{k} {v / 2**20:.2f}' for k, v in whole.items() if v)}); "
+                  f"compile {out['compile_seconds']} s")
+            return 0
         xla = "n/a (scanned layers)" if out["flops_per_step"] is None else f"{out['flops_per_step']:.3e}"
         print(f"flops/step (XLA): {xla}; model flops/step (MFU count): "
               f"{out['model_flops_per_step']:.3e}; compile {out['compile_seconds']} s")

@@ -197,15 +197,25 @@ class TrainConfig:
 @dataclass(frozen=True)
 class MeshConfig:
     """Device mesh axis sizes (-1 = all remaining devices, at most one axis); ``distributed`` calls
-    ``jax.distributed.initialize()`` first (multi-host)."""
+    ``jax.distributed.initialize()`` first (multi-host).
+
+    ``rollout_tensor``: the layout rollouts sample in (GRPO, PPO, online DPO). None = the training layout
+    (under ``fsdp`` every decoded token all-gathers every weight). k = before each rollout the policy is
+    copied onto the same devices as ``(data = devices / k, fsdp = 1, tensor = k)``: weights split by heads /
+    MLP width / vocabulary over k chips and replicated over the rest, so decoding moves activations only
+    (``grpojax.sharding.rollout_mesh``); -1 = every device on ``tensor``; 1 = weights replicated (models
+    that fit one chip). The copy costs ``1 / k`` of the weights per chip while the rollout runs."""
 
     data: int = -1
     fsdp: int = 1
     tensor: int = 1
     distributed: bool = False
+    rollout_tensor: Union[int, None] = None
 
     def __post_init__(self):
         sizes = (self.data, self.fsdp, self.tensor)
         for n, v in zip(("data", "fsdp", "tensor"), sizes):
             check(v == -1 or v >= 1, n, f"must be -1 or >= 1, got {v}")
         check(sizes.count(-1) <= 1, "data", "at most one mesh axis may be -1")
+        r = self.rollout_tensor
+        check(r is None or r == -1 or r >= 1, "rollout_tensor", f"must be null, -1 or >= 1, got {r}")

@@ -3,7 +3,8 @@
 Public API:
 
 - :func:`sample` -> :class:`SampleOutput` (completion tokens, mask, per-token log-probs, truncation flags,
-  the left-padded prompts used), ``num_samples`` completions per prompt for GRPO groups.
+  the left-padded prompts used), ``num_samples`` completions per prompt for GRPO groups;
+  :func:`lower_sample`: the same program lowered ahead of time for abstract weights (memory planning).
 - strategies (pure functions of logits ``[B, V]``): :func:`apply_temperature`, :func:`top_k_filter`,
   :func:`top_p_filter`, :func:`filter_logits`, :func:`greedy`, :func:`categorical`,
   :func:`token_logprobs`, :func:`next_token`.
@@ -12,7 +13,7 @@ Public API:
 """
 
 from grpojax.sampling.decode import DecodeState, SampleOutput, decode, forward_last, is_eos, left_pad
-from grpojax.sampling.sampler import ModelCache, sample
+from grpojax.sampling.sampler import ModelCache, lower_sample, sample
 from grpojax.sampling.strategies import (
     apply_temperature,
     categorical,
@@ -27,6 +28,7 @@ from grpojax.sampling.strategies import (
 __all__ = [
     "DecodeState",
     "ModelCache",
+    "lower_sample",
     "SampleOutput",
     "apply_temperature",
     "categorical",

@@ -95,6 +95,38 @@ def _validate(prompt_tokens_BT, prompt_mask_BT, *, max_new_tokens, temperature, 
                              "every prompt needs at least one token")
 
 
+def _traced_on(cache_fn):
+    """A mesh-aware cache builder (``grpojax.sharding.ShardedCache``) also traces the sampler under its mesh,
+    so the model's activation pins (``grpojax.sharding.pin``) keep prefill and decoding on each device's own
+    rows; the abstract mesh is part of jit's cache key."""
+    mesh = getattr(cache_fn, "mesh", None)
+    return contextlib.nullcontext() if mesh is None else jax.sharding.use_abstract_mesh(mesh.abstract_mesh)
+
+
+def lower_sample(graphdef, state, prompt_tokens_BT, prompt_mask_BT, *, max_new_tokens: int, cache_fn,
+                 num_samples: int = 1, top_k: int | None = None, top_p: bool = False, greedy: bool = False,
+                 num_eos_ids: int = 1):
+    """The program :func:`sample` runs, lowered ahead of time (``.compile()`` it for XLA's memory analysis
+    and HLO) for ``state`` / prompts that may be ``jax.ShapeDtypeStruct`` s with shardings: no weight
+    needs to exist (``scripts/plan_memory.py --kind sample``). Static choices as in :func:`sample`
+    (``top_p``: whether a nucleus value is passed); the scalar arguments are replicated on
+    ``cache_fn.mesh`` when it has one."""
+    mesh = getattr(cache_fn, "mesh", None)
+
+    def struct(shape, dtype):
+        sh = None if mesh is None else jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+        return jax.ShapeDtypeStruct(shape, dtype, sharding=sh)
+
+    key = jax.eval_shape(lambda: jax.random.key(0))
+    with _traced_on(cache_fn):
+        return _sample_jit.lower(
+            graphdef, state, prompt_tokens_BT, prompt_mask_BT, struct(key.shape, key.dtype),
+            struct((), jnp.float32), struct((), jnp.float32) if top_p else None,
+            struct((num_eos_ids,), jnp.int32), struct((), jnp.int32), cache_fn=cache_fn,
+            max_new_tokens=int(max_new_tokens), top_k=None if top_k is None else int(top_k),
+            use_greedy=bool(greedy), num_samples=int(num_samples))
+
+
 def sample(
     model: nnx.Module,
     prompt_tokens_BT: Array,
@@ -162,11 +194,7 @@ def sample(
         dtype = cache_dtype if cache_dtype is not None else getattr(model, "dtype", jnp.float32)
         cache_fn = ModelCache(model.config, jnp.dtype(dtype))
     graphdef, state = nnx.split(model)
-    # a mesh-aware cache builder (grpojax.sharding.ShardedCache) also traces the sampler under its mesh, so
-    # the model's activation pins (grpojax.sharding.pin) keep prefill and decoding on each device's own rows
-    mesh = getattr(cache_fn, "mesh", None)
-    on_mesh = contextlib.nullcontext() if mesh is None else jax.sharding.use_abstract_mesh(mesh.abstract_mesh)
-    with on_mesh:
+    with _traced_on(cache_fn):
         return _sample_jit(
             graphdef, state, jnp.asarray(prompt_tokens_BT), jnp.asarray(prompt_mask_BT), rng,
             jnp.asarray(temperature, jnp.float32), None if top_p is None else jnp.asarray(top_p, jnp.float32),

@@ -29,7 +29,10 @@ shardings). Models outside a train state: ``shd.init_sharded(ctor, mesh)`` or
 Sampling: pass the sharded model, batch-sharded prompts, and ``cache_fn=shd.ShardedCache(config, mesh,
 dtype)`` to :func:`grpojax.sampling.sample`: the KV cache ``[B, S, K, H]`` (stacked ``[L, B, S, K, H]``
 with ``config.scan_layers``, L whole) is created sharded with B over (data, fsdp) and K over tensor, and
-the decode loop runs under GSPMD with the model's layout.
+the decode loop runs under GSPMD with the model's layout. Under FSDP that layout all-gathers every weight at
+every decoded token; ``rollout_mesh(mesh, tensor)`` is the same devices as (data, 1, tensor) with the
+weights split by heads over ``tensor`` instead: ``jax.device_put`` the model's state onto it (the
+training runner does this per rollout with ``mesh.rollout_tensor``).
 
 Activations: the model pins its residual stream, q / k / v and MLP activations to
 :data:`ACTIVATION_AXES` with :func:`pin`, which reads the ambient mesh and is a no-op without one. Trace
@@ -50,7 +53,7 @@ reports XLA's per-device bytes (``docs/memory_plan.md``). Compile time: ``QwenCo
 them with ``lax.scan``, so a 7B / 14B step compiles in about the time of one layer.
 
 Public API:
-    AXES, BATCH_AXES, make_mesh, mesh_sizes, batch_axis_size     mesh.py
+    AXES, BATCH_AXES, make_mesh, mesh_sizes, rollout_mesh, batch_axis_size     mesh.py
     maybe_initialize_distributed, is_main_process, host_batch_slice
     RULES, KV_CACHE_AXES, kv_cache_axes, ACTIVATION_AXES, logical_to_spec,      rules.py
     tree_shardings, train_state_shardings, batch_shardings, batch_spec, cache_shardings, constrain,
@@ -66,13 +69,13 @@ from grpojax.sharding.jit import (ShardedCache, abstract_batch, global_batch, gl
                                   sharded_bytes_per_device, to_host, traced_on_mesh, with_shardings)
 from grpojax.sharding.memory import f32_optimizer_state
 from grpojax.sharding.mesh import (AXES, BATCH_AXES, batch_axis_size, host_batch_slice, is_main_process,
-                                   make_mesh, maybe_initialize_distributed, mesh_sizes)
+                                   make_mesh, maybe_initialize_distributed, mesh_sizes, rollout_mesh)
 from grpojax.sharding.rules import (ACTIVATION_AXES, KV_CACHE_AXES, RULES, batch_shardings, batch_spec,
                                     cache_shardings, constrain, describe, kv_cache_axes, logical_to_spec,
                                     named, pin, train_state_shardings, tree_shardings)
 
 __all__ = [
-    "AXES", "BATCH_AXES", "make_mesh", "mesh_sizes", "batch_axis_size", "maybe_initialize_distributed", "is_main_process",
+    "AXES", "BATCH_AXES", "make_mesh", "mesh_sizes", "rollout_mesh", "batch_axis_size", "maybe_initialize_distributed", "is_main_process",
     "host_batch_slice", "RULES", "KV_CACHE_AXES", "kv_cache_axes", "ACTIVATION_AXES", "logical_to_spec", "tree_shardings",
     "train_state_shardings", "batch_shardings", "batch_spec", "cache_shardings", "constrain", "pin", "named",
     "describe", "shard", "init_sharded", "init_train_state", "jit_step", "traced_on_mesh", "abstract_batch",

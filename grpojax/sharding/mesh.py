@@ -82,6 +82,26 @@ def make_mesh(spec: Any = None, devices: Sequence[Any] | None = None) -> Mesh:
     return Mesh(np.asarray(devices, dtype=object).reshape(sizes), AXES, axis_types=types)
 
 
+def rollout_mesh(mesh: Mesh, tensor: int | None) -> Mesh:
+    """The mesh a rollout samples on: ``mesh`` itself when ``tensor`` is None, else the same devices as
+    ``(data = n / tensor, fsdp = 1, tensor)`` (``-1`` = every device on ``tensor``).
+
+    Under the training mesh's FSDP layout every decoded token all-gathers every weight (the weights are
+    split along D and each decoding step uses all of them once). On this mesh the weights are split by
+    heads / MLP width / vocabulary over ``tensor`` and replicated over ``data``: a decoding step moves only
+    activations (Megatron all-reduces) and each chip holds ``1 / tensor`` of the weights. ``tensor=1``
+    replicates the weights (pure data-parallel sampling, for models that fit one chip). The devices keep
+    the training mesh's order (row-major), so each ``tensor`` group is consecutive devices of that order.
+    """
+    if tensor is None:
+        return mesh
+    n = mesh.size
+    if tensor != -1 and (tensor < 1 or n % tensor):
+        raise ValueError(f"rollout tensor={tensor} must be -1 or divide the {n} devices of the mesh")
+    tensor = n if tensor == -1 else tensor
+    return make_mesh((n // tensor, 1, tensor), devices=list(mesh.devices.flat))
+
+
 def maybe_initialize_distributed(spec: Any = None, **kwargs) -> bool:
     """Calls ``jax.distributed.initialize(**kwargs)`` when ``spec.distributed`` is true (multi-host).
 

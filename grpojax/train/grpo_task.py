@@ -75,15 +75,14 @@ class GRPOTask(BaseTask):
         raw_rows = self.loader.dataset[next(self.loader.iterator).tolist()]
         prompts = list(raw_rows["prompt"])
         pb = self.tok.prompt_batch(prompts, self.cfg.data.max_prompt_length)
-        prompt = self.full_rows({"ids": pb.prompt_ids_BT, "mask": pb.prompt_mask_BT})
         g = self.cfg.grpo
-        model = self.model_of(state)
-        ro = generate_and_score(model, prompt["ids"], prompt["mask"], prompts, rng,
+        model, ids, mask, cache_fn = self.sampling_inputs(self.model_of(state), pb.prompt_ids_BT,
+                                                          pb.prompt_mask_BT)
+        ro = generate_and_score(model, ids, mask, prompts, rng,
                                 tok=self.tok, sampling=self.sampling, aspect_names=self.aspect_names,
                                 score_fn=self.score, aggregation=g.aggregation,
                                 reward_weights=g.reward_weights or None, scale_rewards=g.scale_rewards,
-                                mask_truncated_completions=g.mask_truncated_completions,
-                                cache_fn=self.cache_fn(model))
+                                mask_truncated_completions=g.mask_truncated_completions, cache_fn=cache_fn)
         ro = ro._replace(batch=self.full_rows(ro.batch))
         if self.settings.beta > 0:
             ro.batch["ref_logp_BL"] = self.full_rows(self._ref_logp(*self.ref_arrays(state), ro.batch))
@@ -113,15 +112,15 @@ class GRPOTask(BaseTask):
         for i in range(0, len(prompts), n):
             chunk = prompts[i:i + n]
             pb = self.tok.prompt_batch(chunk, self.cfg.data.max_prompt_length)
-            prompt = self.full_rows({"ids": pb.prompt_ids_BT, "mask": pb.prompt_mask_BT})
             g = self.cfg.grpo
-            model = self.model_of(state)
-            ro = generate_and_score(model, prompt["ids"], prompt["mask"], chunk,
+            model, ids, mask, cache_fn = self.sampling_inputs(self.model_of(state), pb.prompt_ids_BT,
+                                                              pb.prompt_mask_BT)
+            ro = generate_and_score(model, ids, mask, chunk,
                                     jax.random.fold_in(jax.random.key(seed), i), tok=self.tok,
                                     sampling=self.sampling, aspect_names=self.aspect_names,
                                     score_fn=self.score, aggregation=g.aggregation,
                                     reward_weights=g.reward_weights or None, scale_rewards=g.scale_rewards,
-                                    cache_fn=self.cache_fn(model))
+                                    cache_fn=cache_fn)
             for k, v in ro.metrics.items():
                 if k == "reward" or k.endswith("/mean") or k.startswith("completions/mean"):
                     sums[k] = sums.get(k, 0.0) + v * len(chunk)

@@ -25,6 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from grpojax.losses.dpo import dpo_loss
+from grpojax.sharding import to_host
 from grpojax.train.ppo_task import RewardScorer, sample_and_score
 from grpojax.train.preference import _BASE, PreferenceSettings, jitted_pair_logprobs, preference_step
 from grpojax.train.tasks import BaseTask, host_row
@@ -60,16 +61,17 @@ def best_worst_pairs(rewards_BG: np.ndarray) -> tuple[np.ndarray, np.ndarray, np
 
 
 def pair_batch(sampled: dict, best_B: np.ndarray, worst_B: np.ndarray, valid_B: np.ndarray, G: int) -> dict:
-    """Rows of a prompt-major ``[B*G, ...]`` sample batch -> a preference batch of B (chosen, rejected);
-    rows that are not ``valid_B`` get all-zero response masks (skipped with exactly zero gradient)."""
+    """Rows of a prompt-major ``[B*G, ...]`` sample batch (host arrays) -> a preference batch of B
+    (chosen, rejected) as NumPy; rows that are not ``valid_B`` get all-zero response masks (skipped with
+    exactly zero gradient). Host-side on purpose: eager gathers on sharded device arrays are cross-device
+    collectives run op by op."""
+    s = {k: np.asarray(sampled[k]) for k in ("prompt_BP", "prompt_mask_BP", "completion_BL", "completion_mask_BL")}
     base = np.arange(best_B.shape[0]) * G
-    c, r = jnp.asarray(base + best_B), jnp.asarray(base + worst_B)
-    first = jnp.asarray(base)
-    keep_B1 = jnp.asarray(valid_B, sampled["completion_mask_BL"].dtype)[:, None]
-    return {"prompt_BP": sampled["prompt_BP"][first], "prompt_mask_BP": sampled["prompt_mask_BP"][first],
-            "chosen_BL": sampled["completion_BL"][c], "chosen_mask_BL": sampled["completion_mask_BL"][c] * keep_B1,
-            "rejected_BL": sampled["completion_BL"][r],
-            "rejected_mask_BL": sampled["completion_mask_BL"][r] * keep_B1}
+    c, r = base + best_B, base + worst_B
+    keep_B1 = np.asarray(valid_B, s["completion_mask_BL"].dtype)[:, None]
+    return {"prompt_BP": s["prompt_BP"][base], "prompt_mask_BP": s["prompt_mask_BP"][base],
+            "chosen_BL": s["completion_BL"][c], "chosen_mask_BL": s["completion_mask_BL"][c] * keep_B1,
+            "rejected_BL": s["completion_BL"][r], "rejected_mask_BL": s["completion_mask_BL"][r] * keep_B1}
 
 
 class OnlineDPOTask(BaseTask):
@@ -104,7 +106,7 @@ class OnlineDPOTask(BaseTask):
         ro = sample_and_score(self.model_of(state), self, self.cfg.online_dpo, self.scorer, rng)
         rewards_BG = ro.rewards_N.reshape(self.prompts, self.G)
         best, worst, valid = best_worst_pairs(rewards_BG)
-        batch = self.full_rows(pair_batch(ro.batch, best, worst, valid, self.G))
+        batch = self.full_rows(pair_batch(to_host(ro.batch), best, worst, valid, self.G))
         ref = self.full_rows(self._ref_logps(*self.ref_arrays(state), batch))
         batch["ref_chosen_logp_B"], batch["ref_rejected_logp_B"] = ref
         rows = np.arange(self.prompts)

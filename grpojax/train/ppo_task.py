@@ -79,18 +79,19 @@ class Sampled(NamedTuple):
 def sample_and_score(policy, task: BaseTask, rc, scorer: RewardScorer, rng) -> Sampled:
     """Next prompts of ``task.loader`` -> ``rc.num_generations`` samples each -> aggregated rewards.
 
-    Every host reads the rollout's prompts whole; the prompts go onto ``task.mesh`` (rows over the batch
-    axes where they divide) and the sharded policy samples with ``task.cache_fn``'s sharded KV cache; the
-    sampled arrays in ``batch`` are global, the decoded texts and rewards are whole on every host."""
+    Every host reads the rollout's prompts whole; ``task.sampling_inputs`` puts the policy and the prompts
+    on the rollout mesh (rows over the batch axes where they divide) with a sharded KV cache; the sampled
+    arrays in ``batch`` are global (on the rollout mesh), the decoded texts and rewards are whole on every
+    host."""
     rows = task.loader.dataset[next(task.loader.iterator).tolist()]
     prompts = list(rows["prompt"])
     pb = task.tok.prompt_batch(prompts, task.cfg.data.max_prompt_length)
-    prompt = task.full_rows({"ids": pb.prompt_ids_BT, "mask": pb.prompt_mask_BT})
+    policy, ids, mask, cache_fn = task.sampling_inputs(policy, pb.prompt_ids_BT, pb.prompt_mask_BT)
     G = rc.num_generations
-    out = sample(policy, prompt["ids"], prompt["mask"], rng,
+    out = sample(policy, ids, mask, rng,
                  max_new_tokens=rc.max_completion_length, temperature=rc.temperature, top_k=rc.top_k,
                  top_p=None if rc.top_p >= 1.0 else rc.top_p, eos_ids=task.tok.eos_id, pad_id=task.tok.pad_id,
-                 num_samples=G, cache_fn=task.cache_fn(policy))
+                 num_samples=G, cache_fn=cache_fn)
     tokens, mask, truncated = to_host((out.completion_tokens_BT, out.completion_mask_BT, out.truncated_B))
     texts = [task.tok.decode(r[: int(m.sum())]) for r, m in zip(tokens, mask)]
     batch = {"prompt_BP": out.prompt_tokens_BT, "prompt_mask_BP": out.prompt_mask_BT,
@@ -224,7 +225,9 @@ class PPOTask(BaseTask):
         if self.settings.kl_in_loss:
             b.update(ref_logp_BL=ref_logp,
                      kl_coef_B=self.full_rows(np.full((mask.shape[0],), float(kl_coef), np.float32)))
-        diff = jnp.max(jnp.abs(logp - ro.batch["sampler_logp_BL"]) * mask)
+        # on the host: the sampler's log-probs may live on the rollout mesh, the trainer's on the training mesh
+        logp_h, sampler_h, mask_h = to_host((logp, ro.batch["sampler_logp_BL"], mask))
+        diff = np.max(np.abs(logp_h - sampler_h) * mask_h)
         metrics = {**ro.metrics, **host_row(obj), "kl_coef": float(kl_coef),
                    "frac_reward_nan": float(np.isnan(ro.rewards_N).mean()),
                    "sampler/logp_max_abs_diff": float(diff)}

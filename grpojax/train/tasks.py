@@ -23,6 +23,7 @@ import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import nnx
 
 from grpojax import sharding as shd
 from grpojax.cli import UserError
@@ -99,6 +100,10 @@ class BaseTask(abc.ABC):
         self.cfg = cfg
         use_compilation_cache(cfg.compilation_cache_dir)
         self.mesh = start_mesh(cfg.mesh)
+        try:  # where rollouts sample (grpojax.sharding.rollout_mesh): the training mesh unless rollout_tensor
+            self.rollout_mesh = shd.rollout_mesh(self.mesh, cfg.mesh.rollout_tensor)
+        except ValueError as e:
+            raise UserError(f"mesh.rollout_tensor: {e}") from None
         self.check_rows(cfg.train.batch_size, "train.batch_size")
         self.tok = load_tokenizer(cfg.tokenizer.path or cfg.model.path, cfg.tokenizer.chat_template,
                                   cfg.tokenizer.system_prompt)
@@ -131,12 +136,22 @@ class BaseTask(abc.ABC):
         """A batch every host holds whole (sampler outputs, host-side rewards) -> rows over the batch axes."""
         return shd.global_batch_from_full(batch, self.mesh)
 
-    def cache_fn(self, model):
-        """The sampler's KV-cache builder: a :class:`ShardedCache` on a multi-device mesh (B over the batch
-        axes, K over tensor), ``None`` (the sampler's default) on one device."""
-        if self.mesh.size == 1:
-            return None
-        return shd.ShardedCache(model.config, self.mesh, jnp.dtype(getattr(model, "dtype", jnp.float32)))
+    def sampling_inputs(self, model, prompt_ids_BP, prompt_mask_BP):
+        """``(model, prompt_ids, prompt_mask, cache_fn)`` for ``grpojax.sampling.sample`` on the rollout mesh.
+
+        On the training mesh (``mesh.rollout_tensor`` null) the model is used as it is; otherwise its state
+        is copied onto :attr:`rollout_mesh` by the rules (one resharding per rollout, freed with the returned
+        model). The host's whole prompt batch goes on the same mesh with rows over its batch axes, and the
+        KV cache is a :class:`ShardedCache` there (``None``, the sampler's default, on one device). The
+        sampled arrays come back on the rollout mesh: ``full_rows`` moves them onto the training mesh."""
+        mesh = self.rollout_mesh
+        if mesh is not self.mesh:
+            graphdef, st = nnx.split(model)
+            model = nnx.merge(graphdef, jax.device_put(st, shd.tree_shardings(st, mesh)))
+        rows = shd.global_batch_from_full({"ids": prompt_ids_BP, "mask": prompt_mask_BP}, mesh)
+        cache_fn = None if mesh.size == 1 else shd.ShardedCache(
+            model.config, mesh, jnp.dtype(getattr(model, "dtype", jnp.float32)))
+        return model, rows["ids"], rows["mask"], cache_fn
 
     def jit_step(self, step_fn, rows: int):
         """``step_fn(state, batch, rng)`` jitted with the state's shardings (donated) and ``rows`` batch rows."""
