@@ -19,8 +19,9 @@ None there, while the memory analysis (buffer assignment of the whole program) i
 
 ``--kind sample`` compiles the rollout sampler (``grpojax.sampling.lower_sample``: prefill ``--prompt-len``
 tokens, decode ``seq - prompt_len``, top-p, bf16 KV cache) on ``rollout_mesh(mesh, --rollout-tensor)``
-and adds the collective bytes of its decoding loop body and of the whole program
-(``grpojax.sharding.hlo.collective_bytes``; per device, a loop body counted once).
+and adds ``decode_step_collective_bytes``: what one decoded token moves between chips, per device
+(``grpojax.sharding.hlo.loop_collective_bytes``: the decoding loop's body, scanned layers x their count),
+and ``program_collective_bytes`` (every collective of the program once).
 
 Backends: ``--topology v5e-8|v5e-16|v5e-32|v5p-8|v5p-16`` compiles for that TPU topology on this CPU
 machine with libtpu's compile-only client (``pip install -e .[tpu-plan]``; MaxText ``train_compile.py``
@@ -271,11 +272,12 @@ def plan(args) -> dict:
     }
     if compiled is None:
         return out
-    if args.kind == "sample":  # what the program moves between chips: the decoding loop, and in all
-        from grpojax.sharding.hlo import collective_bytes
+    if args.kind == "sample":  # what the program moves between chips: per decoded token, and in all
+        from grpojax.sampling import DECODE_SCOPE
+        from grpojax.sharding.hlo import collective_bytes, loop_collective_bytes
 
         text = compiled.as_text()
-        out.update(decode_loop_collective_bytes=collective_bytes(text, in_loops=True),
+        out.update(decode_step_collective_bytes=loop_collective_bytes(text, DECODE_SCOPE),
                    program_collective_bytes=collective_bytes(text))
     mem = compiled.memory_analysis()
     cost = compiled.cost_analysis()
@@ -312,10 +314,9 @@ def main(argv=None) -> int:
               f"{(out['output_bytes'] - out['alias_bytes']) / gib:.2f}) of {out['hbm_bytes_per_device'] / gib:.1f}"
               f" GiB HBM -> {'fits' if out['fits'] else 'DOES NOT FIT'}")
         if args.kind == "sample":
-            loop, whole = out["decode_loop_collective_bytes"], out["program_collective_bytes"]
-            print(f"collective bytes per device: decoding loop body {sum(loop.values()) / 2**20:.2f} MiB, "
-                  f"whole program {sum(whole.values()) / 2**20:.2f} MiB "
-                  f"({', '.join(f'{k} {v / 2**20:.2f}' for k, v in whole.items() if v)}); "
+            step = out["decode_step_collective_bytes"]
+            print(f"collective bytes per device and decoded token: {sum(step.values()) / 2**20:.2f} MiB "
+                  f"({', '.join(f'{k} {v / 2**20:.2f}' for k, v in step.items() if v) or 'none'}); "
                   f"compile {out['compile_seconds']} s")
             return 0
         xla = "n/a (scanned layers)" if out["flops_per_step"] is None else f"{out['flops_per_step']:.3e}"

@@ -74,6 +74,25 @@ def test_plan_dpo_lora_state_bytes(backend_env):
     assert out["model_flops_per_step"] == pm.model_flops(PRESETS["qwen2.5-0.5b"].replace(num_layers=1), 8, 16, 8, True)
 
 
+def test_plan_sampler_in_the_training_and_the_rollout_layout(backend_env):
+    """--kind sample: the bf16 weights are the arguments (1/4 each on fsdp=4, 1/2 on rollout tensor=2), and
+    per decoded token the scanned fsdp layout all-gathers at least the decoder's weights while the rollout
+    layout moves a small fraction of that."""
+    common = ["--model", "qwen2.5-0.5b", "--layers", "2", "--devices", "4", "--mesh", "fsdp=4", "--batch", "8",
+              "--seq", "32", "--kind", "sample", "--scan-layers", "--json"]
+    fsdp = pm.plan(pm.parse_args(common))
+    tensor = pm.plan(pm.parse_args(common + ["--rollout-tensor", "2"]))
+    assert fsdp["mesh"] == {"data": 1, "fsdp": 4, "tensor": 1} and tensor["mesh"] == {"data": 2, "fsdp": 1, "tensor": 2}
+    assert fsdp["model_flops_per_step"] is None and fsdp["rollout_tensor"] is None and tensor["rollout_tensor"] == 2
+    weights = 2 * fsdp["params"]
+    assert weights / 4 <= fsdp["argument_bytes"] < weights / 4 + 2**20
+    assert weights / 2 <= tensor["argument_bytes"] < weights / 2 + 2**20
+    D, F, NH, KH = 896, 4864, 14 * 64, 2 * 64
+    decoder = 2 * 2 * (2 * D * NH + 2 * D * KH + 3 * D * F)  # bf16, 2 layers
+    per_token = {k: sum(r["decode_step_collective_bytes"].values()) for k, r in (("fsdp", fsdp), ("tensor", tensor))}
+    assert per_token["fsdp"] >= decoder and per_token["tensor"] < 0.1 * per_token["fsdp"], per_token
+
+
 def test_plan_reports_compiler_oom_as_does_not_fit(monkeypatch, capsys):
     """libtpu rejects a program larger than HBM at compile time; plan() turns that into fits=False with the
     compiler's line (other compile errors still raise), and memory_table renders it."""
@@ -89,8 +108,7 @@ def test_plan_reports_compiler_oom_as_does_not_fit(monkeypatch, capsys):
     def fake_build(args, devices, exc=RuntimeError(f"INTERNAL: x\n{msg}\nmore")):
         def compile_():
             raise exc
-        jitted = types.SimpleNamespace(lower=lambda *a: types.SimpleNamespace(compile=compile_))
-        return PRESETS["qwen2.5-7b"], mesh, jitted, (), 32, 10, 10
+        return PRESETS["qwen2.5-7b"], mesh, lambda: types.SimpleNamespace(compile=compile_), 32, 10, 10
 
     monkeypatch.setattr(pm, "setup_backend", lambda args: (jax.devices()[:1], "tpu AOT compile (v5e-16)", 2**34))
     monkeypatch.setattr(pm, "build", fake_build)

@@ -12,7 +12,8 @@ Public API:
   :func:`forward_last`, :class:`ModelCache`.
 """
 
-from grpojax.sampling.decode import DecodeState, SampleOutput, decode, forward_last, is_eos, left_pad
+from grpojax.sampling.decode import (DECODE_SCOPE, DecodeState, SampleOutput, decode, forward_last, is_eos,
+                                     left_pad)
 from grpojax.sampling.sampler import ModelCache, lower_sample, sample
 from grpojax.sampling.strategies import (
     apply_temperature,
@@ -26,6 +27,7 @@ from grpojax.sampling.strategies import (
 )
 
 __all__ = [
+    "DECODE_SCOPE",
     "DecodeState",
     "ModelCache",
     "lower_sample",

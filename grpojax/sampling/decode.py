@@ -33,6 +33,8 @@ from grpojax.sampling import strategies
 from grpojax.types import Array, PRNGKey, PyTree
 
 
+DECODE_SCOPE = "decode_loop"  # jax.named_scope of the decoding while-loop
+
 class DecodeState(NamedTuple):
     """The ``lax.while_loop`` carry (rows are the ``B * G`` sequences being decoded).
 
@@ -205,7 +207,8 @@ def decode(
             logp_BL=write(s.logp_BL, logp_B),
         )
 
-    final = jax.lax.while_loop(cond, body, state)
+    with jax.named_scope(DECODE_SCOPE):  # names the loop in the HLO (grpojax.sharding.hlo.loop_collective_bytes)
+        final = jax.lax.while_loop(cond, body, state)
     return SampleOutput(
         completion_tokens_BT=final.tokens_BL,
         completion_mask_BT=final.mask_BL,

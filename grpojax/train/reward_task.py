@@ -24,7 +24,7 @@ from grpojax.data import COLLATE, load_from_config
 from grpojax.losses import bradley_terry_loss, reward_regression_loss
 from grpojax.train.accumulate import accumulate, apply_gradients
 from grpojax.train.forward import sequence_inputs
-from grpojax.sharding import global_batch_from_full, make_mesh, shard, to_host, traced_on_mesh, tree_shardings
+from grpojax.sharding import make_mesh, shard, to_host, traced_on_mesh, tree_shardings
 from grpojax.train.runner import DTYPES, maybe_lora, preset_config
 from grpojax.train.state import TrainState, merge_model
 from grpojax.train.tasks import BaseTask, host_row
@@ -221,9 +221,7 @@ def load_reward_scorer(path: str, cfg, tok, *, mesh=None, section: str = "grpo")
 
     score = jax.jit(traced_on_mesh(label_scores, mesh))  # under the mesh: the backbone's activation pins apply
 
-    def scorer(batch):
-        # onto the scorer's mesh (rows over its batch axes): samples may come from another (rollout) mesh
-        b = global_batch_from_full({k: batch[k] for k in _SCORED}, mesh)
-        return score(state, *(b[k] for k in _SCORED))
+    def scorer(batch):  # arrays on another mesh of the same devices (rollout_tensor) are resharded by jit
+        return score(state, *(batch[k] for k in _SCORED))
 
     return scorer

@@ -77,3 +77,26 @@ def test_hf_reward_model_follows_the_run_layer_layout(tmp_path, monkeypatch):
         scores[scan] = np.asarray(load_reward_scorer(str(tmp_path / "rm"), cfg, tok=None)(batch))
         assert loaded[-1].backbone.config.scan_layers is scan
     np.testing.assert_allclose(scores[True], scores[False], atol=1e-5)
+
+
+def test_scorer_takes_samples_from_another_mesh(tmp_path):
+    """The scorer lives on the training mesh (fsdp=4 here); rollouts may sample on another mesh of the same
+    devices (``mesh.rollout_tensor``): its jitted forward takes the sampled batch from there (jit reshards
+    the arguments) and scores it as the host batch."""
+    import jax
+
+    from grpojax import sharding as shd
+
+    model = RewardModel(CFG, 2, rngs=nnx.Rngs(7))
+    reward_model_to_hf(model, str(tmp_path / "rm"), pad_token_id=0)
+    cfg = types.SimpleNamespace(grpo=types.SimpleNamespace(aspects=("a", "b")), model=PER_LAYER)
+    train = shd.make_mesh({"fsdp": 4}, devices=jax.devices()[:4])
+    scorer = load_reward_scorer(str(tmp_path / "rm"), cfg, tok=None, mesh=train)
+    rng = np.random.default_rng(0)
+    host = {"prompt_BP": rng.integers(1, 64, (4, 3)).astype(np.int32), "prompt_mask_BP": np.ones((4, 3), np.int32),
+            "completion_BL": rng.integers(1, 64, (4, 2)).astype(np.int32),
+            "completion_mask_BL": np.ones((4, 2), np.int32)}
+    rollout = shd.rollout_mesh(train, 2)  # data=2 x tensor=2 over the same 4 devices
+    sampled = shd.global_batch_from_full(host, rollout)
+    assert sampled["prompt_BP"].sharding.mesh is rollout
+    np.testing.assert_allclose(np.asarray(scorer(sampled)), np.asarray(scorer(host)), atol=1e-6)

@@ -66,22 +66,24 @@ def _layout(state, kind):
             "moments": [x.sharding.spec for x in jax.tree.leaves(state.opt_state) if x.shape == emb.shape]}
 
 
-def _run(kind, run_dir, mesh, steps):
+def _run(kind, run_dir, mesh, steps, extra=()):
     """Runs ``steps``; returns (metric rows, the task, the layout of the state each train_steps call got)."""
-    cfg = _cfg(kind, run_dir, mesh, steps)
+    cfg = _cfg(kind, run_dir, mesh, steps, extra)
     task = KINDS[kind][0](cfg)
-    seen, train_steps, cache_fn = [], task.train_steps, task.cache_fn
-    task.caches = []
+    seen, train_steps, sampling_inputs = [], task.train_steps, task.sampling_inputs
+    task.caches, task.sampled_embeds = [], []
 
     def spy(state, step, rngs):
         seen.append(_layout(state, kind))
         return train_steps(state, step, rngs)
 
-    def cache_spy(model):
-        task.caches.append(cache_fn(model))
-        return task.caches[-1]
+    def sampling_spy(model, ids, mask):
+        out = sampling_inputs(model, ids, mask)
+        task.caches.append(out[3])
+        task.sampled_embeds.append(out[0].embed[...].sharding)  # the layout the sampler got
+        return out
 
-    task.train_steps, task.cache_fn = spy, cache_spy
+    task.train_steps, task.sampling_inputs = spy, sampling_spy
     run(cfg, task, stream=io.StringIO())
     with open(os.path.join(run_dir, "metrics.jsonl")) as f:
         return [json.loads(line) for line in f], task, seen
@@ -150,6 +152,50 @@ def test_sharded_run_matches_one_device(tmp_path, single, kind, mesh):
         assert rows[0]["sampler/logp_max_abs_diff"] < 1e-4
 
 
+@pytest.mark.parametrize("rollout_tensor", [-1, 2, 1])
+def test_rollout_layout_matches_one_device(tmp_path, single, rollout_tensor):
+    """GRPO trained on fsdp=8 whose rollouts sample on ``mesh.rollout_tensor``'s layout (the policy copied
+    onto (data = 8 / k, 1, tensor = k) per rollout) logs the same losses and ends with the same parameters
+    as the one-device run; the sampler got the model and the KV cache on the rollout mesh (embedding rows
+    over tensor, D whole), while the train state kept its FSDP layout."""
+    ref_dir, ref_rows, _ = single["grpo"]
+    rows, task, seen = _run("grpo", str(tmp_path), (1, 8, 1), 2, [f"mesh.rollout_tensor={rollout_tensor}"])
+    k = 8 if rollout_tensor == -1 else rollout_tensor
+    loss_diff = _close(rows, ref_rows[:2])
+    param_diff = _params_close(_params(str(tmp_path), 2), _params(ref_dir, 2))
+    print(f"grpo fsdp=8, rollout tensor={k}: max |loss diff| {loss_diff:.3g}, max |param diff| {param_diff:.3g}")
+    assert dict(task.rollout_mesh.shape) == {"data": 8 // k, "fsdp": 1, "tensor": k}
+    assert len(task.caches) == 2 and all(c.mesh is task.rollout_mesh for c in task.caches)
+    for sh in task.sampled_embeds:
+        assert sh.mesh is task.rollout_mesh and sh.shard_shape((384, 32)) == (384 // k, 32)
+    assert [x["embed"] for x in seen] == [PartitionSpec(None, "fsdp")] * 2
+    assert rows[0]["sampler/logp_max_abs_diff"] < 1e-4
+
+
+@pytest.mark.parametrize("kind", ["ppo", "online_dpo"])
+def test_ppo_and_online_dpo_sample_on_the_rollout_mesh(tmp_path, kind):
+    """PPO and online DPO on fsdp=8: sampling on the rollout mesh (tensor=2) logs the same losses as
+    sampling in the training layout (their host-side glue takes samples from either mesh)."""
+    from grpojax.train.online_dpo_task import OnlineDPOTask
+    from grpojax.train.ppo_task import PPOTask
+
+    task_cls = {"ppo": PPOTask, "online_dpo": OnlineDPOTask}[kind]
+    rows = {}
+    for rt in ("null", "2"):
+        cfg = load_config(f"configs/tiny_{kind}.yaml", [
+            f"run_dir={tmp_path}/{rt}", "train.steps=2", f"{kind}.max_completion_length=4",
+            "mesh.data=1", "mesh.fsdp=8", f"mesh.rollout_tensor={rt}", "train.adam_eps=1e-4",
+            "model.shape.num_layers=1", *({"ppo": ["train.batch_size=8", "ppo.ppo_epochs=1", "ppo.num_mini_batches=1"],
+                                           "online_dpo": ["train.batch_size=16", "online_dpo.num_generations=2"]}[kind])])
+        task = task_cls(cfg)
+        assert (task.rollout_mesh is task.mesh) == (rt == "null")
+        run(cfg, task, stream=io.StringIO())
+        with open(f"{tmp_path}/{rt}/metrics.jsonl") as f:
+            rows[rt] = [json.loads(line) for line in f]
+    assert [r["step"] for r in rows["2"]] == [1, 2]
+    print(f"{kind}: max |loss diff| {_close(rows['2'], rows['null']):.3g}")
+
+
 def test_resume_on_another_mesh_continues_the_one_device_run(tmp_path, single):
     """GRPO saved at step 2 on data=8, resumed to step 4 on fsdp=8: the restored state comes back laid
     out for fsdp (params and Adam moments) and the losses / params follow the one-device run."""
@@ -171,6 +217,7 @@ def test_resume_on_another_mesh_continues_the_one_device_run(tmp_path, single):
      "train.batch_size=6 is not divisible by mesh data*fsdp=4"),
     (["mesh.data=-1", "mesh.fsdp=3"], r"mesh=\{'data': -1, 'fsdp': 3, 'tensor': 1\}: mesh: 8 devices"),
     (["mesh.data=16"], "multiply to 16, but there are 8 devices"),
+    (["mesh.rollout_tensor=3"], "mesh.rollout_tensor: rollout tensor=3 must be -1 or divide the 8 devices"),
 ])
 def test_bad_mesh_is_a_user_error(overrides, needle):
     cfg = load_config("configs/tiny_dpo.yaml", ["run_dir=/nonexistent/never", *overrides])
