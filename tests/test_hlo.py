@@ -138,3 +138,5 @@ def test_rollout_mesh_shapes_and_errors():
         assert tuple(m.shape.values()) == want and list(m.devices.flat) == list(train.devices.flat)
     with pytest.raises(ValueError, match="rollout tensor=3 must be -1 or divide the 8 devices"):
         shd.rollout_mesh(train, 3)
+    one = shd.make_mesh({"data": 1}, devices=jax.devices()[:1])
+    assert shd.rollout_mesh(one, 4) is one  # a 7B preset (rollout_tensor: 4) run on one device

@@ -93,7 +93,7 @@ def rollout_mesh(mesh: Mesh, tensor: int | None) -> Mesh:
     replicates the weights (pure data-parallel sampling, for models that fit one chip). The devices keep
     the training mesh's order (row-major), so each ``tensor`` group is consecutive devices of that order.
     """
-    if tensor is None:
+    if tensor is None or mesh.size == 1:  # one device: nothing to lay out (a 7B preset run on one GPU)
         return mesh
     n = mesh.size
     if tensor != -1 and (tensor < 1 or n % tensor):
