@@ -98,7 +98,9 @@ def render(recs: list[dict]) -> str:
               "MLP's partial sums). Choose `k` among the divisors of the model's KV heads (Qwen2.5-7B has 4, "
               "14B has 8): KV heads that `tensor` does not divide are replicated over it, and the rest of the "
               "chips (`data = n / k`) split the rows; `k = 1` replicates the weights (small models only). "
-              "The 7B / 14B presets use 4 / 8.", ""]
+              "The 7B / 14B presets use 4 / 8. While a rollout runs, the train state stays on the chips "
+              "too (its bytes per chip are in docs/memory_plan.md's runs: the FSDP-sharded parameters and "
+              "optimizer state); the rollout copy is freed when the rollout ends.", ""]
     return "\n".join(lines)
 
 

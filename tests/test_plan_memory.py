@@ -257,3 +257,24 @@ def test_cli_rejects_unknown_names(tmp_path):
         mt.main(["--only", "v9-8", "--cache", str(tmp_path / "c.jsonl")])
     with pytest.raises(SystemExit, match=r"unknown \['lora8'\]"):
         mt.main(["--tunings", "lora8", "--cache", str(tmp_path / "c.jsonl")])
+
+
+def test_rollout_layouts_renders_compiled_refused_and_pending_points(tmp_path):
+    """scripts/rollout_layouts.py: a cached compile renders its GiB and per-token MiB, a libtpu refusal
+    renders as does-not-fit, a point without a record as pending; --render-only compiles nothing."""
+    import rollout_layouts as rl
+
+    base = {"hbm_bytes_per_device": 16 * GIB, "compile_seconds": 12.5, "fits": True}
+    recs = [{**base, "model": "qwen2.5-7b", "topology": "v5e-8", "batch": 64, "rollout_tensor": 4, "scan_layers": True,
+             "compile_error": None, "per_device_bytes": int(4.65 * GIB),
+             "decode_step_collective_bytes": {"all-gather": 9 * 2**20, "all-reduce": 27 * 2**20, "all-to-all": 0}},
+            {**base, "model": "qwen2.5-7b", "topology": "v5e-8", "batch": 64, "rollout_tensor": 1, "scan_layers": True,
+             "compile_error": "RESOURCE_EXHAUSTED: Ran out of memory", "per_device_bytes": None, "fits": False}]
+    cache = tmp_path / "c.jsonl"
+    cache.write_text("".join(json.dumps(r) + "\n" for r in recs))
+    out = tmp_path / "t.md"
+    assert rl.main(["--render-only", "--cache", str(cache), "--out", str(out)]) == 0
+    rows = {ln.split(" | ")[3]: ln for ln in out.read_text().splitlines() if ln.startswith("| qwen2.5-7b | v5e-8 | 64 |")}
+    assert "| 4.65 (16) | 36.0 MiB (all-gather 9.0, all-reduce 27.0) | 12.5 |" in rows["rollout_tensor=4"]
+    assert "does not fit (16): libtpu refused it" in rows["rollout_tensor=1"]
+    assert "not compiled yet" in rows["training (fsdp)"]
