@@ -240,12 +240,13 @@ class PPOTask(BaseTask):
         batch, ro_metrics = self.rollout(state, jax.random.fold_in(rngs[0], 1))
         N = batch["completion_BL"].shape[0]
         shuffle_key = jax.random.fold_in(rngs[0], 2)
+        host = to_host(batch)  # mini-batches are cut on the host: an eager gather of sharded rows is a collective
         rows = []
         for i, rng in enumerate(rngs):
             epoch, k = divmod(i, p.num_mini_batches)
             perm = np.asarray(jax.random.permutation(jax.random.fold_in(shuffle_key, epoch), N))
-            idx = jnp.asarray(perm[k * self.mini:(k + 1) * self.mini])
-            state, metrics = self._step(state, self.full_rows(jax.tree.map(lambda x: x[idx], batch)), rng)
+            idx = perm[k * self.mini:(k + 1) * self.mini]
+            state, metrics = self._step(state, self.full_rows({key: v[idx] for key, v in host.items()}), rng)
             rows.append({**ro_metrics, **host_row(metrics), "ppo/epoch": float(epoch)})
         return state, rows
 
