@@ -146,14 +146,14 @@ def demo_sources(a, seed: int, sdir: str) -> dict:
     from grpojax.train.tasks import SFTTask
 
     _log(f"seed {seed}: demo stages world / data / policy_sft / reward in {sdir}")
-    world = P._world(sdir, seed)
+    world = P.world_at(sdir, seed)
     with open(world["world"], encoding="utf-8") as f:
         vocab = json.load(f)["tokenizer"]["vocab_size"]
     data = S.prepare_data(world, os.path.join(sdir, "data"))
     for stage, task_cls, extra in (("policy_sft", SFTTask, {"data.path": data["sft"]}),
                                    ("reward", RewardTask, {"data.path": data["reward_train"],
                                                            "data.eval_path": data["reward_heldout"]})):
-        cfg = S.stage_config(stage, P._overrides(stage, sdir, seed, vocab, a.quick, extra))
+        cfg = S.stage_config(stage, P.stage_overrides(stage, sdir, seed, vocab, a.quick, extra))
         if S.stage_done(cfg.run_dir) is not None:
             _log(f"seed {seed}: stage {stage} finished earlier, reusing {cfg.run_dir}")
             continue

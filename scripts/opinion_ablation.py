@@ -79,7 +79,7 @@ def main(argv=None) -> int:
             have = json.load(f)
         if have != {**task, "seed": args.seed}:
             raise UserError(f"{args.out} holds a world built with {have}; use another --out")
-        world = P._world(args.out, args.seed)
+        world = P.world_at(args.out, args.seed)
     else:
         world = build_world(wdir, args.seed, **task)
         with open(settings_path, "w") as f:
@@ -89,7 +89,7 @@ def main(argv=None) -> int:
     data = S.prepare_data(world, os.path.join(args.out, "data"))
 
     def overrides(stage, extra):
-        return P._overrides(stage, args.out, args.seed, vocab, False, extra or {})
+        return P.stage_overrides(stage, args.out, args.seed, vocab, False, extra or {})
 
     sft_cfg = S.stage_config("opinion_sft", overrides("opinion_sft", {"data.path": data["opinions_sft"]}) + args.sft)
     if S.stage_done(sft_cfg.run_dir) is None:

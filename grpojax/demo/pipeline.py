@@ -58,7 +58,11 @@ def cache_dir(out: str) -> str:
     return os.environ.get("JAX_COMPILATION_CACHE_DIR") or os.path.join(out, "xla_cache")
 
 
-def _overrides(stage: str, out: str, seed: int, vocab: int, quick: bool, extra: dict) -> list[str]:
+def stage_overrides(stage: str, out: str, seed: int, vocab: int, quick: bool, extra: dict) -> list[str]:
+    """The command-line overrides of ``stage``'s config in a pipeline writing to ``out`` (run_dir, the world's
+    tokenizer, seeds, the shared XLA cache, where it loads from / exports to), then ``extra``, then the
+    ``--quick`` ones. Used by the demo and by the scripts that rerun its stages (compare_methods,
+    opinion_ablation)."""
     o = [f"run_dir={os.path.join(out, stage)}", f"tokenizer.path={os.path.join(out, 'world', 'tokenizer')}",
          f"train.seed={seed}", f"data.shuffle_seed={seed}", f"compilation_cache_dir={cache_dir(out)}"]
     if stage in ("policy_sft", "opinion_sft"):
@@ -81,7 +85,9 @@ def _clear(out: str) -> None:
             os.remove(path)
 
 
-def _world(out: str, seed: int) -> dict:
+def world_at(out: str, seed: int) -> dict:
+    """The built-in world under ``out/world`` (file paths by name): reused when it is this seed's, built
+    otherwise; a world of another seed is a UserError."""
     from grpojax.demo.build import build_world
 
     wdir = os.path.join(out, "world")
@@ -127,14 +133,14 @@ def run_pipeline(out: str = "runs/demo", seed: int = 0, quick: bool = False, ove
         _log(f"stage {name} done in {seconds[name]:.1f} s")
         return result
 
-    world = timed("world", lambda: _world(out, seed))
+    world = timed("world", lambda: world_at(out, seed))
     with open(world["world"], encoding="utf-8") as f:
         manifest = json.load(f)
     vocab = manifest["tokenizer"]["vocab_size"]
     data = timed("data", lambda: S.prepare_data(world, os.path.join(out, "data")))
 
     def cfg_of(stage, extra=None, name=None):
-        return S.stage_config(name or stage, _overrides(stage, out, seed, vocab, quick, extra or {}))
+        return S.stage_config(name or stage, stage_overrides(stage, out, seed, vocab, quick, extra or {}))
 
     def train(stage, task_cls, extra=None, result=None):
         cfg = cfg_of(stage, extra)
