@@ -39,7 +39,7 @@ def run(argv):
     if cfg.kind == "grpo":
         from grpojax.train.grpo_task import GRPOTask as Task
     else:
-        from grpojax.train.tasks import PreferenceTask as Task
+        from grpojax.train.preference_task import PreferenceTask as Task
     task = Task(cfg)
     state = task.init_state()
     step = 0

@@ -178,10 +178,10 @@ def group_preference_metrics(pw_P, pl_P, rw_P, rl_P, group_P, *, beta: float, lo
 
 
 def preference_task_with_test(cfg, test_path: str):
-    """A :class:`~grpojax.train.tasks.PreferenceTask` that, after its last step, evaluates the final
+    """A :class:`~grpojax.train.preference_task.PreferenceTask` that, after its last step, evaluates the final
     policy on the whole ``test_path`` split (one batch, nothing dropped) into ``task.test_metrics``."""
     from grpojax.data import COLLATE, load_from_config
-    from grpojax.train.tasks import PreferenceTask
+    from grpojax.train.preference_task import PreferenceTask
 
     class _Task(PreferenceTask):
         test_metrics = None

@@ -3,8 +3,10 @@
 A task gives :func:`grpojax.train.runner.run` six things: ``init_state()``, ``position()`` /
 ``restore_position(d)`` (data order and plateau counters, JSON), ``steps_per_call(step, total)``,
 ``train_steps(state, step, rngs) -> (state, metric rows)``, ``after_steps(state, step, rows)`` (evaluation,
-LR-on-plateau) and ``export(state, out_dir)``. SFT and preference tasks live here; GRPO in
-:mod:`grpojax.train.grpo_task`; the reward model in :mod:`grpojax.train.reward_task`.
+LR-on-plateau) and ``export(state, out_dir)``. :class:`BaseTask` and SFT live here; preference losses in
+:mod:`grpojax.train.preference_task`; GRPO in :mod:`grpojax.train.grpo_task`; PPO / online DPO in
+:mod:`grpojax.train.ppo_task` / :mod:`grpojax.train.online_dpo_task`; the reward model in
+:mod:`grpojax.train.reward_task`.
 
 Sharding (``cfg.mesh``, :mod:`grpojax.sharding`): the constructor starts ``jax.distributed`` when
 ``mesh.distributed`` is set and builds ``self.mesh`` once; ``init_state`` returns the train state placed by
@@ -28,9 +30,7 @@ from flax import nnx
 from grpojax import sharding as shd
 from grpojax.cli import UserError
 from grpojax.compilation import use_compilation_cache
-from grpojax.data import COLLATE, DataLoader, load_from_config, load_tokenizer, padded_batches
-from grpojax.train.optim import Plateau
-from grpojax.train.preference import PreferenceSettings, jitted_pair_logprobs, preference_step
+from grpojax.data import COLLATE, DataLoader, load_from_config, load_tokenizer
 from grpojax.train.runner import build_model, build_optimizer, maybe_lora, split_sequences
 from grpojax.train.sft import sft_step
 from grpojax.train.state import create_train_state, merge_model, split_model
@@ -292,129 +292,3 @@ class SFTTask(BaseTask):
         batch = self.global_rows(split_sequences(next(self.loader), self.cfg.data.max_prompt_length))
         state, metrics = self._step(state, batch, rngs[0])
         return state, [host_row(metrics)]
-
-
-class PreferenceTask(BaseTask):
-    """DPO / IPO / hinge / GR-DPO / GR-IPO / IS-DPO with a frozen reference and per-group evaluation."""
-
-    kind = "dpo"
-
-    def __init__(self, cfg):
-        super().__init__(cfg)
-        pc = cfg.preference
-        self.group_names = list(self.dataset.features["group"].names)
-        counts = np.bincount(np.asarray(self.dataset["group"]), minlength=len(self.group_names))
-        if pc.loss.startswith(("gr_", "is_")) and np.any(counts == 0):
-            empty = [g for g, c in zip(self.group_names, counts) if c == 0]
-            raise UserError(f"{cfg.data.path}: groups {empty} have no training pairs")
-        self.settings = PreferenceSettings(
-            loss=pc.loss, beta=pc.beta, label_smoothing=pc.label_smoothing,
-            average_logprobs=pc.average_logprobs, num_groups=len(self.group_names),
-            group_sizes=tuple(int(c) for c in counts), eta=pc.eta_alpha, chi=pc.chi,
-            eta_decay=pc.eta_alpha_decay_on_lr_cut, plateau_factor=cfg.train.plateau.factor)
-        p = cfg.train.plateau
-        self.plateau = Plateau(p.factor, p.patience, p.min_delta) if p.enabled else None
-        self.eval_set, self._eval_metrics = None, None
-        if cfg.data.eval_split or cfg.data.eval_path:
-            self.eval_set = load_from_config(cfg.data, self.kind, split=cfg.data.eval_split or "validation")
-        elif cfg.train.eval_every:
-            raise UserError("train.eval_every > 0 needs evaluation data: set data.eval_split or data.eval_path")
-
-    def init_state(self):
-        from grpojax.train.preference import init_robust_state
-
-        state = super().init_state(robust=init_robust_state(self.settings))
-        self._ref = self.frozen_reference(state)
-        self._ref_logps = jitted_pair_logprobs(self._ref[0], self.settings, self.mesh)
-        return state
-
-    def _compile(self, graphdef):
-        self._step = self.jit_step(functools.partial(preference_step, graphdef=graphdef, tx=self.tx,
-                                                     settings=self.settings,
-                                                     num_micro=self.cfg.train.grad_accum),
-                                   self.cfg.train.batch_size)
-        self._policy_logps = jitted_pair_logprobs(graphdef, self.settings, self.mesh)
-
-    def make_batch(self, raw: dict, state, *, local: bool = True) -> dict:
-        """Collated pairs -> the step's batch on the mesh, with the frozen reference's log-probs. ``raw``
-        holds this host's rows of a training batch (``local``) or a whole evaluation batch."""
-        P = self.cfg.data.max_prompt_length
-        c, r = split_sequences(raw, P, "chosen_"), split_sequences(raw, P, "rejected_")
-        batch = {"prompt_BP": c["prompt_BP"], "prompt_mask_BP": c["prompt_mask_BP"],
-                 "chosen_BL": c["completion_BL"], "chosen_mask_BL": c["completion_mask_BL"],
-                 "rejected_BL": r["completion_BL"], "rejected_mask_BL": r["completion_mask_BL"],
-                 "group_id_B": np.asarray(raw["group_B"], np.int32)}
-        batch = self.global_rows(batch) if local else self.full_rows(batch)
-        ref = self._ref_logps(*self.ref_arrays(state), batch)
-        batch["ref_chosen_logp_B"], batch["ref_rejected_logp_B"] = self.full_rows(ref)
-        return batch
-
-    def train_steps(self, state, step, rngs):
-        state, metrics = self._step(state, self.make_batch(next(self.loader), state), rngs[0])
-        row = host_row(metrics, self.group_names)
-        row["lr_scale"] = float(state.lr_scale)
-        return state, [row]
-
-    def evaluate(self, state) -> dict:
-        """Per-group loss / reward accuracy / log-prob accuracy over the whole evaluation set."""
-        from grpojax.losses.dpo import dpo_loss, preference_metrics
-        from grpojax.losses.robust import group_metrics
-        from grpojax.train.preference import _BASE
-
-        if self.eval_set is None:
-            raise UserError("no evaluation data: set data.eval_path or data.eval_split")
-        d, bs, s = self.cfg.data, self.cfg.train.batch_size, self.settings
-        if self._eval_metrics is None:
-            @jax.jit
-            def pair_metrics(pw, pl, rw, rl):
-                pm = preference_metrics(pw, pl, rw, rl, beta=s.beta)
-                return (dpo_loss(pw, pl, rw, rl, beta=s.beta, loss_type=_BASE[s.loss],
-                                 label_smoothing=s.label_smoothing), pm.reward_accuracy, pm.logprob_accuracy)
-
-            self._eval_metrics = pair_metrics
-        losses, racc, lacc, groups = [], [], [], []
-        for idx, real in padded_batches(len(self.eval_set), bs):  # every pair once
-            batch = self.make_batch(COLLATE[self.kind](self.tok, self.eval_set[idx],
-                                                       max_prompt_length=d.max_prompt_length,
-                                                       max_length=d.max_length), state, local=False)
-            pw, pl = self._policy_logps(state.params, state.frozen, batch)
-            out = self._eval_metrics(pw, pl, batch["ref_chosen_logp_B"], batch["ref_rejected_logp_B"])
-            # on the host: eager slicing / concatenation of batch-sharded arrays runs cross-device
-            # collectives op by op (XLA:CPU's all-to-all rendezvous timed out on 8 fake devices)
-            host = shd.to_host((*out, batch["group_id_B"]))
-            for acc, x in zip((losses, racc, lacc, groups), host):
-                acc.append(x[:real])
-        cat = lambda xs: jnp.asarray(np.concatenate(xs))  # noqa: E731
-        gm = group_metrics(cat(losses), cat(racc), cat(lacc), cat(groups),
-                           num_groups=self.settings.num_groups)
-        out = {"eval/loss": jnp.mean(cat(losses)), "eval/reward_accuracy": jnp.mean(cat(racc)),
-               "eval/worst_group/loss": gm.worst_loss,
-               "eval/worst_group/reward_accuracy": gm.worst_reward_accuracy,
-               "eval/worst_group/logprob_accuracy": gm.worst_logprob_accuracy,
-               "eval/group_loss": gm.loss_M, "eval/group_reward_accuracy": gm.reward_accuracy_M}
-        return host_row(out, self.group_names)
-
-    def after_steps(self, state, step, rows):
-        every = self.cfg.train.eval_every
-        if not every or step % every:
-            return state
-        ev = self.evaluate(state)
-        rows[-1].update(ev)
-        if self.plateau is not None:
-            key = "eval/worst_group/loss" if self.settings.weighted else "eval/loss"
-            if self.plateau.update(ev[key]):
-                print(f"step {step}: {key} plateaued; LR x{self.plateau.factor} "
-                      f"(cut {self.plateau.cuts})", flush=True)
-            state = state._replace(lr_scale=jnp.asarray(self.plateau.scale, jnp.float32))
-        return state
-
-    def position(self) -> dict:
-        d = super().position()
-        if self.plateau is not None:
-            d["plateau"] = self.plateau.state()
-        return d
-
-    def restore_position(self, d: dict) -> None:
-        super().restore_position(d)
-        if self.plateau is not None and "plateau" in d:
-            self.plateau.restore(d["plateau"])

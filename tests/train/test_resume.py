@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from grpojax.train.grpo_task import GRPOTask
-from grpojax.train.tasks import PreferenceTask
+from grpojax.train.preference_task import PreferenceTask
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # pytest runs with --import-mode=importlib
 from test_runner import _final_state_leaves, _metrics, _repo_root, _train  # noqa: E402,F401 (autouse fixture)

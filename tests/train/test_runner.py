@@ -15,7 +15,8 @@ from grpojax.checkpoint import Checkpointer, abstract_like
 from grpojax.config import load_config
 from grpojax.train.grpo_task import GRPOTask
 from grpojax.train.runner import run
-from grpojax.train.tasks import PreferenceTask, SFTTask
+from grpojax.train.preference_task import PreferenceTask
+from grpojax.train.tasks import SFTTask
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "JAX_PLATFORMS": "cpu",

@@ -29,7 +29,7 @@ from grpojax.config import load_config
 from grpojax.train.grpo_task import GRPOTask
 from grpojax.train.reward_task import RewardTask
 from grpojax.train.runner import run
-from grpojax.train.tasks import PreferenceTask
+from grpojax.train.preference_task import PreferenceTask
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 KINDS = {  # tiny_<kind>.yaml, task, overrides (small shapes: each run compiles its steps once)
