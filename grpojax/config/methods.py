@@ -40,16 +40,16 @@ class GRPOConfig:
 
     def __post_init__(self):
         check(self.num_generations >= 2, "num_generations",
-               f"must be >= 2 (group-relative advantages need a group), got {self.num_generations}")
+              f"must be >= 2 (group-relative advantages need a group), got {self.num_generations}")
         positive(self, "num_iterations", "epsilon", "epsilon_high", "delta", "temperature", "top_k",
-                  "max_completion_length")
+                 "max_completion_length")
         non_negative(self, "beta")
         check(self.delta is None or self.delta > 1.0, "delta", f"must be > 1 (a cap on the ratio), got {self.delta}")
         check(0.0 < self.top_p <= 1.0, "top_p", f"must be in (0, 1], got {self.top_p}")
         check(self.reward_model is not None or len(self.reward_funcs) > 0, "reward_model",
-               "GRPO needs a reward: set grpo.reward_model and/or grpo.reward_funcs")
+              "GRPO needs a reward: set grpo.reward_model and/or grpo.reward_funcs")
         check(self.reward_model is None or len(self.aspects) > 0, "aspects",
-               "name the reward model's aspects (one per output score)")
+              "name the reward model's aspects (one per output score)")
         check(len(set(self.aspects)) == len(self.aspects), "aspects", "has duplicates")
 
 
@@ -57,7 +57,10 @@ class GRPOConfig:
 class PreferenceConfig:
     """Offline preference losses (ALGORITHMS.md 2). ``eta_alpha``: robust step size; ``chi``: trade-off
     (1 = fully robust); ``eta_alpha_decay_on_lr_cut``: factor applied to eta_alpha at each LR-on-plateau
-    cut (1 = unchanged); ``average_logprobs``: length-averaged instead of summed sequence log-probs."""
+    cut (1 = unchanged); ``average_logprobs``: length-averaged instead of summed sequence log-probs.
+    ``precompute_ref_logps`` (TRL's ``precompute_ref_log_probs``): one reference forward over the training
+    and evaluation pairs before the first step, then none per step, and the reference's weights are freed
+    (offline preference runs only)."""
 
     loss: Literal["dpo", "ipo", "hinge", "gr_dpo", "gr_ipo", "is_dpo"] = "dpo"
     beta: float = 0.1
@@ -66,6 +69,7 @@ class PreferenceConfig:
     chi: float = 1.0
     eta_alpha_decay_on_lr_cut: float = 1.0
     average_logprobs: bool = False
+    precompute_ref_logps: bool = False
 
     def __post_init__(self):
         positive(self, "beta")
@@ -73,7 +77,7 @@ class PreferenceConfig:
         check(0.0 <= self.label_smoothing < 0.5, "label_smoothing", f"must be in [0, 0.5), got {self.label_smoothing}")
         check(0.0 <= self.chi <= 1.0, "chi", f"must be in [0, 1], got {self.chi}")
         check(0.0 < self.eta_alpha_decay_on_lr_cut <= 1.0, "eta_alpha_decay_on_lr_cut",
-               f"must be in (0, 1], got {self.eta_alpha_decay_on_lr_cut}")
+              f"must be in (0, 1], got {self.eta_alpha_decay_on_lr_cut}")
 
 
 @dataclass(frozen=True)
@@ -91,11 +95,11 @@ class RewardConfig:
         check(len(self.aspects) > 0, "aspects", "name at least one aspect (one score per aspect)")
         check(len(set(self.aspects)) == len(self.aspects), "aspects", "has duplicates")
         check(not self.aspect_weights or len(self.aspect_weights) == len(self.aspects), "aspect_weights",
-               f"needs one weight per aspect ({len(self.aspects)}), got {len(self.aspect_weights)}")
+              f"needs one weight per aspect ({len(self.aspects)}), got {len(self.aspect_weights)}")
         check(all(w >= 0 for w in self.aspect_weights), "aspect_weights", "must be >= 0")
         check(self.label_affine is None or self.label_affine[0] != 0, "label_affine", "scale must be non-zero")
         check(self.loss != "bradley_terry" or len(self.aspects) == 1, "aspects",
-               "bradley_terry trains one score: give exactly one aspect")
+              "bradley_terry trains one score: give exactly one aspect")
 
 
 @dataclass(frozen=True)
@@ -120,13 +124,13 @@ class _RolloutFields:
         positive(self, "num_generations", "temperature", "top_k", "max_completion_length")
         check(0.0 < self.top_p <= 1.0, "top_p", f"must be in (0, 1], got {self.top_p}")
         check(self.reward_model is not None or len(self.reward_funcs) > 0, "reward_model",
-               "needs a reward: set reward_model and/or reward_funcs")
+              "needs a reward: set reward_model and/or reward_funcs")
         check(self.reward_model is None or len(self.aspects) > 0, "aspects",
-               "name the reward model's aspects (one per output score)")
+              "name the reward model's aspects (one per output score)")
         check(len(set(self.aspects)) == len(self.aspects), "aspects", "has duplicates")
         r, f = len(self.aspects), len(self.reward_funcs)
         check(not self.reward_weights or len(self.reward_weights) == r + f, "reward_weights",
-               f"needs one weight per aspect ({r}) plus one per reward_func ({f}), got {len(self.reward_weights)}")
+              f"needs one weight per aspect ({r}) plus one per reward_func ({f}), got {len(self.reward_weights)}")
 
 
 @dataclass(frozen=True)
@@ -169,7 +173,7 @@ class PPOConfig(_RolloutFields):
         for n in ("gamma", "lam"):
             check(0.0 <= getattr(self, n) <= 1.0, n, f"must be in [0, 1], got {getattr(self, n)}")
         check(self.critic == "separate" or self.critic_path is None, "critic_path",
-               "a critic checkpoint needs critic: separate (the shared critic is the policy backbone)")
+              "a critic checkpoint needs critic: separate (the shared critic is the policy backbone)")
 
 
 @dataclass(frozen=True)
@@ -184,4 +188,4 @@ class OnlineDPOConfig(_RolloutFields):
     def __post_init__(self):
         super().__post_init__()
         check(self.num_generations >= 2, "num_generations",
-               f"must be >= 2 (a pair needs two samples), got {self.num_generations}")
+              f"must be >= 2 (a pair needs two samples), got {self.num_generations}")

@@ -29,7 +29,7 @@ class _RunBase:
 
     def __post_init__(self):
         check(self.tokenizer.path is not None or self.model.path is not None, "tokenizer.path",
-               "model.preset has no tokenizer: set tokenizer.path (a tokenizer directory or hub id)")
+              "model.preset has no tokenizer: set tokenizer.path (a tokenizer directory or hub id)")
         check(bool(self.run_dir.strip()), "run_dir", "must be a non-empty directory path")
 
     @property
@@ -49,14 +49,14 @@ class GRPORunConfig(_RunBase):
         super().__post_init__()
         g = self.grpo.num_generations
         check(self.train.batch_size % g == 0, "train.batch_size",
-               f"must be a multiple of grpo.num_generations={g} (completions per step), got {self.train.batch_size}")
+              f"must be a multiple of grpo.num_generations={g} (completions per step), got {self.train.batch_size}")
         mb = self.train.micro_batch_size
         check(mb is None or mb % g == 0, "train.micro_batch_size",
-               f"must be a multiple of grpo.num_generations={g} so groups are never split, got {mb}")
+              f"must be a multiple of grpo.num_generations={g} so groups are never split, got {mb}")
         r = len(self.grpo.aspects)
         check(not self.grpo.reward_weights or len(self.grpo.reward_weights) == r + len(self.grpo.reward_funcs),
-               "grpo.reward_weights", f"needs one weight per aspect ({r}) plus one per reward_func "
-               f"({len(self.grpo.reward_funcs)}), got {len(self.grpo.reward_weights)}")
+              "grpo.reward_weights", f"needs one weight per aspect ({r}) plus one per reward_func "
+              f"({len(self.grpo.reward_funcs)}), got {len(self.grpo.reward_weights)}")
 
 
 @dataclass(frozen=True)
@@ -71,7 +71,7 @@ class RewardRunConfig(_RunBase):
         if self.reward.loss == "regression" and self.data.format == "columns":
             n = len(self.reward.aspects)
             check(len(self.data.label_columns) == n, "data.label_columns",
-                   f"needs one column per reward.aspects entry ({n}), got {len(self.data.label_columns)}")
+                  f"needs one column per reward.aspects entry ({n}), got {len(self.data.label_columns)}")
 
 
 @dataclass(frozen=True)
@@ -85,7 +85,7 @@ class DPORunConfig(_RunBase):
         super().__post_init__()
         robust = self.preference.loss in ("gr_dpo", "gr_ipo", "is_dpo")
         check(not robust or self.data.group_column is not None or self.data.format == "global_opinions",
-               "data.group_column", f"preference.loss={self.preference.loss} needs groups: set data.group_column")
+              "data.group_column", f"preference.loss={self.preference.loss} needs groups: set data.group_column")
 
 
 @dataclass(frozen=True)
@@ -108,12 +108,12 @@ class PPORunConfig(_RunBase):
         super().__post_init__()
         p, bs = self.ppo, self.train.batch_size
         check(bs % p.num_generations == 0, "train.batch_size",
-               f"must be a multiple of ppo.num_generations={p.num_generations}, got {bs}")
+              f"must be a multiple of ppo.num_generations={p.num_generations}, got {bs}")
         check(bs % p.num_mini_batches == 0, "ppo.num_mini_batches",
-               f"must divide train.batch_size={bs}, got {p.num_mini_batches}")
+              f"must divide train.batch_size={bs}, got {p.num_mini_batches}")
         mini, mb = bs // p.num_mini_batches, self.train.micro_batch_size
         check(mb is None or mini % mb == 0, "train.micro_batch_size",
-               f"must divide the mini-batch size {mini} (train.batch_size / ppo.num_mini_batches), got {mb}")
+              f"must divide the mini-batch size {mini} (train.batch_size / ppo.num_mini_batches), got {mb}")
 
 
 @dataclass(frozen=True)
@@ -130,12 +130,14 @@ class OnlineDPORunConfig(_RunBase):
         super().__post_init__()
         g, bs = self.online_dpo.num_generations, self.train.batch_size
         check(bs % g == 0, "train.batch_size",
-               f"must be a multiple of online_dpo.num_generations={g} (completions per step), got {bs}")
+              f"must be a multiple of online_dpo.num_generations={g} (completions per step), got {bs}")
         check(self.preference.loss in ("dpo", "ipo", "hinge"), "preference.loss",
-               f"online DPO has no groups: use dpo, ipo or hinge, got {self.preference.loss}")
+              f"online DPO has no groups: use dpo, ipo or hinge, got {self.preference.loss}")
+        check(not self.preference.precompute_ref_logps, "preference.precompute_ref_logps",
+              "online DPO samples new pairs every step: there is nothing to precompute")
         mb, prompts = self.train.micro_batch_size, bs // g
         check(mb is None or prompts % mb == 0, "train.micro_batch_size",
-               f"counts pairs here and must divide the {prompts} prompts per step, got {mb}")
+              f"counts pairs here and must divide the {prompts} prompts per step, got {mb}")
 
 
 SCHEMAS = {"grpo": GRPORunConfig, "reward": RewardRunConfig, "dpo": DPORunConfig, "sft": SFTRunConfig,

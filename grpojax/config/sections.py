@@ -75,14 +75,14 @@ class ModelConfig:
 
     def __post_init__(self):
         check((self.path is None) != (self.preset is None), "path",
-               "set exactly one of model.path (HF dir or hub id) and model.preset (random init)")
+              "set exactly one of model.path (HF dir or hub id) and model.preset (random init)")
         if self.preset is not None:
             from grpojax.models.config import PRESETS  # the published shapes (light module, no model code)
 
             check(self.preset in PRESETS, "preset", f"unknown preset {self.preset!r}; valid presets: "
-                   f"{', '.join(PRESETS)}")
+                  f"{', '.join(PRESETS)}")
         check(self.preset is not None or not self.shape.overrides(), "shape",
-               "shape overrides apply to model.preset only (a checkpoint's shape comes from its config.json)")
+              "shape overrides apply to model.preset only (a checkpoint's shape comes from its config.json)")
 
 
 @dataclass(frozen=True)
@@ -126,10 +126,10 @@ class DataConfig:
 
     def __post_init__(self):
         check(self.path is not None or self.format != "columns", "path",
-               "data.path is required with format=columns (a local file or a hub dataset id)")
+              "data.path is required with format=columns (a local file or a hub dataset id)")
         positive(self, "max_prompt_length", "max_length", "max_examples")
         check(self.max_length > self.max_prompt_length, "max_length",
-               f"must exceed max_prompt_length={self.max_prompt_length}, got {self.max_length}")
+              f"must exceed max_prompt_length={self.max_prompt_length}, got {self.max_length}")
         check(len(set(self.group_names)) == len(self.group_names), "group_names", "has duplicates")
 
 
@@ -177,16 +177,16 @@ class TrainConfig:
 
     def __post_init__(self):
         positive(self, "steps", "batch_size", "micro_batch_size", "learning_rate", "adam_eps",
-                  "max_grad_norm", "log_every", "save_every", "keep_checkpoints")
+                 "max_grad_norm", "log_every", "save_every", "keep_checkpoints")
         non_negative(self, "warmup_steps", "weight_decay", "eval_every")
         check(self.micro_batch_size is None or self.batch_size % self.micro_batch_size == 0,
-               "micro_batch_size", f"must divide batch_size={self.batch_size}, got {self.micro_batch_size}")
+              "micro_batch_size", f"must divide batch_size={self.batch_size}, got {self.micro_batch_size}")
         for n in ("adam_b1", "adam_b2"):
             check(0.0 <= getattr(self, n) < 1.0, n, f"must be in [0, 1), got {getattr(self, n)}")
         check(self.warmup_steps <= self.steps, "warmup_steps",
-               f"must be <= steps={self.steps}, got {self.warmup_steps}")
+              f"must be <= steps={self.steps}, got {self.warmup_steps}")
         check(not self.plateau.enabled or self.eval_every > 0, "plateau.enabled",
-               "LR-on-plateau needs evaluations: set train.eval_every > 0")
+              "LR-on-plateau needs evaluations: set train.eval_every > 0")
 
     @property
     def grad_accum(self) -> int:

@@ -164,7 +164,8 @@ class DataLoader:
     """Batches of a normalised dataset: ``BatchIterator`` order -> rows -> ``collate`` -> numpy dict.
 
     ``shard=(i, n)`` keeps rows ``[i*b/n, (i+1)*b/n)`` of every global batch (process i of n on a
-    multi-host run, which all iterate the same global order).
+    multi-host run, which all iterate the same global order). ``last_indices``: the dataset rows of the
+    batch ``next`` returned last (this host's).
     """
 
     def __init__(self, dataset, collate: Callable[[dict], dict], batch_size: int, seed: int = 0,
@@ -182,7 +183,8 @@ class DataLoader:
         idx = next(self.iterator)
         i, n = self.shard
         per = len(idx) // n
-        return self.collate(self.dataset[idx[i * per : (i + 1) * per].tolist()])
+        self.last_indices = idx[i * per : (i + 1) * per]  # the dataset rows of the batch just returned
+        return self.collate(self.dataset[self.last_indices.tolist()])
 
     def state(self) -> dict:
         return self.iterator.state()

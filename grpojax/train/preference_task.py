@@ -8,6 +8,7 @@ losses), and ``after_steps`` evaluates per group and applies LR-on-plateau (the 
 from __future__ import annotations
 
 import functools
+import time
 
 import jax
 import jax.numpy as jnp
@@ -15,6 +16,7 @@ import numpy as np
 
 from grpojax import sharding as shd
 from grpojax.cli import UserError
+from grpojax.metrics import format_duration
 from grpojax.data import COLLATE, load_from_config, padded_batches
 from grpojax.train.optim import Plateau
 from grpojax.train.preference import PreferenceSettings, jitted_pair_logprobs, preference_step
@@ -54,7 +56,48 @@ class PreferenceTask(BaseTask):
         state = super().init_state(robust=init_robust_state(self.settings))
         self._ref = self.frozen_reference(state)
         self._ref_logps = jitted_pair_logprobs(self._ref[0], self.settings, self.mesh)
+        self._ref_table = {}
         return state
+
+    def _ref_rows(self, table: str, state) -> str | None:
+        """With ``preference.precompute_ref_logps``: the name of the precomputed table of the ``"train"`` /
+        ``"eval"`` pairs, computed on first use (so ``scripts/evaluate.py`` never runs the training pairs);
+        once every table a run needs exists, the reference's weights are freed. None without the option."""
+        if not self.cfg.preference.precompute_ref_logps:
+            return None
+        if table not in self._ref_table:
+            data, name = (self.dataset, "training") if table == "train" else (self.eval_set, "evaluation")
+            self._ref_table[table] = self._precompute(data, state, name)
+            if "train" in self._ref_table and (self.eval_set is None or "eval" in self._ref_table):
+                self._ref = None  # every reference log-prob a step or an evaluation needs is in the tables
+        return table
+
+    def _precompute(self, dataset, state, name: str) -> np.ndarray:
+        """``[N, 2]`` float32 reference log-probs (chosen, rejected) of every pair of ``dataset``: one
+        forward over it in batches of ``train.batch_size`` (progress every ~10% on process 0)."""
+        d, bs, n = self.cfg.data, self.cfg.train.batch_size, len(dataset)
+        table, done, t0, shown = np.zeros((n, 2), np.float32), 0, time.time(), 0
+        for idx, real in padded_batches(n, bs):
+            raw = COLLATE[self.kind](self.tok, dataset[idx], max_prompt_length=d.max_prompt_length,
+                                     max_length=d.max_length)
+            chosen, rejected = shd.to_host(self._ref_logps(*self.ref_arrays(state), self._pairs(raw, local=False)))
+            table[idx[:real], 0], table[idx[:real], 1] = chosen[:real], rejected[:real]
+            done += real
+            if shd.is_main_process() and (10 * done >= (shown + 1) * n or done == n):
+                shown, rate = 10 * done // n, done / max(time.time() - t0, 1e-9)
+                print(f"reference log-probs ({name} pairs): {done}/{n}, {rate:.1f} pairs/s, "
+                      f"ETA {format_duration((n - done) / rate)}", flush=True)
+        return table
+
+    def _pairs(self, raw: dict, *, local: bool) -> dict:
+        """Collated pairs -> the step's sequence arrays on the mesh (this host's rows when ``local``)."""
+        P = self.cfg.data.max_prompt_length
+        c, r = split_sequences(raw, P, "chosen_"), split_sequences(raw, P, "rejected_")
+        batch = {"prompt_BP": c["prompt_BP"], "prompt_mask_BP": c["prompt_mask_BP"],
+                 "chosen_BL": c["completion_BL"], "chosen_mask_BL": c["completion_mask_BL"],
+                 "rejected_BL": r["completion_BL"], "rejected_mask_BL": r["completion_mask_BL"],
+                 "group_id_B": np.asarray(raw["group_B"], np.int32)}
+        return self.global_rows(batch) if local else self.full_rows(batch)
 
     def _compile(self, graphdef):
         self._step = self.jit_step(functools.partial(preference_step, graphdef=graphdef, tx=self.tx,
@@ -63,22 +106,29 @@ class PreferenceTask(BaseTask):
                                    self.cfg.train.batch_size)
         self._policy_logps = jitted_pair_logprobs(graphdef, self.settings, self.mesh)
 
-    def make_batch(self, raw: dict, state, *, local: bool = True) -> dict:
+    def make_batch(self, raw: dict, state, *, local: bool = True, rows=None, table: str | None = None) -> dict:
         """Collated pairs -> the step's batch on the mesh, with the frozen reference's log-probs. ``raw``
-        holds this host's rows of a training batch (``local``) or a whole evaluation batch."""
-        P = self.cfg.data.max_prompt_length
-        c, r = split_sequences(raw, P, "chosen_"), split_sequences(raw, P, "rejected_")
-        batch = {"prompt_BP": c["prompt_BP"], "prompt_mask_BP": c["prompt_mask_BP"],
-                 "chosen_BL": c["completion_BL"], "chosen_mask_BL": c["completion_mask_BL"],
-                 "rejected_BL": r["completion_BL"], "rejected_mask_BL": r["completion_mask_BL"],
-                 "group_id_B": np.asarray(raw["group_B"], np.int32)}
-        batch = self.global_rows(batch) if local else self.full_rows(batch)
+        holds this host's rows of a training batch (``local``) or a whole evaluation batch; the log-probs
+        are the dataset rows ``rows`` of a precomputed ``table`` (:meth:`_ref_rows`), else one reference
+        forward of the batch."""
+        batch = self._pairs(raw, local=local)
+        if table is not None:
+            ref = self._ref_table[table][np.asarray(rows)]
+            ref = {"c": ref[:, 0], "r": ref[:, 1]}
+            ref = self.global_rows(ref) if local else self.full_rows(ref)
+            batch["ref_chosen_logp_B"], batch["ref_rejected_logp_B"] = ref["c"], ref["r"]
+            return batch
+        if self._ref is None:
+            raise UserError("preference.precompute_ref_logps: the reference was freed after its log-probs of "
+                            "the training and evaluation pairs were precomputed; other pairs need it off")
         ref = self._ref_logps(*self.ref_arrays(state), batch)
         batch["ref_chosen_logp_B"], batch["ref_rejected_logp_B"] = self.full_rows(ref)
         return batch
 
     def train_steps(self, state, step, rngs):
-        state, metrics = self._step(state, self.make_batch(next(self.loader), state), rngs[0])
+        raw = next(self.loader)
+        batch = self.make_batch(raw, state, rows=self.loader.last_indices, table=self._ref_rows("train", state))
+        state, metrics = self._step(state, batch, rngs[0])
         row = host_row(metrics, self.group_names)
         row["lr_scale"] = float(state.lr_scale)
         return state, [row]
@@ -104,7 +154,8 @@ class PreferenceTask(BaseTask):
         for idx, real in padded_batches(len(self.eval_set), bs):  # every pair once
             batch = self.make_batch(COLLATE[self.kind](self.tok, self.eval_set[idx],
                                                        max_prompt_length=d.max_prompt_length,
-                                                       max_length=d.max_length), state, local=False)
+                                                       max_length=d.max_length), state, local=False,
+                                    rows=idx, table=self._ref_rows("eval", state))
             pw, pl = self._policy_logps(state.params, state.frozen, batch)
             out = self._eval_metrics(pw, pl, batch["ref_chosen_logp_B"], batch["ref_rejected_logp_B"])
             # on the host: eager slicing / concatenation of batch-sharded arrays runs cross-device
