@@ -156,3 +156,22 @@ def test_bad_model_paths(ckpt, tmp_path, capsys):
     assert cli.main(["--model", str(empty), "--prompt-ids", "1", "--max-new-tokens", "2"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "config.json" in err[0]
+
+
+def test_tensor_parallel_sampling_matches_one_device(ckpt, capsys):
+    """--tensor 4 / -1: the weights split over 4 / 8 of the fake CPU devices give the one-device greedy
+    tokens and log-probs; more devices than JAX has is a bad-input exit."""
+    argv = ["--model", ckpt[0], "--prompt", "the cat sat", "--max-new-tokens", "8", "--greedy", "--json",
+            "--num-samples", "2"]
+    outs = {}
+    for t in ("1", "4", "-1"):
+        capsys.readouterr()
+        assert cli.main(argv + ["--tensor", t]) == 0
+        outs[t] = json.loads(capsys.readouterr().out)
+    assert [outs[t]["devices"] for t in ("1", "4", "-1")] == [1, 4, 8]
+    for t in ("4", "-1"):
+        for a, b in zip(outs[t]["completions"], outs["1"]["completions"]):
+            assert a["completion_ids"] == b["completion_ids"] and len(a["completion_ids"]) > 0
+            np.testing.assert_allclose(a["logprobs"], b["logprobs"], atol=1e-4)
+    assert cli.main(argv + ["--tensor", "64"]) == 2
+    assert "--tensor 64: JAX sees only 8 devices" in capsys.readouterr().err

@@ -2,6 +2,8 @@
 
     python scripts/sample.py --model Qwen/Qwen2.5-0.5B-Instruct --prompt "Hello" --max-new-tokens 32
     python scripts/sample.py --model ./ckpt --prompt-ids "1 2 3" --max-new-tokens 8 --greedy --json
+    python scripts/sample.py --model Qwen/Qwen2.5-7B-Instruct --prompt "Hello" --max-new-tokens 64 \
+        --dtype bfloat16 --tensor 4     # weights split over 4 chips (a TPU VM whose chips hold less)
 
 Prints the completion text (decoded with the checkpoint's tokenizer when it has one; with --prompt-ids
 and no tokenizer, the completion token ids), or with --json one JSON object with the prompt ids, the
@@ -45,6 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--chat", action="store_true", help="wrap --prompt in the tokenizer's chat template")
     p.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32")
     p.add_argument("--json", action="store_true", help="print one JSON object (ids, log-probs, text)")
+    p.add_argument("--tensor", type=int, default=1,
+                   help="split the weights by heads / MLP width / vocabulary over this many devices (-1 = all); "
+                        "the checkpoint is read into host memory and each device copies its slices")
     return p
 
 
@@ -77,6 +82,8 @@ def check_args(args: argparse.Namespace) -> None:
         raise BadInput("--chat needs --prompt")
     if args.prompt is not None and not args.prompt:
         raise BadInput("--prompt is empty")
+    if args.tensor == 0 or args.tensor < -1:
+        raise BadInput(f"--tensor must be -1 (all devices) or >= 1, got {args.tensor}")
 
 
 def load_tokenizer(model: str, required: bool) -> Any:
@@ -116,10 +123,14 @@ def run(args: argparse.Namespace) -> dict:
     check_args(args)
     prompt_ids = parse_ids(args.prompt_ids) if args.prompt_ids is not None else None
 
+    import contextlib
+
     import jax
     import jax.numpy as jnp
     import numpy as np
+    from flax import nnx
 
+    from grpojax import sharding as shd
     from grpojax.models import from_hf
     from grpojax.models.hf_io import resolve_checkpoint
     from grpojax.sampling import sample
@@ -140,20 +151,31 @@ def run(args: argparse.Namespace) -> dict:
             prompt_ids = tokenizer(args.prompt, add_special_tokens=False)["input_ids"]
         if not prompt_ids:
             raise BadInput("--prompt tokenizes to zero tokens")
+    n_dev = jax.device_count() if args.tensor == -1 else args.tensor
+    if n_dev > jax.device_count():
+        raise BadInput(f"--tensor {n_dev}: JAX sees only {jax.device_count()} devices")
     try:
-        model = from_hf(ckpt, dtype=jnp.bfloat16 if args.dtype == "bfloat16" else jnp.float32)
+        with shd.host_memory() if n_dev > 1 else contextlib.nullcontext():
+            model = from_hf(ckpt, dtype=jnp.bfloat16 if args.dtype == "bfloat16" else jnp.float32)
     except (OSError, ValueError, KeyError) as e:
         raise BadInput(f"cannot load model {args.model}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+    cache_fn, prompt = None, {"ids": np.asarray([prompt_ids], np.int32), "mask": np.ones((1, len(prompt_ids)), np.int32)}
+    if n_dev > 1:  # the layout of grpojax.sharding.rollout_mesh(mesh, n_dev): weights split over n_dev devices
+        mesh = shd.make_mesh((1, 1, n_dev), devices=jax.devices()[:n_dev])
+        graphdef, state = nnx.split(model)
+        model = nnx.merge(graphdef, shd.place_from_host(state, shd.tree_shardings(state, mesh)))
+        cache_fn = shd.ShardedCache(model.config, mesh, model.dtype)
+        prompt = shd.global_batch_from_full(prompt, mesh)
     vocab = model.config.vocab_size
     bad = [i for i in prompt_ids if i >= vocab]
     if bad:
         raise BadInput(f"prompt token ids {bad[:5]} are >= the vocabulary size {vocab}")
     eos, pad = eos_and_pad(ckpt, tokenizer)
 
-    out = sample(model, np.asarray([prompt_ids], np.int32), np.ones((1, len(prompt_ids)), np.int32),
-                 jax.random.key(args.seed), max_new_tokens=args.max_new_tokens, temperature=args.temperature,
-                 top_k=args.top_k, top_p=args.top_p, greedy=args.greedy, eos_ids=eos, pad_id=pad,
-                 num_samples=args.num_samples)
+    out = sample(model, prompt["ids"], prompt["mask"], jax.random.key(args.seed), max_new_tokens=args.max_new_tokens,
+                 temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, greedy=args.greedy, eos_ids=eos,
+                 pad_id=pad, num_samples=args.num_samples, cache_fn=cache_fn)
+    out = out._replace(**{k: np.asarray(shd.to_host(v)) for k, v in out._asdict().items() if k != "num_steps"})
     completions = []
     for g in range(args.num_samples):
         n = int(np.asarray(out.completion_mask_BT[g]).sum())
@@ -166,6 +188,7 @@ def run(args: argparse.Namespace) -> dict:
             "truncated": bool(out.truncated_B[g]),
         })
     return {"model": args.model, "prompt_ids": list(map(int, prompt_ids)), "eos_ids": eos, "pad_id": pad,
+            "devices": n_dev,
             "temperature": args.temperature, "greedy": args.greedy, "seed": args.seed,
             "completions": completions}
 

@@ -59,13 +59,14 @@ Public API:
     tree_shardings, train_state_shardings, batch_shardings, batch_spec, cache_shardings, constrain,
     pin, named, describe
     shard, init_sharded, init_train_state, jit_step, traced_on_mesh, abstract_batch,   jit.py
-    with_shardings, global_batch, global_batch_from_full, to_host, ShardedCache,
+    with_shardings, global_batch, global_batch_from_full, to_host, host_memory, place_from_host,
+    ShardedCache,
     sharded_bytes_per_device
     f32_optimizer_state                                          memory.py (bf16 params, f32 Adam)
 """
 
-from grpojax.sharding.jit import (ShardedCache, abstract_batch, global_batch, global_batch_from_full,
-                                  init_sharded, init_train_state, jit_step, shard,
+from grpojax.sharding.jit import (ShardedCache, abstract_batch, global_batch, global_batch_from_full, host_memory,
+                                  init_sharded, init_train_state, jit_step, place_from_host, shard,
                                   sharded_bytes_per_device, to_host, traced_on_mesh, with_shardings)
 from grpojax.sharding.memory import f32_optimizer_state
 from grpojax.sharding.mesh import (AXES, BATCH_AXES, batch_axis_size, host_batch_slice, is_main_process,
@@ -79,5 +80,6 @@ __all__ = [
     "host_batch_slice", "RULES", "KV_CACHE_AXES", "kv_cache_axes", "ACTIVATION_AXES", "logical_to_spec", "tree_shardings",
     "train_state_shardings", "batch_shardings", "batch_spec", "cache_shardings", "constrain", "pin", "named",
     "describe", "shard", "init_sharded", "init_train_state", "jit_step", "traced_on_mesh", "abstract_batch",
-    "with_shardings", "global_batch", "global_batch_from_full", "to_host", "ShardedCache", "sharded_bytes_per_device", "f32_optimizer_state",
+    "with_shardings", "global_batch", "global_batch_from_full", "to_host", "host_memory", "place_from_host",
+    "ShardedCache", "sharded_bytes_per_device", "f32_optimizer_state",
 ]

@@ -146,6 +146,29 @@ def global_batch_from_full(full_batch: dict, mesh: Mesh, rules: Rules | None = N
     return jax.tree.map(one, full_batch)
 
 
+def host_memory():
+    """``jax.default_device(cpu)`` where a CPU backend exists (weights read from disk stay in host memory
+    until :func:`place_from_host` slices them onto a mesh), else a no-op context."""
+    import contextlib
+
+    try:
+        return jax.default_device(jax.local_devices(backend="cpu")[0])
+    except RuntimeError:
+        return contextlib.nullcontext()
+
+
+def place_from_host(tree: Any, shardings: Any) -> Any:
+    """A pytree held whole in host memory -> global arrays with ``shardings``; each device copies only its
+    slice of each leaf (``make_array_from_callback``), so no accelerator ever holds a whole weight."""
+    def one(x, sharding):
+        if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
+            return jax.device_put(x, sharding)
+        x = np.asarray(x)
+        return jax.make_array_from_callback(x.shape, sharding, lambda idx: x[idx])
+
+    return jax.tree.map(one, tree, shardings)
+
+
 def to_host(tree: Any) -> Any:
     """Every leaf as a (writable, copied) NumPy array holding the whole global value, on every host.
 
@@ -193,4 +216,4 @@ def sharded_bytes_per_device(tree: Any) -> int:
 
 
 __all__ = ["shard", "init_sharded", "init_train_state", "jit_step", "abstract_batch", "with_shardings",
-           "global_batch", "global_batch_from_full", "to_host", "ShardedCache", "sharded_bytes_per_device", "NamedSharding"]
+           "global_batch", "global_batch_from_full", "to_host", "host_memory", "place_from_host", "ShardedCache", "sharded_bytes_per_device", "NamedSharding"]

@@ -71,26 +71,6 @@ def start_mesh(mesh_cfg):
         raise UserError(f"mesh={sizes}: {e}") from None
 
 
-def _host_default_device():
-    """``jax.default_device(cpu)`` where a CPU backend exists (weights read from disk stay in host memory
-    until they are sliced onto the mesh), else a no-op context."""
-    import contextlib
-
-    try:
-        return jax.default_device(jax.local_devices(backend="cpu")[0])
-    except RuntimeError:
-        return contextlib.nullcontext()
-
-
-def _from_host(x, sharding):
-    """One leaf held whole in host memory -> a global array with ``sharding``; each device copies only
-    its slice (``make_array_from_callback``), so no accelerator ever holds the whole leaf."""
-    if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
-        return jax.device_put(x, sharding)
-    x = np.asarray(x)
-    return jax.make_array_from_callback(x.shape, sharding, lambda idx: x[idx])
-
-
 class BaseTask(abc.ABC):
     """Model, tokenizer, optimizer, device mesh and data loader common to every task."""
 
@@ -183,10 +163,10 @@ class BaseTask(abc.ABC):
             abstract = jax.eval_shape(arrays)
             shardings = shd.tree_shardings(abstract, self.mesh)
             return jax.jit(arrays, out_shardings=shardings)(), holder["static"], shardings
-        with _host_default_device():  # load into host memory, then each device takes its slices
+        with shd.host_memory():  # load into host memory, then each device takes its slices
             tree = arrays()
         shardings = shd.tree_shardings(tree, self.mesh)
-        return jax.tree.map(_from_host, tree, shardings), holder["static"], shardings
+        return shd.place_from_host(tree, shardings), holder["static"], shardings
 
     def _loader(self, dataset, shuffle: bool, batch_size: int | None = None):
         d = self.cfg.data
