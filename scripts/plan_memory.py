@@ -19,7 +19,8 @@ None there, while the memory analysis (buffer assignment of the whole program) i
 
 ``--kind sample`` compiles the rollout sampler (``grpojax.sampling.lower_sample``: prefill ``--prompt-len``
 tokens, decode ``seq - prompt_len``, top-p, bf16 KV cache) on ``rollout_mesh(mesh, --rollout-tensor)``
-and adds ``decode_step_collective_bytes``: what one decoded token moves between chips, per device
+and adds ``train_state_bytes_per_device`` (the train state of ``--lora-rank`` on the training mesh,
+resident beside the rollout) and ``decode_step_collective_bytes``: what one decoded token moves between chips, per device
 (``grpojax.sharding.hlo.loop_collective_bytes``: the decoding loop's body, scanned layers x their count),
 and ``program_collective_bytes`` (every collective of the program once).
 
@@ -142,6 +143,7 @@ def build(args, devices):
 
     import jax
     import jax.numpy as jnp
+    import numpy as np
 
     from grpojax import sharding as shd
     from grpojax.models import PRESETS, Qwen
@@ -170,8 +172,6 @@ def build(args, devices):
             apply_lora(m, rank=args.lora_rank, alpha=2 * args.lora_rank, param_dtype=jnp.float32)
         return m
 
-    if args.kind == "sample":
-        return build_sampler(args, cfg, ctor, mesh, P, Lc)
     tx = make_optimizer(1e-5, total_steps=1000)
     if pdt != jnp.float32:
         tx = shd.f32_optimizer_state(tx)
@@ -185,6 +185,10 @@ def build(args, devices):
     abstract = jax.eval_shape(init, rng)
     graphdef = holder["graphdef"]
     state_sh = shd.train_state_shardings(abstract, mesh)
+    if args.kind == "sample":  # the train state stays resident on the training mesh while a rollout runs
+        resident = sum(int(np.prod(sh.shard_shape(x.shape))) * x.dtype.itemsize
+                       for x, sh in zip(jax.tree.leaves(abstract), jax.tree.leaves(state_sh)))
+        return (*build_sampler(args, cfg, ctor, mesh, P, Lc), {"train_state_bytes_per_device": resident})
     abstract = shd.with_shardings(abstract, state_sh)
     B = args.batch
     i32, f32 = jnp.int32, jnp.float32
@@ -210,7 +214,7 @@ def build(args, devices):
     n_params = sum(x.size for x in jax.tree.leaves(abstract.params)) + \
         sum(x.size for x in jax.tree.leaves(abstract.frozen))
     n_train = sum(x.size for x in jax.tree.leaves(abstract.params))
-    return cfg, mesh, lambda: jitted.lower(abstract, batch, rng_abs), seqs, n_params, n_train
+    return cfg, mesh, lambda: jitted.lower(abstract, batch, rng_abs), seqs, n_params, n_train, {}
 
 
 def build_sampler(args, cfg, ctor, mesh, P, Lc):
@@ -246,7 +250,7 @@ def plan(args) -> dict:
     ``per_device_bytes`` / ``flops_per_step`` are None and ``compile_error`` holds the compiler's line."""
     devices, backend, hbm = setup_backend(args)
     compiled, error = None, None
-    cfg, mesh, lower, seqs, n_params, n_train = build(args, devices)
+    cfg, mesh, lower, seqs, n_params, n_train, extra = build(args, devices)
     t0 = time.time()
     try:
         compiled = lower().compile()
@@ -269,6 +273,7 @@ def plan(args) -> dict:
         "alias_bytes": None, "temp_bytes": None, "flops_per_device": None, "flops_per_step": None,
         "model_flops_per_step": mflops, "params": int(n_params), "trainable_params": int(n_train),
         "compile_seconds": round(compile_s, 1), "compile_error": error, "rollout_tensor": args.rollout_tensor,
+        **extra,
     }
     if compiled is None:
         return out

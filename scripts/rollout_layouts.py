@@ -22,7 +22,7 @@ import sys
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-SEQ, PROMPT = 1024, 512
+SEQ, PROMPT, LORA = 1024, 512, 16  # the GRPO presets' LoRA rank: the rollout samples base + adapters
 # (model, topology, prompts, rollout_tensor or None = the training layout, scanned layers)
 POINTS = [
     ("qwen2.5-0.5b", "v5e-8", 256, None, True), ("qwen2.5-0.5b", "v5e-8", 256, 2, True),
@@ -38,15 +38,15 @@ POINTS = [
 def key(rec_or_point) -> tuple:
     if isinstance(rec_or_point, dict):
         r = rec_or_point
-        return (r["model"], r["topology"], r["batch"], r["rollout_tensor"], r["scan_layers"])
-    return tuple(rec_or_point)
+        return (r["model"], r["topology"], r["batch"], r["rollout_tensor"], r["scan_layers"], r["lora_rank"])
+    return (*rec_or_point, LORA)
 
 
 def command(point) -> list[str]:
     model, topo, batch, tensor, scan = point
     cmd = [sys.executable, os.path.join(HERE, "plan_memory.py"), "--model", model, "--kind", "sample",
            "--mesh", "fsdp=-1", "--batch", str(batch), "--seq", str(SEQ), "--prompt-len", str(PROMPT),
-           "--topology", topo, "--json"]
+           "--topology", topo, "--lora-rank", str(LORA), "--json"]
     return cmd + (["--rollout-tensor", str(tensor)] if tensor is not None else []) + (
         ["--scan-layers"] if scan else [])
 
@@ -66,14 +66,17 @@ def render(recs: list[dict]) -> str:
         "",
         "Written by `python scripts/rollout_layouts.py --out docs/rollout_layouts.md` (see its docstring);",
         f"every number is XLA's (libtpu's compile-only client), {PROMPT} prompt tokens + {SEQ - PROMPT} decoded, "
-        "bf16. The training mesh is `fsdp` = every chip; *layout* is `mesh.rollout_tensor` (`null` = sample in "
+        f"bf16, LoRA rank {LORA} (as the GRPO presets). The training mesh is `fsdp` = every chip; *layout* is "
+        "`mesh.rollout_tensor` (`null` = sample in "
         "the training layout; `k` = on `grpojax.sharding.rollout_mesh(mesh, k)`: the same chips as "
         "`data = n / k, tensor = k`). *Per token* is what one decoded token brings into every chip through "
-        "collectives (the decoding loop's body, scanned layers x their count).",
+        "collectives (the decoding loop's body, scanned layers x their count). *Train state*: the LoRA run's "
+        "train state per chip on the training mesh (bf16 base, float32 adapters and Adam moments), resident "
+        "while the rollout runs; the rollout peak is the sum.",
         "",
-        "| model | chips | prompts | layout | layers | GiB per chip (HBM) | per-token collectives per chip | "
-        "compile s |",
-        "|---|---|---|---|---|---|---|---|",
+        "| model | chips | prompts | layout | layers | sampler GiB per chip (HBM) | + train state = rollout peak "
+        "GiB | per-token collectives per chip | compile s |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for p in POINTS:
         r = by_key.get(key(p))
@@ -81,26 +84,28 @@ def render(recs: list[dict]) -> str:
         layout = "training (fsdp)" if tensor is None else f"rollout_tensor={tensor}"
         head = f"| {model} | {topo} | {batch} | {layout} | {'scanned' if scan else 'per-layer'} |"
         if r is None:
-            lines.append(head + " not compiled yet | | |")
+            lines.append(head + " not compiled yet | | | |")
             continue
         hbm = r["hbm_bytes_per_device"] / gib
         if r["compile_error"]:
-            lines.append(head + f" does not fit ({hbm:.0f}): libtpu refused it | | {r['compile_seconds']} |")
+            lines.append(head + f" does not fit ({hbm:.0f}): libtpu refused it | | | {r['compile_seconds']} |")
             continue
         step = r["decode_step_collective_bytes"]
         ops = ", ".join(f"{k} {v / mib:,.1f}" for k, v in step.items() if v >= 0.05 * mib) or "none"
         fit = "" if r["fits"] else ", DOES NOT FIT"
-        lines.append(head + f" {r['per_device_bytes'] / gib:.2f} ({hbm:.0f}{fit}) | "
-                     f"{sum(step.values()) / mib:,.1f} MiB ({ops}) | {r['compile_seconds']} |")
+        state = r["train_state_bytes_per_device"]
+        peak = r["per_device_bytes"] + state
+        over = "" if peak <= r["hbm_bytes_per_device"] else ", over HBM"
+        lines.append(head + f" {r['per_device_bytes'] / gib:.2f} ({hbm:.0f}{fit}) | {state / gib:.2f} -> "
+                     f"{peak / gib:.2f}{over} | {sum(step.values()) / mib:,.1f} MiB ({ops}) | {r['compile_seconds']} |")
     lines += ["", "Reading it: in the training layout every decoded token all-gathers every weight of the model "
               "into every chip (the scanned and the per-layer 7B alike; per-layer also holds more per chip). On "
               "the rollout mesh a token moves activations only (the vocabulary-split logits, the heads' and "
               "MLP's partial sums). Choose `k` among the divisors of the model's KV heads (Qwen2.5-7B has 4, "
               "14B has 8): KV heads that `tensor` does not divide are replicated over it, and the rest of the "
               "chips (`data = n / k`) split the rows; `k = 1` replicates the weights (small models only). "
-              "The 7B / 14B presets use 4 / 8. While a rollout runs, the train state stays on the chips "
-              "too (its bytes per chip are in docs/memory_plan.md's runs: the FSDP-sharded parameters and "
-              "optimizer state); the rollout copy is freed when the rollout ends.", ""]
+              "The 7B / 14B presets use 4 / 8. The rollout copy of the weights is freed when the rollout "
+              "ends.", ""]
     return "\n".join(lines)
 
 

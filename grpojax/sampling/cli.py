@@ -159,7 +159,8 @@ def run(args: argparse.Namespace) -> dict:
             model = from_hf(ckpt, dtype=jnp.bfloat16 if args.dtype == "bfloat16" else jnp.float32)
     except (OSError, ValueError, KeyError) as e:
         raise BadInput(f"cannot load model {args.model}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
-    cache_fn, prompt = None, {"ids": np.asarray([prompt_ids], np.int32), "mask": np.ones((1, len(prompt_ids)), np.int32)}
+    cache_fn = None
+    prompt = {"ids": np.asarray([prompt_ids], np.int32), "mask": np.ones((1, len(prompt_ids)), np.int32)}
     if n_dev > 1:  # the layout of grpojax.sharding.rollout_mesh(mesh, n_dev): weights split over n_dev devices
         mesh = shd.make_mesh((1, 1, n_dev), devices=jax.devices()[:n_dev])
         graphdef, state = nnx.split(model)
@@ -175,7 +176,7 @@ def run(args: argparse.Namespace) -> dict:
     out = sample(model, prompt["ids"], prompt["mask"], jax.random.key(args.seed), max_new_tokens=args.max_new_tokens,
                  temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, greedy=args.greedy, eos_ids=eos,
                  pad_id=pad, num_samples=args.num_samples, cache_fn=cache_fn)
-    out = out._replace(**{k: np.asarray(shd.to_host(v)) for k, v in out._asdict().items() if k != "num_steps"})
+    out = out._replace(**{k: shd.to_host(v) for k, v in out._asdict().items() if k != "num_steps"})
     completions = []
     for g in range(args.num_samples):
         n = int(np.asarray(out.completion_mask_BT[g]).sum())

@@ -109,12 +109,11 @@ class GRPOTask(BaseTask):
         the training sampling settings); no update. Returns TRL-named means over all prompts."""
         n = batch_prompts or self.cfg.train.batch_size // self.G
         sums, count = {}, 0
+        g, model = self.cfg.grpo, self.model_of(state)
         for i in range(0, len(prompts), n):
             chunk = prompts[i:i + n]
             pb = self.tok.prompt_batch(chunk, self.cfg.data.max_prompt_length)
-            g = self.cfg.grpo
-            model, ids, mask, cache_fn = self.sampling_inputs(self.model_of(state), pb.prompt_ids_BT,
-                                                              pb.prompt_mask_BT)
+            model, ids, mask, cache_fn = self.sampling_inputs(model, pb.prompt_ids_BT, pb.prompt_mask_BT)
             ro = generate_and_score(model, ids, mask, chunk,
                                     jax.random.fold_in(jax.random.key(seed), i), tok=self.tok,
                                     sampling=self.sampling, aspect_names=self.aspect_names,

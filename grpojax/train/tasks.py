@@ -121,12 +121,13 @@ class BaseTask(abc.ABC):
 
         On the training mesh (``mesh.rollout_tensor`` null) the model is used as it is; otherwise its state
         is copied onto :attr:`rollout_mesh` by the rules (one resharding per rollout, freed with the returned
-        model). The host's whole prompt batch goes on the same mesh with rows over its batch axes, and the
+        model; a model returned by this method is reused as it is). The host's whole prompt batch goes on the same mesh with rows over its batch axes, and the
         KV cache is a :class:`ShardedCache` there (``None``, the sampler's default, on one device). The
         sampled arrays come back on the rollout mesh: ``full_rows`` moves them onto the training mesh."""
         mesh = self.rollout_mesh
-        if mesh is not self.mesh:
-            graphdef, st = nnx.split(model)
+        graphdef, st = nnx.split(model)
+        leaf = jax.tree.leaves(st)[0]
+        if mesh is not self.mesh and leaf.sharding.mesh != mesh:  # not yet copied (evaluate reuses the copy)
             model = nnx.merge(graphdef, jax.device_put(st, shd.tree_shardings(st, mesh)))
         rows = shd.global_batch_from_full({"ids": prompt_ids_BP, "mask": prompt_mask_BP}, mesh)
         cache_fn = None if mesh.size == 1 else shd.ShardedCache(
