@@ -20,7 +20,9 @@ None there, while the memory analysis (buffer assignment of the whole program) i
 ``--kind sample`` compiles the rollout sampler (``grpojax.sampling.lower_sample``: prefill ``--prompt-len``
 tokens, decode ``seq - prompt_len``, top-p, bf16 KV cache) on ``rollout_mesh(mesh, --rollout-tensor)``
 and adds ``train_state_bytes_per_device`` (the train state of ``--lora-rank`` on the training mesh,
-resident beside the rollout) and ``decode_step_collective_bytes``: what one decoded token moves between chips, per device
+resident beside the rollout), ``rollout_copy_collective_bytes`` (what copying the policy from the training
+layout onto the rollout mesh brings into a chip, once per rollout; 0 without ``--rollout-tensor``) and
+``decode_step_collective_bytes``: what one decoded token moves between chips, per device
 (``grpojax.sharding.hlo.loop_collective_bytes``: the decoding loop's body, scanned layers x their count),
 and ``program_collective_bytes`` (every collective of the program once).
 
@@ -188,7 +190,8 @@ def build(args, devices):
     if args.kind == "sample":  # the train state stays resident on the training mesh while a rollout runs
         resident = sum(int(np.prod(sh.shard_shape(x.shape))) * x.dtype.itemsize
                        for x, sh in zip(jax.tree.leaves(abstract), jax.tree.leaves(state_sh)))
-        return (*build_sampler(args, cfg, ctor, mesh, P, Lc), {"train_state_bytes_per_device": resident})
+        *built, extra = build_sampler(args, cfg, ctor, mesh, P, Lc)
+        return (*built, {**extra, "train_state_bytes_per_device": resident})
     abstract = shd.with_shardings(abstract, state_sh)
     B = args.batch
     i32, f32 = jnp.int32, jnp.float32
@@ -227,21 +230,34 @@ def build_sampler(args, cfg, ctor, mesh, P, Lc):
     from grpojax import sharding as shd
     from grpojax.sampling import lower_sample
 
-    mesh = shd.rollout_mesh(mesh, args.rollout_tensor)
+    train_mesh, mesh = mesh, shd.rollout_mesh(mesh, args.rollout_tensor)
     holder = {}
 
     def init():
         holder["graphdef"], state = nnx.split(ctor())
         return state
 
-    abstract = jax.eval_shape(init)
-    abstract = shd.with_shardings(abstract, shd.tree_shardings(abstract, mesh))
+    plain = jax.eval_shape(init)
+    abstract = shd.with_shardings(plain, shd.tree_shardings(plain, mesh))
+    copy_bytes = 0  # the per-rollout copy of the policy from the training layout (what a chip receives)
+    if mesh is not train_mesh:
+        from grpojax.sharding.hlo import collective_bytes
+
+        try:
+            copy = jax.jit(lambda st: st, out_shardings=shd.tree_shardings(plain, mesh)).lower(
+                shd.with_shardings(plain, shd.tree_shardings(plain, train_mesh))).compile()
+            copy_bytes = sum(collective_bytes(copy.as_text()).values())
+        except Exception as e:  # the copy itself does not fit: the sampler will not either (reported there)
+            if "RESOURCE_EXHAUSTED" not in str(e):
+                raise
+            copy_bytes = None
     B = args.batch
     prompt = shd.abstract_batch({"ids": ((B, P), jnp.int32), "mask": ((B, P), jnp.int32)}, mesh)
     cache = shd.ShardedCache(cfg, mesh, jnp.bfloat16)
     n_params = sum(x.size for x in jax.tree.leaves(abstract))
     return cfg, mesh, lambda: lower_sample(holder["graphdef"], abstract, prompt["ids"], prompt["mask"],
-                                           max_new_tokens=Lc, cache_fn=cache, top_p=True), B, n_params, 0
+                                           max_new_tokens=Lc, cache_fn=cache, top_p=True), B, n_params, 0, \
+        {"rollout_copy_collective_bytes": copy_bytes}
 
 
 def plan(args) -> dict:

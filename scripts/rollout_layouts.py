@@ -72,11 +72,14 @@ def render(recs: list[dict]) -> str:
         "`data = n / k, tensor = k`). *Per token* is what one decoded token brings into every chip through "
         "collectives (the decoding loop's body, scanned layers x their count). *Train state*: the LoRA run's "
         "train state per chip on the training mesh (bf16 base, float32 adapters and Adam moments), resident "
-        "while the rollout runs; the rollout peak is the sum.",
+        "while the rollout runs; the rollout peak is the sum. *Policy copy*: what copying the weights from the "
+        "training layout onto the rollout mesh brings into a chip, once per rollout (XLA's resharding program "
+        "gathers weights whole, stacked layers included, and keeps each chip's slice: up to about one "
+        "FSDP-layout token's traffic, and its temporaries can exceed HBM: then that layout cannot run).",
         "",
         "| model | chips | prompts | layout | layers | sampler GiB per chip (HBM) | + train state = rollout peak "
-        "GiB | per-token collectives per chip | compile s |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "GiB | per-token collectives per chip | policy copy per rollout | compile s |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for p in POINTS:
         r = by_key.get(key(p))
@@ -84,20 +87,23 @@ def render(recs: list[dict]) -> str:
         layout = "training (fsdp)" if tensor is None else f"rollout_tensor={tensor}"
         head = f"| {model} | {topo} | {batch} | {layout} | {'scanned' if scan else 'per-layer'} |"
         if r is None:
-            lines.append(head + " not compiled yet | | | |")
+            lines.append(head + " not compiled yet | | | | |")
             continue
         hbm = r["hbm_bytes_per_device"] / gib
         if r["compile_error"]:
-            lines.append(head + f" does not fit ({hbm:.0f}): libtpu refused it | | | {r['compile_seconds']} |")
+            lines.append(head + f" does not fit ({hbm:.0f}): libtpu refused it | | | | {r['compile_seconds']} |")
             continue
         step = r["decode_step_collective_bytes"]
         ops = ", ".join(f"{k} {v / mib:,.1f}" for k, v in step.items() if v >= 0.05 * mib) or "none"
         fit = "" if r["fits"] else ", DOES NOT FIT"
+        copied = r["rollout_copy_collective_bytes"]
+        copy = "DOES NOT FIT (libtpu refused the copy)" if copied is None else f"{copied / mib:,.0f} MiB"
         state = r["train_state_bytes_per_device"]
         peak = r["per_device_bytes"] + state
         over = "" if peak <= r["hbm_bytes_per_device"] else ", over HBM"
         lines.append(head + f" {r['per_device_bytes'] / gib:.2f} ({hbm:.0f}{fit}) | {state / gib:.2f} -> "
-                     f"{peak / gib:.2f}{over} | {sum(step.values()) / mib:,.1f} MiB ({ops}) | {r['compile_seconds']} |")
+                     f"{peak / gib:.2f}{over} | {sum(step.values()) / mib:,.1f} MiB ({ops}) | "
+                     f"{copy} | {r['compile_seconds']} |")
     lines += ["", "Reading it: in the training layout every decoded token all-gathers every weight of the model "
               "into every chip (the scanned and the per-layer 7B alike; per-layer also holds more per chip). On "
               "the rollout mesh a token moves activations only (the vocabulary-split logits, the heads' and "

@@ -94,6 +94,8 @@ def test_plan_sampler_in_the_training_and_the_rollout_layout(backend_env):
     # full fine-tuning: bf16 params + two float32 Adam moments, sharded 4 ways, resident beside the rollout
     assert fsdp["train_state_bytes_per_device"] == tensor["train_state_bytes_per_device"]
     assert 10 * fsdp["params"] / 4 <= fsdp["train_state_bytes_per_device"] < 10 * fsdp["params"] / 4 + 2**20
+    # copying the weights onto the rollout mesh: at least the half each chip keeps; nothing in the training layout
+    assert fsdp["rollout_copy_collective_bytes"] == 0 and tensor["rollout_copy_collective_bytes"] >= weights / 2
 
 
 def test_plan_reports_compiler_oom_as_does_not_fit(monkeypatch, capsys):
@@ -268,7 +270,7 @@ def test_rollout_layouts_renders_compiled_refused_and_pending_points(tmp_path):
     import rollout_layouts as rl
 
     base = {"hbm_bytes_per_device": 16 * GIB, "compile_seconds": 12.5, "fits": True, "lora_rank": 16,
-            "train_state_bytes_per_device": GIB // 4}
+            "train_state_bytes_per_device": GIB // 4, "rollout_copy_collective_bytes": 3 * 2**30}
     recs = [{**base, "model": "qwen2.5-7b", "topology": "v5e-8", "batch": 64, "rollout_tensor": 4, "scan_layers": True,
              "compile_error": None, "per_device_bytes": int(4.65 * GIB),
              "decode_step_collective_bytes": {"all-gather": 9 * 2**20, "all-reduce": 27 * 2**20, "all-to-all": 0}},
@@ -279,6 +281,7 @@ def test_rollout_layouts_renders_compiled_refused_and_pending_points(tmp_path):
     out = tmp_path / "t.md"
     assert rl.main(["--render-only", "--cache", str(cache), "--out", str(out)]) == 0
     rows = {ln.split(" | ")[3]: ln for ln in out.read_text().splitlines() if ln.startswith("| qwen2.5-7b | v5e-8 | 64 |")}
-    assert "| 4.65 (16) | 0.25 -> 4.90 | 36.0 MiB (all-gather 9.0, all-reduce 27.0) | 12.5 |" in rows["rollout_tensor=4"]
+    assert "| 4.65 (16) | 0.25 -> 4.90 | 36.0 MiB (all-gather 9.0, all-reduce 27.0) | 3,072 MiB | 12.5 |" \
+        in rows["rollout_tensor=4"]
     assert "does not fit (16): libtpu refused it" in rows["rollout_tensor=1"]
     assert "not compiled yet" in rows["training (fsdp)"]
