@@ -20,8 +20,9 @@ None there, while the memory analysis (buffer assignment of the whole program) i
 ``--kind sample`` compiles the rollout sampler (``grpojax.sampling.lower_sample``: prefill ``--prompt-len``
 tokens, decode ``seq - prompt_len``, top-p, bf16 KV cache) on ``rollout_mesh(mesh, --rollout-tensor)``
 and adds ``train_state_bytes_per_device`` (the train state of ``--lora-rank`` on the training mesh,
-resident beside the rollout), ``rollout_copy_collective_bytes`` (what copying the policy from the training
-layout onto the rollout mesh brings into a chip, once per rollout; 0 without ``--rollout-tensor``) and
+resident beside the rollout), ``rollout_copy_collective_bytes`` / ``rollout_copy_temp_bytes`` (what
+copying the policy from the training layout onto the rollout mesh, ``grpojax.sharding.copy_to_rollout``,
+brings into a chip once per rollout and its largest temporaries; 0 without ``--rollout-tensor``) and
 ``decode_step_collective_bytes``: what one decoded token moves between chips, per device
 (``grpojax.sharding.hlo.loop_collective_bytes``: the decoding loop's body, scanned layers x their count),
 and ``program_collective_bytes`` (every collective of the program once).
@@ -239,25 +240,30 @@ def build_sampler(args, cfg, ctor, mesh, P, Lc):
 
     plain = jax.eval_shape(init)
     abstract = shd.with_shardings(plain, shd.tree_shardings(plain, mesh))
-    copy_bytes = 0  # the per-rollout copy of the policy from the training layout (what a chip receives)
-    if mesh is not train_mesh:
+    # the per-rollout copy of the policy from the training layout (shd.copy_to_rollout, hop by hop): what a
+    # chip receives, and the largest temporaries of a hop; None when libtpu refuses a hop for HBM
+    copy = {"rollout_copy_collective_bytes": 0, "rollout_copy_temp_bytes": 0}
+    src = train_mesh
+    for hop in shd.rollout_hops(train_mesh, mesh):
         from grpojax.sharding.hlo import collective_bytes
 
         try:
-            copy = jax.jit(lambda st: st, out_shardings=shd.tree_shardings(plain, mesh)).lower(
-                shd.with_shardings(plain, shd.tree_shardings(plain, train_mesh))).compile()
-            copy_bytes = sum(collective_bytes(copy.as_text()).values())
-        except Exception as e:  # the copy itself does not fit: the sampler will not either (reported there)
+            c = jax.jit(lambda st: st, out_shardings=shd.tree_shardings(plain, hop)).lower(
+                shd.with_shardings(plain, shd.tree_shardings(plain, src))).compile()
+        except Exception as e:
             if "RESOURCE_EXHAUSTED" not in str(e):
                 raise
-            copy_bytes = None
+            copy = dict.fromkeys(copy)
+            break
+        copy["rollout_copy_collective_bytes"] += sum(collective_bytes(c.as_text()).values())
+        copy["rollout_copy_temp_bytes"] = max(copy["rollout_copy_temp_bytes"], c.memory_analysis().temp_size_in_bytes)
+        src = hop
     B = args.batch
     prompt = shd.abstract_batch({"ids": ((B, P), jnp.int32), "mask": ((B, P), jnp.int32)}, mesh)
     cache = shd.ShardedCache(cfg, mesh, jnp.bfloat16)
     n_params = sum(x.size for x in jax.tree.leaves(abstract))
     return cfg, mesh, lambda: lower_sample(holder["graphdef"], abstract, prompt["ids"], prompt["mask"],
-                                           max_new_tokens=Lc, cache_fn=cache, top_p=True), B, n_params, 0, \
-        {"rollout_copy_collective_bytes": copy_bytes}
+                                           max_new_tokens=Lc, cache_fn=cache, top_p=True), B, n_params, 0, copy
 
 
 def plan(args) -> dict:

@@ -73,9 +73,9 @@ def render(recs: list[dict]) -> str:
         "collectives (the decoding loop's body, scanned layers x their count). *Train state*: the LoRA run's "
         "train state per chip on the training mesh (bf16 base, float32 adapters and Adam moments), resident "
         "while the rollout runs; the rollout peak is the sum. *Policy copy*: what copying the weights from the "
-        "training layout onto the rollout mesh brings into a chip, once per rollout (XLA's resharding program "
-        "gathers weights whole, stacked layers included, and keeps each chip's slice: up to about one "
-        "FSDP-layout token's traffic, and its temporaries can exceed HBM: then that layout cannot run).",
+        "training layout onto the rollout mesh brings into a chip, once per rollout, and the copy's largest "
+        "temporaries (`grpojax.sharding.copy_to_rollout`: through `tensor` = every chip first, then within "
+        "each `data` group; XLA's direct resharding would gather whole weights).",
         "",
         "| model | chips | prompts | layout | layers | sampler GiB per chip (HBM) | + train state = rollout peak "
         "GiB | per-token collectives per chip | policy copy per rollout | compile s |",
@@ -97,7 +97,8 @@ def render(recs: list[dict]) -> str:
         ops = ", ".join(f"{k} {v / mib:,.1f}" for k, v in step.items() if v >= 0.05 * mib) or "none"
         fit = "" if r["fits"] else ", DOES NOT FIT"
         copied = r["rollout_copy_collective_bytes"]
-        copy = "DOES NOT FIT (libtpu refused the copy)" if copied is None else f"{copied / mib:,.0f} MiB"
+        copy = "DOES NOT FIT (libtpu refused the copy)" if copied is None else \
+            f"{copied / mib:,.0f} MiB ({r['rollout_copy_temp_bytes'] / gib:.2f} GiB temp)"
         state = r["train_state_bytes_per_device"]
         peak = r["per_device_bytes"] + state
         over = "" if peak <= r["hbm_bytes_per_device"] else ", over HBM"

@@ -270,7 +270,8 @@ def test_rollout_layouts_renders_compiled_refused_and_pending_points(tmp_path):
     import rollout_layouts as rl
 
     base = {"hbm_bytes_per_device": 16 * GIB, "compile_seconds": 12.5, "fits": True, "lora_rank": 16,
-            "train_state_bytes_per_device": GIB // 4, "rollout_copy_collective_bytes": 3 * 2**30}
+            "train_state_bytes_per_device": GIB // 4, "rollout_copy_collective_bytes": 3 * 2**30,
+            "rollout_copy_temp_bytes": GIB // 2}
     recs = [{**base, "model": "qwen2.5-7b", "topology": "v5e-8", "batch": 64, "rollout_tensor": 4, "scan_layers": True,
              "compile_error": None, "per_device_bytes": int(4.65 * GIB),
              "decode_step_collective_bytes": {"all-gather": 9 * 2**20, "all-reduce": 27 * 2**20, "all-to-all": 0}},
@@ -281,7 +282,7 @@ def test_rollout_layouts_renders_compiled_refused_and_pending_points(tmp_path):
     out = tmp_path / "t.md"
     assert rl.main(["--render-only", "--cache", str(cache), "--out", str(out)]) == 0
     rows = {ln.split(" | ")[3]: ln for ln in out.read_text().splitlines() if ln.startswith("| qwen2.5-7b | v5e-8 | 64 |")}
-    assert "| 4.65 (16) | 0.25 -> 4.90 | 36.0 MiB (all-gather 9.0, all-reduce 27.0) | 3,072 MiB | 12.5 |" \
+    assert "| 4.65 (16) | 0.25 -> 4.90 | 36.0 MiB (all-gather 9.0, all-reduce 27.0) | 3,072 MiB (0.50 GiB temp) | 12.5 |" \
         in rows["rollout_tensor=4"]
     assert "does not fit (16): libtpu refused it" in rows["rollout_tensor=1"]
     assert "not compiled yet" in rows["training (fsdp)"]

@@ -31,8 +31,8 @@ dtype)`` to :func:`grpojax.sampling.sample`: the KV cache ``[B, S, K, H]`` (stac
 with ``config.scan_layers``, L whole) is created sharded with B over (data, fsdp) and K over tensor, and
 the decode loop runs under GSPMD with the model's layout. Under FSDP that layout all-gathers every weight at
 every decoded token; ``rollout_mesh(mesh, tensor)`` is the same devices as (data, 1, tensor) with the
-weights split by heads over ``tensor`` instead: ``jax.device_put`` the model's state onto it (the
-training runner does this per rollout with ``mesh.rollout_tensor``).
+weights split by heads over ``tensor`` instead: :func:`copy_to_rollout` copies the model's state onto it
+(the training runner does this per rollout with ``mesh.rollout_tensor``).
 
 Activations: the model pins its residual stream, q / k / v and MLP activations to
 :data:`ACTIVATION_AXES` with :func:`pin`, which reads the ambient mesh and is a no-op without one. Trace
@@ -60,13 +60,14 @@ Public API:
     pin, named, describe
     shard, init_sharded, init_train_state, jit_step, traced_on_mesh, abstract_batch,   jit.py
     with_shardings, global_batch, global_batch_from_full, to_host, host_memory, place_from_host,
-    ShardedCache,
+    rollout_hops, copy_to_rollout, ShardedCache,
     sharded_bytes_per_device
     f32_optimizer_state                                          memory.py (bf16 params, f32 Adam)
 """
 
-from grpojax.sharding.jit import (ShardedCache, abstract_batch, global_batch, global_batch_from_full, host_memory,
-                                  init_sharded, init_train_state, jit_step, place_from_host, shard,
+from grpojax.sharding.jit import (ShardedCache, abstract_batch, copy_to_rollout, global_batch, global_batch_from_full,
+                                  host_memory, init_sharded, init_train_state, jit_step, place_from_host, rollout_hops,
+                                  shard,
                                   sharded_bytes_per_device, to_host, traced_on_mesh, with_shardings)
 from grpojax.sharding.memory import f32_optimizer_state
 from grpojax.sharding.mesh import (AXES, BATCH_AXES, batch_axis_size, host_batch_slice, is_main_process,
@@ -81,5 +82,6 @@ __all__ = [
     "train_state_shardings", "batch_shardings", "batch_spec", "cache_shardings", "constrain", "pin", "named",
     "describe", "shard", "init_sharded", "init_train_state", "jit_step", "traced_on_mesh", "abstract_batch",
     "with_shardings", "global_batch", "global_batch_from_full", "to_host", "host_memory", "place_from_host",
+    "rollout_hops", "copy_to_rollout",
     "ShardedCache", "sharded_bytes_per_device", "f32_optimizer_state",
 ]

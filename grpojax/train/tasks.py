@@ -128,7 +128,7 @@ class BaseTask(abc.ABC):
         graphdef, st = nnx.split(model)
         leaf = jax.tree.leaves(st)[0]
         if mesh is not self.mesh and leaf.sharding.mesh != mesh:  # not yet copied (evaluate reuses the copy)
-            model = nnx.merge(graphdef, jax.device_put(st, shd.tree_shardings(st, mesh)))
+            model = nnx.merge(graphdef, shd.copy_to_rollout(st, self.mesh, mesh))
         rows = shd.global_batch_from_full({"ids": prompt_ids_BP, "mask": prompt_mask_BP}, mesh)
         cache_fn = None if mesh.size == 1 else shd.ShardedCache(
             model.config, mesh, jnp.dtype(getattr(model, "dtype", jnp.float32)))
