@@ -32,6 +32,12 @@ class SamplingSettings(NamedTuple):
     top_p: float | None = None
 
 
+def sampling_settings(rc) -> SamplingSettings:
+    """The sampling of a method section (``grpo``, ``ppo``, ``online_dpo``: same field names); top_p 1 = off."""
+    return SamplingSettings(num_generations=rc.num_generations, max_new_tokens=rc.max_completion_length,
+                            temperature=rc.temperature, top_k=rc.top_k, top_p=None if rc.top_p >= 1.0 else rc.top_p)
+
+
 class Rollout(NamedTuple):
     batch: dict                 # prompt_BP, prompt_mask_BP, completion_BL, completion_mask_BL,
                                 # old_logp_BL, advantages_B  (B = prompts x G rows)

@@ -4,8 +4,9 @@
     python scripts/evaluate.py configs/tiny_grpo.yaml run_dir=runs/grpo data.eval_path=prompts.jsonl
     python scripts/evaluate.py configs/tiny_dpo.yaml  run_dir=runs/gr_ipo data.eval_path=pairs.jsonl
 
-The config's kind picks the evaluation: ``grpo`` -- per-aspect reward (reward model and/or reward
-functions) and mean reward of the policy's samples on held-out prompts; ``dpo`` -- per-group and
+The config's kind picks the evaluation: ``grpo``, ``ppo``, ``online_dpo`` -- per-aspect reward (reward
+model and/or reward functions of the method's section) and mean reward of the policy's samples on held-out
+prompts, the same numbers for the three methods; ``dpo`` -- per-group and
 worst-group preference loss, reward accuracy and log-prob accuracy. The policy is the latest checkpoint of
 ``run_dir`` (or the initial model when the run has none, e.g. to score the base model). ``--out FILE``
 also writes the JSON there. Bad input: one line 'error: ...' on stderr and exit status 2.
@@ -29,8 +30,8 @@ def run(argv):
     from grpojax.config import load_config
 
     cfg = load_config(path, overrides)
-    if cfg.kind not in ("grpo", "dpo"):
-        raise cli.UserError(f"{path}: evaluate.py handles kind grpo or dpo configs, got {cfg.kind!r}")
+    if cfg.kind not in ("grpo", "ppo", "online_dpo", "dpo"):
+        raise cli.UserError(f"{path}: evaluate.py handles kind grpo, ppo, online_dpo or dpo configs, got {cfg.kind!r}")
     if not (cfg.data.eval_path or cfg.data.eval_split):
         raise cli.UserError("set data.eval_path (or data.eval_split) to the held-out data")
     from grpojax.checkpoint import Checkpointer, abstract_like
@@ -38,6 +39,10 @@ def run(argv):
 
     if cfg.kind == "grpo":
         from grpojax.train.grpo_task import GRPOTask as Task
+    elif cfg.kind == "ppo":
+        from grpojax.train.ppo_task import PPOTask as Task
+    elif cfg.kind == "online_dpo":
+        from grpojax.train.online_dpo_task import OnlineDPOTask as Task
     else:
         from grpojax.train.preference_task import PreferenceTask as Task
     task = Task(cfg)
@@ -47,7 +52,7 @@ def run(argv):
         restored = ckpt.restore_latest(abstract_like(state))
     if restored is not None:
         state, step = restored.state, restored.step
-    if cfg.kind == "grpo":
+    if cfg.kind != "dpo":  # prompts: sampled and scored by the method's own reward
         prompts = list(load_from_config(cfg.data, "grpo", split=cfg.data.eval_split or "validation")["prompt"])
         result = task.evaluate(state, prompts, seed=cfg.train.seed)
     else:

@@ -14,7 +14,7 @@ import functools
 import jax
 import numpy as np
 
-from grpojax.rollout import SamplingSettings, generate_and_score
+from grpojax.rollout import generate_and_score, sampling_settings
 from grpojax.sharding import to_host
 from grpojax.train import reward_funcs
 from grpojax.train.forward import reference_logp_fn
@@ -39,9 +39,7 @@ class GRPOTask(BaseTask):
         self.aspect_names = list(g.aspects) + [s.split(":")[0] if "." not in s else s for s in g.reward_funcs]
         if len(set(self.aspect_names)) != len(self.aspect_names):
             self.aspect_names = list(g.aspects) + [f"func{i}_{s}" for i, s in enumerate(g.reward_funcs)]
-        self.sampling = SamplingSettings(num_generations=self.G, max_new_tokens=g.max_completion_length,
-                                         temperature=g.temperature, top_k=g.top_k,
-                                         top_p=None if g.top_p >= 1.0 else g.top_p)
+        self.sampling = sampling_settings(g)
         self.settings = GRPOSettings(loss_type=g.loss_type, epsilon=g.epsilon, epsilon_high=g.epsilon_high,
                                      delta=g.delta, beta=g.beta, kl_estimator=g.kl_estimator,
                                      importance_sampling_level=g.importance_sampling_level,
@@ -106,23 +104,7 @@ class GRPOTask(BaseTask):
 
     def evaluate(self, state, prompts: list, *, batch_prompts: int | None = None, seed: int = 0) -> dict:
         """Mean reward and per-aspect scores of the policy in ``state`` on ``prompts`` (G samples each,
-        the training sampling settings); no update. Returns TRL-named means over all prompts."""
-        n = batch_prompts or self.cfg.train.batch_size // self.G
-        sums, count = {}, 0
-        g, model = self.cfg.grpo, self.model_of(state)
-        for i in range(0, len(prompts), n):
-            chunk = prompts[i:i + n]
-            pb = self.tok.prompt_batch(chunk, self.cfg.data.max_prompt_length)
-            model, ids, mask, cache_fn = self.sampling_inputs(model, pb.prompt_ids_BT, pb.prompt_mask_BT)
-            ro = generate_and_score(model, ids, mask, chunk,
-                                    jax.random.fold_in(jax.random.key(seed), i), tok=self.tok,
-                                    sampling=self.sampling, aspect_names=self.aspect_names,
-                                    score_fn=self.score, aggregation=g.aggregation,
-                                    reward_weights=g.reward_weights or None, scale_rewards=g.scale_rewards,
-                                    cache_fn=cache_fn)
-            for k, v in ro.metrics.items():
-                if k == "reward" or k.endswith("/mean") or k.startswith("completions/mean"):
-                    sums[k] = sums.get(k, 0.0) + v * len(chunk)
-            count += len(chunk)
-        return {f"eval/{k}": v / count for k, v in sums.items()} | {"eval/num_prompts": count}
+        the training sampling settings); no update (:meth:`BaseTask.evaluate_policy`)."""
+        return self.evaluate_policy(state, prompts, self.cfg.grpo, self.score, self.aspect_names,
+                                    batch_prompts=batch_prompts, seed=seed)
 

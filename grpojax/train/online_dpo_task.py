@@ -127,3 +127,9 @@ class OnlineDPOTask(BaseTask):
                            label_smoothing=s.label_smoothing)[0])
         row["pairs/loss"] = (B * row["loss"] - (B - n) * c) / n if n else float("nan")
         return state, [{**ro_metrics, **row}]
+
+    def evaluate(self, state, prompts: list, *, batch_prompts: int | None = None, seed: int = 0) -> dict:
+        """Mean reward and per-aspect scores of the policy on held-out ``prompts`` with the ``online_dpo``
+        section's sampling and reward, as GRPO's evaluation (:meth:`BaseTask.evaluate_policy`)."""
+        return self.evaluate_policy(state, prompts, self.cfg.online_dpo, self.scorer, self.scorer.names,
+                                    batch_prompts=batch_prompts, seed=seed)

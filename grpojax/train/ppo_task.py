@@ -250,6 +250,12 @@ class PPOTask(BaseTask):
             rows.append({**ro_metrics, **host_row(metrics), "ppo/epoch": float(epoch)})
         return state, rows
 
+    def evaluate(self, state, prompts: list, *, batch_prompts: int | None = None, seed: int = 0) -> dict:
+        """Mean reward and per-aspect scores of the policy on held-out ``prompts`` with the ``ppo``
+        section's sampling and reward, as GRPO's evaluation (:meth:`BaseTask.evaluate_policy`)."""
+        return self.evaluate_policy(state, prompts, self.cfg.ppo, self.scorer, self.scorer.names,
+                                    batch_prompts=batch_prompts, seed=seed)
+
     def position(self) -> dict:
         return {**super().position(), "kl_coef": float(self.kl_state.kl_coef)}
 

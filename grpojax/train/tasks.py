@@ -120,9 +120,10 @@ class BaseTask(abc.ABC):
         """``(model, prompt_ids, prompt_mask, cache_fn)`` for ``grpojax.sampling.sample`` on the rollout mesh.
 
         On the training mesh (``mesh.rollout_tensor`` null) the model is used as it is; otherwise its state
-        is copied onto :attr:`rollout_mesh` by the rules (one resharding per rollout, freed with the returned
-        model; a model returned by this method is reused as it is). The host's whole prompt batch goes on the same mesh with rows over its batch axes, and the
-        KV cache is a :class:`ShardedCache` there (``None``, the sampler's default, on one device). The
+        is copied onto :attr:`rollout_mesh` (:func:`grpojax.sharding.copy_to_rollout`; once per rollout,
+        freed with the returned model; a model returned by this method is reused as it is). The host's whole
+        prompt batch goes on the same mesh with rows over its batch axes, and the KV cache is a
+        :class:`ShardedCache` there (``None``, the sampler's default, on one device). The
         sampled arrays come back on the rollout mesh: ``full_rows`` moves them onto the training mesh."""
         mesh = self.rollout_mesh
         graphdef, st = nnx.split(model)
@@ -133,6 +134,30 @@ class BaseTask(abc.ABC):
         cache_fn = None if mesh.size == 1 else shd.ShardedCache(
             model.config, mesh, jnp.dtype(getattr(model, "dtype", jnp.float32)))
         return model, rows["ids"], rows["mask"], cache_fn
+
+    def evaluate_policy(self, state, prompts: list, rc, score_fn, aspect_names, *,
+                        batch_prompts: int | None = None, seed: int = 0) -> dict:
+        """Mean reward and per-aspect scores of the policy in ``state`` on ``prompts``: ``rc.num_generations``
+        samples each with the method section ``rc``'s sampling settings, scored by ``score_fn`` (the
+        training reward) and aggregated as in training; no update. Returns TRL-named means over all
+        prompts (``eval/reward``, ``eval/rewards/<aspect>/mean``, ``eval/completions/mean_length``, ...)."""
+        from grpojax.rollout import generate_and_score, sampling_settings
+
+        n = batch_prompts or self.cfg.train.batch_size // rc.num_generations
+        sums, count, model, sampling = {}, 0, self.model_of(state), sampling_settings(rc)
+        for i in range(0, len(prompts), n):
+            chunk = prompts[i:i + n]
+            pb = self.tok.prompt_batch(chunk, self.cfg.data.max_prompt_length)
+            model, ids, mask, cache_fn = self.sampling_inputs(model, pb.prompt_ids_BT, pb.prompt_mask_BT)
+            ro = generate_and_score(model, ids, mask, chunk, jax.random.fold_in(jax.random.key(seed), i),
+                                    tok=self.tok, sampling=sampling, aspect_names=aspect_names, score_fn=score_fn,
+                                    aggregation=rc.aggregation, reward_weights=rc.reward_weights or None,
+                                    cache_fn=cache_fn)
+            for k, v in ro.metrics.items():
+                if k == "reward" or k.endswith("/mean") or k.startswith("completions/mean"):
+                    sums[k] = sums.get(k, 0.0) + v * len(chunk)
+            count += len(chunk)
+        return {f"eval/{k}": v / count for k, v in sums.items()} | {"eval/num_prompts": count}
 
     def jit_step(self, step_fn, rows: int):
         """``step_fn(state, batch, rng)`` jitted with the state's shardings (donated) and ``rows`` batch rows."""

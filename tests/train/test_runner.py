@@ -149,3 +149,24 @@ def test_lora_with_reference_trains_past_donation_and_exports(tmp_path, kind, ta
     rows = _metrics(tmp_path / "run")
     assert [r["step"] for r in rows] == [1, 2, 3] and all(np.isfinite(r["loss"]) for r in rows)
     assert AutoModelForCausalLM.from_pretrained(hf_dir) is not None
+
+
+@pytest.mark.parametrize("kind", ["ppo", "online_dpo"])
+def test_evaluate_script_scores_ppo_and_online_dpo_policies(tmp_path, kind):
+    """evaluate.py on a PPO / online-DPO run: the same held-out prompt evaluation as GRPO's (the section's
+    sampling and reward), from the run's latest checkpoint."""
+    from grpojax.train.online_dpo_task import OnlineDPOTask
+    from grpojax.train.ppo_task import PPOTask
+
+    run_dir = str(tmp_path / kind)
+    extra = {"ppo": ["ppo.ppo_epochs=1", "ppo.num_mini_batches=1"], "online_dpo": ["mesh.data=1"]}[kind]
+    cfg = load_config(f"configs/tiny_{kind}.yaml", ["train.steps=1", f"run_dir={run_dir}", *extra])
+    run(cfg, {"ppo": PPOTask, "online_dpo": OnlineDPOTask}[kind](cfg))
+    proc = subprocess.run([sys.executable, "scripts/evaluate.py", f"configs/tiny_{kind}.yaml", f"run_dir={run_dir}",
+                           "data.eval_path=configs/data/tiny_prompts.jsonl", *extra, "--out", str(tmp_path / "e.json")],
+                          cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads((tmp_path / "e.json").read_text())
+    assert result["step"] == 1 and result["eval/num_prompts"] == 32
+    assert 0.0 <= result["eval/rewards/char_frac/mean"] <= 1.0 and np.isfinite(result["eval/reward"])
+    assert result["eval/completions/mean_length"] > 0

@@ -175,18 +175,18 @@ def test_rollout_layout_matches_one_device(tmp_path, single, rollout_tensor):
 def test_grpo_evaluation_copies_the_policy_to_the_rollout_mesh_once(monkeypatch):
     """``evaluate`` samples chunk by chunk; the policy is copied onto the rollout mesh for the first chunk
     and that copy is reused for the others."""
-    import grpojax.train.grpo_task as grpo_task
+    import grpojax.rollout as rollout
 
     cfg = _cfg("grpo", "/nonexistent/never", (1, 8, 1), 1, ["mesh.rollout_tensor=2"])
     task = GRPOTask(cfg)
     state = task.init_state()
-    models, real = [], grpo_task.generate_and_score
+    models, real = [], rollout.generate_and_score
 
     def spy(model, *args, **kwargs):
         models.append(model)
         return real(model, *args, **kwargs)
 
-    monkeypatch.setattr(grpo_task, "generate_and_score", spy)
+    monkeypatch.setattr(rollout, "generate_and_score", spy)
     out = task.evaluate(state, ["ab", "cd", "ef"], batch_prompts=1)
     assert len(models) == 3 and all(m is models[0] for m in models) and np.isfinite(out["eval/reward"])
     assert models[0].embed[...].sharding.mesh is task.rollout_mesh
