@@ -62,6 +62,9 @@ def parse_args(argv=None):
                    help="sample: the rollout sampler (prefill --prompt-len, decode the rest) instead of a step")
     p.add_argument("--rollout-tensor", type=int, default=None,
                    help="--kind sample: sample on grpojax.sharding.rollout_mesh(mesh, k) (mesh.rollout_tensor)")
+    p.add_argument("--copy-direct", action="store_true",
+                   help="--kind sample: measure the policy copy as ONE reshard straight onto the rollout mesh "
+                        "(what grpojax.sharding.copy_to_rollout avoids) instead of its hops")
     p.add_argument("--lora-rank", type=int, default=0)
     p.add_argument("--remat", choices=("none", "block", "full"), default="full")
     p.add_argument("--param-dtype", choices=("bfloat16", "float32"), default="bfloat16")
@@ -244,7 +247,8 @@ def build_sampler(args, cfg, ctor, mesh, P, Lc):
     # chip receives, and the largest temporaries of a hop; None when libtpu refuses a hop for HBM
     copy = {"rollout_copy_collective_bytes": 0, "rollout_copy_temp_bytes": 0}
     src = train_mesh
-    for hop in shd.rollout_hops(train_mesh, mesh):
+    hops = shd.rollout_hops(train_mesh, mesh)
+    for hop in (hops[-1:] if args.copy_direct else hops):
         from grpojax.sharding.hlo import collective_bytes
 
         try:

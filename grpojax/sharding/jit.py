@@ -155,7 +155,8 @@ def rollout_hops(mesh: Mesh, rollout: Mesh) -> list[Mesh]:
     all-to-all-like exchange of 1/n pieces), then gathering only within each ``data`` group, it moves less
     and needs less temporary memory (compiled for v5e, per chip: Qwen2.5-7B on 8 chips to k = 4: 8,047 MiB
     moved and 3.86 GiB of temporaries instead of 14,525 MiB and 8.29 GiB; 14B on 16 chips to k = 8: 11,364
-    MiB / 4.10 GiB instead of 28,171 MiB / 8.67 GiB; ``scripts/plan_memory.py --kind sample``). A rollout
+    MiB / 4.10 GiB instead of 28,171 MiB / 8.67 GiB; ``scripts/plan_memory.py --kind sample --rollout-tensor k
+    [--copy-direct]``). A rollout
     mesh that is all ``tensor`` or all ``data`` (weights replicated) is one hop."""
     if rollout is mesh:
         return []
