@@ -35,6 +35,7 @@ from grpojax.losses.reward import (
     bradley_terry_loss,
     label_affine_from_range,
     make_label_affine,
+    regression_weight,
     reward_regression_loss,
 )
 

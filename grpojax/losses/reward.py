@@ -32,15 +32,43 @@ class RegressionAux(NamedTuple):
     num_labels: Array
 
 
+def _aspect_weights(n_aspects: int, aspect_weights) -> Array:
+    if aspect_weights is None:
+        return jnp.ones((n_aspects,), jnp.float32)
+    w_R = jnp.asarray(aspect_weights, jnp.float32)
+    if w_R.shape != (n_aspects,):
+        raise ValueError(f"aspect_weights must have shape ({n_aspects},), got {w_R.shape}")
+    return w_R
+
+
+def _labelled(labels_BR: Array, label_mask_BR: Array) -> Array:
+    """Bool ``[B, R]``: the mask is set AND the label is finite."""
+    return (label_mask_BR.astype(jnp.float32) != 0) & jnp.isfinite(labels_BR.astype(jnp.float32))
+
+
+def regression_weight(labels_BR: Array, label_mask_BR: Array,
+                      aspect_weights: Array | Sequence[float] | None = None) -> Array:
+    """``Σ_{b,r} w_r m_br``: the normaliser of :func:`reward_regression_loss` over these rows. Computed on
+    a whole optimizer step's rows and passed as ``num_items`` to every micro-batch's loss, the summed
+    micro-batch losses (and gradients) equal the full-batch ones whatever the split."""
+    chex.assert_equal_shape([labels_BR, label_mask_BR])
+    w_R = _aspect_weights(labels_BR.shape[1], aspect_weights)
+    return jnp.sum(_labelled(labels_BR, label_mask_BR).astype(jnp.float32) * w_R[None, :])
+
+
 def reward_regression_loss(
     scores_BR: Array,
     labels_BR: Array,
     label_mask_BR: Array,
     aspect_weights: Array | Sequence[float] | None = None,
+    num_items: Array | float | None = None,
 ) -> tuple[Array, RegressionAux]:
     """Masked, aspect-weighted multi-label MSE.
 
-    ``L = Σ_{b,r} w_r m_br (s_br - y_br)² / max(Σ_{b,r} w_r m_br, tiny)`` (0 when nothing is labelled).
+    ``L = Σ_{b,r} w_r m_br (s_br - y_br)² / max(N, tiny)`` with ``N = Σ_{b,r} w_r m_br`` of these rows, or
+    ``num_items`` when given (0 when nothing is labelled). Gradient accumulation passes the whole step's
+    :func:`regression_weight` as ``num_items``, so micro-batches with unevenly missing labels add up to
+    exactly the full-batch loss (as the ``dapo`` GRPO loss and SFT do).
 
     A missing label is NaN in the data with ``m_br = 0``; an entry counts only if its mask is set AND its
     label is finite, and the residual is formed with ``where`` before squaring, so NaN labels never
@@ -51,26 +79,22 @@ def reward_regression_loss(
       labels_BR: ``[B, R]`` targets (NaN = missing).
       label_mask_BR: ``[B, R]`` bool / 0-1 mask of labelled entries.
       aspect_weights: optional ``[R]`` non-negative per-aspect weights ``w_r`` (default all 1).
+      num_items: optional normaliser ``N`` (scalar, may be traced): the whole step's weighted label count.
 
     Returns:
-      ``(loss, aux)``: scalar float32 loss and :class:`RegressionAux`.
+      ``(loss, aux)``: scalar float32 loss and :class:`RegressionAux` (of these rows).
     """
     chex.assert_rank([scores_BR, labels_BR, label_mask_BR], 2)
     chex.assert_equal_shape([scores_BR, labels_BR, label_mask_BR])
-    n_aspects = scores_BR.shape[1]
-    if aspect_weights is None:
-        w_R = jnp.ones((n_aspects,), jnp.float32)
-    else:
-        w_R = jnp.asarray(aspect_weights, jnp.float32)
-        if w_R.shape != (n_aspects,):
-            raise ValueError(f"aspect_weights must have shape ({n_aspects},), got {w_R.shape}")
+    w_R = _aspect_weights(scores_BR.shape[1], aspect_weights)
     y = labels_BR.astype(jnp.float32)
-    m_BR = (label_mask_BR.astype(jnp.float32) != 0) & jnp.isfinite(y)
+    m_BR = _labelled(labels_BR, label_mask_BR)
     resid_BR = jnp.where(m_BR, scores_BR.astype(jnp.float32) - jnp.where(m_BR, y, 0.0), 0.0)
     sq_BR = jnp.square(resid_BR)
     mf_BR = m_BR.astype(jnp.float32)
     weight_BR = mf_BR * w_R[None, :]
-    loss = jnp.sum(weight_BR * sq_BR) / jnp.maximum(jnp.sum(weight_BR), jnp.finfo(jnp.float32).tiny)
+    denom = jnp.sum(weight_BR) if num_items is None else jnp.asarray(num_items, jnp.float32)
+    loss = jnp.sum(weight_BR * sq_BR) / jnp.maximum(denom, jnp.finfo(jnp.float32).tiny)
     count_R = jnp.sum(mf_BR, axis=0)
     mse_R = jnp.sum(mf_BR * sq_BR, axis=0) / jnp.maximum(count_R, 1.0)
     return loss, RegressionAux(mse_R=mse_R, count_R=count_R, num_labels=jnp.sum(count_R))

@@ -15,12 +15,13 @@ from __future__ import annotations
 import functools
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
 from grpojax.cli import UserError
 from grpojax.data import COLLATE, load_from_config
-from grpojax.losses import bradley_terry_loss, reward_regression_loss
+from grpojax.losses import bradley_terry_loss, regression_weight, reward_regression_loss
 from grpojax.train.accumulate import accumulate, apply_gradients
 from grpojax.sharding import is_main_process, to_host, traced_on_mesh
 from grpojax.train.runner import DTYPES, maybe_lora, preset_config
@@ -31,26 +32,32 @@ from grpojax.train.tasks import BaseTask, host_row
 def reward_step(state: TrainState, batch: dict, rng, *, graphdef, tx, loss: str = "regression",
                 aspect_weights: tuple | None = None, margin: float = 0.0, num_micro: int = 1):
     """One update of the reward model. Regression batch: ``input_ids_BT, attention_mask_BT, labels_BR,
-    label_mask_BR``; Bradley-Terry batch: ``chosen_*`` / ``rejected_*`` sequences (score 0 is trained)."""
-    del rng
+    label_mask_BR``; Bradley-Terry batch: ``chosen_*`` / ``rejected_*`` sequences (score 0 is trained).
 
-    def scores(model, prefix):
-        return model(batch_of[f"{prefix}input_ids_BT"], batch_of[f"{prefix}attention_mask_BT"])
+    Under gradient accumulation the regression loss of every micro-batch is normalised by the weighted
+    label count of the WHOLE step (:func:`grpojax.losses.regression_weight`), so loss, gradient and the
+    per-aspect ``mse`` are those of the full batch however unevenly labels are missing; Bradley-Terry pairs
+    are all valid, so each micro-batch's mean over its equal share of pairs is divided by ``num_micro``."""
+    del rng
+    if loss == "regression":
+        num_items = regression_weight(batch["labels_BR"], batch["label_mask_BR"], aspect_weights)
+
+    def scores(model, mb, prefix):
+        return model(mb[f"{prefix}input_ids_BT"], mb[f"{prefix}attention_mask_BT"])
 
     def loss_fn(params, mb):
-        nonlocal batch_of
-        batch_of = mb
         model = merge_model(graphdef, params, state.frozen)
         if loss == "regression":
-            value, aux = reward_regression_loss(scores(model, ""), mb["labels_BR"], mb["label_mask_BR"],
-                                                aspect_weights)
-            return value / num_micro, {"mse": aux.mse_R}
-        value, aux = bradley_terry_loss(scores(model, "chosen_")[:, 0], scores(model, "rejected_")[:, 0],
+            value, aux = reward_regression_loss(scores(model, mb, ""), mb["labels_BR"], mb["label_mask_BR"],
+                                                aspect_weights, num_items=num_items)
+            return value, {"sq_R": aux.mse_R * aux.count_R, "count_R": aux.count_R}
+        value, aux = bradley_terry_loss(scores(model, mb, "chosen_")[:, 0], scores(model, mb, "rejected_")[:, 0],
                                         margin=margin or None)
         return value / num_micro, {"accuracy": aux.accuracy, "margin": aux.margin_mean}
 
-    batch_of = batch
     value, grads, metrics = accumulate(loss_fn, state.params, batch, num_micro)
+    if loss == "regression":  # micro-batch means of sums and counts: their ratio is the full-batch MSE
+        metrics = {"mse": metrics["sq_R"] / jnp.maximum(metrics["count_R"], 1e-9)}
     state, opt_metrics = apply_gradients(state, tx, grads, value)
     return state, {"loss": value, **metrics, **opt_metrics}
 

@@ -160,3 +160,34 @@ def test_label_affine_bad_input():
         label_affine_from_range([0.0, 0.0], [1.0, 1.0]).apply(jnp.zeros((4, 3)))
     with pytest.raises(KeyError, match="shift"):
         LabelAffine.from_dict({"scale": [1.0]})
+
+
+def test_regression_num_items_makes_uneven_micro_batches_exact():
+    """Micro-batches normalised by the whole batch's weighted label count (``num_items``) add up to the
+    full-batch loss and gradient (float64 reference), however unevenly the labels are missing; each
+    micro-batch's own mean averaged over micro-batches does not."""
+    from grpojax.losses import regression_weight
+
+    rng = np.random.default_rng(3)
+    B, R = 8, 3
+    scores = rng.normal(size=(B, R)).astype(np.float32)
+    labels = rng.uniform(size=(B, R)).astype(np.float32)
+    mask = np.zeros((B, R), bool)
+    mask[:2] = True                        # rows 0-1 fully labelled
+    mask[2:, 0] = rng.uniform(size=B - 2) < 0.3  # the rest sparsely
+    mask[5, 2] = True
+    labels[~mask] = np.nan
+    w = np.array([1.0, 0.5, 2.0], np.float32)
+    want, _, _ = np_regression(scores, labels, mask, w)
+    n = regression_weight(jnp.asarray(labels), jnp.asarray(mask), w)
+    np.testing.assert_allclose(float(n), (mask * w).sum(), rtol=1e-6)
+    grad_full = j_regression_grad(scores, labels, mask, w)
+    split_grad = jax.jit(jax.grad(lambda s, y, m, w, n: reward_regression_loss(s, y, m, w, num_items=n)[0]))
+    for k in (2, 4):
+        parts = [slice(i * B // k, (i + 1) * B // k) for i in range(k)]
+        total = sum(float(reward_regression_loss(scores[p], labels[p], mask[p], w, num_items=n)[0]) for p in parts)
+        np.testing.assert_allclose(total, want, rtol=1e-5)
+        grad = np.concatenate([split_grad(scores[p], labels[p], mask[p], w, n) for p in parts])
+        np.testing.assert_allclose(grad, grad_full, rtol=1e-5, atol=1e-7)
+        naive = np.mean([float(j_regression(scores[p], labels[p], mask[p], w)[0]) for p in parts])
+        assert abs(naive - want) > 1e-3

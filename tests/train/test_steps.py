@@ -206,3 +206,42 @@ def test_gr_dpo_step_updates_alpha_first_and_micro_batching_is_exact():
         np.testing.assert_allclose(np.asarray(a), np.asarray(c), atol=1e-6)
     assert float(m1["worst_group/loss"]) == pytest.approx(float(np.max(
         [losses[g == 0].mean(), losses[g == 1].mean()])), rel=1e-5)
+
+
+@pytest.mark.parametrize("num_micro", [2, 4])
+def test_reward_regression_step_micro_batching_is_exact_with_missing_labels(num_micro):
+    """Labels missing unevenly across micro-batches: loss, per-aspect MSE and the update are the full
+    batch's (loss against a float64 NumPy reference on the model's scores)."""
+    from grpojax.models import RewardModel
+    from grpojax.train.reward_task import reward_step
+
+    model = RewardModel(CFG, 3, rngs=nnx.Rngs(2), pad_token_id=0)
+    tx = optax.sgd(0.5)
+    graphdef, state = create_train_state(model, tx, jax.random.key(0))
+    r = np.random.default_rng(5)
+    B, T = 8, 6
+    lengths = r.integers(2, T + 1, B)
+    mask = np.arange(T)[None, :] < lengths[:, None]
+    ids = np.where(mask, r.integers(1, CFG.vocab_size, (B, T)), 0)
+    label_mask = np.zeros((B, 3), np.int32)
+    label_mask[:2] = 1                            # micro-batch 0 holds most of the labels
+    label_mask[[3, 6, 7], [0, 2, 1]] = 1
+    labels = np.where(label_mask > 0, r.uniform(size=(B, 3)), 0.0).astype(np.float32)
+    batch = {"input_ids_BT": jnp.asarray(ids, jnp.int32), "attention_mask_BT": jnp.asarray(mask, jnp.int32),
+             "labels_BR": jnp.asarray(labels), "label_mask_BR": jnp.asarray(label_mask)}
+    s = np.asarray(nnx.jit(lambda m, t, k: m(t, k))(model, batch["input_ids_BT"], batch["attention_mask_BT"]),
+                   np.float64)
+    live = label_mask > 0
+    want = ((s - labels) ** 2 * live).sum() / live.sum()
+    want_mse = ((s - labels) ** 2 * live).sum(0) / live.sum(0)
+    out = {}
+    for k in (1, num_micro):
+        step = jax.jit(functools.partial(reward_step, graphdef=graphdef, tx=tx, num_micro=k))
+        new, m = step(jax.tree.map(jnp.copy, state), batch, jax.random.key(0))
+        out[k] = (float(m["loss"]), np.asarray(m["mse"]), [np.asarray(x) for x in jax.tree.leaves(new.params)])
+    np.testing.assert_allclose(out[1][0], want, rtol=1e-5)
+    np.testing.assert_allclose(out[1][1], want_mse, rtol=1e-5)
+    np.testing.assert_allclose(out[num_micro][0], want, rtol=1e-5)
+    np.testing.assert_allclose(out[num_micro][1], want_mse, rtol=1e-5)
+    for a, b in zip(out[1][2], out[num_micro][2]):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
