@@ -100,3 +100,72 @@ def test_scorer_takes_samples_from_another_mesh(tmp_path):
     sampled = shd.global_batch_from_full(host, rollout)
     assert sampled["prompt_BP"].sharding.mesh is rollout
     np.testing.assert_allclose(np.asarray(scorer(sampled)), np.asarray(scorer(host)), atol=1e-6)
+
+
+def test_reward_model_with_another_tokenizer_scores_its_own_tokenization(tmp_path):
+    """Policy on the tiny Qwen-style tokenizer, reward model (HF dir) on a byte-level BPE with other ids and
+    another chat format: the scorer re-tokenises the prompt + decoded completion texts with the reward
+    model's tokenizer as reward training does (EOS only after an ended completion), and the scores are
+    transformers' on those ids, one unpadded row at a time."""
+    import os
+
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    from grpojax.data import load_tokenizer
+    from grpojax.demo.tokenizer import train_tokenizer
+
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    policy = load_tokenizer(os.path.join(root, "configs/data/tiny_tokenizer"))
+    prompts = ["How do I bake bread?", "Tell me a joke about cats."]
+    answers = ["Start with flour and water.", "Cats sit on keyboards!", "No.", "Why did the cat nap all day"]
+    bpe = train_tokenizer(prompts + answers + ["cats bread flour water keyboard"], vocab_size=300)
+    rm_dir = str(tmp_path / "rm")
+    rcfg = QwenConfig(vocab_size=300, hidden_size=32, intermediate_size=64, num_layers=2, num_heads=4,
+                      num_kv_heads=2, head_dim=8, tie_word_embeddings=True)
+    model = RewardModel(rcfg, 2, rngs=nnx.Rngs(9), label_scale=[2.0, 0.5], label_shift=[0.0, 1.0],
+                        pad_token_id=bpe.pad_token_id)
+    model.head_w[...] = model.head_w[...] * 30.0
+    reward_model_to_hf(model, rm_dir, aspects=["a", "b"], meta={"chat_template": True, "system_prompt": None})
+    bpe.save_pretrained(rm_dir)
+
+    prompts_N = [p for p in prompts for _ in range(2)]
+    pb = policy.prompt_batch(prompts_N, 24)
+    comps = [policy.encode_response(a) + ([policy.eos_id] if i != 3 else []) for i, a in enumerate(answers)]
+    L = 24
+    comp = np.full((4, L), policy.pad_id, np.int32)
+    comp_mask = np.zeros((4, L), np.int32)
+    for i, c in enumerate(comps):
+        comp[i, :len(c)], comp_mask[i, :len(c)] = c, 1
+    texts = [policy.decode(c) for c in comps]
+    batch = {"prompt_BP": pb.prompt_ids_BT, "prompt_mask_BP": pb.prompt_mask_BT, "completion_BL": comp,
+             "completion_mask_BL": comp_mask}
+    cfg = types.SimpleNamespace(grpo=types.SimpleNamespace(aspects=("a", "b")), model=PER_LAYER)
+    scorer = load_reward_scorer(rm_dir, cfg, policy)
+    assert scorer.retokenize
+    got = np.asarray(scorer(batch, prompts_N, texts))
+
+    rtok = load_tokenizer(rm_dir)
+    hf = AutoModelForSequenceClassification.from_pretrained(rm_dir, dtype=torch.float32).eval()
+    want = []
+    for i, (p, t) in enumerate(zip(prompts_N, texts)):
+        ids = rtok.encode_prompt(p) + rtok.encode_response(t) + ([rtok.eos_id] if i != 3 else [])
+        assert max(ids) < 300 and rtok.format_prompt(p).startswith("<|user|>")
+        with torch.no_grad():
+            want.append(hf(torch.tensor([ids])).logits.numpy()[0])
+    want = np.asarray(want) * [2.0, 0.5] + [0.0, 1.0]
+    print(f"\n[reward other tokenizer] max |scorer - HF on its own ids| = {np.abs(got - want).max():.2e}")
+    assert np.ptp(want[:, 0]) > 1e-2
+    np.testing.assert_allclose(got, want, atol=1e-4)
+    # the policy's ids scored directly (what the scorer did before) are other sequences, some of them out
+    # of this vocabulary (NaN scores on CPU)
+    direct = np.asarray(load_reward_scorer(rm_dir, cfg, None)(batch))
+    assert not np.allclose(direct, want, atol=1e-3)
+    with pytest.raises(ValueError, match="texts"):
+        scorer(batch)
+
+    # without tokenizer files and with a smaller vocabulary there is nothing to tokenise the texts with
+    bare = str(tmp_path / "bare")
+    reward_model_to_hf(model, bare, aspects=["a", "b"])
+    with pytest.raises(UserError, match="no tokenizer files.*tiny_tokenizer"):
+        load_reward_scorer(bare, cfg, policy)
