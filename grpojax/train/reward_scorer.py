@@ -99,6 +99,14 @@ class RewardModelScorer:
         return {"prompt_BP": p_ids, "prompt_mask_BP": p_mask, "completion_BL": r_ids, "completion_mask_BL": r_mask}
 
 
+def _dtypes(model_cfg) -> dict:
+    """``dtype`` / ``param_dtype`` of the run's ``model`` section (float32 where it names none)."""
+    from grpojax.train.runner import DTYPES
+
+    dtype = getattr(model_cfg, "dtype", "float32")
+    return {"dtype": DTYPES[dtype], "param_dtype": DTYPES[getattr(model_cfg, "param_dtype", dtype)]}
+
+
 def _hf_tokenizer(ckpt: str, meta: dict):
     """The tokenizer saved in a HF reward directory with the prompt formatting recorded at export (None
     when the directory has no tokenizer files)."""
@@ -144,7 +152,8 @@ def load_reward_scorer(path: str, cfg, tok, *, mesh=None, section: str = "grpo")
     ``online_dpo``): a run_dir's aspects, or a HF directory's ``id2label`` names (when it has any), must be
     them, in order. ``tok``: the policy's tokenizer (None: score the sampled ids as they are).
 
-    With ``mesh`` the reward model's weights are placed on it by the logical-axis rules (restored straight
+    A HF reward model is loaded in the run's ``model.dtype`` / ``model.param_dtype`` and layer layout; a
+    run_dir's in its own run's. With ``mesh`` the reward model's weights are placed on it by the logical-axis rules (restored straight
     onto those shardings from a run_dir), so it scores the sharded sampler's global arrays in place."""
     from grpojax.models.hf_io import read_hf_config, resolve_checkpoint
     from grpojax.models.reward_model import grpojax_meta, hf_aspect_names
@@ -160,8 +169,10 @@ def load_reward_scorer(path: str, cfg, tok, *, mesh=None, section: str = "grpo")
         try:  # a HF *ForSequenceClassification directory or hub id (num_labels = the aspects)
             ckpt = resolve_checkpoint(path)
             raw = read_hf_config(ckpt)
-            # the run's layer layout (model.scan_layers: on in the 7B / 14B presets) for the backbone too
-            model = rm_mod.reward_model_from_hf(path, num_labels=len(aspects), scan_layers=cfg.model.scan_layers)
+            # the run's layer layout (model.scan_layers: on in the 7B / 14B presets) and dtypes (a 14B reward
+            # model in float32 next to a bf16 policy would double its memory) for the reward model too
+            model = rm_mod.reward_model_from_hf(path, num_labels=len(aspects), scan_layers=cfg.model.scan_layers,
+                                                **_dtypes(cfg.model))
         except (FileNotFoundError, OSError, ValueError) as e:
             raise UserError(f"cannot load reward model {path!r}: {e}") from None
         names = hf_aspect_names(raw) or aspects

@@ -169,3 +169,22 @@ def test_reward_model_with_another_tokenizer_scores_its_own_tokenization(tmp_pat
     reward_model_to_hf(model, bare, aspects=["a", "b"])
     with pytest.raises(UserError, match="no tokenizer files.*tiny_tokenizer"):
         load_reward_scorer(bare, cfg, policy)
+
+
+def test_hf_reward_model_takes_the_run_dtypes(tmp_path, monkeypatch):
+    """A bf16 run loads the HF reward model in bf16 (not float32 next to a bf16 policy); scores stay close."""
+    import grpojax.models.reward_model as rm_mod
+
+    model = RewardModel(CFG, 2, rngs=nnx.Rngs(6))
+    reward_model_to_hf(model, str(tmp_path / "rm"), pad_token_id=0)
+    loaded, real = [], rm_mod.reward_model_from_hf
+    monkeypatch.setattr(rm_mod, "reward_model_from_hf", lambda *a, **k: loaded.append(real(*a, **k)) or loaded[-1])
+    batch = {"prompt_BP": jnp.asarray([[0, 5, 6]], jnp.int32), "prompt_mask_BP": jnp.asarray([[0, 1, 1]], jnp.int32),
+             "completion_BL": jnp.asarray([[10, 11]], jnp.int32), "completion_mask_BL": jnp.asarray([[1, 1]], jnp.int32)}
+    scores = {}
+    for dt in ("float32", "bfloat16"):
+        cfg = types.SimpleNamespace(grpo=types.SimpleNamespace(aspects=("a", "b")),
+                                    model=types.SimpleNamespace(scan_layers=False, dtype=dt, param_dtype=dt))
+        scores[dt] = np.asarray(load_reward_scorer(str(tmp_path / "rm"), cfg, tok=None)(batch))
+        assert loaded[-1].head_w[...].dtype == jnp.dtype(dt)
+    np.testing.assert_allclose(scores["bfloat16"], scores["float32"], atol=5e-2)
