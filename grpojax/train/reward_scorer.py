@@ -153,8 +153,9 @@ def load_reward_scorer(path: str, cfg, tok, *, mesh=None, section: str = "grpo")
     them, in order. ``tok``: the policy's tokenizer (None: score the sampled ids as they are).
 
     A HF reward model is loaded in the run's ``model.dtype`` / ``model.param_dtype`` and layer layout; a
-    run_dir's in its own run's. With ``mesh`` the reward model's weights are placed on it by the logical-axis rules (restored straight
-    onto those shardings from a run_dir), so it scores the sharded sampler's global arrays in place."""
+    run_dir's in its own run's. With ``mesh`` the reward model's weights are placed on it by the
+    logical-axis rules (restored straight onto those shardings from a run_dir), so it scores the sharded
+    sampler's global arrays in place."""
     from grpojax.models.hf_io import read_hf_config, resolve_checkpoint
     from grpojax.models.reward_model import grpojax_meta, hf_aspect_names
 

@@ -179,8 +179,10 @@ def test_hf_reward_model_takes_the_run_dtypes(tmp_path, monkeypatch):
     reward_model_to_hf(model, str(tmp_path / "rm"), pad_token_id=0)
     loaded, real = [], rm_mod.reward_model_from_hf
     monkeypatch.setattr(rm_mod, "reward_model_from_hf", lambda *a, **k: loaded.append(real(*a, **k)) or loaded[-1])
-    batch = {"prompt_BP": jnp.asarray([[0, 5, 6]], jnp.int32), "prompt_mask_BP": jnp.asarray([[0, 1, 1]], jnp.int32),
-             "completion_BL": jnp.asarray([[10, 11]], jnp.int32), "completion_mask_BL": jnp.asarray([[1, 1]], jnp.int32)}
+    batch = {"prompt_BP": jnp.asarray([[0, 5, 6]], jnp.int32),
+             "prompt_mask_BP": jnp.asarray([[0, 1, 1]], jnp.int32),
+             "completion_BL": jnp.asarray([[10, 11]], jnp.int32),
+             "completion_mask_BL": jnp.asarray([[1, 1]], jnp.int32)}
     scores = {}
     for dt in ("float32", "bfloat16"):
         cfg = types.SimpleNamespace(grpo=types.SimpleNamespace(aspects=("a", "b")),
