@@ -100,11 +100,13 @@ class RewardModelScorer:
 
 
 def _dtypes(model_cfg) -> dict:
-    """``dtype`` / ``param_dtype`` of the run's ``model`` section (float32 where it names none)."""
+    """The run's compute dtype ``model.dtype`` (float32 where it names none) for the frozen reward model's
+    compute and storage: nothing trains it, so float32 storage (``model.param_dtype``, kept for the
+    policy's optimizer) would only double its memory."""
     from grpojax.train.runner import DTYPES
 
-    dtype = getattr(model_cfg, "dtype", "float32")
-    return {"dtype": DTYPES[dtype], "param_dtype": DTYPES[getattr(model_cfg, "param_dtype", dtype)]}
+    dtype = DTYPES[getattr(model_cfg, "dtype", "float32")]
+    return {"dtype": dtype, "param_dtype": dtype}
 
 
 def _hf_tokenizer(ckpt: str, meta: dict):
@@ -152,7 +154,7 @@ def load_reward_scorer(path: str, cfg, tok, *, mesh=None, section: str = "grpo")
     ``online_dpo``): a run_dir's aspects, or a HF directory's ``id2label`` names (when it has any), must be
     them, in order. ``tok``: the policy's tokenizer (None: score the sampled ids as they are).
 
-    A HF reward model is loaded in the run's ``model.dtype`` / ``model.param_dtype`` and layer layout; a
+    A HF reward model is loaded in the run's ``model.dtype`` (compute and storage) and layer layout; a
     run_dir's in its own run's. With ``mesh`` the reward model's weights are placed on it by the
     logical-axis rules (restored straight onto those shardings from a run_dir), so it scores the sharded
     sampler's global arrays in place."""
@@ -170,8 +172,8 @@ def load_reward_scorer(path: str, cfg, tok, *, mesh=None, section: str = "grpo")
         try:  # a HF *ForSequenceClassification directory or hub id (num_labels = the aspects)
             ckpt = resolve_checkpoint(path)
             raw = read_hf_config(ckpt)
-            # the run's layer layout (model.scan_layers: on in the 7B / 14B presets) and dtypes (a 14B reward
-            # model in float32 next to a bf16 policy would double its memory) for the reward model too
+            # the run's layer layout (model.scan_layers: on in the 7B / 14B presets) and compute dtype (a 14B
+            # reward model in float32 next to a bf16 policy would double its memory) for the reward model too
             model = rm_mod.reward_model_from_hf(path, num_labels=len(aspects), scan_layers=cfg.model.scan_layers,
                                                 **_dtypes(cfg.model))
         except (FileNotFoundError, OSError, ValueError) as e:

@@ -172,7 +172,8 @@ def test_reward_model_with_another_tokenizer_scores_its_own_tokenization(tmp_pat
 
 
 def test_hf_reward_model_takes_the_run_dtypes(tmp_path, monkeypatch):
-    """A bf16 run loads the HF reward model in bf16 (not float32 next to a bf16 policy); scores stay close."""
+    """A bf16 run (float32 param_dtype for its policy) loads the frozen HF reward model in bf16, not float32;
+    scores stay close."""
     import grpojax.models.reward_model as rm_mod
 
     model = RewardModel(CFG, 2, rngs=nnx.Rngs(6))
@@ -186,7 +187,7 @@ def test_hf_reward_model_takes_the_run_dtypes(tmp_path, monkeypatch):
     scores = {}
     for dt in ("float32", "bfloat16"):
         cfg = types.SimpleNamespace(grpo=types.SimpleNamespace(aspects=("a", "b")),
-                                    model=types.SimpleNamespace(scan_layers=False, dtype=dt, param_dtype=dt))
+                                    model=types.SimpleNamespace(scan_layers=False, dtype=dt, param_dtype="float32"))
         scores[dt] = np.asarray(load_reward_scorer(str(tmp_path / "rm"), cfg, tok=None)(batch))
         assert loaded[-1].head_w[...].dtype == jnp.dtype(dt)
     np.testing.assert_allclose(scores["bfloat16"], scores["float32"], atol=5e-2)
