@@ -40,7 +40,7 @@ def sampling_settings(rc) -> SamplingSettings:
 
 class Rollout(NamedTuple):
     batch: dict                 # prompt_BP, prompt_mask_BP, completion_BL, completion_mask_BL,
-                                # old_logp_BL, advantages_B  (B = prompts x G rows)
+                                # sampler_logp_BL, advantages_B  (B = prompts x G rows)
     metrics: dict               # host floats
     completions: list           # decoded completion texts, prompt-major
     scores_NR: np.ndarray       # aspect scores, N = prompts x G
@@ -111,7 +111,7 @@ def generate_and_score(model, prompt_ids_BP, prompt_mask_BP, prompts: Sequence[s
                                             weights=reward_weights, scale=scale_rewards, names=aspect_names)
     loss_mask = mask * (~truncated)[:, None] if mask_truncated_completions else mask
     batch["completion_mask_BL"] = np.asarray(loss_mask, np.int32)
-    batch["old_logp_BL"] = out.completion_logp_BT
+    batch["sampler_logp_BL"] = out.completion_logp_BT
     batch["advantages_B"] = np.asarray(adv_BG.reshape(B * G), np.float32)
     lengths = mask.sum(axis=1)
     metrics = {**reward_metrics,
