@@ -79,7 +79,7 @@ def _carry_init(metrics_shape: dict) -> dict:
         if isinstance(v, Rows):
             continue
         if isinstance(v, Max):
-            init[k] = jnp.full(v.value.shape, -jnp.inf, v.value.dtype)
+            init[k] = Max(jnp.full(v.value.shape, -jnp.inf, v.value.dtype))
         else:
             init[k] = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), v)
     return init
@@ -128,7 +128,6 @@ def accumulate(loss_fn: Callable, params, batch, num_micro: int = 1):
 
     (loss, grads, metrics), rows = jax.lax.scan(body, zeros, micro)
     metrics = {**metrics, **{k: Rows(v.reshape((-1,) + v.shape[2:])) for k, v in rows.items()}}
-    metrics = {k: metrics[k] for k in metrics_shape}  # the loss_fn's key order
     return loss, grads, _finish(metrics, num_micro)
 
 
