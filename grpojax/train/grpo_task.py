@@ -32,7 +32,6 @@ class GRPOTask(BaseTask):
         super().__init__(cfg)
         g = cfg.grpo
         self.G = g.num_generations
-        self.loader = self._loader(self.dataset, shuffle=True, batch_size=cfg.train.batch_size // self.G)
         self.funcs = [reward_funcs.resolve(s) for s in g.reward_funcs]
         self.rm_scorer = reward_model_scorer
         if g.reward_model is not None and self.rm_scorer is None:
@@ -49,6 +48,9 @@ class GRPOTask(BaseTask):
                                      temperature=g.temperature, max_completion_length=g.max_completion_length,
                                      emit_logp=g.num_iterations > 1)
         self._rollout = None
+
+    def loader_rows(self) -> int:
+        return self.cfg.train.batch_size // self.cfg.grpo.num_generations  # prompts per step
 
     def init_state(self):
         state = super().init_state()

@@ -123,7 +123,6 @@ class PPOTask(BaseTask):
         super().__init__(cfg)
         p = cfg.ppo
         self.G = p.num_generations
-        self.loader = self._loader(self.dataset, shuffle=True, batch_size=cfg.train.batch_size // self.G)
         self.scorer = RewardScorer(p, cfg, self.tok, reward_model_scorer, mesh=self.mesh)
         self.settings = PPOSettings(clip_eps=p.cliprange, clip_value=p.cliprange_value, vf_coef=p.vf_coef,
                                     gamma=p.gamma, lam=p.lam, kl_in_loss=p.kl_mode == "loss",
@@ -137,6 +136,9 @@ class PPOTask(BaseTask):
         self.mini = cfg.train.batch_size // p.num_mini_batches
         self.check_rows(self.mini, "train.batch_size / ppo.num_mini_batches")
         self.num_micro = 1 if cfg.train.micro_batch_size is None else self.mini // cfg.train.micro_batch_size
+
+    def loader_rows(self) -> int:
+        return self.cfg.train.batch_size // self.cfg.ppo.num_generations  # prompts per rollout
 
     def new_actor_critic(self) -> ActorCritic:
         cfg, p, seed = self.cfg, self.cfg.ppo, self.cfg.train.seed

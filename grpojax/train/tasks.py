@@ -88,7 +88,7 @@ class BaseTask(abc.ABC):
         self.tok = load_tokenizer(cfg.tokenizer.path or cfg.model.path, cfg.tokenizer.chat_template,
                                   cfg.tokenizer.system_prompt)
         self.dataset = load_from_config(cfg.data, self.kind)
-        self.loader = self._loader(self.dataset, shuffle=True)
+        self.loader = self._loader(self.dataset, shuffle=True, batch_size=self.loader_rows())
         self.tx = build_optimizer(cfg.train)
         self.lora = cfg.model.lora.rank > 0
         self.graphdef = None
@@ -193,6 +193,11 @@ class BaseTask(abc.ABC):
             tree = arrays()
         shardings = shd.tree_shardings(tree, self.mesh)
         return shd.place_from_host(tree, shardings), holder["static"], shardings
+
+    def loader_rows(self) -> int:
+        """Dataset rows one optimizer step reads: ``train.batch_size`` (sequences or pairs) by default;
+        prompts (``batch_size / num_generations``) for the tasks that sample completions."""
+        return self.cfg.train.batch_size
 
     def _loader(self, dataset, shuffle: bool, batch_size: int | None = None):
         d = self.cfg.data
