@@ -15,7 +15,8 @@ class GRPOConfig:
     ``delta`` None = no two-sided ratio cap; ``top_k`` None = off. Rewards: a multi-label
     ``reward_model`` scoring ``aspects`` and/or rule-based ``reward_funcs`` (names in
     ``grpojax.rewards``), combined by ``aggregation`` with ``reward_weights`` (aspects first, then funcs;
-    empty = all 1)."""
+    empty = all 1). ``scale_rewards`` null = ``group``; with ``aggregation: normalize_then_sum`` (GDPO) the
+    aggregation itself is the advantage and ``scale_rewards`` must stay unset (ALGORITHMS.md 1.2)."""
 
     num_generations: int = 8
     num_iterations: int = 1
@@ -25,7 +26,7 @@ class GRPOConfig:
     beta: float = 0.04
     kl_estimator: Literal["k1", "k2", "k3"] = "k3"
     loss_type: Literal["grpo", "bnpo", "dr_grpo", "dapo"] = "grpo"
-    scale_rewards: Literal["group", "batch", "none"] = "group"
+    scale_rewards: Union[Literal["group", "batch", "none"], None] = None
     importance_sampling_level: Literal["token", "sequence"] = "token"
     mask_truncated_completions: bool = False
     temperature: float = 1.0
@@ -51,6 +52,10 @@ class GRPOConfig:
         check(self.reward_model is None or len(self.aspects) > 0, "aspects",
               "name the reward model's aspects (one per output score)")
         check(len(set(self.aspects)) == len(self.aspects), "aspects", "has duplicates")
+        check(self.aggregation != "normalize_then_sum" or self.scale_rewards is None, "scale_rewards",
+              f"{self.scale_rewards} cannot follow grpo.aggregation=normalize_then_sum: GDPO z-scores each aspect "
+              "in its group and the weighted sum over the batch, and that is the advantage (a group re-scaling "
+              "would undo it); remove grpo.scale_rewards")
 
 
 @dataclass(frozen=True)
