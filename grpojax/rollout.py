@@ -114,7 +114,7 @@ def generate_and_score(model, prompt_ids_BP, prompt_mask_BP, prompts: Sequence[s
     G = sampling.num_generations
     out = sample(model, jnp.asarray(prompt_ids_BP), jnp.asarray(prompt_mask_BP), rng,
                  max_new_tokens=sampling.max_new_tokens, temperature=sampling.temperature,
-                 top_k=sampling.top_k, top_p=sampling.top_p, eos_ids=tok.eos_id, pad_id=tok.pad_id,
+                 top_k=sampling.top_k, top_p=sampling.top_p, eos_ids=tok.eos_ids, pad_id=tok.pad_id,
                  num_samples=G, cache_fn=cache_fn)
     tokens, mask, truncated = to_host((out.completion_tokens_BT, out.completion_mask_BT, out.truncated_B))
     texts = [tok.decode(row[: int(m.sum())]) for row, m in zip(tokens, mask)]

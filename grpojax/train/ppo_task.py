@@ -90,7 +90,7 @@ def sample_and_score(policy, task: BaseTask, rc, scorer: RewardScorer, rng) -> S
     G = rc.num_generations
     out = sample(policy, ids, mask, rng,
                  max_new_tokens=rc.max_completion_length, temperature=rc.temperature, top_k=rc.top_k,
-                 top_p=None if rc.top_p >= 1.0 else rc.top_p, eos_ids=task.tok.eos_id, pad_id=task.tok.pad_id,
+                 top_p=None if rc.top_p >= 1.0 else rc.top_p, eos_ids=task.tok.eos_ids, pad_id=task.tok.pad_id,
                  num_samples=G, cache_fn=cache_fn)
     tokens, mask, truncated = to_host((out.completion_tokens_BT, out.completion_mask_BT, out.truncated_B))
     texts = [task.tok.decode(r[: int(m.sum())]) for r, m in zip(tokens, mask)]

@@ -86,7 +86,7 @@ class BaseTask(abc.ABC):
             raise UserError(f"mesh.rollout_tensor: {e}") from None
         self.check_rows(cfg.train.batch_size, "train.batch_size")
         self.tok = load_tokenizer(cfg.tokenizer.path or cfg.model.path, cfg.tokenizer.chat_template,
-                                  cfg.tokenizer.system_prompt)
+                                  cfg.tokenizer.system_prompt, model_path=cfg.model.path)
         self.dataset = load_from_config(cfg.data, self.kind)
         self.loader = self._loader(self.dataset, shuffle=True, batch_size=self.loader_rows())
         self.tx = build_optimizer(cfg.train)
