@@ -16,7 +16,11 @@ class GRPOConfig:
     ``reward_model`` scoring ``aspects`` and/or rule-based ``reward_funcs`` (names in
     ``grpojax.rewards``), combined by ``aggregation`` with ``reward_weights`` (aspects first, then funcs;
     empty = all 1). ``scale_rewards`` null = ``group``; with ``aggregation: normalize_then_sum`` (GDPO) the
-    aggregation itself is the advantage and ``scale_rewards`` must stay unset (ALGORITHMS.md 1.2)."""
+    aggregation itself is the advantage and ``scale_rewards`` must stay unset (ALGORITHMS.md 1.2).
+    ``sampler_is_cap`` (null = off): truncated importance-sampling correction of the sampler / trainer
+    log-prob mismatch, each token's loss weighted by ``min(pi_old / pi_sampler, cap)`` (TRL's
+    ``vllm_importance_sampling_correction`` with ``vllm_importance_sampling_mode: token_truncate`` and
+    ``vllm_importance_sampling_cap``)."""
 
     num_generations: int = 8
     num_iterations: int = 1
@@ -38,12 +42,13 @@ class GRPOConfig:
     aspects: tuple[str, ...] = ()
     reward_weights: tuple[float, ...] = ()
     aggregation: Literal["weighted_sum", "normalize_then_sum", "min", "soft_min"] = "weighted_sum"
+    sampler_is_cap: Union[float, None] = None
 
     def __post_init__(self):
         check(self.num_generations >= 2, "num_generations",
               f"must be >= 2 (group-relative advantages need a group), got {self.num_generations}")
         positive(self, "num_iterations", "epsilon", "epsilon_high", "delta", "temperature", "top_k",
-                 "max_completion_length")
+                 "max_completion_length", "sampler_is_cap")
         non_negative(self, "beta")
         check(self.delta is None or self.delta > 1.0, "delta", f"must be > 1 (a cap on the ratio), got {self.delta}")
         check(0.0 < self.top_p <= 1.0, "top_p", f"must be in (0, 1], got {self.top_p}")

@@ -16,7 +16,9 @@ the KV-cache decode and the training forward round differently (~1e-3), which wo
 from 1 and switch the clip on. With ``settings.emit_logp`` the step returns ``old_logp_BL`` (this forward's
 log-probs, before the update) for the later updates on the same rollout (TRL computes them once per
 rollout with the current params likewise). ``sampler/logp_max_abs_diff`` / ``_mean_abs_diff`` log the
-sampler / trainer mismatch when ``sampler_logp_BL`` is given.
+sampler / trainer mismatch of an on-policy step given ``sampler_logp_BL``. ``settings.sampler_is_cap``
+corrects for it (TRL's ``vllm_importance_sampling_correction``, token level, truncated): every per-token
+loss is weighted by ``min(exp(old_logp - sampler_logp), cap)`` (``sampler_logp_BL`` required).
 
 ``num_micro`` micro-batches are accumulated inside the step; with ``loss_type="dapo"`` the token
 normaliser is the active-token count of the whole batch, so the update is independent of ``num_micro``.
@@ -52,6 +54,7 @@ class GRPOSettings:
     max_completion_length: int | None = None
     logprob_chunk: int | None = 128
     emit_logp: bool = False  # return this forward's log-probs as ``old_logp_BL`` (on-policy steps only)
+    sampler_is_cap: float | None = None  # truncated IS correction min(pi_old / pi_sampler, cap); None = off
 
 
 def grpo_step(state: TrainState, batch: dict, rng: jax.Array, *, graphdef, tx,
@@ -70,13 +73,17 @@ def grpo_step(state: TrainState, batch: dict, rng: jax.Array, *, graphdef, tx,
                                   temperature=settings.temperature,
                                   chunk_size=settings.logprob_chunk)
         mask = mb["completion_mask_BL"].astype(jnp.float32)
+        old_BL = jax.lax.stop_gradient(out.logp_BL) if on_policy else mb["old_logp_BL"]
+        weights = None
+        if settings.sampler_is_cap is not None:  # the sampler drew the tokens, pi_old is the trainer's
+            weights = jnp.minimum(jnp.exp(old_BL - mb["sampler_logp_BL"]), settings.sampler_is_cap)
         loss, aux = grpo_loss(
             out.logp_BL, None if on_policy else mb["old_logp_BL"], mb.get("ref_logp_BL"), mb["advantages_B"],
             mask, loss_type=settings.loss_type, epsilon_low=settings.epsilon,
             epsilon_high=settings.epsilon_high, delta=settings.delta, beta=settings.beta,
             kl_estimator=settings.kl_estimator,
             importance_sampling_level=settings.importance_sampling_level,
-            max_completion_length=settings.max_completion_length, num_items=num_items)
+            max_completion_length=settings.max_completion_length, num_items=num_items, token_weights=weights)
         if settings.loss_type != "dapo":
             loss = loss / num_micro
         n = aux.num_tokens
@@ -87,10 +94,14 @@ def grpo_step(state: TrainState, batch: dict, rng: jax.Array, *, graphdef, tx,
             "clip_ratio/high_mean": ratio_of(aux.clip_ratio_high_mean, n),
             "clip_ratio/region_mean": ratio_of(aux.clip_ratio_region_mean, n),
         }
-        if "sampler_logp_BL" in mb:
+        if "sampler_logp_BL" in mb and on_policy:  # the mismatch before any update on the rollout
             diff = jnp.where(mask != 0, jnp.abs(out.logp_BL - mb["sampler_logp_BL"]), 0.0)
             metrics["sampler/logp_max_abs_diff"] = Max(jnp.max(diff))
             metrics["sampler/logp_mean_abs_diff"] = Ratio(jnp.sum(diff), n)
+        if weights is not None:
+            metrics["sampler/is_weight_mean"] = Ratio(masked_sum(weights, mask), n)
+            metrics["sampler/is_capped_frac"] = Ratio(masked_sum((weights >= settings.sampler_is_cap)
+                                                                 .astype(jnp.float32), mask), n)
         if settings.emit_logp and on_policy:
             metrics["old_logp_BL"] = Rows(jax.lax.stop_gradient(out.logp_BL))
         return loss, metrics

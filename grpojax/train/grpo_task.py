@@ -46,7 +46,7 @@ class GRPOTask(BaseTask):
                                      delta=g.delta, beta=g.beta, kl_estimator=g.kl_estimator,
                                      importance_sampling_level=g.importance_sampling_level,
                                      temperature=g.temperature, max_completion_length=g.max_completion_length,
-                                     emit_logp=g.num_iterations > 1)
+                                     emit_logp=g.num_iterations > 1, sampler_is_cap=g.sampler_is_cap)
         self._rollout = None
 
     def loader_rows(self) -> int:
@@ -103,7 +103,8 @@ class GRPOTask(BaseTask):
             state, metrics = self._step(state, batch, rng)
             old_logp = metrics.pop("old_logp_BL", None)
             if i == 0 and len(rngs) > 1:  # the later updates reuse the first (pre-update) forward's log-probs
-                batch = {k: v for k, v in ro.batch.items() if k != "sampler_logp_BL"}
+                keep = self.settings.sampler_is_cap is not None  # the IS correction needs the sampler's
+                batch = {k: v for k, v in ro.batch.items() if keep or k != "sampler_logp_BL"}
                 batch["old_logp_BL"] = self.full_rows(old_logp)
             rows.append({**ro.metrics, **host_row(metrics)})
         return state, rows

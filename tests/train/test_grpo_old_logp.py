@@ -26,8 +26,8 @@ def _repo_root(monkeypatch):
     monkeypatch.chdir(ROOT)
 
 
-def _task(tmp_path, mu):
-    cfg = load_config("configs/tiny_grpo.yaml", [
+def _task(tmp_path, mu, extra=()):
+    cfg = load_config("configs/tiny_grpo.yaml", [*extra, 
         "model.dtype=bfloat16", f"grpo.epsilon={EPS}", f"grpo.num_iterations={mu}", "grpo.loss_type=dapo",
         "grpo.beta=0.04", "train.learning_rate=0.05", "mesh.data=1", f"run_dir={tmp_path}"])
     task = GRPOTask(cfg)
@@ -73,10 +73,68 @@ def test_bf16_mu1_ratio_is_exactly_one_and_loss_is_on_policy(tmp_path):
 
 
 def test_bf16_mu2_first_update_on_policy_second_uses_pre_update_logp(tmp_path):
-    task, state = _task(tmp_path, 2)
+    task, state = _task(tmp_path, 2, ["grpo.sampler_is_cap=2.0"])
     assert task.steps_per_call(0, 10) == 2
     _, rows = task.train_steps(state, 0, [jax.random.key(4), jax.random.key(5)])
     assert rows[0]["clip_ratio/region_mean"] == 0.0  # first update: ratio exactly 1
     assert "sampler/logp_max_abs_diff" in rows[0] and "sampler/logp_max_abs_diff" not in rows[1]
     # second update: old = the first forward's log-probs, the params moved (lr 0.05): the clip is active
     assert rows[1]["clip_ratio/region_mean"] > 0.0
+    # the IS correction weighs both updates (the sampler's log-probs stay in the later batches)
+    assert 0.5 < rows[0]["sampler/is_weight_mean"] < 2.0 and 0.5 < rows[1]["sampler/is_weight_mean"] < 2.0
+
+
+def test_truncated_importance_sampling_correction_matches_float64_reference():
+    """``grpo.sampler_is_cap``: every token's loss weighted by min(pi_old / pi_sampler, cap), pi_old the
+    trainer's (on-policy: the step's own forward), checked against float64 NumPy; micro-batching exact."""
+    import functools
+
+    import optax
+    from flax import nnx
+
+    from grpojax.models import Qwen, QwenConfig
+    from grpojax.train.grpo import GRPOSettings, grpo_step
+    from grpojax.train.state import create_train_state
+
+    cfg = QwenConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_layers=2, num_heads=4,
+                     num_kv_heads=2, head_dim=8, tie_word_embeddings=True)
+    r = np.random.default_rng(0)
+    B, P, L = 8, 4, 6
+    lengths = np.array([6, 5, 6, 2, 1, 3, 6, 4])
+    cmask = np.arange(L)[None, :] < lengths[:, None]
+    b = dict(prompt_BP=jnp.asarray(r.integers(1, 64, (B, P)), jnp.int32), prompt_mask_BP=jnp.ones((B, P), jnp.int32),
+             completion_BL=jnp.asarray(np.where(cmask, r.integers(1, 64, (B, L)), 0), jnp.int32),
+             completion_mask_BL=jnp.asarray(cmask, jnp.int32))
+    model = Qwen(cfg, rngs=nnx.Rngs(0))
+    logp = np.asarray(completion_logprobs(model, b["prompt_BP"], b["prompt_mask_BP"], b["completion_BL"],
+                                          b["completion_mask_BL"]).logp_BL, np.float64)
+    sampler = logp + r.normal(scale=0.5, size=(B, L))
+    ref = logp + r.normal(scale=0.3, size=(B, L))
+    adv = r.normal(size=B)
+    b.update(sampler_logp_BL=jnp.asarray(sampler, jnp.float32), ref_logp_BL=jnp.asarray(ref, jnp.float32),
+             advantages_B=jnp.asarray(adv, jnp.float32))
+    cap, beta = 1.5, 0.04
+    w = np.minimum(np.exp(logp - sampler), cap)
+    d = ref - logp
+    per_token = -adv[:, None] + beta * (np.exp(d) - d - 1.0)  # ratio 1 on-policy: the clip is inactive
+    m = cmask.astype(np.float64)
+    want_loss = np.sum(m * w * per_token) / m.sum()
+    tx = optax.sgd(1e-2)
+    for num_micro in (1, 2):
+        graphdef, state = create_train_state(Qwen(cfg, rngs=nnx.Rngs(0)), tx, jax.random.key(0))
+        settings = GRPOSettings(loss_type="dapo", beta=beta, sampler_is_cap=cap)
+        step = jax.jit(functools.partial(grpo_step, graphdef=graphdef, tx=tx, settings=settings, num_micro=num_micro))
+        _, metrics = step(state, b, jax.random.key(1))
+        np.testing.assert_allclose(float(metrics["loss"]), want_loss, rtol=1e-4, atol=1e-6)
+        np.testing.assert_allclose(float(metrics["sampler/is_weight_mean"]), np.sum(m * w) / m.sum(), rtol=1e-5)
+        np.testing.assert_allclose(float(metrics["sampler/is_capped_frac"]), np.sum(m * (w >= cap)) / m.sum(),
+                                   rtol=1e-5)
+    assert 0 < np.sum(m * (w >= cap)) < m.sum()  # some weights capped, some not
+
+
+def test_sampler_is_cap_must_be_positive(monkeypatch):
+    from grpojax.cli import UserError
+
+    with pytest.raises(UserError, match="grpo.sampler_is_cap: must be > 0"):
+        load_config("configs/tiny_grpo.yaml", ["grpo.sampler_is_cap=0"])
+    assert load_config("configs/tiny_grpo.yaml", ["grpo.sampler_is_cap=2"]).grpo.sampler_is_cap == 2.0
