@@ -112,6 +112,28 @@ class Tokenizer:
         return PromptBatch(ids, mask)
 
 
+def _checkpoint_json(path: str, name: str) -> tuple[str, dict] | None:
+    """``(file, dict)`` of ``name`` in a checkpoint directory or a hub id's (cached) files; None if absent."""
+    file = os.path.join(os.path.expanduser(path), name)
+    if not os.path.isdir(os.path.expanduser(path)):
+        try:  # a hub id: its file in the Hugging Face cache (or fetched when online)
+            from huggingface_hub import hf_hub_download
+
+            file = hf_hub_download(path, name)
+        except Exception:  # noqa: BLE001 -- not a hub id, offline and not cached, no such file
+            return None
+    if not os.path.isfile(file):
+        return None
+    try:
+        with open(file, encoding="utf-8") as f:
+            d = json.load(f)
+    except (OSError, ValueError):
+        d = None
+    if not isinstance(d, dict):
+        raise UserError(f"{file}: not a JSON object")
+    return file, d
+
+
 def config_eos_ids(path: str | None) -> list[int]:
     """The ``eos_token_id`` entries (an int or a list) of ``generation_config.json`` and ``config.json`` in a
     checkpoint directory, or of a hub id's cached files; ``[]`` when there are none."""
@@ -119,21 +141,10 @@ def config_eos_ids(path: str | None) -> list[int]:
         return []
     out = []
     for name in ("generation_config.json", "config.json"):
-        file = os.path.join(os.path.expanduser(path), name)
-        if not os.path.isdir(os.path.expanduser(path)):
-            try:  # a hub id: its file in the Hugging Face cache (or fetched when online)
-                from huggingface_hub import hf_hub_download
-
-                file = hf_hub_download(path, name)
-            except Exception:  # noqa: BLE001 -- not a hub id, offline and not cached, no such file
-                continue
-        if not os.path.isfile(file):
+        found = _checkpoint_json(path, name)
+        if found is None:
             continue
-        try:
-            with open(file, encoding="utf-8") as f:
-                value = json.load(f).get("eos_token_id")
-        except (OSError, ValueError, AttributeError):
-            raise UserError(f"{file}: not a JSON object; cannot read its eos_token_id") from None
+        file, value = found[0], found[1].get("eos_token_id")
         values = value if isinstance(value, list) else [value]
         if any(v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 0) for v in values):
             raise UserError(f"{file}: eos_token_id must be a non-negative integer or a list of them, got {value!r}")
@@ -162,3 +173,17 @@ def load_tokenizer(path: str, chat_template: bool = True, system_prompt: str | N
                         f"{one_line(str(e))[:200]}]") from None
     extra = config_eos_ids(path) + (config_eos_ids(model_path) if model_path and model_path != path else [])
     return Tokenizer(hf, chat_template=chat_template, system_prompt=system_prompt, name=path, extra_eos_ids=extra)
+
+
+def write_generation_config(out_dir: str, tok: Tokenizer, source: str | None = None) -> str:
+    """``out_dir/generation_config.json`` of an exported policy: the ``source`` checkpoint's (its sampling
+    defaults kept) with ``eos_token_id`` = every end id of ``tok`` and its pad id, so the export stops where
+    training did, in grpojax (:func:`load_tokenizer`) and in ``transformers``' ``generate``."""
+    found = _checkpoint_json(source, "generation_config.json") if source else None
+    d = dict(found[1]) if found else {}
+    d["eos_token_id"] = list(tok.eos_ids) if len(tok.eos_ids) > 1 else tok.eos_ids[0]
+    d.setdefault("pad_token_id", tok.pad_id)
+    file = os.path.join(out_dir, "generation_config.json")
+    with open(file, "w", encoding="utf-8") as f:
+        json.dump(d, f, indent=2)
+    return file

@@ -31,6 +31,7 @@ from grpojax import sharding as shd
 from grpojax.cli import UserError
 from grpojax.compilation import use_compilation_cache
 from grpojax.data import COLLATE, DataLoader, load_from_config, load_tokenizer
+from grpojax.data.tokenizer import write_generation_config
 from grpojax.train.runner import build_model, build_optimizer, maybe_lora, split_sequences
 from grpojax.train.sft import sft_step
 from grpojax.train.state import create_train_state, merge_model, split_model
@@ -273,8 +274,9 @@ class BaseTask(abc.ABC):
         return state.frozen
 
     def export(self, state, out_dir: str) -> str | None:
-        """The trained policy as a HF directory (process 0 writes; on a pod the weights are gathered to
-        every host first, a collective every process runs)."""
+        """The trained policy as a HF directory with the tokenizer and a ``generation_config.json`` listing
+        every end id (process 0 writes; on a pod the weights are gathered to every host first, a collective
+        every process runs)."""
         from grpojax.models import to_hf
 
         params, frozen = shd.to_host((state.params, state.frozen))
@@ -287,6 +289,7 @@ class BaseTask(abc.ABC):
             model = merge_lora(model)
         path = to_hf(model, out_dir)
         self.tok.hf.save_pretrained(out_dir)
+        write_generation_config(out_dir, self.tok, self.cfg.model.path)  # every end id travels with it
         print(f"exported the policy to {path}")
         return path
 

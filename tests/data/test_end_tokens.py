@@ -123,3 +123,36 @@ def test_sample_script_takes_both_end_ids(qwen_like_dirs, tmp_path):
     tok = load_tokenizer(str(ckpt)).hf
     eos, pad = eos_and_pad(str(ckpt), tok)
     assert sorted(eos) == [ENDOFTEXT, IM_END] and pad == ENDOFTEXT
+
+
+def test_export_writes_every_end_id_to_generation_config(qwen_like_dirs, monkeypatch, tmp_path):
+    """An exported policy stops where training did: its generation_config.json lists every end id (for
+    grpojax and for transformers' generate), keeping the source checkpoint's sampling defaults."""
+    from transformers import GenerationConfig
+
+    from grpojax.data.tokenizer import write_generation_config
+
+    monkeypatch.chdir(ROOT)
+    tok_dir, model_dir = qwen_like_dirs
+    src = tmp_path / "tok_with_gen"
+    shutil.copytree(tok_dir, src)
+    shutil.copy(os.path.join(model_dir, "generation_config.json"), src)
+    cfg = load_config("configs/tiny_grpo.yaml", [f"tokenizer.path={src}", f"run_dir={tmp_path / 'run'}",
+                                                 "mesh.data=1"])
+    task = GRPOTask(cfg)
+    out = str(tmp_path / "hf")
+    task.export(task.init_state(), out)
+    with open(os.path.join(out, "generation_config.json")) as f:
+        assert json.load(f)["eos_token_id"] == [IM_END, ENDOFTEXT]
+    assert load_tokenizer(out).eos_ids == (IM_END, ENDOFTEXT)
+    assert GenerationConfig.from_pretrained(out).eos_token_id == [IM_END, ENDOFTEXT]
+    # the source checkpoint's sampling defaults survive
+    with open(os.path.join(model_dir, "generation_config.json")) as f:
+        gen = {**json.load(f), "temperature": 0.7, "top_p": 0.8}
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "generation_config.json").write_text(json.dumps(gen))
+    (tmp_path / "o").mkdir()
+    write_generation_config(str(tmp_path / "o"), load_tokenizer(tok_dir, model_path=str(tmp_path / "m")),
+                            str(tmp_path / "m"))
+    got = json.loads((tmp_path / "o" / "generation_config.json").read_text())
+    assert got["temperature"] == 0.7 and got["top_p"] == 0.8 and got["eos_token_id"] == [IM_END, ENDOFTEXT]
