@@ -134,3 +134,20 @@ def test_ppo_metrics_do_not_depend_on_micro_batches(reduction):
         mn = _ppo(n, b, s)
         for k in (*want, "loss", "grad_norm"):
             np.testing.assert_allclose(float(mn[k]), float(m1[k]), rtol=1e-4, atol=1e-6, err_msg=f"{k} num_micro={n}")
+
+
+def test_grpo_emitted_old_logp_rows_keep_the_batch_order_under_micro_batches():
+    """mu > 1: the on-policy first update returns its forward's log-probs [B, L] in row order."""
+    b = _batch(3)
+    model = Qwen(CFG, rngs=nnx.Rngs(0))
+    want = completion_logprobs(model, b["prompt_BP"], b["prompt_mask_BP"], b["completion_BL"],
+                               b["completion_mask_BL"]).logp_BL
+    b.update(advantages_B=_noise(11, 1.0, (B,)))
+    tx = optax.sgd(1e-2)
+    for n in (1, 4):
+        graphdef, state = create_train_state(Qwen(CFG, rngs=nnx.Rngs(0)), tx, jax.random.key(0))
+        settings = GRPOSettings(loss_type="grpo", beta=0.0, emit_logp=True)
+        step = jax.jit(functools.partial(grpo_step, graphdef=graphdef, tx=tx, num_micro=n, settings=settings))
+        _, m = step(state, b, jax.random.key(1))
+        assert m["old_logp_BL"].shape == (B, L) and float(m["clip_ratio/region_mean"]) == 0.0
+        np.testing.assert_allclose(np.asarray(m["old_logp_BL"]), np.asarray(want), rtol=1e-5, atol=1e-5)
