@@ -40,35 +40,54 @@ def sampling_settings(rc) -> SamplingSettings:
 
 class Rollout(NamedTuple):
     batch: dict                 # prompt_BP, prompt_mask_BP, completion_BL, completion_mask_BL,
-                                # old_logp_BL, advantages_B  (B = prompts x G rows)
+                                # sampler_logp_BL, advantages_B  (B = prompts x G rows)
     metrics: dict               # host floats
     completions: list           # decoded completion texts, prompt-major
     scores_NR: np.ndarray       # aspect scores, N = prompts x G
 
 
-def reward_math(scores_BGR, *, aggregation: str, weights=None, scale: str = "group", names=()):
+def reward_math(scores_BGR, *, aggregation: str, weights=None, scale: str | None = None, names=()):
     """Aspect scores ``[B, G, R]`` -> ``(rewards_BG, advantages_BG, reward metrics)`` as one compiled
     program (eagerly, these few dozen small ops would each compile on first use in every process).
-    ``weights`` (the config's ``reward_weights``) apply to ``weighted_sum`` / ``normalize_then_sum`` only."""
+    ``weights`` (the config's ``reward_weights``) apply to ``weighted_sum`` / ``normalize_then_sum`` only.
+
+    Advantages (ALGORITHMS.md 1.2-1.3):
+      - ``normalize_then_sum`` (GDPO, arXiv 2601.05242): each aspect z-scored inside its group, the weighted
+        sum z-scored over the batch -- that IS the advantage (as TRL's ``multi_objective_aggregation``);
+        no group re-scaling on top (it would re-normalise every group to std 1 and undo the per-aspect
+        balance), so ``scale`` must be None. ``rewards_BG`` is that GDPO value (the score PPO / online DPO
+        consume); the logged ``reward`` / ``reward_std`` / ``frac_reward_zero_std`` are of the weighted sum
+        of the raw scores (a z-score has mean 0 by construction and would not show progress).
+      - every other aggregation: ``group_advantages(rewards, scale)``, ``scale`` None = ``"group"``.
+    """
+    if aggregation == "normalize_then_sum" and scale is not None:
+        raise ValueError(f"scale_rewards={scale!r} does not apply to aggregation='normalize_then_sum' (GDPO's "
+                         "batch z-score is the advantage); leave scale_rewards unset")
     static = (tuple(float(w) for w in weights)
               if aggregation in ("weighted_sum", "normalize_then_sum") and weights else None)
-    return _reward_math(scores_BGR, aggregation=aggregation, weights=static, scale=scale, names=tuple(names))
+    return _reward_math(scores_BGR, aggregation=aggregation, weights=static, scale=scale or "group",
+                        names=tuple(names))
 
 
 @functools.partial(jax.jit, static_argnames=("aggregation", "weights", "scale", "names"))
 def _reward_math(scores_BGR, *, aggregation, weights, scale, names):
     kwargs = {"weights": jnp.asarray(weights, jnp.float32)} if weights else {}
     rewards_BG = aggregate(aggregation, scores_BGR, **kwargs)
-    stats = group_reward_stats(rewards_BG)
+    if aggregation == "normalize_then_sum":
+        advantages_BG = jnp.nan_to_num(rewards_BG, nan=0.0)  # no valid aspect: advantage 0
+        stats = group_reward_stats(aggregate("weighted_sum", scores_BGR, **kwargs))
+    else:
+        advantages_BG = group_advantages(rewards_BG, scale=scale)
+        stats = group_reward_stats(rewards_BG)
     metrics = {"reward": stats.reward, "reward_std": stats.reward_std,
                "frac_reward_zero_std": stats.frac_reward_zero_std, **aspect_stats(scores_BGR, list(names))}
-    return rewards_BG, group_advantages(rewards_BG, scale=scale), metrics
+    return rewards_BG, advantages_BG, metrics
 
 
 def generate_and_score(model, prompt_ids_BP, prompt_mask_BP, prompts: Sequence[str], rng, *,
                        tok, sampling: SamplingSettings, aspect_names: Sequence[str],
                        score_fn: Callable[[dict, list, list], np.ndarray], aggregation: str = "weighted_sum",
-                       reward_weights: Sequence[float] | None = None, scale_rewards: str = "group",
+                       reward_weights: Sequence[float] | None = None, scale_rewards: str | None = None,
                        mask_truncated_completions: bool = False, cache_fn=None) -> Rollout:
     """Sample ``G`` completions per prompt, score every aspect, aggregate, and compute advantages.
 
@@ -83,7 +102,8 @@ def generate_and_score(model, prompt_ids_BP, prompt_mask_BP, prompts: Sequence[s
       score_fn: ``(sample_batch, prompt_texts_N, completion_texts_N) -> [N, R]`` aspect scores (NaN = not
         applicable); ``sample_batch`` holds the sampled token arrays (for a reward model).
       aggregation, reward_weights: how the R aspects become one reward (``grpojax.rewards.aggregate``).
-      scale_rewards: ``group`` | ``batch`` | ``none`` (``grpojax.losses.group_advantages``).
+      scale_rewards: ``group`` | ``batch`` | ``none`` (``grpojax.losses.group_advantages``); None = ``group``,
+        or nothing for ``normalize_then_sum`` (GDPO's advantage; :func:`reward_math`).
       mask_truncated_completions: zero the loss mask of completions that hit the length limit without EOS.
       cache_fn: the sampler's KV-cache builder (``grpojax.sharding.ShardedCache`` for a sharded model with
         batch-sharded prompts; None = unsharded default).
@@ -94,7 +114,7 @@ def generate_and_score(model, prompt_ids_BP, prompt_mask_BP, prompts: Sequence[s
     G = sampling.num_generations
     out = sample(model, jnp.asarray(prompt_ids_BP), jnp.asarray(prompt_mask_BP), rng,
                  max_new_tokens=sampling.max_new_tokens, temperature=sampling.temperature,
-                 top_k=sampling.top_k, top_p=sampling.top_p, eos_ids=tok.eos_id, pad_id=tok.pad_id,
+                 top_k=sampling.top_k, top_p=sampling.top_p, eos_ids=tok.eos_ids, pad_id=tok.pad_id,
                  num_samples=G, cache_fn=cache_fn)
     tokens, mask, truncated = to_host((out.completion_tokens_BT, out.completion_mask_BT, out.truncated_B))
     texts = [tok.decode(row[: int(m.sum())]) for row, m in zip(tokens, mask)]
@@ -111,7 +131,7 @@ def generate_and_score(model, prompt_ids_BP, prompt_mask_BP, prompts: Sequence[s
                                             weights=reward_weights, scale=scale_rewards, names=aspect_names)
     loss_mask = mask * (~truncated)[:, None] if mask_truncated_completions else mask
     batch["completion_mask_BL"] = np.asarray(loss_mask, np.int32)
-    batch["old_logp_BL"] = out.completion_logp_BT
+    batch["sampler_logp_BL"] = out.completion_logp_BT
     batch["advantages_B"] = np.asarray(adv_BG.reshape(B * G), np.float32)
     lengths = mask.sum(axis=1)
     metrics = {**reward_metrics,

@@ -15,7 +15,12 @@ class GRPOConfig:
     ``delta`` None = no two-sided ratio cap; ``top_k`` None = off. Rewards: a multi-label
     ``reward_model`` scoring ``aspects`` and/or rule-based ``reward_funcs`` (names in
     ``grpojax.rewards``), combined by ``aggregation`` with ``reward_weights`` (aspects first, then funcs;
-    empty = all 1)."""
+    empty = all 1). ``scale_rewards`` null = ``group``; with ``aggregation: normalize_then_sum`` (GDPO) the
+    aggregation itself is the advantage and ``scale_rewards`` must stay unset (ALGORITHMS.md 1.2).
+    ``sampler_is_cap`` (null = off): truncated importance-sampling correction of the sampler / trainer
+    log-prob mismatch, each token's loss weighted by ``min(pi_old / pi_sampler, cap)`` (TRL's
+    ``vllm_importance_sampling_correction`` with ``vllm_importance_sampling_mode: token_truncate`` and
+    ``vllm_importance_sampling_cap``)."""
 
     num_generations: int = 8
     num_iterations: int = 1
@@ -25,7 +30,7 @@ class GRPOConfig:
     beta: float = 0.04
     kl_estimator: Literal["k1", "k2", "k3"] = "k3"
     loss_type: Literal["grpo", "bnpo", "dr_grpo", "dapo"] = "grpo"
-    scale_rewards: Literal["group", "batch", "none"] = "group"
+    scale_rewards: Union[Literal["group", "batch", "none"], None] = None
     importance_sampling_level: Literal["token", "sequence"] = "token"
     mask_truncated_completions: bool = False
     temperature: float = 1.0
@@ -37,12 +42,13 @@ class GRPOConfig:
     aspects: tuple[str, ...] = ()
     reward_weights: tuple[float, ...] = ()
     aggregation: Literal["weighted_sum", "normalize_then_sum", "min", "soft_min"] = "weighted_sum"
+    sampler_is_cap: Union[float, None] = None
 
     def __post_init__(self):
         check(self.num_generations >= 2, "num_generations",
               f"must be >= 2 (group-relative advantages need a group), got {self.num_generations}")
         positive(self, "num_iterations", "epsilon", "epsilon_high", "delta", "temperature", "top_k",
-                 "max_completion_length")
+                 "max_completion_length", "sampler_is_cap")
         non_negative(self, "beta")
         check(self.delta is None or self.delta > 1.0, "delta", f"must be > 1 (a cap on the ratio), got {self.delta}")
         check(0.0 < self.top_p <= 1.0, "top_p", f"must be in (0, 1], got {self.top_p}")
@@ -51,6 +57,10 @@ class GRPOConfig:
         check(self.reward_model is None or len(self.aspects) > 0, "aspects",
               "name the reward model's aspects (one per output score)")
         check(len(set(self.aspects)) == len(self.aspects), "aspects", "has duplicates")
+        check(self.aggregation != "normalize_then_sum" or self.scale_rewards is None, "scale_rewards",
+              f"{self.scale_rewards} cannot follow grpo.aggregation=normalize_then_sum: GDPO z-scores each aspect "
+              "in its group and the weighted sum over the batch, and that is the advantage (a group re-scaling "
+              "would undo it); remove grpo.scale_rewards")
 
 
 @dataclass(frozen=True)

@@ -266,6 +266,7 @@ def grpo_loss(
     importance_sampling_level: str = "token",
     max_completion_length: int | None = None,
     num_items: Array | float | None = None,
+    token_weights: Array | None = None,
 ) -> tuple[Array, GRPOAux]:
     """Clipped GRPO policy loss with optional KL penalty (DeepSeekMath eq. 3; TRL ``GRPOTrainer``).
 
@@ -296,6 +297,9 @@ def grpo_loss(
       importance_sampling_level: ``"token"`` or ``"sequence"`` (GSPO).
       max_completion_length: ``L_max`` for ``dr_grpo`` (default T).
       num_items: active tokens of the whole optimizer step for ``dapo`` (default ``Σ mask``).
+      token_weights: optional ``[N, T]`` weights ``w_it`` multiplying every per-token loss ``ℓ_it`` (KL term
+        included) before aggregation, stop-gradiented: e.g. the truncated importance-sampling correction
+        ``min(π_old / π_sampler, cap)`` of TRL's ``vllm_importance_sampling_correction``.
 
     Returns:
       ``(loss, aux)``: scalar float32 loss and :class:`GRPOAux`.
@@ -334,11 +338,17 @@ def grpo_loss(
     pg_NT = -jnp.minimum(capped_NT * adv_N1, clipped_NT * adv_N1)
 
     agg = dict(loss_type=loss_type, max_completion_length=max_completion_length, num_items=num_items)
-    policy_loss = aggregate_token_loss(pg_NT, m, **agg)
+    if token_weights is not None:
+        chex.assert_equal_shape([logp, token_weights])
+        w_NT = jax.lax.stop_gradient(jnp.where(active, token_weights.astype(jnp.float32), 0.0))
+    else:
+        w_NT = None
+    weigh = (lambda x: x) if w_NT is None else (lambda x: x * w_NT)  # noqa: E731
+    policy_loss = aggregate_token_loss(weigh(pg_NT), m, **agg)
     if ref_logp is not None:
         ref = jax.lax.stop_gradient(jnp.where(active, ref_logp.astype(jnp.float32), 0.0))
         kl_NT = kl_penalty(logp, ref, kl_estimator)
-        kl_loss = aggregate_token_loss(kl_NT, m, **agg)
+        kl_loss = aggregate_token_loss(weigh(kl_NT), m, **agg)
         kl = masked_mean(kl_NT, m)
     else:
         kl_loss = kl = jnp.zeros((), jnp.float32)

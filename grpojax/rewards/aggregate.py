@@ -86,8 +86,8 @@ def normalize_then_sum(scores_BGR: Array, weights: Array | Sequence[float] | Non
     2. ``x_bg = Σ_{r valid} w_r z_bgr`` (NaN if no valid aspect);
     3. z-score over the whole batch: ``(x_bg - mean(x)) / (std(x) + eps)`` over the valid entries.
 
-    The result is already advantage-like; feed it to ``group_advantages(scale="none")`` (which only
-    re-centres each group) rather than re-scaling it.
+    The result IS GDPO's advantage (ALGORITHMS.md 1.2; TRL ``multi_objective_aggregation="normalize_then_sum"``):
+    ``grpojax.rollout.reward_math`` uses it as is, with no group re-scaling on top.
 
     Args:
       scores_BGR: ``[B, G, R]`` aspect scores.

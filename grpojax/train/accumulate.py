@@ -5,17 +5,59 @@
 ``loss_fn`` returns its micro-batch's *contribution* to the step loss, so each loss decides its own
 normaliser: the ``dapo`` GRPO loss divides by the token count of the whole step (identical loss and
 gradient whatever ``num_micro`` is), per-micro-batch means divide by ``num_micro`` themselves.
+
+Metrics declare how they combine over micro-batches, so that a step logs the value it would log with one
+micro-batch (``micro_batch_size = batch_size``):
+
+    Ratio(num, den)   Σ num / max(Σ den, 1)   token-weighted means: num = Σ m x, den = Σ m
+    Sum(x)            Σ x                     counts, moments
+    Max(x)            max x                   maxima (e.g. the sampler / trainer log-prob mismatch)
+    Rows(x_B...)      x of every row          per-row outputs, concatenated back to the batch's rows
+    a bare scalar     mean over micro-batches only right when every micro-batch weighs the same
 """
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import optax
 
 from grpojax.train.state import TrainState
+
+
+class Ratio(NamedTuple):
+    """A metric ``Σ num / max(Σ den, 1)`` over the micro-batches (a masked mean: ``num = Σ m x``, ``den = Σ m``)."""
+
+    num: jax.Array
+    den: jax.Array
+
+
+class Sum(NamedTuple):
+    """A metric summed over the micro-batches."""
+
+    value: jax.Array
+
+
+class Max(NamedTuple):
+    """A metric maximised over the micro-batches."""
+
+    value: jax.Array
+
+
+class Rows(NamedTuple):
+    """A per-row output ``[b, ...]`` of a micro-batch; the step gets ``[B, ...]`` in the batch's row order."""
+
+    value: jax.Array
+
+
+_KINDS = (Ratio, Sum, Max, Rows)
+
+
+def ratio_of(mean, count) -> Ratio:
+    """The :class:`Ratio` of a masked mean already reduced as ``Σ m x / max(Σ m, 1)`` over ``count = Σ m``."""
+    return Ratio(mean * count, count)
 
 
 def split_micro(batch, num_micro: int):
@@ -30,31 +72,63 @@ def split_micro(batch, num_micro: int):
     return jax.tree.map(one, batch)
 
 
+def _carry_init(metrics_shape: dict) -> dict:
+    """Identity of each combine: 0 for sums / ratios / means, -inf for maxima; rows are scan outputs."""
+    init = {}
+    for k, v in metrics_shape.items():
+        if isinstance(v, Rows):
+            continue
+        if isinstance(v, Max):
+            init[k] = Max(jnp.full(v.value.shape, -jnp.inf, v.value.dtype))
+        else:
+            init[k] = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), v)
+    return init
+
+
+def _combine(acc, new):
+    if isinstance(new, Max):
+        return Max(jnp.maximum(acc.value, new.value))
+    return jax.tree.map(jnp.add, acc, new)
+
+
+def _finish(metrics: dict, num_micro: int) -> dict:
+    out = {}
+    for k, v in metrics.items():
+        if isinstance(v, Ratio):
+            out[k] = v.num / jnp.maximum(v.den, 1.0)
+        elif isinstance(v, (Sum, Max, Rows)):
+            out[k] = v.value
+        else:
+            out[k] = jax.tree.map(lambda m: m / num_micro, v) if num_micro > 1 else v
+    return out
+
+
 def accumulate(loss_fn: Callable, params, batch, num_micro: int = 1):
     """Sum ``loss_fn(params, micro) -> (loss, metrics)`` and its gradient over micro-batches.
 
-    Returns ``(loss, grads, metrics)`` where metrics (a dict of scalars) are averaged over micro-batches.
+    ``metrics`` is a dict whose values are :class:`Ratio`, :class:`Sum`, :class:`Max`, :class:`Rows` or bare
+    scalars (averaged over micro-batches), combined as the module docstring says. Returns
+    ``(loss, grads, metrics)`` with every metric reduced to its final array.
     """
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
     if num_micro == 1:
         (loss, metrics), grads = grad_fn(params, batch)
-        return loss, grads, metrics
+        return loss, grads, _finish(metrics, 1)
     micro = split_micro(batch, num_micro)
     first = jax.tree.map(lambda x: x[0], micro)
     (_, metrics_shape), _ = jax.eval_shape(grad_fn, params, first)
-    zeros = (jnp.zeros((), jnp.float32),
-             jax.tree.map(jnp.zeros_like, params),
-             jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), metrics_shape))
+    zeros = (jnp.zeros((), jnp.float32), jax.tree.map(jnp.zeros_like, params), _carry_init(metrics_shape))
 
     def body(carry, mb):
         loss_acc, grad_acc, met_acc = carry
         (loss, metrics), grads = grad_fn(params, mb)
-        return (loss_acc + loss, jax.tree.map(jnp.add, grad_acc, grads),
-                jax.tree.map(jnp.add, met_acc, metrics)), None
+        met_acc = {k: _combine(met_acc[k], metrics[k]) for k in met_acc}
+        rows = {k: v.value for k, v in metrics.items() if isinstance(v, Rows)}
+        return (loss_acc + loss, jax.tree.map(jnp.add, grad_acc, grads), met_acc), rows
 
-    (loss, grads, metrics), _ = jax.lax.scan(body, zeros, micro)
-    metrics = jax.tree.map(lambda m: m / num_micro, metrics)
-    return loss, grads, metrics
+    (loss, grads, metrics), rows = jax.lax.scan(body, zeros, micro)
+    metrics = {**metrics, **{k: Rows(v.reshape((-1,) + v.shape[2:])) for k, v in rows.items()}}
+    return loss, grads, _finish(metrics, num_micro)
 
 
 def apply_gradients(state: TrainState, tx: optax.GradientTransformation, grads, loss,

@@ -1,8 +1,11 @@
 """The GRPO task: rollouts with the current policy, then ``num_iterations`` GRPO updates on each rollout.
 
 One optimizer step consumes ``train.batch_size`` completions = ``batch_size / num_generations`` prompts.
-With ``num_iterations`` (mu) > 1 the same scored rollout is reused for mu consecutive optimizer steps
-(old log-probs = the sampler's, so the clip matters); checkpoints are written at rollout boundaries.
+With ``num_iterations`` (mu) > 1 the same scored rollout is reused for mu consecutive optimizer steps;
+checkpoints are written at rollout boundaries. The old log-probs are the trainer's, never the sampler's
+(ALGORITHMS.md 1.4): the first update on a rollout is on-policy (ratio exactly 1, also in bf16) and
+returns its forward's log-probs, which are the old log-probs of the mu - 1 updates that follow. The
+sampler / trainer mismatch is logged on the first update (``sampler/logp_max_abs_diff`` / ``_mean_abs_diff``).
 The reference for the KL term is the initial policy (``model.ref_path`` to use another checkpoint; under
 LoRA the initial adapters are zero, so the reference is the base model).
 """
@@ -29,7 +32,6 @@ class GRPOTask(BaseTask):
         super().__init__(cfg)
         g = cfg.grpo
         self.G = g.num_generations
-        self.loader = self._loader(self.dataset, shuffle=True, batch_size=cfg.train.batch_size // self.G)
         self.funcs = [reward_funcs.resolve(s) for s in g.reward_funcs]
         self.rm_scorer = reward_model_scorer
         if g.reward_model is not None and self.rm_scorer is None:
@@ -43,8 +45,12 @@ class GRPOTask(BaseTask):
         self.settings = GRPOSettings(loss_type=g.loss_type, epsilon=g.epsilon, epsilon_high=g.epsilon_high,
                                      delta=g.delta, beta=g.beta, kl_estimator=g.kl_estimator,
                                      importance_sampling_level=g.importance_sampling_level,
-                                     temperature=g.temperature, max_completion_length=g.max_completion_length)
+                                     temperature=g.temperature, max_completion_length=g.max_completion_length,
+                                     emit_logp=g.num_iterations > 1, sampler_is_cap=g.sampler_is_cap)
         self._rollout = None
+
+    def loader_rows(self) -> int:
+        return self.cfg.train.batch_size // self.cfg.grpo.num_generations  # prompts per step
 
     def init_state(self):
         state = super().init_state()
@@ -92,14 +98,15 @@ class GRPOTask(BaseTask):
     def train_steps(self, state, step, rngs):
         ro = self.rollout(state, jax.random.fold_in(rngs[0], 1))
         self._rollout = ro
-        rows = []
+        rows, batch = [], ro.batch
         for i, rng in enumerate(rngs):
-            state, metrics = self._step(state, ro.batch, rng)
-            row = host_row(metrics)
-            mismatch = row.pop("logp_mismatch_max")
-            if i == 0:  # before any update on this rollout: the sampler/trainer log-prob mismatch
-                row["sampler/logp_max_abs_diff"] = mismatch
-            rows.append({**ro.metrics, **row})
+            state, metrics = self._step(state, batch, rng)
+            old_logp = metrics.pop("old_logp_BL", None)
+            if i == 0 and len(rngs) > 1:  # the later updates reuse the first (pre-update) forward's log-probs
+                keep = self.settings.sampler_is_cap is not None  # the IS correction needs the sampler's
+                batch = {k: v for k, v in ro.batch.items() if keep or k != "sampler_logp_BL"}
+                batch["old_logp_BL"] = self.full_rows(old_logp)
+            rows.append({**ro.metrics, **host_row(metrics)})
         return state, rows
 
     def evaluate(self, state, prompts: list, *, batch_prompts: int | None = None, seed: int = 0) -> dict:

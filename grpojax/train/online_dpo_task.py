@@ -83,12 +83,14 @@ class OnlineDPOTask(BaseTask):
         self.G = o.num_generations
         self.prompts = cfg.train.batch_size // self.G
         self.check_rows(self.prompts, "train.batch_size / online_dpo.num_generations")
-        self.loader = self._loader(self.dataset, shuffle=True, batch_size=self.prompts)
         self.scorer = RewardScorer(o, cfg, self.tok, reward_model_scorer, mesh=self.mesh)
         self.settings = PreferenceSettings(loss=pc.loss, beta=pc.beta, label_smoothing=pc.label_smoothing,
                                            average_logprobs=pc.average_logprobs, num_groups=1)
         mb = cfg.train.micro_batch_size
         self.num_micro = 1 if mb is None else self.prompts // mb
+
+    def loader_rows(self) -> int:
+        return self.cfg.train.batch_size // self.cfg.online_dpo.num_generations  # prompts per step
 
     def init_state(self):
         state = super().init_state()

@@ -14,7 +14,8 @@ arXiv 1909.08593; GAE, Schulman et al. 2016, arXiv 1506.02438). :func:`ppo_step`
 of the policy and the critic on a mini-batch, ``L = L_clip + vf_coef L_V [+ kl_coef KL]`` (Schulman et al.
 2017, arXiv 1707.06347, eq. 9). With ``num_micro > 1`` the gradient is accumulated exactly: each
 micro-batch's mean is weighted by its share of the normaliser (active tokens for ``token_mean``, rows for
-``sequence_mean``), so the loss and the update do not depend on ``num_micro``.
+``sequence_mean``), so the loss and the update do not depend on ``num_micro``; nor do the metrics (token
+means weighted by tokens, the explained variance from the step's moments).
 """
 
 from __future__ import annotations
@@ -25,10 +26,10 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from grpojax.losses import masked_mean
+from grpojax.losses import masked_mean, masked_sum
 from grpojax.losses.ppo import ppo_loss
 from grpojax.losses.ppo_rollout import gae_advantages, kl_penalized_rewards, rollout_kl, whiten
-from grpojax.train.accumulate import accumulate, apply_gradients
+from grpojax.train.accumulate import Ratio, Sum, accumulate, apply_gradients, ratio_of
 from grpojax.train.forward import completion_logprobs, sequence_inputs
 from grpojax.train.state import TrainState, merge_model
 
@@ -165,14 +166,40 @@ def ppo_step(state: TrainState, batch: dict, rng: jax.Array, *, graphdef, tx, se
                              mb["old_values_BL"], mb["returns_BL"], mask, clip_eps=s.clip_eps,
                              clip_value=s.clip_value, vf_coef=s.vf_coef, kl_estimator=s.kl_estimator,
                              reduction=s.reduction, **kl_kwargs)
-        share = jnp.sum(mask) / n_tokens if s.reduction == "token_mean" else mask.shape[0] / rows
-        metrics = {"loss/policy_avg": aux.policy_loss, "loss/value_avg": aux.value_loss, "loss/kl": aux.kl,
-                   "policy/approxkl_avg": aux.policy.approx_kl, "policy/clipfrac_avg": aux.policy.clipfrac,
-                   "policy/entropy_avg": masked_mean(out.entropy_BL, mask), "val/ratio": aux.policy.ratio_mean,
-                   "val/clipfrac_avg": aux.value.clipfrac, "val/explained_variance": aux.value.explained_variance,
-                   "val/mean": masked_mean(out.values_BL, mask)}
+        n = jnp.sum(mask)
+        share = n / n_tokens if s.reduction == "token_mean" else mask.shape[0] / rows
+        # token means weighted by the micro-batch's tokens; the loss terms by its share of the normaliser
+        w = n if s.reduction == "token_mean" else jnp.asarray(mask.shape[0], jnp.float32)
+        metrics = {"loss/policy_avg": ratio_of(aux.policy_loss, w), "loss/value_avg": ratio_of(aux.value_loss, w),
+                   "loss/kl": ratio_of(aux.kl, w), "policy/approxkl_avg": ratio_of(aux.policy.approx_kl, n),
+                   "policy/clipfrac_avg": ratio_of(aux.policy.clipfrac, n),
+                   "policy/entropy_avg": Ratio(masked_sum(out.entropy_BL, mask), n),
+                   "val/ratio": ratio_of(aux.policy.ratio_mean, n), "val/clipfrac_avg": ratio_of(aux.value.clipfrac, n),
+                   "val/mean": Ratio(masked_sum(out.values_BL, mask), n),
+                   **explained_variance_moments(out.values_BL, mb["returns_BL"], mask)}
         return loss * share, metrics
 
     loss, grads, metrics = accumulate(loss_fn, state.params, batch, num_micro)
+    metrics["val/explained_variance"] = explained_variance(metrics)
     state, opt_metrics = apply_gradients(state, tx, grads, loss)
     return state, {"loss": loss, **metrics, **opt_metrics}
+
+
+def explained_variance_moments(values_BL, returns_BL, mask_BL) -> dict:
+    """Sums of ``R``, ``R^2``, ``R - V``, ``(R - V)^2`` and the token count over the active tokens, from
+    which :func:`explained_variance` computes ``1 - Var(R - V) / Var(R)`` over the whole step."""
+    on = mask_BL != 0
+    r = jnp.where(on, returns_BL.astype(jnp.float32), 0.0)
+    e = jnp.where(on, r - values_BL.astype(jnp.float32), 0.0)
+    return {f"_ev/{k}": Sum(v) for k, v in {"n": jnp.sum(on.astype(jnp.float32)), "r": jnp.sum(r),
+                                           "r2": jnp.sum(r * r), "e": jnp.sum(e), "e2": jnp.sum(e * e)}.items()}
+
+
+def explained_variance(metrics: dict):
+    """Pops the ``_ev/*`` sums from ``metrics``; ``1 - Var(R - V) / Var(R)`` (Bessel), 0 when Var(R) = 0
+    (as ``grpojax.losses.ppo_value_loss``'s per-call value)."""
+    n, r, r2, e, e2 = (metrics.pop(f"_ev/{k}") for k in ("n", "r", "r2", "e", "e2"))
+    d = jnp.maximum(n - 1.0, 1.0)
+    var_r = jnp.maximum(r2 - r * r / jnp.maximum(n, 1.0), 0.0) / d
+    var_e = jnp.maximum(e2 - e * e / jnp.maximum(n, 1.0), 0.0) / d
+    return jnp.where(var_r > 0, 1.0 - var_e / jnp.where(var_r > 0, var_r, 1.0), 0.0)

@@ -90,7 +90,7 @@ def sample_and_score(policy, task: BaseTask, rc, scorer: RewardScorer, rng) -> S
     G = rc.num_generations
     out = sample(policy, ids, mask, rng,
                  max_new_tokens=rc.max_completion_length, temperature=rc.temperature, top_k=rc.top_k,
-                 top_p=None if rc.top_p >= 1.0 else rc.top_p, eos_ids=task.tok.eos_id, pad_id=task.tok.pad_id,
+                 top_p=None if rc.top_p >= 1.0 else rc.top_p, eos_ids=task.tok.eos_ids, pad_id=task.tok.pad_id,
                  num_samples=G, cache_fn=cache_fn)
     tokens, mask, truncated = to_host((out.completion_tokens_BT, out.completion_mask_BT, out.truncated_B))
     texts = [task.tok.decode(r[: int(m.sum())]) for r, m in zip(tokens, mask)]
@@ -123,7 +123,6 @@ class PPOTask(BaseTask):
         super().__init__(cfg)
         p = cfg.ppo
         self.G = p.num_generations
-        self.loader = self._loader(self.dataset, shuffle=True, batch_size=cfg.train.batch_size // self.G)
         self.scorer = RewardScorer(p, cfg, self.tok, reward_model_scorer, mesh=self.mesh)
         self.settings = PPOSettings(clip_eps=p.cliprange, clip_value=p.cliprange_value, vf_coef=p.vf_coef,
                                     gamma=p.gamma, lam=p.lam, kl_in_loss=p.kl_mode == "loss",
@@ -137,6 +136,9 @@ class PPOTask(BaseTask):
         self.mini = cfg.train.batch_size // p.num_mini_batches
         self.check_rows(self.mini, "train.batch_size / ppo.num_mini_batches")
         self.num_micro = 1 if cfg.train.micro_batch_size is None else self.mini // cfg.train.micro_batch_size
+
+    def loader_rows(self) -> int:
+        return self.cfg.train.batch_size // self.cfg.ppo.num_generations  # prompts per rollout
 
     def new_actor_critic(self) -> ActorCritic:
         cfg, p, seed = self.cfg, self.cfg.ppo, self.cfg.train.seed

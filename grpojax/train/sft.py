@@ -10,7 +10,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from grpojax.train.accumulate import accumulate, apply_gradients
+from grpojax.train.accumulate import Sum, accumulate, apply_gradients
 from grpojax.train.forward import completion_logprobs
 from grpojax.train.state import TrainState, merge_model
 
@@ -27,9 +27,8 @@ def sft_step(state: TrainState, batch: dict, rng: jax.Array, *, graphdef, tx,
                                   with_entropy=False)
         mask = mb["completion_mask_BL"].astype(jnp.float32)
         nll_sum = -jnp.sum(out.logp_BL * mask)
-        return nll_sum / num_items, {"tokens": jnp.sum(mask)}
+        return nll_sum / num_items, {"tokens": Sum(jnp.sum(mask))}
 
     loss, grads, metrics = accumulate(loss_fn, state.params, batch, num_micro)
-    metrics["tokens"] = metrics["tokens"] * num_micro
     state, opt_metrics = apply_gradients(state, tx, grads, loss)
     return state, {"loss": loss, "perplexity": jnp.exp(loss), **metrics, **opt_metrics}

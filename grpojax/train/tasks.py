@@ -31,6 +31,7 @@ from grpojax import sharding as shd
 from grpojax.cli import UserError
 from grpojax.compilation import use_compilation_cache
 from grpojax.data import COLLATE, DataLoader, load_from_config, load_tokenizer
+from grpojax.data.tokenizer import write_generation_config
 from grpojax.train.runner import build_model, build_optimizer, maybe_lora, split_sequences
 from grpojax.train.sft import sft_step
 from grpojax.train.state import create_train_state, merge_model, split_model
@@ -86,9 +87,9 @@ class BaseTask(abc.ABC):
             raise UserError(f"mesh.rollout_tensor: {e}") from None
         self.check_rows(cfg.train.batch_size, "train.batch_size")
         self.tok = load_tokenizer(cfg.tokenizer.path or cfg.model.path, cfg.tokenizer.chat_template,
-                                  cfg.tokenizer.system_prompt)
+                                  cfg.tokenizer.system_prompt, model_path=cfg.model.path)
         self.dataset = load_from_config(cfg.data, self.kind)
-        self.loader = self._loader(self.dataset, shuffle=True)
+        self.loader = self._loader(self.dataset, shuffle=True, batch_size=self.loader_rows())
         self.tx = build_optimizer(cfg.train)
         self.lora = cfg.model.lora.rank > 0
         self.graphdef = None
@@ -194,6 +195,11 @@ class BaseTask(abc.ABC):
         shardings = shd.tree_shardings(tree, self.mesh)
         return shd.place_from_host(tree, shardings), holder["static"], shardings
 
+    def loader_rows(self) -> int:
+        """Dataset rows one optimizer step reads: ``train.batch_size`` (sequences or pairs) by default;
+        prompts (``batch_size / num_generations``) for the tasks that sample completions."""
+        return self.cfg.train.batch_size
+
     def _loader(self, dataset, shuffle: bool, batch_size: int | None = None):
         d = self.cfg.data
         collate = functools.partial(COLLATE[self.kind], self.tok, max_prompt_length=d.max_prompt_length,
@@ -268,8 +274,9 @@ class BaseTask(abc.ABC):
         return state.frozen
 
     def export(self, state, out_dir: str) -> str | None:
-        """The trained policy as a HF directory (process 0 writes; on a pod the weights are gathered to
-        every host first, a collective every process runs)."""
+        """The trained policy as a HF directory with the tokenizer and a ``generation_config.json`` listing
+        every end id (process 0 writes; on a pod the weights are gathered to every host first, a collective
+        every process runs)."""
         from grpojax.models import to_hf
 
         params, frozen = shd.to_host((state.params, state.frozen))
@@ -282,6 +289,7 @@ class BaseTask(abc.ABC):
             model = merge_lora(model)
         path = to_hf(model, out_dir)
         self.tok.hf.save_pretrained(out_dir)
+        write_generation_config(out_dir, self.tok, self.cfg.model.path)  # every end id travels with it
         print(f"exported the policy to {path}")
         return path
 

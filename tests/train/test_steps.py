@@ -121,6 +121,7 @@ def test_sft_step_lowers_nll_and_micro_batching_is_exact():
     _, m1 = step1(state, b, jax.random.key(0))
     _, m2 = step2(state, b, jax.random.key(0))
     np.testing.assert_allclose(float(m1["loss"]), float(m2["loss"]), rtol=1e-5)
+    assert float(m1["tokens"]) == float(m2["tokens"]) == float(jnp.sum(b["completion_mask_BL"]))
     first = float(m1["loss"])
     for _ in range(30):
         state, m = step1(state, b, jax.random.key(0))
