@@ -113,7 +113,7 @@ def run(cfg, task, *, stream=None) -> dict:
             write_config(cfg, cfg.run_dir)
         check_schedule_horizon(ckpt.saved_config(), tc)
         state = task.init_state()
-        restored = ckpt.restore_latest(abstract_like(state))  # onto this run's shardings (any mesh)
+        restored = ckpt.restore_latest(abstract_like(state), set_aside=True)  # onto this run's shardings
         start, bad = 0, BadSteps(tc.max_bad_steps)
         if restored is not None:
             state, start = restored.state, restored.step
