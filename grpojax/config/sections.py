@@ -168,11 +168,11 @@ class TrainConfig:
     in a row the run stops with one ``error:`` line (exit 2), having saved nothing non-finite."""
 
     steps: int = 100
-    schedule_steps: Union[int, None] = None
     batch_size: int = 8
     micro_batch_size: Union[int, None] = None
     learning_rate: float = 1e-6
     schedule: Literal["constant", "linear", "cosine"] = "constant"
+    schedule_steps: Union[int, None] = None
     warmup_steps: int = 0
     weight_decay: float = 0.0
     adam_b1: float = 0.9
