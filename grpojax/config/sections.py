@@ -154,8 +154,13 @@ class TrainConfig:
     """Optimizer (AdamW + schedule + clipping), loop length, logging and checkpoint cadence.
 
     ``batch_size`` = sequences per optimizer step (GRPO: completions); ``micro_batch_size`` (None = no
-    gradient accumulation) must divide it. ``eval_every`` 0 = no evaluation; ``max_grad_norm`` None = no
-    clipping.
+    gradient accumulation) must divide it. ``max_grad_norm`` None = no clipping.
+
+    ``eval_every`` 0 = no evaluation; > 0 needs ``data.eval_split`` / ``data.eval_path`` and adds the
+    held-out evaluation to every ``eval_every``-th metric row: SFT ``eval/loss`` (token-mean response NLL),
+    reward ``eval/mse[/<aspect>]`` and ``eval/pearson/<aspect>`` (regression), dpo ``eval/loss``,
+    ``eval/worst_group/*`` per group (and LR-on-plateau), GRPO / PPO / online DPO ``eval/reward`` and
+    ``eval/rewards/<name>/mean`` of the policy's samples (as ``scripts/evaluate.py``, seeded by ``seed``).
 
     ``schedule_steps``: the horizon of the ``linear`` / ``cosine`` decay (None = ``steps``); past it the
     LR stays at its final value. A run resumed with another ``steps`` keeps its LR curve only if the

@@ -123,7 +123,8 @@ class RewardModel(nnx.Module):
 
 def reward_model_from_hf(path_or_hub_id: str, *, num_labels: int | None = None, dtype: Any = jnp.float32,
                          rngs: nnx.Rngs | None = None, label_scale=None, label_shift=None,
-                         scan_layers: bool = False, remat: str = "none") -> RewardModel:
+                         scan_layers: bool = False, remat: str = "none",
+                         param_dtype: Any = None) -> RewardModel:
     """A :class:`RewardModel` from a HF checkpoint.
 
     * ``Qwen2ForSequenceClassification`` / ``Qwen3ForSequenceClassification`` checkpoints: backbone and
@@ -134,7 +135,10 @@ def reward_model_from_hf(path_or_hub_id: str, *, num_labels: int | None = None, 
     A label map saved by :func:`reward_model_to_hf` (``grpojax_label_scale`` / ``grpojax_label_shift`` in
     config.json) is restored unless ``label_scale`` / ``label_shift`` are given. ``scan_layers`` /
     ``remat``: the backbone's layer layout and rematerialisation (see :class:`grpojax.models.Qwen`).
+    ``param_dtype``: the stored weights' dtype (None = ``dtype``; e.g. float32 master weights computing in
+    ``dtype=bfloat16``, as ``model.param_dtype`` of a reward run asks).
     """
+    param_dtype = dtype if param_dtype is None else param_dtype
     ckpt = resolve_checkpoint(path_or_hub_id)
     raw = read_hf_config(ckpt)
     cfg = config_from_hf_dict(raw, source=os.path.join(ckpt, "config.json")).replace(scan_layers=scan_layers)
@@ -149,18 +153,18 @@ def reward_model_from_hf(path_or_hub_id: str, *, num_labels: int | None = None, 
     if label_scale is None and label_shift is None:
         label_scale, label_shift = raw.get("grpojax_label_scale"), raw.get("grpojax_label_shift")
     rngs = nnx.Rngs(0) if rngs is None else rngs
-    abstract = nnx.eval_shape(lambda: RewardModel(cfg, num_labels, dtype=dtype, param_dtype=dtype,
+    abstract = nnx.eval_shape(lambda: RewardModel(cfg, num_labels, dtype=dtype, param_dtype=param_dtype,
                                                   rngs=nnx.Rngs(0), label_scale=label_scale,
                                                   label_shift=label_shift, remat=remat))
     source = TensorSource(ckpt)
     entries = hf_name_table(cfg, lm_head=False, prefix=("backbone",))
     if is_seqcls:
         entries.append(Entry("score.weight", ("head_w",), "linear"))
-    model = load_into(abstract, entries, source, param_dtype=dtype, partial=not is_seqcls,
+    model = load_into(abstract, entries, source, param_dtype=param_dtype, partial=not is_seqcls,
                       allowed_extra=[] if is_seqcls else ["lm_head.weight"])
     if not is_seqcls:
         model.head_w = _param(nnx.initializers.normal(0.02), KeyStream(rngs), (cfg.hidden_size, num_labels),
-                              ("embed", "labels"), dtype)
+                              ("embed", "labels"), param_dtype)
     scale, shift = _label_affine(num_labels, label_scale, label_shift)
     model.label_scale = LabelAffine(scale)
     model.label_shift = LabelAffine(shift)

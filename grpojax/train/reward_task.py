@@ -75,7 +75,8 @@ def build_reward_model(cfg):
     dtype = DTYPES[mc.dtype]
     if mc.path:
         try:
-            model = reward_model_from_hf(mc.path, num_labels=R, dtype=dtype, rngs=nnx.Rngs(seed),
+            model = reward_model_from_hf(mc.path, num_labels=R, dtype=dtype, param_dtype=DTYPES[mc.param_dtype],
+                                         rngs=nnx.Rngs(seed),
                                          label_scale=scale, label_shift=shift, remat=mc.remat,
                                          scan_layers=mc.scan_layers)
         except (FileNotFoundError, OSError, ValueError) as e:
