@@ -107,7 +107,9 @@ class Checkpointer:
 
     def saved_config(self, step: int | None = None) -> dict | None:
         """The config saved with ``step``; None = the newest step whose config is readable (None if none)."""
-        read = lambda s: self._manager.restore(s, args=ocp.args.Composite(config=ocp.args.JsonRestore()))["config"]  # noqa: E731
+        def read(s):
+            return self._manager.restore(s, args=ocp.args.Composite(config=ocp.args.JsonRestore()))["config"]
+
         if step is not None:
             return read(step)
         for s in reversed(self.all_steps()):

@@ -193,7 +193,8 @@ class TrainConfig:
     plateau: PlateauConfig = field(default_factory=PlateauConfig)
 
     def __post_init__(self):
-        positive(self, "steps", "schedule_steps", "max_bad_steps", "batch_size", "micro_batch_size", "learning_rate", "adam_eps",
+        positive(self, "steps", "schedule_steps", "max_bad_steps", "batch_size", "micro_batch_size",
+                 "learning_rate", "adam_eps",
                  "max_grad_norm", "log_every", "save_every", "keep_checkpoints")
         non_negative(self, "warmup_steps", "weight_decay", "eval_every")
         check(self.micro_batch_size is None or self.batch_size % self.micro_batch_size == 0,

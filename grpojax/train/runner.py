@@ -169,11 +169,12 @@ class BadSteps:
     def check(self, step: int, ckpt) -> None:
         if self.in_a_row >= self.limit:
             last = ckpt.latest_step()
+            last = "no checkpoint" if last is None else f"last checkpoint: step {last}"
             raise UserError(
                 f"steps {step - self.in_a_row + 1}-{step}: {self.in_a_row} non-finite steps in a row (NaN or inf "
                 f"loss / gradient; train.max_bad_steps={self.limit}); their updates were skipped and the run "
-                f"stopped without saving them ({'no checkpoint' if last is None else f'last checkpoint: step {last}'}); "
-                "lower train.learning_rate, set train.max_grad_norm, or check the data and rewards")
+                f"stopped without saving them ({last}); lower train.learning_rate, set train.max_grad_norm, or "
+                "check the data and rewards")
 
     def position(self) -> dict:
         return {"nonfinite_steps": self.total, "nonfinite_in_a_row": self.in_a_row}
@@ -193,8 +194,9 @@ def check_schedule_horizon(saved: dict | None, tc) -> None:
     if before is None or before == tc.horizon:
         return
     raise UserError(
-        f"resuming with train.steps={tc.steps} would change the {tc.schedule} LR schedule's horizon from "
-        f"{before} to {tc.horizon} steps (the saved run's curve would jump); resume with "
+        f"resuming with train.steps={tc.steps}, train.schedule_steps={tc.schedule_steps or 'null'} would change the "
+        f"{tc.schedule} LR schedule's horizon from {before} to {tc.horizon} steps (the saved run's curve would "
+        f"jump); resume with "
         f"train.schedule_steps={before} to keep the original curve (the LR stays at its final value past "
         "it), or start a new run_dir")
 
