@@ -116,7 +116,7 @@ def test_pyyaml_string_floats_are_numbers(tmp_path):
     ({"tokenizer": {}}, "tokenizer.path: model.preset has no tokenizer"),
     ({"data": {"max_prompt_length": 64, "max_length": 64, "path": "d"}}, "data.max_length: must exceed max_prompt_length=64"),
     ({"data": {}}, "data.path: data.path is required with format=columns"),
-    ({"data": {"path": "d", "label_columns": "a,b"}}, None),  # comma string is a valid list
+    ({"model": {"preset": "qwen2.5-0.5b", "lora": {"rank": 2, "targets": "q_proj,v_proj"}}}, None),  # a list
     ({"mesh": {"data": -1, "fsdp": -1}}, "mesh.data: at most one mesh axis may be -1"),
     ({"mesh": {"tensor": 0}}, "mesh.tensor: must be -1 or >= 1, got 0"),
     ({"run_dir": " "}, "run_dir: must be a non-empty directory path"),
@@ -124,7 +124,7 @@ def test_pyyaml_string_floats_are_numbers(tmp_path):
 def test_sft_config_errors_name_file_and_key(tmp_path, sections, needle):
     path = write(tmp_path, base("sft", **sections))
     if needle is None:
-        assert C.load_config(path).data.label_columns == ("a", "b")
+        assert C.load_config(path).model.lora.targets == ("q_proj", "v_proj")
         return
     with pytest.raises(UserError) as e:
         C.load_config(path)

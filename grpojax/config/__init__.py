@@ -21,7 +21,8 @@ Names follow TRL where TRL has one (``num_generations``, ``epsilon_high``, ``los
 multiple of ``grpo.num_generations`` (prompts per step = batch_size / num_generations), as in TRL.
 
 Modules: ``sections`` (model, tokenizer, data, train, mesh), ``methods`` (grpo, preference, reward,
-ppo, online_dpo), ``runs`` (one schema per kind), ``io`` (load / dump), ``checks``.
+ppo, online_dpo), ``runs`` (one schema per kind), ``io`` (load / dump), ``checks``, ``unused`` (a key
+its kind would never read is refused when set away from its default).
 
 Public API: ``load_config``, ``config_from_dict``, ``config_to_dict``, ``dump_config``, ``write_config``,
 ``diff_configs``; schemas ``GRPORunConfig``, ``RewardRunConfig``, ``DPORunConfig``, ``SFTRunConfig``,

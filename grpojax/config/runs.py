@@ -9,6 +9,7 @@ from typing import Literal, Union
 from grpojax.config.checks import check
 from grpojax.config.methods import GRPOConfig, OnlineDPOConfig, PPOConfig, PreferenceConfig, RewardConfig
 from grpojax.config.sections import DataConfig, MeshConfig, ModelConfig, TokenizerConfig, TrainConfig
+from grpojax.config.unused import ROLLOUT, refuse_ignored
 
 Kind = Literal["grpo", "reward", "dpo", "sft", "ppo", "online_dpo"]
 KINDS = ("grpo", "reward", "dpo", "sft", "ppo", "online_dpo")
@@ -31,6 +32,17 @@ class _RunBase:
         check(self.tokenizer.path is not None or self.model.path is not None, "tokenizer.path",
               "model.preset has no tokenizer: set tokenizer.path (a tokenizer directory or hub id)")
         check(bool(self.run_dir.strip()), "run_dir", "must be a non-empty directory path")
+        d = self.data
+        check(not self.train.eval_every or d.eval_split is not None or d.eval_path is not None, "train.eval_every",
+              "evaluating needs held-out data: set data.eval_split (hub data) or data.eval_path (a local file)")
+        rollout = getattr(self, self.kind, None) if self.kind in ROLLOUT else None
+        if rollout is not None and d.max_length != DataConfig.max_length:
+            # rollouts sample max_prompt_length + max_completion_length tokens: a data.max_length that is set
+            # is the sequence budget the run was sized for, checked (nothing else of a rollout reads it)
+            n = d.max_prompt_length + rollout.max_completion_length
+            check(n <= d.max_length, "data.max_length",
+                  f"must hold data.max_prompt_length + {self.kind}.max_completion_length = {n}, got {d.max_length}")
+        refuse_ignored(self)
 
     @property
     def tokenizer_path(self) -> str:

@@ -154,14 +154,30 @@ class TrainConfig:
     """Optimizer (AdamW + schedule + clipping), loop length, logging and checkpoint cadence.
 
     ``batch_size`` = sequences per optimizer step (GRPO: completions); ``micro_batch_size`` (None = no
-    gradient accumulation) must divide it. ``eval_every`` 0 = no evaluation; ``max_grad_norm`` None = no
-    clipping."""
+    gradient accumulation) must divide it. ``max_grad_norm`` None = no clipping.
+
+    ``eval_every`` 0 = no evaluation; > 0 needs ``data.eval_split`` / ``data.eval_path`` and adds the
+    held-out evaluation to every ``eval_every``-th metric row: SFT ``eval/loss`` (token-mean response NLL),
+    reward ``eval/mse[/<aspect>]`` and ``eval/pearson/<aspect>`` (regression), dpo ``eval/loss``,
+    ``eval/worst_group/*`` per group (and LR-on-plateau), GRPO / PPO / online DPO ``eval/reward`` and
+    ``eval/rewards/<name>/mean`` of the policy's samples (as ``scripts/evaluate.py``, seeded by ``seed``).
+
+    ``schedule_steps``: the horizon of the ``linear`` / ``cosine`` decay (None = ``steps``); past it the
+    LR stays at its final value. A run resumed with another ``steps`` keeps its LR curve only if the
+    horizon is unchanged, so the runner refuses (one line) a resume whose horizon differs from the saved
+    run's: to extend or shorten a decaying run, resume with ``schedule_steps`` set to the original horizon
+    (printed in the refusal). ``constant`` has no horizon (warm-up only), so ``steps`` may change freely.
+
+    ``max_bad_steps``: a step whose loss, gradient or update is NaN / inf is skipped (params and
+    optimizer state unchanged, ``train/nonfinite_steps`` counts them); after ``max_bad_steps`` such steps
+    in a row the run stops with one ``error:`` line (exit 2), having saved nothing non-finite."""
 
     steps: int = 100
     batch_size: int = 8
     micro_batch_size: Union[int, None] = None
     learning_rate: float = 1e-6
     schedule: Literal["constant", "linear", "cosine"] = "constant"
+    schedule_steps: Union[int, None] = None
     warmup_steps: int = 0
     weight_decay: float = 0.0
     adam_b1: float = 0.9
@@ -173,20 +189,28 @@ class TrainConfig:
     save_every: int = 100
     keep_checkpoints: int = 3
     eval_every: int = 0
+    max_bad_steps: int = 3
     plateau: PlateauConfig = field(default_factory=PlateauConfig)
 
     def __post_init__(self):
-        positive(self, "steps", "batch_size", "micro_batch_size", "learning_rate", "adam_eps",
+        positive(self, "steps", "schedule_steps", "max_bad_steps", "batch_size", "micro_batch_size",
+                 "learning_rate", "adam_eps",
                  "max_grad_norm", "log_every", "save_every", "keep_checkpoints")
         non_negative(self, "warmup_steps", "weight_decay", "eval_every")
         check(self.micro_batch_size is None or self.batch_size % self.micro_batch_size == 0,
               "micro_batch_size", f"must divide batch_size={self.batch_size}, got {self.micro_batch_size}")
         for n in ("adam_b1", "adam_b2"):
             check(0.0 <= getattr(self, n) < 1.0, n, f"must be in [0, 1), got {getattr(self, n)}")
-        check(self.warmup_steps <= self.steps, "warmup_steps",
-              f"must be <= steps={self.steps}, got {self.warmup_steps}")
+        check(self.warmup_steps <= self.horizon, "warmup_steps",
+              f"must be <= the schedule's horizon {self.horizon} (schedule_steps, else steps), got "
+              f"{self.warmup_steps}")
         check(not self.plateau.enabled or self.eval_every > 0, "plateau.enabled",
               "LR-on-plateau needs evaluations: set train.eval_every > 0")
+
+    @property
+    def horizon(self) -> int:
+        """The LR schedule's length in steps: ``schedule_steps``, else ``steps``."""
+        return self.steps if self.schedule_steps is None else self.schedule_steps
 
     @property
     def grad_accum(self) -> int:

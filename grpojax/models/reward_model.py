@@ -186,10 +186,10 @@ def reward_model_from_hf(path_or_hub_id: str, *, num_labels: int | None = None, 
     ``scan_layers`` / ``remat``: the backbone's layer layout and rematerialisation (see
     :class:`grpojax.models.Qwen`).
     """
+    param_dtype = dtype if param_dtype is None else param_dtype
     ckpt = resolve_checkpoint(path_or_hub_id)
     raw = read_hf_config(ckpt)
     cfg = config_from_hf_dict(raw, source=os.path.join(ckpt, "config.json")).replace(scan_layers=scan_layers)
-    param_dtype = dtype if param_dtype is None else param_dtype
     is_seqcls = any(a.endswith("ForSequenceClassification") for a in raw.get("architectures") or [])
     if is_seqcls:
         ckpt_labels = int(raw.get("num_labels") or len(raw.get("id2label") or {}) or 2)

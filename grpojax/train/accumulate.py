@@ -131,13 +131,32 @@ def accumulate(loss_fn: Callable, params, batch, num_micro: int = 1):
     return loss, grads, _finish(metrics, num_micro)
 
 
+def all_finite(tree) -> jax.Array:
+    """True (a bool scalar) when every element of every floating leaf of ``tree`` is finite."""
+    flags = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)
+             if jnp.issubdtype(jnp.asarray(x).dtype, jnp.inexact)]
+    return jnp.all(jnp.stack(flags)) if flags else jnp.asarray(True)
+
+
 def apply_gradients(state: TrainState, tx: optax.GradientTransformation, grads, loss,
                     **extra) -> tuple[TrainState, dict]:
-    """One optimizer update, scaled by ``state.lr_scale`` (the host-side LR-on-plateau multiplier)."""
-    del loss
+    """One optimizer update, scaled by ``state.lr_scale`` (the host-side LR-on-plateau multiplier), or
+    none at all when the step is not finite.
+
+    A step whose loss, gradients or updates hold a NaN / inf is skipped inside the jitted step: the
+    returned state is the input state, leaf for leaf (params, optimizer state with its step count and
+    Adam moments, ``step``, and the ``extra`` fields such as the robust weights), so nothing non-finite
+    ever reaches the train state or a checkpoint. ``state.step`` counts *applied* updates (the runner's
+    loop step, which names checkpoints and metric rows, counts attempted ones). The metric
+    ``nonfinite`` is 1.0 for a skipped step and 0.0 otherwise (the runner turns it into
+    ``train/nonfinite_steps`` and stops after ``train.max_bad_steps`` in a row)."""
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     if state.lr_scale is not None:
         updates = jax.tree.map(lambda u: (u * state.lr_scale).astype(u.dtype), updates)
     params = optax.apply_updates(state.params, updates)
-    new_state = state._replace(step=state.step + 1, params=params, opt_state=opt_state, **extra)
-    return new_state, {"grad_norm": optax.tree.norm(grads)}
+    ok = all_finite((loss, grads, updates))
+    new = dict(step=state.step + 1, params=params, opt_state=opt_state, **extra)
+    old = {k: getattr(state, k) for k in new}
+    kept = jax.tree.map(lambda n, o: jnp.where(ok, n, o), new, old)
+    return state._replace(**kept), {"grad_norm": optax.tree.norm(grads),
+                                    "nonfinite": 1.0 - ok.astype(jnp.float32)}

@@ -7,7 +7,10 @@ restore the latest finalised checkpoint of ``run_dir`` if there is one (train st
 plateau counters; a config that differs outside the resumable keys is refused); then for each step
 ``rng = fold_in(key(seed), step)`` -> ``task.train_steps`` -> metrics to JSONL / TensorBoard / a progress
 line; save every ``save_every`` steps, at the end, and when SIGTERM / SIGINT arrives (then exit 0);
-optionally export the final policy to a HF directory. Because the step RNG is derived from the step
+optionally export the final policy to a HF directory. A step the jitted step skipped as non-finite is
+counted in ``train/nonfinite_steps``; ``train.max_bad_steps`` of them in a row stop the run with a
+:class:`UserError`. A resume that would change a decaying LR schedule's horizon is refused
+(:func:`check_schedule_horizon`). Because the step RNG is derived from the step
 number and the data order from the saved position, a resumed run is bit-identical to an uninterrupted one.
 
 Sharding: the task's constructor has already started ``jax.distributed`` (``mesh.distributed: true``) and
@@ -75,7 +78,7 @@ def maybe_lora(model, model_cfg, *, seed: int = 0):
 
 
 def build_optimizer(train_cfg):
-    return make_optimizer(train_cfg.learning_rate, total_steps=train_cfg.steps,
+    return make_optimizer(train_cfg.learning_rate, total_steps=train_cfg.horizon,
                           schedule=train_cfg.schedule, warmup_steps=train_cfg.warmup_steps,
                           weight_decay=train_cfg.weight_decay, b1=train_cfg.adam_b1,
                           b2=train_cfg.adam_b2, eps=train_cfg.adam_eps,
@@ -108,12 +111,14 @@ def run(cfg, task, *, stream=None) -> dict:
     with Checkpointer(cfg.run_dir, tc.save_every, tc.keep_checkpoints, config_to_dict(cfg)) as ckpt:
         if main:
             write_config(cfg, cfg.run_dir)
+        check_schedule_horizon(ckpt.saved_config(), tc)
         state = task.init_state()
-        restored = ckpt.restore_latest(abstract_like(state))  # onto this run's shardings (any mesh)
-        start = 0
+        restored = ckpt.restore_latest(abstract_like(state), set_aside=True)  # onto this run's shardings
+        start, bad = 0, BadSteps(tc.max_bad_steps)
         if restored is not None:
             state, start = restored.state, restored.step
             task.restore_position(restored.data_position)
+            bad.restore(restored.data_position)
             say(f"resumed from {ckpt.directory}/{start}")
         if start >= tc.steps:
             say(f"nothing to do: the run is at step {start} >= train.steps={tc.steps}")
@@ -128,11 +133,13 @@ def run(cfg, task, *, stream=None) -> dict:
                                                               for i in range(n)])
                 state = task.after_steps(state, step + n, rows)
                 for i, row in enumerate(rows):
+                    bad.count(row)
                     log.write(step + i + 1, row)
                 step += n
+                bad.check(step, ckpt)  # UserError after max_bad_steps skipped steps in a row
                 stop = guard.should_stop()
                 if ckpt.should_save(step) or step == tc.steps or stop or _crosses_save(step, n, tc):
-                    ckpt.save(step, state, task.position())
+                    ckpt.save(step, state, {**task.position(), **bad.position()})
                 if stop:
                     say(f"{guard.signal_name or 'signal on another process'}: saved step {step}; exiting")
                     stopped = True
@@ -142,6 +149,56 @@ def run(cfg, task, *, stream=None) -> dict:
         task.export(state, cfg.export_hf)
     return {"start_step": start, "end_step": step, "stopped_early": stopped,
             "seconds": time.perf_counter() - t0}
+
+
+class BadSteps:
+    """Counts the steps the jitted step skipped as non-finite (metric ``nonfinite`` = 1, see
+    :func:`grpojax.train.accumulate.apply_gradients`): each row gets ``train/nonfinite_steps`` (the run's
+    total so far) in place of the flag, and :meth:`check` stops the run after ``limit`` in a row. Both
+    counts travel with the data position, so a resumed run continues them."""
+
+    def __init__(self, limit: int):
+        self.limit, self.total, self.in_a_row = limit, 0, 0
+
+    def count(self, row: dict) -> None:
+        skipped = row.pop("nonfinite", 0.0) > 0
+        self.total += skipped
+        self.in_a_row = self.in_a_row + 1 if skipped else 0
+        row["train/nonfinite_steps"] = float(self.total)
+
+    def check(self, step: int, ckpt) -> None:
+        if self.in_a_row >= self.limit:
+            last = ckpt.latest_step()
+            last = "no checkpoint" if last is None else f"last checkpoint: step {last}"
+            raise UserError(
+                f"steps {step - self.in_a_row + 1}-{step}: {self.in_a_row} non-finite steps in a row (NaN or inf "
+                f"loss / gradient; train.max_bad_steps={self.limit}); their updates were skipped and the run "
+                f"stopped without saving them ({last}); lower train.learning_rate, set train.max_grad_norm, or "
+                "check the data and rewards")
+
+    def position(self) -> dict:
+        return {"nonfinite_steps": self.total, "nonfinite_in_a_row": self.in_a_row}
+
+    def restore(self, d: dict) -> None:
+        self.total, self.in_a_row = int(d.get("nonfinite_steps", 0)), int(d.get("nonfinite_in_a_row", 0))
+
+
+def check_schedule_horizon(saved: dict | None, tc) -> None:
+    """UserError when resuming would change a decaying LR schedule: the horizon (``train.schedule_steps``,
+    else ``train.steps``) of the saved run ``saved`` (its config dict; None = a new run) differs from
+    ``tc``'s. A ``constant`` schedule has no horizon (its warm-up does not depend on it)."""
+    if not saved or tc.schedule == "constant":
+        return
+    old = saved.get("train", {})
+    before = old.get("schedule_steps") or old.get("steps")
+    if before is None or before == tc.horizon:
+        return
+    raise UserError(
+        f"resuming with train.steps={tc.steps}, train.schedule_steps={tc.schedule_steps or 'null'} would change the "
+        f"{tc.schedule} LR schedule's horizon from {before} to {tc.horizon} steps (the saved run's curve would "
+        f"jump); resume with "
+        f"train.schedule_steps={before} to keep the original curve (the LR stays at its final value past "
+        "it), or start a new run_dir")
 
 
 def _crosses_save(step: int, n: int, tc) -> bool:

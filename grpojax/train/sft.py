@@ -2,7 +2,8 @@
 
 Batch: ``prompt_BP, prompt_mask_BP`` (left-padded) and ``completion_BL, completion_mask_BL`` (the
 response, right-padded, EOS included). Loss = ``-Σ m log p / Σ m`` over the whole step's response tokens
-(token-mean over the full batch, so gradient accumulation does not change it).
+(token-mean over the full batch, so gradient accumulation does not change it). ``sft_nll_sums``: the
+same loss's sums on held-out pairs (``train.eval_every``).
 """
 
 from __future__ import annotations
@@ -32,3 +33,13 @@ def sft_step(state: TrainState, batch: dict, rng: jax.Array, *, graphdef, tx,
     loss, grads, metrics = accumulate(loss_fn, state.params, batch, num_micro)
     state, opt_metrics = apply_gradients(state, tx, grads, loss)
     return state, {"loss": loss, "perplexity": jnp.exp(loss), **metrics, **opt_metrics}
+
+
+def sft_nll_sums(params, frozen, batch: dict, *, graphdef, logprob_chunk: int | None = 128):
+    """``(Σ -log p · m, Σ m)`` over the response tokens of ``batch`` (no update): the evaluation sums whose
+    ratio over a whole held-out set is its token-mean loss, the training loss's definition."""
+    model = merge_model(graphdef, params, frozen)
+    out = completion_logprobs(model, batch["prompt_BP"], batch["prompt_mask_BP"], batch["completion_BL"],
+                              batch["completion_mask_BL"], chunk_size=logprob_chunk, with_entropy=False)
+    mask = batch["completion_mask_BL"].astype(jnp.float32)
+    return -jnp.sum(out.logp_BL * mask), jnp.sum(mask)

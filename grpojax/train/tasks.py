@@ -30,10 +30,10 @@ from flax import nnx
 from grpojax import sharding as shd
 from grpojax.cli import UserError
 from grpojax.compilation import use_compilation_cache
-from grpojax.data import COLLATE, DataLoader, load_from_config, load_tokenizer
+from grpojax.data import COLLATE, DataLoader, load_from_config, load_tokenizer, padded_batches
 from grpojax.data.tokenizer import write_generation_config
 from grpojax.train.runner import build_model, build_optimizer, maybe_lora, split_sequences
-from grpojax.train.sft import sft_step
+from grpojax.train.sft import sft_nll_sums, sft_step
 from grpojax.train.state import create_train_state, merge_model, split_model
 
 
@@ -94,6 +94,8 @@ class BaseTask(abc.ABC):
         self.lora = cfg.model.lora.rank > 0
         self.graphdef = None
         self.state_sh = None
+        # held-out data of train.eval_every (periodic_eval; preference / reward tasks keep their own)
+        self._eval_data = self.load_eval_data() if cfg.train.eval_every and self.kind in ("grpo", "sft") else None
 
     # ------------------------------------------------------------------ sharding
     def check_rows(self, rows: int, key: str) -> None:
@@ -245,7 +247,25 @@ class BaseTask(abc.ABC):
         return 1
 
     def after_steps(self, state, step: int, rows: list) -> object:
+        """Every ``train.eval_every`` steps (a call of several steps that passes a multiple counts) the
+        held-out evaluation :meth:`periodic_eval` joins the call's last metric row."""
+        every = self.cfg.train.eval_every
+        if every and step // every > (step - len(rows)) // every:
+            rows[-1].update(self.periodic_eval(state))
         return state
+
+    def load_eval_data(self):
+        """The held-out split (``data.eval_split``, or ``data.eval_path`` for local files): prompts for the
+        rollout kinds (GRPO, PPO, online DPO read prompt data, ``kind == "grpo"``), pairs for SFT."""
+        d = self.cfg.data
+        data = load_from_config(d, self.kind, split=d.eval_split or "validation")
+        return list(data["prompt"]) if self.kind == "grpo" else data
+
+    def periodic_eval(self, state) -> dict:
+        """Rollout kinds: the policy's mean reward and per-aspect scores on the held-out prompts
+        (:meth:`evaluate`, seeded by ``train.seed`` as ``scripts/evaluate.py`` is): ``eval/reward``,
+        ``eval/rewards/<name>/mean``, ``eval/completions/mean_length``, ``eval/num_prompts``."""
+        return self.evaluate(state, self._eval_data, seed=self.cfg.train.seed)
 
     def model_of(self, state):
         return merge_model(self.graphdef, state.params, state.frozen)
@@ -306,3 +326,22 @@ class SFTTask(BaseTask):
         batch = self.global_rows(split_sequences(next(self.loader), self.cfg.data.max_prompt_length))
         state, metrics = self._step(state, batch, rngs[0])
         return state, [host_row(metrics)]
+
+    def periodic_eval(self, state) -> dict:
+        """The training loss on the held-out pairs: token-mean response NLL over every pair once
+        (``eval/loss``, ``eval/perplexity``), in batches of ``train.batch_size`` (padding rows masked)."""
+        d, bs = self.cfg.data, self.cfg.train.batch_size
+        if getattr(self, "_eval_nll", None) is None:
+            fn = functools.partial(sft_nll_sums, graphdef=self.graphdef)
+            self._eval_nll = jax.jit(shd.traced_on_mesh(fn, self.mesh))
+        nll = tokens = 0.0
+        for idx, real in padded_batches(len(self._eval_data), bs):
+            raw = COLLATE[self.kind](self.tok, self._eval_data[idx], max_prompt_length=d.max_prompt_length,
+                                     max_length=d.max_length)
+            b = split_sequences(raw, d.max_prompt_length)
+            b["completion_mask_BL"] = b["completion_mask_BL"].copy()
+            b["completion_mask_BL"][real:] = 0
+            s, t = shd.to_host(self._eval_nll(state.params, state.frozen, self.full_rows(b)))
+            nll, tokens = nll + float(s), tokens + float(t)
+        loss = nll / max(tokens, 1.0)
+        return {"eval/loss": loss, "eval/perplexity": float(np.exp(loss))}
