@@ -362,7 +362,7 @@ def evaluate_reward_model(policy_dir: str, cfg, prompts: list[str], *, num_sampl
         pb = tok.prompt_batch(part, cfg.data.max_prompt_length)
         ro = generate_and_score(model, pb.prompt_ids_BT, pb.prompt_mask_BT, part,
                                 jax.random.fold_in(jax.random.key(seed), i), tok=tok,
-                                score_fn=lambda b, p, t: np.asarray(scorer(b), np.float32),
+                                score_fn=lambda b, p, t: np.asarray(scorer(b, p, t), np.float32),
                                 aspect_names=list(g.aspects),
                                 sampling=SamplingSettings(num_samples, g.max_completion_length, g.temperature,
                                                           g.top_k, None if g.top_p >= 1.0 else g.top_p))

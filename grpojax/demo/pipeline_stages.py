@@ -130,7 +130,7 @@ def evaluate_policy(policy_dir: str, reward_dir: str, grpo_cfg, prompts: list[st
 
     def score_fn(batch, prompts_N, texts_N):
         gt_NR = score_batch(prompts_N, [strip_completion(t) for t in texts_N])
-        rm_NR = np.asarray(scorer(batch), np.float32)
+        rm_NR = np.asarray(scorer(batch, prompts_N, texts_N), np.float32)
         return np.concatenate([gt_NR, rm_NR], axis=-1)
 
     g = grpo_cfg.grpo

@@ -61,7 +61,7 @@ class GRPOTask(BaseTask):
     def score(self, batch, prompts, texts) -> np.ndarray:
         cols = []
         if self.rm_scorer is not None:
-            cols.append(np.asarray(to_host(self.rm_scorer(batch)), np.float32))
+            cols.append(np.asarray(to_host(self.rm_scorer(batch, prompts, texts)), np.float32))
         if self.funcs:
             cols.append(reward_funcs.score(self.funcs, self.cfg.grpo.reward_funcs, prompts, texts))
         return np.concatenate(cols, axis=-1)

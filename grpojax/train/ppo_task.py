@@ -62,7 +62,7 @@ class RewardScorer:
     def __call__(self, batch, prompts, texts) -> np.ndarray:
         cols = []
         if self.rm is not None:
-            cols.append(np.asarray(to_host(self.rm(batch)), np.float32))
+            cols.append(np.asarray(to_host(self.rm(batch, prompts, texts)), np.float32))
         if self.funcs:
             cols.append(reward_funcs.score(self.funcs, self.rc.reward_funcs, prompts, texts))
         return np.concatenate(cols, axis=-1)

@@ -5,15 +5,14 @@ weights) on ``labels_BR`` mapped by the declared label affine ``y' = scale * y +
 Bradley-Terry on one score for preference pairs. The trained model stores the inverse map, so
 ``RewardModel.to_label_space`` returns scores on the labels' original scale.
 
-``load_reward_scorer(path, ...)`` turns either a HF ``*ForSequenceClassification`` directory or a
-grpojax reward ``run_dir`` (its ``config.yaml`` + latest checkpoint) into a jitted
-``scorer(sample_batch) -> [N, R]`` used by the GRPO rollout.
+``RewardTask.export`` writes the trained model as a HF ``*ForSequenceClassification`` directory;
+``load_reward_scorer`` (:mod:`grpojax.train.reward_scorer`, re-exported here) turns that directory or the
+reward ``run_dir`` into the scorer of GRPO / PPO / online-DPO rollouts.
 """
 
 from __future__ import annotations
 
 import functools
-import os
 
 import jax
 import numpy as np
@@ -23,8 +22,7 @@ from grpojax.cli import UserError
 from grpojax.data import COLLATE, load_from_config
 from grpojax.losses import bradley_terry_loss, reward_regression_loss
 from grpojax.train.accumulate import accumulate, apply_gradients
-from grpojax.train.forward import sequence_inputs
-from grpojax.sharding import make_mesh, shard, to_host, traced_on_mesh, tree_shardings
+from grpojax.sharding import is_main_process, to_host, traced_on_mesh
 from grpojax.train.runner import DTYPES, maybe_lora, preset_config
 from grpojax.train.state import TrainState, merge_model
 from grpojax.train.tasks import BaseTask, host_row
@@ -65,9 +63,10 @@ def label_map(label_affine):
     return 1.0 / a, -c / a
 
 
-def build_reward_model(cfg):
+def build_reward_model(cfg, pad_token_id: int | None = None):
     """The reward model of a reward run config: HF backbone (``model.path``) or a random preset, R = the
-    number of aspects, the label map stored, LoRA on the backbone when configured."""
+    number of aspects, the label map stored, LoRA on the backbone when configured (the head trains too).
+    ``pad_token_id``: the training tokenizer's pad id (never pooled, as transformers)."""
     from grpojax.models.reward_model import RewardModel, reward_model_from_hf
 
     mc, R, seed = cfg.model, len(cfg.reward.aspects), cfg.train.seed
@@ -75,14 +74,15 @@ def build_reward_model(cfg):
     dtype = DTYPES[mc.dtype]
     if mc.path:
         try:
-            model = reward_model_from_hf(mc.path, num_labels=R, dtype=dtype, rngs=nnx.Rngs(seed),
-                                         label_scale=scale, label_shift=shift, remat=mc.remat,
-                                         scan_layers=mc.scan_layers)
+            model = reward_model_from_hf(mc.path, num_labels=R, dtype=dtype, param_dtype=DTYPES[mc.param_dtype],
+                                         rngs=nnx.Rngs(seed), label_scale=scale, label_shift=shift,
+                                         remat=mc.remat, scan_layers=mc.scan_layers, pad_token_id=pad_token_id)
         except (FileNotFoundError, OSError, ValueError) as e:
             raise UserError(f"cannot load reward backbone {mc.path!r}: {e}") from None
     else:
         model = RewardModel(preset_config(mc), R, dtype=dtype, param_dtype=DTYPES[mc.param_dtype],
-                            rngs=nnx.Rngs(seed), label_scale=scale, label_shift=shift, remat=mc.remat)
+                            rngs=nnx.Rngs(seed), label_scale=scale, label_shift=shift, remat=mc.remat,
+                            pad_token_id=pad_token_id)
     if mc.lora.rank:
         maybe_lora(model.backbone, mc, seed=seed)
     return model
@@ -103,7 +103,7 @@ class RewardTask(BaseTask):
             self.eval_set = load_from_config(cfg.data, self.kind, split=cfg.data.eval_split or "validation")
 
     def new_model(self):
-        return build_reward_model(self.cfg)
+        return build_reward_model(self.cfg, self.tok.pad_id)
 
     def _compile(self, graphdef):
         weights = tuple(self.rc.aspect_weights) or None
@@ -158,70 +158,31 @@ class RewardTask(BaseTask):
             rows[-1].update(self.evaluate(state))
         return state
 
-    def export(self, state, out_dir: str) -> str:
-        raise UserError("export_hf is not supported for reward models yet; the run_dir itself is loadable "
-                        "as grpo.reward_model")
+    def export(self, state, out_dir: str) -> str | None:
+        """The trained reward model as a HF ``*ForSequenceClassification`` directory (LoRA merged,
+        ``id2label`` = the aspects, the label map and the prompt formatting under config.json ``"grpojax"``)
+        plus the tokenizer: loadable by transformers and as ``grpo.reward_model`` / ``ppo.reward_model``.
+        Process 0 writes (the weights are gathered to every host first, a collective all run)."""
+        from grpojax.models.reward_model import reward_model_to_hf
+
+        params, frozen = to_host((state.params, state.frozen))
+        if not is_main_process():
+            return None
+        model = merge_model(self.graphdef, params, frozen)
+        if self.lora:
+            from grpojax.models.lora import merge_lora
+
+            model = merge_lora(model)
+        meta = {"chat_template": self.tok.use_chat_template, "system_prompt": self.tok.system_prompt,
+                "loss": self.rc.loss}
+        try:
+            path = reward_model_to_hf(model, out_dir, pad_token_id=self.tok.pad_id, aspects=self.aspects,
+                                      meta=meta)
+        except FileExistsError as e:
+            raise UserError(f"export_hf: {e}") from None
+        self.tok.hf.save_pretrained(out_dir)
+        print(f"exported the reward model to {path}")
+        return path
 
 
-_SCORED = ("prompt_BP", "prompt_mask_BP", "completion_BL", "completion_mask_BL")
-
-
-def load_reward_scorer(path: str, cfg, tok, *, mesh=None, section: str = "grpo"):
-    """A jitted ``scorer(sample_batch) -> [N, R]`` (label scale) from a reward run_dir or a HF directory.
-
-    ``section`` names the config section whose ``aspects`` the reward model must score (``grpo``,
-    ``ppo``, ``online_dpo``).
-
-    With ``mesh`` the reward model's weights are placed on it by the logical-axis rules (restored straight
-    onto those shardings from a run_dir), so it scores the sharded sampler's global arrays in place."""
-    from grpojax.checkpoint import Checkpointer, abstract_like
-    from grpojax.config import load_config
-    from grpojax.train.runner import build_optimizer
-    from grpojax.train.state import create_train_state
-    from grpojax.models.reward_model import reward_model_from_hf
-
-    aspects = list(getattr(cfg, section).aspects)
-    if mesh is None:  # one device, as an unsharded model
-        mesh = make_mesh((1, 1, 1), devices=jax.local_devices()[:1])
-    if os.path.isfile(os.path.join(path, "config.yaml")):
-        rcfg = load_config(os.path.join(path, "config.yaml"), kind="reward")
-        if list(rcfg.reward.aspects) != aspects:
-            raise UserError(f"{path}: the reward model scores aspects {list(rcfg.reward.aspects)} but "
-                            f"{section}.aspects is {aspects}")
-        holder = {}
-
-        def build():  # shapes only: nothing is materialised before the restore
-            holder["graphdef"], st = create_train_state(build_reward_model(rcfg), build_optimizer(rcfg.train),
-                                                        jax.random.key(0), lora=rcfg.model.lora.rank > 0)
-            return st
-
-        template = jax.eval_shape(build)
-        graphdef = holder["graphdef"]
-        with Checkpointer(path, save_every=1, keep=1) as ck:
-            restored = ck.restore_latest(abstract_like(template, tree_shardings(template, mesh)))
-        if restored is None:
-            raise UserError(f"{path}: a reward run directory without checkpoints")
-        model = merge_model(graphdef, restored.state.params, restored.state.frozen)
-    elif os.path.isfile(os.path.join(path, "config.json")) or path.count("/") == 1:
-        try:  # a HF *ForSequenceClassification directory or hub id (num_labels = the aspects)
-            # the run's layer layout (model.scan_layers: on in the 7B / 14B presets) for the backbone too
-            model = reward_model_from_hf(path, num_labels=len(aspects), scan_layers=cfg.model.scan_layers)
-        except (FileNotFoundError, OSError, ValueError) as e:
-            raise UserError(f"cannot load reward model {path!r}: {e}") from None
-    else:
-        raise UserError(f"grpo.reward_model={path!r} is neither a reward run_dir (config.yaml + "
-                        "checkpoints) nor a HF directory / hub id")
-    graphdef, state = nnx.split(model)
-    state = shard(state, tree_shardings(state, mesh))
-
-    def label_scores(state, prompt, prompt_mask, completion, completion_mask):
-        m = nnx.merge(graphdef, state)
-        tokens, mask, positions = sequence_inputs(prompt, prompt_mask, completion, completion_mask)
-        return m.to_label_space(m(tokens, mask, positions))
-
-    score = jax.jit(traced_on_mesh(label_scores, mesh))  # under the mesh: the backbone's activation pins apply
-
-    def scorer(batch):  # arrays on another mesh of the same devices (rollout_tensor) are resharded by jit
-        return score(state, *(batch[k] for k in _SCORED))
-
-    return scorer
+from grpojax.train.reward_scorer import load_reward_scorer  # noqa: E402  (re-exported: callers import it here)

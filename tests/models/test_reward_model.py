@@ -128,3 +128,58 @@ def test_reward_model_export_round_trip(hf_checkpoint, tmp_path):
     np.testing.assert_array_equal(np.asarray(back.label_shift[...]), [1.0, 0.0])
     with pytest.raises(FileExistsError):
         reward_model_to_hf(rm, out)
+
+
+EOS = 7  # pad == EOS, as in Qwen base tokenizers (<|endoftext|>)
+
+
+def _pad_is_eos_rows():
+    """The scorer's layout: left-padded prompts then right-padded completions, padding = EOS = pad id, and
+    completions that end with EOS (one also has EOS inside its prompt, one is truncated, one is empty)."""
+    P, L = 6, 7
+    prompts = [[3, 9, 4], [5, 6, EOS, 8, 2, 9], [4, 4], [10, 11, 12]]
+    completions = [[20, 21, EOS], [30, 31, 32, 33, 34, 35, EOS], [40, 41, 42, 43, 44, 45, 46], [EOS]]
+    ids = np.full((4, P + L), EOS, np.int64)
+    mask = np.zeros((4, P + L), bool)
+    for b, (p, c) in enumerate(zip(prompts, completions)):
+        ids[b, P - len(p):P], mask[b, P - len(p):P] = p, True
+        ids[b, P:P + len(c)], mask[b, P:P + len(c)] = c, True
+    return ids, mask
+
+
+@pytest.mark.parametrize("arch", ["qwen2-gqa2-untied", "qwen3-gqa2-tied"])
+def test_pooling_matches_transformers_when_pad_is_eos(arch, tmp_path):
+    """transformers pools the rightmost token whose id != pad_token_id (transformers 5
+    GenericForSequenceClassification); with pad == EOS a completion ending in EOS is pooled at the token
+    before it, and so is ours, for rows padded on both sides as the scorer builds them."""
+    from transformers import Qwen3ForSequenceClassification
+
+    from hf_tiny import Qwen2ForSequenceClassification, hf_config, randomize_
+
+    cls = Qwen3ForSequenceClassification if arch.startswith("qwen3") else Qwen2ForSequenceClassification
+    torch.manual_seed(2)
+    hf = randomize_(cls(hf_config(arch, num_labels=2, pad_token_id=EOS, eos_token_id=EOS)), 2)
+    hf.save_pretrained(tmp_path)
+    model = reward_model_from_hf(str(tmp_path))
+    assert model.pad_token_id == EOS
+    ids, mask = _pad_is_eos_rows()
+    with torch.no_grad():
+        ref = hf(torch.tensor(ids), attention_mask=torch.tensor(mask.astype(np.int64))).logits.numpy()
+    positions = np.maximum(np.cumsum(mask, axis=1) - 1, 0)
+    call = nnx.jit(lambda m, t, k, p: m(t, k, p))
+    ours = np.asarray(call(model, jnp.asarray(ids), jnp.asarray(mask), jnp.asarray(positions)))
+    err = np.abs(ours - ref).max()
+    print(f"\n[reward pooling pad == eos, {arch}] max |scores - HF| = {err:.3e}")
+    assert err <= 1e-4
+    # the rollout scorer on the same rows (prompt_BP | completion_BL, as the sampler returns them)
+    import types
+
+    from grpojax.train.reward_task import load_reward_scorer
+    section = types.SimpleNamespace(grpo=types.SimpleNamespace(aspects=("a", "b")),
+                                    model=types.SimpleNamespace(scan_layers=False))
+    scorer = load_reward_scorer(str(tmp_path), section, tok=None)
+    batch = {"prompt_BP": ids[:, :6], "prompt_mask_BP": mask[:, :6], "completion_BL": ids[:, 6:],
+             "completion_mask_BL": mask[:, 6:]}
+    np.testing.assert_allclose(np.asarray(scorer(batch)), ref, atol=1e-4)
+    model.pad_token_id = None  # pooling the last masked token (the EOS) is not what transformers does
+    assert np.abs(np.asarray(call(model, jnp.asarray(ids), jnp.asarray(mask), jnp.asarray(positions))) - ref).max() > 1e-3
