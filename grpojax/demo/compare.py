@@ -325,12 +325,18 @@ def _writable_merge_lora() -> None:
 
 
 def run_child(job: dict, job_path: str) -> dict:
-    """Run :func:`train_child` for ``job`` in a fresh Python process; its output streams through."""
+    """Run :func:`train_child` for ``job`` in a fresh Python process; its output streams through.
+
+    The child runs in the caller's working directory (relative paths -- ``job_path``, ``--out``, the
+    reward model, run directories -- mean the same in both) and imports this checkout's ``grpojax``
+    (``ROOT`` first on ``PYTHONPATH``), so the comparison runs from any directory, not only the repository.
+    """
     import subprocess
 
     with open(job_path, "w", encoding="utf-8") as f:
         json.dump(job, f, indent=2)
-    proc = subprocess.run([sys.executable, "-m", "grpojax.demo.compare", "train", job_path], cwd=ROOT)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([ROOT, *filter(None, [os.environ.get("PYTHONPATH")])]))
+    proc = subprocess.run([sys.executable, "-m", "grpojax.demo.compare", "train", job_path], env=env)
     if proc.returncode == cli.EXIT_USER_ERROR:
         raise UserError(f"{job['method']} training stopped on bad input (the 'error:' line above); job: {job_path}")
     if proc.returncode != 0 or not os.path.isfile(job["result"]):
