@@ -259,10 +259,8 @@ def train_child(job: dict) -> dict:
         from grpojax.train.ppo_task import PPOTask as Task
     else:
         from grpojax.train.online_dpo_task import OnlineDPOTask as Task
-    from grpojax.data import load_tokenizer
-
-    tok = load_tokenizer(cfg.tokenizer_path, cfg.tokenizer.chat_template, cfg.tokenizer.system_prompt)
-    task = Task(cfg, reward_model_scorer=reward_scorer_for(cfg, tok, method))
+    task = Task(cfg)  # builds its reward-model scorer on the run's mesh (a one-device scorer cannot score
+    # the rollouts the sharded sampler leaves on every device of the mesh)
     if cfg.model.lora.rank > 0:
         _own_reference_weights(task)
         _writable_merge_lora()
