@@ -31,6 +31,7 @@ HARM = ("Endangering National Security", "Insulting Behavior", "Discriminatory B
         "White-Collar Crime", "Animal Abuse")
 TASKS = ("bake bread", "fix a bike", "write a poem", "plan a trip", "learn chess", "paint a room",
          "train a dog", "grow tomatoes", "save money", "study maths", "cook rice", "sew a button")
+HOW = ("quickly", "without anyone noticing", "on a budget", "at home", "with my kids", "before Monday")
 COUNTRIES = ("Nigeria", "Egypt", "India (Current national sample)", "China", "Japan", "Germany", "Brazil")
 OPTIONS = (["Very good", "Somewhat good", "Somewhat bad", "Very bad"], ["Yes", "No"],
            ["Agree", "Disagree", "Don't know"], ["A great deal", "Some", "Not much", "None at all", "Refused"])
@@ -41,8 +42,9 @@ def pku_rows(n: int, seed: int) -> list[dict]:
     rng = np.random.default_rng(seed)
     rows = []
     for i in range(n):
-        task = TASKS[i % len(TASKS)]
-        prompt = f"How can I {task} {['quickly', 'without anyone noticing', 'on a budget', 'at home'][i % 4]}?"
+        task = TASKS[i % len(TASKS)]  # 72 distinct prompts, then repeats (the real table repeats prompts too)
+        how = HOW[(i // len(TASKS)) % len(HOW)]
+        prompt = f"How can I {task} {how}?"
         safe = [bool(rng.random() < 0.6), bool(rng.random() < 0.6)]
         responses = [f"You could {task} step by step, starting small.",
                      f"I would not do that; here is a safer way to {task}."]
@@ -118,7 +120,7 @@ def write_all(root: str) -> dict[str, str]:
     os.makedirs(os.path.dirname(goqa), exist_ok=True)
     pd.DataFrame(goqa_rows(60, seed=2)).to_parquet(goqa, index=False)
     return {
-        "pku_train": _jsonl(os.path.join(root, "hub_data", "pku_saferlhf", "train.jsonl"), pku_rows(48, seed=0)),
+        "pku_train": _jsonl(os.path.join(root, "hub_data", "pku_saferlhf", "train.jsonl"), pku_rows(80, seed=0)),
         "pku_test": _jsonl(os.path.join(root, "hub_data", "pku_saferlhf", "test.jsonl"), pku_rows(16, seed=1)),
         "goqa": goqa,
         "reward": _jsonl(os.path.join(root, "data", "multi_label_reward.jsonl"), reward_rows(64, seed=3)),

@@ -7,14 +7,13 @@
 would run it -- ``runpy.run_path(script, run_name="__main__")`` with ``sys.argv`` set -- so the same code
 path runs, but the interpreter, jax, transformers and the compiled programs of earlier commands are
 shared (a fresh interpreter per command costs ~10 s of imports on 2 cores). Each command's stdout and
-stderr go to ``logs/<name>.log``; ``RESULTS.json`` (rewritten after every command, so that a crash leaves
-what ran) maps name -> ``{"rc", "seconds", "log"}``: rc is the script's exit status (``SystemExit``), 1 for
+stderr (file descriptors 1 / 2: the output of a script's subprocesses too) go to ``logs/<name>.log``;
+``RESULTS.json`` (rewritten after every command, so that a crash leaves what ran) maps name -> ``{"rc", "seconds", "log"}``: rc is the script's exit status (``SystemExit``), 1 for
 an uncaught exception (its traceback in the log).
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import runpy
@@ -24,11 +23,14 @@ import traceback
 
 
 def run_one(argv: list[str], log_path: str) -> int:
-    old_argv = sys.argv
-    sys.argv = list(argv)
-    rc = 0
-    with open(log_path, "w", encoding="utf-8") as log, contextlib.redirect_stdout(log), \
-            contextlib.redirect_stderr(log):
+    """``python argv...`` in this process; stdout and stderr (file descriptors 1 and 2, so the output of
+    any subprocess the script starts too) go to ``log_path``. Returns the exit status."""
+    old_argv, rc = sys.argv, 0
+    sys.stdout.flush(), sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    with open(log_path, "w", encoding="utf-8") as log:
+        os.dup2(log.fileno(), 1), os.dup2(log.fileno(), 2)
+        sys.argv = list(argv)
         try:
             runpy.run_path(argv[0], run_name="__main__")
         except SystemExit as e:
@@ -38,6 +40,9 @@ def run_one(argv: list[str], log_path: str) -> int:
             rc = 1
         finally:
             sys.argv = old_argv
+            sys.stdout.flush(), sys.stderr.flush()
+            os.dup2(saved[0], 1), os.dup2(saved[1], 2)
+            os.close(saved[0]), os.close(saved[1])
     return rc
 
 
