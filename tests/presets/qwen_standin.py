@@ -7,9 +7,9 @@ id) resolves through ``snapshot_download`` / ``AutoTokenizer.from_pretrained`` w
 
 What each repository holds, mirroring the real ones in everything but size:
 
-- ``config.json``: a random-weight ``Qwen2ForCausalLM`` (2 layers, hidden 64, 8 query heads, 4 KV heads:
-  the presets' ``mesh.rollout_tensor`` 4 / 8 both divide the 8 query heads, 4 divides the KV heads),
-  q/k/v biases, ``torch_dtype`` bfloat16, the embedding padded past the tokenizer's length (Qwen's 151,936
+- ``config.json``: a random-weight ``Qwen2ForCausalLM`` (2 layers, hidden 64; query / KV heads 8 / 2
+  (0.5B), 8 / 4 (7B), 16 / 8 (14B): grouped-query attention as in Qwen2.5, and the KV heads of 7B / 14B
+  divisible by their presets' ``mesh.rollout_tensor`` 4 / 8, as the real 4 / 8 KV heads are), q/k/v biases, ``torch_dtype`` bfloat16, the embedding padded past the tokenizer's length (Qwen's 151,936
   rows vs 151,665 tokens), tied embeddings for 0.5B and untied for 7B / 14B, and ``eos_token_id`` =
   ``<|im_end|>`` (Instruct) or ``<|endoftext|>`` (base) as the hub files have.
 - ``model.safetensors`` in bfloat16.
@@ -31,6 +31,7 @@ import tempfile
 
 SPECIALS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")
 SIZES = ("0.5B", "7B", "14B")
+HEADS = {"0.5B": (8, 2), "7B": (8, 4), "14B": (16, 8)}  # (query heads, KV heads)
 BPE_VOCAB = 600
 COMMIT = "5a1e0b3c0de0000000000000000000000000001"  # any 40-hex commit: refs/main points at it
 
@@ -87,7 +88,8 @@ def _tokenizer_files(out_dir: str, tok, instruct: bool) -> None:
         json.dump(config, f, indent=2)
 
 
-def _model_files(out_dir: str, vocab_rows: int, ids: dict, instruct: bool, tied: bool, seed: int) -> None:
+def _model_files(out_dir: str, vocab_rows: int, ids: dict, instruct: bool, tied: bool, heads: tuple,
+                 seed: int) -> None:
     """bf16 ``model.safetensors`` of a random ``Qwen2ForCausalLM``; ``config.json`` and
     ``generation_config.json`` written in the hub files' own layout (``torch_dtype``, top-level
     ``rope_theta``, ``sliding_window`` with ``use_sliding_window: false``), not transformers 5's."""
@@ -98,7 +100,7 @@ def _model_files(out_dir: str, vocab_rows: int, ids: dict, instruct: bool, tied:
               "eos_token_id": ids["<|im_end|>"] if instruct else ids["<|endoftext|>"], "hidden_act": "silu",
               "hidden_size": 64, "initializer_range": 0.02, "intermediate_size": 128,
               "max_position_embeddings": 32768, "max_window_layers": 2, "model_type": "qwen2",
-              "num_attention_heads": 8, "num_hidden_layers": 2, "num_key_value_heads": 4, "rms_norm_eps": 1e-06,
+              "num_attention_heads": heads[0], "num_hidden_layers": 2, "num_key_value_heads": heads[1], "rms_norm_eps": 1e-06,
               "rope_theta": 1000000.0, "sliding_window": 32768, "tie_word_embeddings": tied,
               "torch_dtype": "bfloat16", "transformers_version": "4.43.1", "use_cache": True,
               "use_sliding_window": False, "vocab_size": vocab_rows}
@@ -153,6 +155,7 @@ def build_hub_cache(hf_home: str, texts) -> dict[str, str]:
         instruct = repo_id.endswith("-Instruct")
         with tempfile.TemporaryDirectory() as d:
             _tokenizer_files(d, tok, instruct)
-            _model_files(d, vocab_rows, ids, instruct, tied="0.5B" in repo_id, seed=seed)
+            size = repo_id.split("-")[1]
+            _model_files(d, vocab_rows, ids, instruct, tied=size == "0.5B", heads=HEADS[size], seed=seed)
             out[repo_id] = _store(hub, repo_id, d)
     return out

@@ -2,14 +2,19 @@
 
     python tests/presets/run_presets.py PLAN.json RESULTS.json
 
-``PLAN.json``: ``[{"name": ..., "argv": ["scripts/train_reward.py", "configs/....yaml", "key=value", ...]},
-...]``, run from the current directory. Each command is executed as the user's ``python <script> ...``
-would run it -- ``runpy.run_path(script, run_name="__main__")`` with ``sys.argv`` set -- so the same code
-path runs, but the interpreter, jax, transformers and the compiled programs of earlier commands are
-shared (a fresh interpreter per command costs ~10 s of imports on 2 cores). Each command's stdout and
-stderr (file descriptors 1 / 2: the output of a script's subprocesses too) go to ``logs/<name>.log``;
-``RESULTS.json`` (rewritten after every command, so that a crash leaves what ran) maps name -> ``{"rc", "seconds", "log"}``: rc is the script's exit status (``SystemExit``), 1 for
-an uncaught exception (its traceback in the log).
+``PLAN.json``: ``[{"name": ..., "argv": ["scripts/train_reward.py", "configs/....yaml", "key=value", ...],
+"after": [names]}, ...]``, run from the current directory. Each command is executed as the user's
+``python <script> ...`` would run it -- ``runpy.run_path(script, run_name="__main__")`` with ``sys.argv``
+set -- so the same code path runs, but the interpreter, jax, transformers and the compiled programs of
+earlier commands are shared (a fresh interpreter per command costs ~10 s of imports on 2 cores). Each
+command's stdout and stderr (file descriptors 1 / 2: the output of a script's subprocesses too) go to
+``logs/<name>.log``.
+
+Two runners may share one directory (two lanes of one chain, one per core): after each command a runner
+writes ``done/<name>.json``; a command with ``after`` waits for those files of the other lane (up to
+``WAIT_SECONDS``) and is skipped (rc ``SKIPPED``) when one of them failed. ``RESULTS.json`` (rewritten
+after every command, so that a crash leaves what ran) maps name -> ``{"rc", "seconds", "log"}``: rc is
+the script's exit status (``SystemExit``), 1 for an uncaught exception (its traceback in the log).
 """
 
 from __future__ import annotations
@@ -46,17 +51,46 @@ def run_one(argv: list[str], log_path: str) -> int:
     return rc
 
 
+SKIPPED = 99
+WAIT_SECONDS = 1800
+
+
+def wait_for(names: list[str]) -> str | None:
+    """Blocks until every ``done/<name>.json`` exists; the first failed name (or None when all passed)."""
+    deadline = time.monotonic() + WAIT_SECONDS
+    for name in names:
+        path = os.path.join("done", f"{name}.json")
+        while not os.path.exists(path):
+            if time.monotonic() > deadline:
+                return f"{name} (not finished after {WAIT_SECONDS} s)"
+            time.sleep(0.5)
+        with open(path, encoding="utf-8") as f:
+            if json.load(f)["rc"] != 0:
+                return name
+    return None
+
+
 def main(plan_path: str, results_path: str) -> None:
     with open(plan_path, encoding="utf-8") as f:
         plan = json.load(f)
-    os.makedirs("logs", exist_ok=True)
+    os.makedirs("logs", exist_ok=True), os.makedirs("done", exist_ok=True)
     results = {}
     for item in plan:
-        log = os.path.abspath(os.path.join("logs", f"{item['name']}.log"))
+        name = item["name"]
+        log = os.path.abspath(os.path.join("logs", f"{name}.log"))
+        failed = wait_for(item.get("after", []))
         t0 = time.perf_counter()
-        rc = run_one(item["argv"], log)
-        results[item["name"]] = {"rc": rc, "seconds": round(time.perf_counter() - t0, 2), "log": log}
-        print(f"[presets] {item['name']}: rc {rc} in {results[item['name']]['seconds']:.1f}s", flush=True)
+        if failed is None:
+            rc = run_one(item["argv"], log)
+        else:
+            rc = SKIPPED
+            with open(log, "w", encoding="utf-8") as f:
+                f.write(f"skipped: {failed} failed\n")
+        results[name] = {"rc": rc, "seconds": round(time.perf_counter() - t0, 2), "log": log}
+        print(f"[presets] {name}: rc {rc} in {results[name]['seconds']:.1f}s", flush=True)
+        with open(os.path.join("done", f"{name}.json.tmp"), "w", encoding="utf-8") as f:
+            json.dump({"rc": rc}, f)
+        os.replace(os.path.join("done", f"{name}.json.tmp"), os.path.join("done", f"{name}.json"))
         with open(results_path, "w", encoding="utf-8") as f:
             json.dump(results, f, indent=1)
 

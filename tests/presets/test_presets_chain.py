@@ -5,11 +5,12 @@ the tiny offline stand-in for the Qwen2.5 hub checkpoints answers the presets' o
 ``model.path`` override), the data sit in the real datasets' column layouts, and the chained presets find
 each other's outputs where they write them (``runs/reward_qwen2.5-*/hf`` read by the GRPO / PPO / online
 DPO presets, ``runs/goqa_sft_qwen2.5-*/hf`` by the IPO / GR-IPO presets). The only overrides are the
-data paths, the sizes (steps, batch, lengths), and ``compilation_cache_dir`` (the test session's XLA
+data paths, the sizes (steps, warmup, lengths), and ``compilation_cache_dir`` (the test session's XLA
 cache instead of ``~/.cache``). Meshes are the presets' own, on the 8 fake CPU devices of tests/conftest.py.
 
-All commands run in one subprocess (``run_presets.py``: each script's ``__main__`` in turn, one
-interpreter); the tests below read its results. ``test_every_config_is_covered`` fails when a YAML under
+The commands run in two subprocesses side by side (``run_presets.py``: each script's ``__main__`` in
+turn, one interpreter per lane; a lane waits for the other's outputs it reads); the tests below read their
+results. ``test_every_config_is_covered`` fails when a YAML under
 ``configs/`` is neither run here nor excluded with a reason.
 """
 
@@ -46,10 +47,12 @@ def _sizes(kind: str, size: str) -> list[str]:
     common = ["train.steps=1", "train.warmup_steps=0", f"compilation_cache_dir={_xla_cache()}"]
     rollout = ["data.max_prompt_length=48", "data.max_length=64"]
     return common + {
-        "reward": ["train.batch_size=16", "data.max_prompt_length=32", "data.max_length=48"],
-        "grpo": ["train.batch_size=16", *rollout, "grpo.max_completion_length=16"],
-        "ppo": ["train.batch_size=16", *rollout, "ppo.max_completion_length=16"],
-        "online_dpo": ["train.batch_size=64", *rollout, "online_dpo.max_completion_length=16"],
+        "reward": ["data.max_prompt_length=32", "data.max_length=48"],
+        # the presets' own batch (8 prompts x 8): the comparison's children then run the very programs
+        # the standalone runs compiled (persistent-cache hits)
+        "grpo": [*rollout, "grpo.max_completion_length=16"],
+        "ppo": [*rollout, "ppo.max_completion_length=16"],
+        "online_dpo": [*rollout, "online_dpo.max_completion_length=16"],
         "goqa": ["data.max_prompt_length=48", "data.max_length=52"],
     }[kind]
 
@@ -59,59 +62,70 @@ def _xla_cache() -> str:
 
 
 def plan(data: dict) -> list[dict]:
-    """The commands, in chain order: ``{"name", "config" (the YAML it covers), "argv"}``."""
+    """The commands in chain order: ``{"name", "config" (the YAML it covers), "argv", "lane", "after"}``.
+
+    Two lanes run side by side (one process each, one per core): ``a`` = reward models -> GRPO ->
+    evaluate -> comparison, ``b`` = GlobalOpinionQA SFT -> IPO / GR-IPO, then PPO and online DPO, which
+    wait (``after``) for lane a's reward model of their size.
+    """
     pku = [f"data.path={data['pku_train']}", f"data.eval_path={data['pku_test']}"]
     goqa = [f"data.path={data['goqa']}"]
     out = []
 
-    def add(name, config, script, *args):
-        out.append({"name": name, "config": config, "argv": [f"scripts/{script}", *args]})
+    def add(lane, name, config, script, *args, after=()):
+        out.append({"name": name, "config": config, "argv": [f"scripts/{script}", *args], "lane": lane,
+                    "after": list(after)})
 
     for s in SIZES:  # reward model -> GRPO / PPO / online DPO (read runs/reward_qwen2.5-<s>/hf)
-        add(f"reward-{s}", f"configs/reward_qwen2.5-{s}.yaml", "train_reward.py",
+        add("a", f"reward-{s}", f"configs/reward_qwen2.5-{s}.yaml", "train_reward.py",
             f"configs/reward_qwen2.5-{s}.yaml", *_sizes("reward", s))
     for s in SIZES:
-        add(f"grpo-{s}", f"configs/grpo_qwen2.5-{s}.yaml", "train_grpo.py", f"configs/grpo_qwen2.5-{s}.yaml",
+        add("a", f"grpo-{s}", f"configs/grpo_qwen2.5-{s}.yaml", "train_grpo.py", f"configs/grpo_qwen2.5-{s}.yaml",
             *pku, *_sizes("grpo", s))
-    add("evaluate-grpo-0.5b", "configs/grpo_qwen2.5-0.5b.yaml", "evaluate.py", "configs/grpo_qwen2.5-0.5b.yaml",
-        *pku, *_sizes("grpo", "0.5b"), "--out", "runs/grpo_qwen2.5-0.5b/eval.json")
-    for s in SIZES:
-        add(f"ppo-{s}", f"configs/ppo_qwen2.5-{s}.yaml", "train_ppo.py", f"configs/ppo_qwen2.5-{s}.yaml",
-            *pku, *_sizes("ppo", s)[1:], "train.steps=8")  # 8 optimizer steps = 1 rollout x 4 epochs x 2
-    for s in SIZES:
-        add(f"online_dpo-{s}", f"configs/compare/online_dpo_qwen2.5-{s}.yaml", "train_online_dpo.py",
-            f"configs/compare/online_dpo_qwen2.5-{s}.yaml", *pku, *_sizes("online_dpo", s))
-    for s in SIZES:  # SFT -> IPO / GR-IPO (read runs/goqa_sft_qwen2.5-<s>/hf)
-        add(f"goqa_sft-{s}", f"configs/goqa_sft_qwen2.5-{s}.yaml", "sft.py", f"configs/goqa_sft_qwen2.5-{s}.yaml",
-            *goqa, *_sizes("goqa", s))
-    add("goqa_ipo-0.5b", "configs/goqa_ipo_qwen2.5-0.5b.yaml", "train_dpo.py", "configs/goqa_ipo_qwen2.5-0.5b.yaml",
-        *goqa, *_sizes("goqa", "0.5b"))
-    for s in SIZES:
-        add(f"goqa_gr_ipo-{s}", f"configs/goqa_gr_ipo_qwen2.5-{s}.yaml", "train_dpo.py",
-            f"configs/goqa_gr_ipo_qwen2.5-{s}.yaml", *goqa, *_sizes("goqa", s))
+    add("a", "evaluate-grpo-0.5b", "configs/grpo_qwen2.5-0.5b.yaml", "evaluate.py",
+        "configs/grpo_qwen2.5-0.5b.yaml", *pku, *_sizes("grpo", "0.5b"), "--out", "runs/grpo_qwen2.5-0.5b/eval.json")
     for s in ("0.5b",):  # the method comparison on the reward model of the chain (7b / 14b: EXCLUDED)
-        # GRPO's batch for every method: 8 prompts x 8 (online DPO's micro-batches count the 8 pairs)
-        sets = [kv for kv in _sizes("online_dpo", s) if not kv.startswith(("train.steps", "online_dpo."))]
-        add(f"compare-{s}", f"configs/compare/qwen2.5-{s}.yaml", "compare_methods.py", "--out", f"runs/compare_{s}",
-            "--preset", f"qwen2.5-{s}", "--policy", f"Qwen/Qwen2.5-{HUB[s]}-Instruct",
+        sets = [kv for kv in _sizes("grpo", s) if not kv.startswith(("train.steps", "grpo."))]
+        add("a", f"compare-{s}", f"configs/compare/qwen2.5-{s}.yaml", "compare_methods.py", "--out",
+            f"runs/compare_{s}", "--preset", f"qwen2.5-{s}", "--policy", f"Qwen/Qwen2.5-{HUB[s]}-Instruct",
             "--reward-model", f"runs/reward_qwen2.5-{s}/hf", "--prompts", data["pku_train"],
             "--eval-prompts", "4", "--eval-samples", "2",
-            "--set", *sets, "train.steps=1", "grpo.max_completion_length=16")
+            "--set", *sets, "train.steps=1", "grpo.max_completion_length=16", after=[f"ppo-{s}", f"online_dpo-{s}"])
+    for s in SIZES:  # SFT -> IPO / GR-IPO (read runs/goqa_sft_qwen2.5-<s>/hf)
+        add("b", f"goqa_sft-{s}", f"configs/goqa_sft_qwen2.5-{s}.yaml", "sft.py",
+            f"configs/goqa_sft_qwen2.5-{s}.yaml", *goqa, *_sizes("goqa", s))
+    add("b", "goqa_ipo-0.5b", "configs/goqa_ipo_qwen2.5-0.5b.yaml", "train_dpo.py",
+        "configs/goqa_ipo_qwen2.5-0.5b.yaml", *goqa, *_sizes("goqa", "0.5b"))
+    for s in SIZES:
+        add("b", f"goqa_gr_ipo-{s}", f"configs/goqa_gr_ipo_qwen2.5-{s}.yaml", "train_dpo.py",
+            f"configs/goqa_gr_ipo_qwen2.5-{s}.yaml", *goqa, *_sizes("goqa", s))
+    for s in SIZES:
+        add("b", f"ppo-{s}", f"configs/ppo_qwen2.5-{s}.yaml", "train_ppo.py", f"configs/ppo_qwen2.5-{s}.yaml",
+            *pku, *_sizes("ppo", s)[1:], "train.steps=8",  # 8 optimizer steps = 1 rollout x 4 epochs x 2
+            after=[f"reward-{s}"])
+        add("b", f"online_dpo-{s}", f"configs/compare/online_dpo_qwen2.5-{s}.yaml", "train_online_dpo.py",
+            f"configs/compare/online_dpo_qwen2.5-{s}.yaml", *pku, *_sizes("online_dpo", s), after=[f"reward-{s}"])
     return out
 
 
 @pytest.fixture(scope="module")
 def chain(preset_world):
-    """Runs the whole plan once; ``{"world", "plan", "results"}``."""
+    """Runs the whole plan once, its two lanes side by side; ``{"world", "plan", "results"}``."""
     d = preset_world["dir"]
     commands = plan(preset_world["data"])
-    with open(os.path.join(d, "plan.json"), "w") as f:
-        json.dump(commands, f, indent=1)
-    proc = subprocess.run([sys.executable, os.path.join(HERE, "run_presets.py"), "plan.json", "results.json"],
-                          cwd=d, env=preset_world["env"], capture_output=True, text=True, timeout=1800)
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    with open(os.path.join(d, "results.json")) as f:
-        results = json.load(f)
+    procs = []
+    for lane in ("a", "b"):
+        with open(os.path.join(d, f"plan_{lane}.json"), "w") as f:
+            json.dump([c for c in commands if c["lane"] == lane], f, indent=1)
+        procs.append(subprocess.Popen([sys.executable, os.path.join(HERE, "run_presets.py"), f"plan_{lane}.json",
+                                       f"results_{lane}.json"], cwd=d, env=preset_world["env"],
+                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+    outputs = [p.communicate(timeout=2400)[0] for p in procs]
+    assert all(p.returncode == 0 for p in procs), "\n".join(o[-3000:] for o in outputs)
+    results = {}
+    for lane in ("a", "b"):
+        with open(os.path.join(d, f"results_{lane}.json")) as f:
+            results.update(json.load(f))
     return {"world": preset_world, "plan": {c["name"]: c for c in commands}, "results": results}
 
 
