@@ -9,7 +9,8 @@ What each repository holds, mirroring the real ones in everything but size:
 
 - ``config.json``: a random-weight ``Qwen2ForCausalLM`` (2 layers, hidden 64; query / KV heads 8 / 2
   (0.5B), 8 / 4 (7B), 16 / 8 (14B): grouped-query attention as in Qwen2.5, and the KV heads of 7B / 14B
-  divisible by their presets' ``mesh.rollout_tensor`` 4 / 8, as the real 4 / 8 KV heads are), q/k/v biases, ``torch_dtype`` bfloat16, the embedding padded past the tokenizer's length (Qwen's 151,936
+  divisible by their presets' ``mesh.rollout_tensor`` 4 / 8, as the real 4 / 8 KV heads are), q/k/v biases,
+  ``torch_dtype`` bfloat16, the embedding padded past the tokenizer's length (Qwen's 151,936
   rows vs 151,665 tokens), tied embeddings for 0.5B and untied for 7B / 14B, and ``eos_token_id`` =
   ``<|im_end|>`` (Instruct) or ``<|endoftext|>`` (base) as the hub files have.
 - ``model.safetensors`` in bfloat16.
@@ -100,7 +101,8 @@ def _model_files(out_dir: str, vocab_rows: int, ids: dict, instruct: bool, tied:
               "eos_token_id": ids["<|im_end|>"] if instruct else ids["<|endoftext|>"], "hidden_act": "silu",
               "hidden_size": 64, "initializer_range": 0.02, "intermediate_size": 128,
               "max_position_embeddings": 32768, "max_window_layers": 2, "model_type": "qwen2",
-              "num_attention_heads": heads[0], "num_hidden_layers": 2, "num_key_value_heads": heads[1], "rms_norm_eps": 1e-06,
+              "num_attention_heads": heads[0], "num_hidden_layers": 2, "num_key_value_heads": heads[1],
+              "rms_norm_eps": 1e-06,
               "rope_theta": 1000000.0, "sliding_window": 32768, "tie_word_embeddings": tied,
               "torch_dtype": "bfloat16", "transformers_version": "4.43.1", "use_cache": True,
               "use_sliding_window": False, "vocab_size": vocab_rows}

@@ -197,16 +197,26 @@ def test_compare_specs_differ_only_in_their_bases(size):
     assert (spec["evaluation"], spec["completions"]) == (small["evaluation"], small["completions"])
 
 
-@pytest.mark.parametrize("size", SIZES)
-def test_goqa_chain_shares_tokenizer(chain, size):
-    """The IPO / GR-IPO presets load the tokenizer the SFT preset trained with: the same ids for a
-    GlobalOpinionQA example, the same end token (``<|endoftext|>``, the base model's eos)."""
+@pytest.mark.parametrize("name", ["goqa_ipo-0.5b", *(f"goqa_gr_ipo-{s}" for s in SIZES)])
+def test_goqa_chain_shares_tokenizer(chain, name):
+    """An IPO / GR-IPO preset loads the tokenizer its SFT preset trained with: the same ids for a
+    GlobalOpinionQA example and the same end token (``<|endoftext|>``, the base model's eos). Each
+    preset's own ``tokenizer_path`` is resolved as the script resolves it (a hub id -> the stand-in's
+    snapshot, a relative path -> the working directory)."""
+    from grpojax.config import load_config
     from grpojax.data import load_tokenizer
 
-    _check_rc(chain, f"goqa_sft-{size}")
+    _check_rc(chain, name)
     world = chain["world"]
-    sft_tok = load_tokenizer(world["repos"][f"Qwen/Qwen2.5-{HUB[size]}"], chat_template=False)
-    dpo_tok = load_tokenizer(os.path.join(world["dir"], f"runs/goqa_sft_qwen2.5-{size}/hf"), chat_template=False)
+    size = name.rsplit("-", 1)[1]
+
+    def tokenizer(config):
+        cfg = load_config(os.path.join(ROOT, config))
+        path = world["repos"].get(cfg.tokenizer_path) or os.path.join(world["dir"], cfg.tokenizer_path)
+        return load_tokenizer(path, cfg.tokenizer.chat_template, cfg.tokenizer.system_prompt)
+
+    sft_tok = tokenizer(f"configs/goqa_sft_qwen2.5-{size}.yaml")
+    dpo_tok = tokenizer(chain["plan"][name]["config"])
     text = "Opinion of people in Japan on: Question 3?\nPlease select the best response:\nA. Yes\nB. No"
     assert dpo_tok.encode_prompt(text) == sft_tok.encode_prompt(text)
     assert dpo_tok.encode_response("B") == sft_tok.encode_response("B")
