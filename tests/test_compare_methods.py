@@ -216,3 +216,15 @@ def test_qwen_preset_path_end_to_end_on_a_tiny_checkpoint(tmp_path):
     held = [json.loads(x)["prompt"] for x in open(out / "seed0" / "data" / "prompts_heldout.jsonl")]
     train = [json.loads(x)["prompt"] for x in open(out / "seed0" / "data" / "prompts_train.jsonl")]
     assert len(held) == 1 and len(train) == 3 and not set(held) & set(train)
+
+
+def test_training_child_runs_in_the_callers_directory(tmp_path, monkeypatch):
+    """``run_child`` from a directory other than the repository, with relative paths (as a user runs
+    ``compare_methods.py --out runs/x`` from their own working directory): the child finds the job file
+    and resolves relative paths the same way (here a missing base config -> exit 2 -> UserError naming it),
+    instead of crashing on a job path looked up in the repository."""
+    monkeypatch.chdir(tmp_path)
+    job = {"method": "grpo", "base": "no_such_base.yaml", "overrides": [], "result": "out/result.json"}
+    os.makedirs("out")
+    with pytest.raises(UserError, match="grpo training stopped on bad input"):
+        C.run_child(job, "out/job.json")

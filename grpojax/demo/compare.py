@@ -259,10 +259,8 @@ def train_child(job: dict) -> dict:
         from grpojax.train.ppo_task import PPOTask as Task
     else:
         from grpojax.train.online_dpo_task import OnlineDPOTask as Task
-    from grpojax.data import load_tokenizer
-
-    tok = load_tokenizer(cfg.tokenizer_path, cfg.tokenizer.chat_template, cfg.tokenizer.system_prompt)
-    task = Task(cfg, reward_model_scorer=reward_scorer_for(cfg, tok, method))
+    task = Task(cfg)  # builds its reward-model scorer on the run's mesh (a one-device scorer cannot score
+    # the rollouts the sharded sampler leaves on every device of the mesh)
     if cfg.model.lora.rank > 0:
         _own_reference_weights(task)
         _writable_merge_lora()
@@ -325,12 +323,18 @@ def _writable_merge_lora() -> None:
 
 
 def run_child(job: dict, job_path: str) -> dict:
-    """Run :func:`train_child` for ``job`` in a fresh Python process; its output streams through."""
+    """Run :func:`train_child` for ``job`` in a fresh Python process; its output streams through.
+
+    The child runs in the caller's working directory (relative paths -- ``job_path``, ``--out``, the
+    reward model, run directories -- mean the same in both) and imports this checkout's ``grpojax``
+    (``ROOT`` first on ``PYTHONPATH``), so the comparison runs from any directory, not only the repository.
+    """
     import subprocess
 
     with open(job_path, "w", encoding="utf-8") as f:
         json.dump(job, f, indent=2)
-    proc = subprocess.run([sys.executable, "-m", "grpojax.demo.compare", "train", job_path], cwd=ROOT)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([ROOT, *filter(None, [os.environ.get("PYTHONPATH")])]))
+    proc = subprocess.run([sys.executable, "-m", "grpojax.demo.compare", "train", job_path], env=env)
     if proc.returncode == cli.EXIT_USER_ERROR:
         raise UserError(f"{job['method']} training stopped on bad input (the 'error:' line above); job: {job_path}")
     if proc.returncode != 0 or not os.path.isfile(job["result"]):
