@@ -16,9 +16,9 @@ the KV-cache decode and the training forward round differently (~1e-3), which wo
 from 1 and switch the clip on. With ``settings.emit_logp`` the step returns ``old_logp_BL`` (this forward's
 log-probs, before the update) for the later updates on the same rollout (TRL computes them once per
 rollout with the current params likewise). ``sampler/logp_max_abs_diff`` / ``_mean_abs_diff`` log the
-sampler / trainer mismatch of an on-policy step given ``sampler_logp_BL``. ``settings.sampler_is_cap``
-corrects for it (TRL's ``vllm_importance_sampling_correction``, token level, truncated): every per-token
-loss is weighted by ``min(exp(old_logp - sampler_logp), cap)`` (``sampler_logp_BL`` required).
+sampler / trainer mismatch of this forward given ``sampler_logp_BL`` (the task logs the first update's).
+``settings.sampler_is_cap`` corrects for it (TRL's ``vllm_importance_sampling_correction``, token level,
+truncated): every per-token loss is weighted by ``min(exp(old_logp - sampler_logp), cap)`` (``sampler_logp_BL`` required).
 
 ``num_micro`` micro-batches are accumulated inside the step; with ``loss_type="dapo"`` the token
 normaliser is the active-token count of the whole batch, so the update is independent of ``num_micro``.
@@ -94,7 +94,7 @@ def grpo_step(state: TrainState, batch: dict, rng: jax.Array, *, graphdef, tx,
             "clip_ratio/high_mean": ratio_of(aux.clip_ratio_high_mean, n),
             "clip_ratio/region_mean": ratio_of(aux.clip_ratio_region_mean, n),
         }
-        if "sampler_logp_BL" in mb and on_policy:  # the mismatch before any update on the rollout
+        if "sampler_logp_BL" in mb:  # this forward vs the sampler (the task logs it before any update)
             diff = jnp.where(mask != 0, jnp.abs(out.logp_BL - mb["sampler_logp_BL"]), 0.0)
             metrics["sampler/logp_max_abs_diff"] = Max(jnp.max(diff))
             metrics["sampler/logp_mean_abs_diff"] = Ratio(jnp.sum(diff), n)

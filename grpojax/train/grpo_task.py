@@ -106,7 +106,11 @@ class GRPOTask(BaseTask):
                 keep = self.settings.sampler_is_cap is not None  # the IS correction needs the sampler's
                 batch = {k: v for k, v in ro.batch.items() if keep or k != "sampler_logp_BL"}
                 batch["old_logp_BL"] = self.full_rows(old_logp)
-            rows.append({**ro.metrics, **host_row(metrics)})
+            row = host_row(metrics)
+            if i > 0:  # the sampler / trainer mismatch is the rollout's, measured before its first update
+                row = {k: v for k, v in row.items() if k not in ("sampler/logp_max_abs_diff",
+                                                                 "sampler/logp_mean_abs_diff")}
+            rows.append({**ro.metrics, **row})
         return state, rows
 
     def evaluate(self, state, prompts: list, *, batch_prompts: int | None = None, seed: int = 0) -> dict:
