@@ -107,7 +107,13 @@ class RewardTask(BaseTask):
         if cfg.train.eval_every:
             if not (cfg.data.eval_split or cfg.data.eval_path):
                 raise UserError("train.eval_every > 0 needs evaluation data: set data.eval_path or eval_split")
-            self.eval_set = load_from_config(cfg.data, self.kind, split=cfg.data.eval_split or "validation")
+            self.eval_set = load_from_config(cfg.data, self.kind, split=cfg.data.eval_split or "validation",
+                                             **self.data_options())
+
+    def data_options(self) -> dict:
+        """A named builder labels the aspects it knows (PKU-SafeRLHF: safety) in ``reward.aspects`` order,
+        the others missing."""
+        return {"aspects": tuple(self.rc.aspects)}
 
     def new_model(self):
         return build_reward_model(self.cfg, self.tok.pad_id)

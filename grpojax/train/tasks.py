@@ -88,7 +88,7 @@ class BaseTask(abc.ABC):
         self.check_rows(cfg.train.batch_size, "train.batch_size")
         self.tok = load_tokenizer(cfg.tokenizer.path or cfg.model.path, cfg.tokenizer.chat_template,
                                   cfg.tokenizer.system_prompt, model_path=cfg.model.path)
-        self.dataset = load_from_config(cfg.data, self.kind)
+        self.dataset = load_from_config(cfg.data, self.kind, **self.data_options())
         self.loader = self._loader(self.dataset, shuffle=True, batch_size=self.loader_rows())
         self.tx = build_optimizer(cfg.train)
         self.lora = cfg.model.lora.rank > 0
@@ -196,6 +196,10 @@ class BaseTask(abc.ABC):
             tree = arrays()
         shardings = shd.tree_shardings(tree, self.mesh)
         return shd.place_from_host(tree, shardings), holder["static"], shardings
+
+    def data_options(self) -> dict:
+        """Extra keyword arguments of :func:`grpojax.data.load_from_config` (the reward task's aspects)."""
+        return {}
 
     def loader_rows(self) -> int:
         """Dataset rows one optimizer step reads: ``train.batch_size`` (sequences or pairs) by default;
