@@ -120,8 +120,13 @@ def run(cfg, task, *, stream=None) -> dict:
             task.restore_position(restored.data_position)
             bad.restore(restored.data_position)
             say(f"resumed from {ckpt.directory}/{start}")
+        exported = bool(cfg.export_hf) and os.path.isdir(cfg.export_hf) and bool(os.listdir(cfg.export_hf))
+        if exported and start < tc.steps:  # refused before training: an earlier export is never replaced
+            raise UserError(f"export_hf: {cfg.export_hf} exists and is not empty (an earlier export); move it "
+                            f"away or set export_hf to another directory before training to step {tc.steps}")
         if start >= tc.steps:
-            say(f"nothing to do: the run is at step {start} >= train.steps={tc.steps}")
+            say(f"nothing to do: the run is at step {start} >= train.steps={tc.steps}"
+                + (f"; its export {cfg.export_hf} is there" if exported else ""))
         base = jax.random.key(tc.seed)
         stopped = False
         with MetricsWriter(cfg.run_dir, total_steps=tc.steps, resume_step=start,
@@ -145,7 +150,7 @@ def run(cfg, task, *, stream=None) -> dict:
                     stopped = True
                     break
         ckpt.wait()
-    if cfg.export_hf and not stopped:
+    if cfg.export_hf and not stopped and not exported:
         task.export(state, cfg.export_hf)
     return {"start_step": start, "end_step": step, "stopped_early": stopped,
             "seconds": time.perf_counter() - t0}

@@ -151,6 +151,23 @@ def test_lora_with_reference_trains_past_donation_and_exports(tmp_path, kind, ta
     assert AutoModelForCausalLM.from_pretrained(hf_dir) is not None
 
 
+def test_a_finished_run_keeps_its_export_and_an_extension_refuses_to_replace_it(tmp_path):
+    """Re-running a finished run leaves its export as it is (was a FileExistsError traceback); training
+    further into an existing export_hf is refused in one line before any step (nothing replaced)."""
+    from grpojax.cli import UserError
+
+    hf_dir = tmp_path / "hf"
+    over = [f"run_dir={tmp_path / 'run'}", "train.save_every=100", f"export_hf={hf_dir}"]
+    _train("sft", SFTTask, ["train.steps=1", *over])
+    before = {f.name: f.stat().st_mtime_ns for f in hf_dir.iterdir()}
+    summary = _train("sft", SFTTask, ["train.steps=1", *over])
+    assert summary["start_step"] == summary["end_step"] == 1
+    with pytest.raises(UserError, match="export_hf: .* exists and is not empty"):
+        _train("sft", SFTTask, ["train.steps=2", *over])
+    assert {f.name: f.stat().st_mtime_ns for f in hf_dir.iterdir()} == before
+    assert [r["step"] for r in _metrics(tmp_path / "run")] == [1]
+
+
 @pytest.mark.parametrize("kind", ["ppo", "online_dpo"])
 def test_evaluate_script_scores_ppo_and_online_dpo_policies(tmp_path, kind):
     """evaluate.py on a PPO / online-DPO run: the same held-out prompt evaluation as GRPO's (the section's
