@@ -4,7 +4,7 @@ but its default, so no setting is silently ignored (issue 17 item 8).
 ``RULES`` lists ``(key, ignored(cfg), why)``: ``ignored`` says that ``cfg``'s kind / other settings make
 ``key`` have no effect, ``why`` (a format string over ``cfg``) says why. :func:`refuse_ignored` runs at
 the end of every run schema's validation (``grpojax.config.runs``). Keys not listed here are read by every
-kind that accepts them (README / the issue-17 report hold the full table, key -> kinds -> where).
+kind that accepts them (``docs/config_keys.md`` holds the full table, key -> kinds -> where).
 Deliberately not refused: ``model.lora.alpha`` / ``targets`` under ``lora.rank: 0`` (``rank=0`` switches a
 LoRA preset to full fine-tuning without editing the rest) and ``data.name`` with local files.
 """
