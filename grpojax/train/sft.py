@@ -3,7 +3,7 @@
 Batch: ``prompt_BP, prompt_mask_BP`` (left-padded) and ``completion_BL, completion_mask_BL`` (the
 response, right-padded, EOS included). Loss = ``-Σ m log p / Σ m`` over the whole step's response tokens
 (token-mean over the full batch, so gradient accumulation does not change it). ``sft_nll_sums``: the
-same loss's sums on held-out pairs (``train.eval_every``).
+same loss's sums (the step's micro-batches and the held-out pairs of ``train.eval_every``).
 """
 
 from __future__ import annotations
@@ -22,13 +22,8 @@ def sft_step(state: TrainState, batch: dict, rng: jax.Array, *, graphdef, tx,
     num_items = jnp.maximum(jnp.sum(batch["completion_mask_BL"].astype(jnp.float32)), 1.0)
 
     def loss_fn(params, mb):
-        model = merge_model(graphdef, params, state.frozen)
-        out = completion_logprobs(model, mb["prompt_BP"], mb["prompt_mask_BP"], mb["completion_BL"],
-                                  mb["completion_mask_BL"], chunk_size=logprob_chunk,
-                                  with_entropy=False)
-        mask = mb["completion_mask_BL"].astype(jnp.float32)
-        nll_sum = -jnp.sum(out.logp_BL * mask)
-        return nll_sum / num_items, {"tokens": Sum(jnp.sum(mask))}
+        nll_sum, tokens = sft_nll_sums(params, state.frozen, mb, graphdef=graphdef, logprob_chunk=logprob_chunk)
+        return nll_sum / num_items, {"tokens": Sum(tokens)}
 
     loss, grads, metrics = accumulate(loss_fn, state.params, batch, num_micro)
     state, opt_metrics = apply_gradients(state, tx, grads, loss)
