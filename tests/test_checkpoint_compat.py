@@ -14,7 +14,7 @@ import numpy as np
 
 from grpojax.checkpoint import Checkpointer, abstract_like
 from grpojax.config import load_config
-from grpojax.train.grpo_task import GRPOTask
+from grpojax.train.tasks.grpo import GRPOTask
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIXTURE = os.path.join(ROOT, "tests", "fixtures", "main_checkpoint")

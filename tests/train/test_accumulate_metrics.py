@@ -13,11 +13,11 @@ from flax import nnx
 from grpojax.losses import grpo_loss, ppo_loss
 from grpojax.models import Qwen, QwenConfig
 from grpojax.models.value_head import ActorCritic, ValueHead
-from grpojax.train.accumulate import Max, Ratio, Rows, Sum, accumulate
-from grpojax.train.forward import completion_logprobs
-from grpojax.train.grpo import GRPOSettings, grpo_step
-from grpojax.train.ppo import PPOSettings, policy_and_values, ppo_step
-from grpojax.train.state import create_train_state
+from grpojax.train.steps.accumulate import Max, Ratio, Rows, Sum, accumulate
+from grpojax.train.steps.forward import completion_logprobs
+from grpojax.train.steps.grpo import GRPOSettings, grpo_step
+from grpojax.train.steps.ppo import PPOSettings, policy_and_values, ppo_step
+from grpojax.train.steps.state import create_train_state
 
 CFG = QwenConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_layers=2, num_heads=4,
                  num_kv_heads=2, head_dim=8, tie_word_embeddings=True)

@@ -18,10 +18,10 @@ from grpojax.config import load_config
 from grpojax.losses import ppo_loss
 from grpojax.models import Qwen, QwenConfig
 from grpojax.models.value_head import ActorCritic, ValueHead, value_head
-from grpojax.train.forward import completion_logprobs, sequence_inputs
-from grpojax.train.optim import make_optimizer
-from grpojax.train.ppo import PPOSettings, policy_and_values, ppo_step, rollout_targets
-from grpojax.train.state import create_train_state
+from grpojax.train.steps.forward import completion_logprobs, sequence_inputs
+from grpojax.train.steps.optim import make_optimizer
+from grpojax.train.steps.ppo import PPOSettings, policy_and_values, ppo_step, rollout_targets
+from grpojax.train.steps.state import create_train_state
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CFG = QwenConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_layers=2, num_heads=4,
@@ -190,7 +190,7 @@ def test_adaptive_kl_controller_moves_kl_coef_across_rollouts(tmp_path):
     """Two rollouts in-process: the first has KL 0 to the reference (error clipped to -0.2), so with
     horizon = rollout size the coefficient of the second rollout is exactly 0.8 x the initial one; the KL
     here is a loss term and the critic is separate, covering those paths of the task."""
-    from grpojax.train.ppo_task import PPOTask
+    from grpojax.train.tasks.ppo import PPOTask
     from grpojax.train.runner import run
 
     cfg = load_config(os.path.join(ROOT, "configs/tiny_ppo.yaml"), [

@@ -26,7 +26,7 @@ from grpojax.losses import token_entropy, token_logprobs
 from grpojax.sharding.jit import traced_on_mesh
 from grpojax.sharding.rules import ACTIVATION_AXES
 from grpojax.sharding.rules import pin as _pin
-from grpojax.train.state import merge_model
+from grpojax.train.steps.state import merge_model
 
 
 class CompletionLogprobs(NamedTuple):

@@ -1,9 +1,10 @@
-"""GRPO rollouts: prompts -> G completions each -> aspect scores -> one reward -> group advantages.
+"""Rollouts: prompts -> G completions each -> aspect scores -> one reward -> group advantages.
 
-``generate_and_score`` is the host-side glue between the jitted sampler, the (jitted) multi-label reward
+``sample_and_score`` is the host-side glue between the jitted sampler, the (jitted) multi-label reward
 model, Python reward functions on decoded text, and the pure aggregation / advantage functions
-(ALGORITHMS.md 1.2-1.3). It returns the arrays a :func:`grpojax.train.grpo.grpo_step` batch needs and
-TRL-named metrics:
+(ALGORITHMS.md 1.2-1.3), shared by every online method. It returns the arrays a
+:func:`grpojax.train.steps.grpo.grpo_step` batch needs, the aggregated reward per completion (PPO's score,
+online DPO's ranking) and TRL-named metrics:
 
     reward, reward_std, frac_reward_zero_std, rewards/<aspect>/mean|std|frac_zero_std|frac_nan,
     completions/mean_length, completions/max_length, completions/clipped_ratio
@@ -44,6 +45,8 @@ class Rollout(NamedTuple):
     metrics: dict               # host floats
     completions: list           # decoded completion texts, prompt-major
     scores_NR: np.ndarray       # aspect scores, N = prompts x G
+    rewards_N: np.ndarray       # aggregated reward per completion (NaN = no applicable aspect)
+    truncated_N: np.ndarray     # bool: hit the length limit without EOS
 
 
 def reward_math(scores_BGR, *, aggregation: str, weights=None, scale: str | None = None, names=()):
@@ -84,12 +87,13 @@ def _reward_math(scores_BGR, *, aggregation, weights, scale, names):
     return rewards_BG, advantages_BG, metrics
 
 
-def generate_and_score(model, prompt_ids_BP, prompt_mask_BP, prompts: Sequence[str], rng, *,
-                       tok, sampling: SamplingSettings, aspect_names: Sequence[str],
-                       score_fn: Callable[[dict, list, list], np.ndarray], aggregation: str = "weighted_sum",
-                       reward_weights: Sequence[float] | None = None, scale_rewards: str | None = None,
-                       mask_truncated_completions: bool = False, cache_fn=None) -> Rollout:
-    """Sample ``G`` completions per prompt, score every aspect, aggregate, and compute advantages.
+def sample_and_score(model, prompt_ids_BP, prompt_mask_BP, prompts: Sequence[str], rng, *,
+                     tok, sampling: SamplingSettings, aspect_names: Sequence[str],
+                     score_fn: Callable[[dict, list, list], np.ndarray], aggregation: str = "weighted_sum",
+                     reward_weights: Sequence[float] | None = None, scale_rewards: str | None = None,
+                     mask_truncated_completions: bool = False, cache_fn=None) -> Rollout:
+    """Sample ``G`` completions per prompt, score every aspect, aggregate, and compute group advantages:
+    the rollout of every online method (GRPO, PPO, online DPO, and the evaluation of their policies).
 
     Args:
       model: the policy (a ``grpojax.models.Qwen``).
@@ -127,8 +131,9 @@ def generate_and_score(model, prompt_ids_BP, prompt_mask_BP, prompts: Sequence[s
         raise ValueError(f"score_fn returned shape {scores_NR.shape}, expected ({len(texts)}, {R}) for "
                          f"aspects {list(aspect_names)}")
     B = len(prompts)
-    _, adv_BG, reward_metrics = reward_math(jnp.asarray(scores_NR.reshape(B, G, R)), aggregation=aggregation,
-                                            weights=reward_weights, scale=scale_rewards, names=aspect_names)
+    rewards_BG, adv_BG, reward_metrics = reward_math(jnp.asarray(scores_NR.reshape(B, G, R)),
+                                                     aggregation=aggregation, weights=reward_weights,
+                                                     scale=scale_rewards, names=aspect_names)
     loss_mask = mask * (~truncated)[:, None] if mask_truncated_completions else mask
     batch["completion_mask_BL"] = np.asarray(loss_mask, np.int32)
     batch["sampler_logp_BL"] = out.completion_logp_BT
@@ -140,4 +145,16 @@ def generate_and_score(model, prompt_ids_BP, prompt_mask_BP, prompts: Sequence[s
                "completions/min_length": float(lengths.min()),
                "completions/clipped_ratio": float(truncated.mean())}
     metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
-    return Rollout(batch=batch, metrics=metrics, completions=texts, scores_NR=scores_NR)
+    return Rollout(batch=batch, metrics=metrics, completions=texts, scores_NR=scores_NR,
+                   rewards_N=np.asarray(rewards_BG, np.float32).reshape(-1), truncated_N=np.asarray(truncated))
+
+
+def completion_reward_metrics(ro: Rollout) -> dict:
+    """The metrics of a rollout whose completions are scored one by one (PPO, online DPO): ``reward`` /
+    ``reward_std`` over the completions with a reward (NaN rewards left out), the completion lengths and
+    the per-aspect ``rewards/...``."""
+    valid = ro.rewards_N[~np.isnan(ro.rewards_N)]
+    return {"reward": float(valid.mean()) if valid.size else float("nan"),
+            "reward_std": float(valid.std(ddof=1)) if valid.size > 1 else 0.0,
+            **{k: v for k, v in ro.metrics.items() if k.startswith("completions/")},
+            **{k: v for k, v in ro.metrics.items() if k.startswith("rewards/")}}

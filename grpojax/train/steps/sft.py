@@ -11,9 +11,9 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from grpojax.train.accumulate import Sum, accumulate, apply_gradients
-from grpojax.train.forward import completion_logprobs
-from grpojax.train.state import TrainState, merge_model
+from grpojax.train.steps.accumulate import Sum, accumulate, apply_gradients
+from grpojax.train.steps.forward import completion_logprobs
+from grpojax.train.steps.state import TrainState, merge_model
 
 
 def sft_step(state: TrainState, batch: dict, rng: jax.Array, *, graphdef, tx,

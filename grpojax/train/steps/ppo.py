@@ -28,10 +28,21 @@ import jax.numpy as jnp
 
 from grpojax.losses import masked_mean, masked_sum
 from grpojax.losses.ppo import ppo_loss
-from grpojax.losses.ppo_rollout import gae_advantages, kl_penalized_rewards, rollout_kl, whiten
-from grpojax.train.accumulate import Ratio, Sum, accumulate, apply_gradients, ratio_of
-from grpojax.train.forward import completion_logprobs, sequence_inputs
-from grpojax.train.state import TrainState, merge_model
+from grpojax.losses.ppo_rollout import (
+    gae_advantages,
+    kl_penalized_rewards,
+    rollout_kl,
+    whiten,
+)
+from grpojax.train.steps.accumulate import (
+    Ratio,
+    Sum,
+    accumulate,
+    apply_gradients,
+    ratio_of,
+)
+from grpojax.train.steps.forward import completion_logprobs, sequence_inputs
+from grpojax.train.steps.state import TrainState, merge_model
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,7 +101,7 @@ def policy_and_values(model, prompt_BP, prompt_mask_BP, completion_BL, completio
     Args:
       model: ``ActorCritic``.
       prompt_BP, prompt_mask_BP: [B, P] left-padded prompts. completion_BL, completion_mask_BL: [B, L].
-      temperature, chunk_size, with_entropy: as :func:`grpojax.train.forward.completion_logprobs`.
+      temperature, chunk_size, with_entropy: as :func:`grpojax.train.steps.forward.completion_logprobs`.
     """
     tap = _HiddenTap(model.policy)
     out = completion_logprobs(tap, prompt_BP, prompt_mask_BP, completion_BL, completion_mask_BL,

@@ -26,11 +26,28 @@ import jax
 import numpy as np
 from flax import nnx
 
+from grpojax.checkpoint import Checkpointer, abstract_like
 from grpojax.cli import UserError
+from grpojax.config import load_config
+from grpojax.data import load_tokenizer
 from grpojax.data.batching import left_pad, right_pad
-from grpojax.sharding import global_batch_from_full, make_mesh, shard, to_host, traced_on_mesh, tree_shardings
-from grpojax.train.forward import sequence_inputs
-from grpojax.train.state import merge_model
+from grpojax.models.hf_io import read_hf_config, resolve_checkpoint
+from grpojax.models.reward_model import (
+    grpojax_meta,
+    hf_aspect_names,
+    reward_model_from_hf,
+)
+from grpojax.sharding import (
+    global_batch_from_full,
+    make_mesh,
+    shard,
+    to_host,
+    traced_on_mesh,
+    tree_shardings,
+)
+from grpojax.train.build import DTYPES, build_optimizer, build_reward_model
+from grpojax.train.steps.forward import sequence_inputs
+from grpojax.train.steps.state import create_train_state, merge_model
 
 SCORED = ("prompt_BP", "prompt_mask_BP", "completion_BL", "completion_mask_BL")
 PAD_MULTIPLE = 32
@@ -103,8 +120,6 @@ def _dtypes(model_cfg) -> dict:
     """The run's compute dtype ``model.dtype`` (float32 where it names none) for the frozen reward model's
     compute and storage: nothing trains it, so float32 storage (``model.param_dtype``, kept for the
     policy's optimizer) would only double its memory."""
-    from grpojax.train.runner import DTYPES
-
     dtype = DTYPES[getattr(model_cfg, "dtype", "float32")]
     return {"dtype": dtype, "param_dtype": dtype}
 
@@ -112,8 +127,6 @@ def _dtypes(model_cfg) -> dict:
 def _hf_tokenizer(ckpt: str, meta: dict):
     """The tokenizer saved in a HF reward directory with the prompt formatting recorded at export (None
     when the directory has no tokenizer files)."""
-    from grpojax.data import load_tokenizer
-
     if not any(os.path.isfile(os.path.join(ckpt, f)) for f in ("tokenizer.json", "tokenizer_config.json")):
         return None
     return load_tokenizer(ckpt, meta.get("chat_template", True), meta.get("system_prompt"))
@@ -121,12 +134,6 @@ def _hf_tokenizer(ckpt: str, meta: dict):
 
 def _restore_run_dir(path: str, mesh):
     """``(model, tokenizer, aspects)`` of a reward run_dir: its latest checkpoint on ``mesh``."""
-    from grpojax.checkpoint import Checkpointer, abstract_like
-    from grpojax.config import load_config
-    from grpojax.data import load_tokenizer
-    from grpojax.train.reward_task import build_reward_model
-    from grpojax.train.runner import build_optimizer
-    from grpojax.train.state import create_train_state
 
     rcfg = load_config(os.path.join(path, "config.yaml"), kind="reward")
     rtok = load_tokenizer(rcfg.tokenizer_path, rcfg.tokenizer.chat_template, rcfg.tokenizer.system_prompt)
@@ -158,8 +165,6 @@ def load_reward_scorer(path: str, cfg, tok, *, mesh=None, section: str = "grpo")
     run_dir's in its own run's. With ``mesh`` the reward model's weights are placed on it by the
     logical-axis rules (restored straight onto those shardings from a run_dir), so it scores the sharded
     sampler's global arrays in place."""
-    from grpojax.models.hf_io import read_hf_config, resolve_checkpoint
-    from grpojax.models.reward_model import grpojax_meta, hf_aspect_names
 
     aspects = list(getattr(cfg, section).aspects)
     if mesh is None:  # one device, as an unsharded model
@@ -167,14 +172,12 @@ def load_reward_scorer(path: str, cfg, tok, *, mesh=None, section: str = "grpo")
     if os.path.isfile(os.path.join(path, "config.yaml")):
         model, rtok, names = _restore_run_dir(path, mesh)
     elif os.path.isfile(os.path.join(path, "config.json")) or path.count("/") == 1:
-        from grpojax.models import reward_model as rm_mod
-
         try:  # a HF *ForSequenceClassification directory or hub id (num_labels = the aspects)
             ckpt = resolve_checkpoint(path)
             raw = read_hf_config(ckpt)
             # the run's layer layout (model.scan_layers: on in the 7B / 14B presets) and compute dtype (a 14B
             # reward model in float32 next to a bf16 policy would double its memory) for the reward model too
-            model = rm_mod.reward_model_from_hf(path, num_labels=len(aspects), scan_layers=cfg.model.scan_layers,
+            model = reward_model_from_hf(path, num_labels=len(aspects), scan_layers=cfg.model.scan_layers,
                                                 **_dtypes(cfg.model))
         except (FileNotFoundError, OSError, ValueError) as e:
             raise UserError(f"cannot load reward model {path!r}: {e}") from None

@@ -5,7 +5,7 @@ G completions per prompt with the current policy, score and aggregate them exact
 pair the best with the worst completion of each prompt (:func:`best_worst_pairs`; Xiong et al. 2024,
 "Iterative Preference Learning from Human Feedback", arXiv 2312.11456; Guo et al. 2024, "Direct Language
 Model Alignment from Online AI Feedback", arXiv 2402.04792). The pairs train the existing
-:func:`grpojax.train.preference.preference_step` (DPO / IPO / hinge) against the frozen initial policy.
+:func:`grpojax.train.steps.preference.preference_step` (DPO / IPO / hinge) against the frozen initial policy.
 
 A prompt whose best and worst rewards are equal (or all NaN) has no preference and is skipped: its row is
 kept (so every batch has the static shape [prompts per step] and nothing recompiles) but both of its
@@ -25,10 +25,16 @@ import jax.numpy as jnp
 import numpy as np
 
 from grpojax.losses.dpo import dpo_loss
+from grpojax.rollout import completion_reward_metrics
+from grpojax.rollout.scoring import Scorer
 from grpojax.sharding import to_host
-from grpojax.train.ppo_task import RewardScorer, sample_and_score
-from grpojax.train.preference import _BASE, PreferenceSettings, jitted_pair_logprobs, preference_step
-from grpojax.train.tasks import BaseTask, host_row
+from grpojax.train.steps.preference import (
+    BASE_LOSS,
+    PreferenceSettings,
+    jitted_pair_logprobs,
+    preference_step,
+)
+from grpojax.train.tasks.base import BaseTask, host_row
 
 
 def best_worst_pairs(rewards_BG: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -82,8 +88,8 @@ class OnlineDPOTask(BaseTask):
         o, pc = cfg.online_dpo, cfg.preference
         self.G = o.num_generations
         self.prompts = cfg.train.batch_size // self.G
-        self.check_rows(self.prompts, "train.batch_size / online_dpo.num_generations")
-        self.scorer = RewardScorer(o, cfg, self.tok, reward_model_scorer, mesh=self.mesh)
+        self.placement.check_rows(self.prompts, "train.batch_size / online_dpo.num_generations")
+        self.scorer = Scorer(cfg, self.tok, reward_model_scorer, mesh=self.mesh)
         self.settings = PreferenceSettings(loss=pc.loss, beta=pc.beta, label_smoothing=pc.label_smoothing,
                                            average_logprobs=pc.average_logprobs, num_groups=1)
         mb = cfg.train.micro_batch_size
@@ -105,15 +111,16 @@ class OnlineDPOTask(BaseTask):
 
     def make_batch(self, state, rng):
         """Sample, score, pair; returns ``(batch, valid_B, host metrics)``."""
-        ro = sample_and_score(self.model_of(state), self, self.cfg.online_dpo, self.scorer, rng)
+        _, ro = self.sample_prompts(self.model_of(state), self.next_prompts(), rng, self.cfg.online_dpo,
+                                    self.scorer)
         rewards_BG = ro.rewards_N.reshape(self.prompts, self.G)
         best, worst, valid = best_worst_pairs(rewards_BG)
-        batch = self.full_rows(pair_batch(to_host(ro.batch), best, worst, valid, self.G))
-        ref = self.full_rows(self._ref_logps(*self.ref_arrays(state), batch))
+        batch = self.placement.full_rows(pair_batch(to_host(ro.batch), best, worst, valid, self.G))
+        ref = self.placement.full_rows(self._ref_logps(*self.ref_arrays(state), batch))
         batch["ref_chosen_logp_B"], batch["ref_rejected_logp_B"] = ref
         rows = np.arange(self.prompts)
         gap = (rewards_BG[rows, best] - rewards_BG[rows, worst])[valid]
-        metrics = {**ro.metrics, "pairs/valid_frac": float(valid.mean()),
+        metrics = {**completion_reward_metrics(ro), "pairs/valid_frac": float(valid.mean()),
                    "pairs/reward_gap": float(gap.mean()) if gap.size else 0.0,
                    "pairs/chosen_reward": float(rewards_BG[rows, best][valid].mean()) if gap.size else float("nan")}
         return batch, valid, metrics
@@ -125,7 +132,7 @@ class OnlineDPOTask(BaseTask):
         # the step's loss is Σ_b ℓ_b / B over all rows; a skipped row's ℓ is the constant loss at h = 0
         B, n = valid.shape[0], int(valid.sum())
         s, zero = self.settings, jnp.zeros((1,), jnp.float32)
-        c = float(dpo_loss(zero, zero, zero, zero, beta=s.beta, loss_type=_BASE[s.loss],
+        c = float(dpo_loss(zero, zero, zero, zero, beta=s.beta, loss_type=BASE_LOSS[s.loss],
                            label_smoothing=s.label_smoothing)[0])
         row["pairs/loss"] = (B * row["loss"] - (B - n) * c) / n if n else float("nan")
         return state, [{**ro_metrics, **row}]
@@ -133,5 +140,5 @@ class OnlineDPOTask(BaseTask):
     def evaluate(self, state, prompts: list, *, batch_prompts: int | None = None, seed: int = 0) -> dict:
         """Mean reward and per-aspect scores of the policy on held-out ``prompts`` with the ``online_dpo``
         section's sampling and reward, as GRPO's evaluation (:meth:`BaseTask.evaluate_policy`)."""
-        return self.evaluate_policy(state, prompts, self.cfg.online_dpo, self.scorer, self.scorer.names,
+        return self.evaluate_policy(state, prompts, self.cfg.online_dpo, self.scorer,
                                     batch_prompts=batch_prompts, seed=seed)

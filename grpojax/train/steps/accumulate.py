@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from grpojax.train.state import TrainState
+from grpojax.train.steps.state import TrainState
 
 
 class Ratio(NamedTuple):

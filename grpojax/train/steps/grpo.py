@@ -22,7 +22,7 @@ truncated): every per-token loss is weighted by ``min(exp(old_logp - sampler_log
 
 ``num_micro`` micro-batches are accumulated inside the step; with ``loss_type="dapo"`` the token
 normaliser is the active-token count of the whole batch, so the update is independent of ``num_micro``.
-Metrics are those of the whole step whatever ``num_micro`` (``grpojax.train.accumulate``): ``kl``,
+Metrics are those of the whole step whatever ``num_micro`` (``grpojax.train.steps.accumulate``): ``kl``,
 ``entropy`` and ``clip_ratio/*`` are token-weighted over every micro-batch, the maximum a maximum.
 """
 
@@ -34,9 +34,16 @@ import jax
 import jax.numpy as jnp
 
 from grpojax.losses import grpo_loss, masked_sum
-from grpojax.train.accumulate import Max, Ratio, Rows, accumulate, apply_gradients, ratio_of
-from grpojax.train.forward import completion_logprobs
-from grpojax.train.state import TrainState, merge_model
+from grpojax.train.steps.accumulate import (
+    Max,
+    Ratio,
+    Rows,
+    accumulate,
+    apply_gradients,
+    ratio_of,
+)
+from grpojax.train.steps.forward import completion_logprobs
+from grpojax.train.steps.state import TrainState, merge_model
 
 
 @dataclasses.dataclass(frozen=True)

@@ -26,13 +26,14 @@ import jax.numpy as jnp
 from grpojax.losses.dpo import dpo_loss, preference_metrics, sequence_logprob
 from grpojax.losses.robust import group_metrics, robust_weights
 from grpojax.sharding.jit import traced_on_mesh
-from grpojax.train.accumulate import apply_gradients, split_micro
-from grpojax.train.forward import completion_logprobs
-from grpojax.train.state import TrainState, merge_model
+from grpojax.train.steps.accumulate import apply_gradients, split_micro
+from grpojax.train.steps.forward import completion_logprobs
+from grpojax.train.steps.state import TrainState, merge_model
 
 PREFERENCE_LOSSES = ("dpo", "ipo", "hinge", "gr_dpo", "gr_ipo", "is_dpo", "is_ipo")
-_BASE = {"dpo": "sigmoid", "ipo": "ipo", "hinge": "hinge", "gr_dpo": "sigmoid", "gr_ipo": "ipo",
-         "is_dpo": "sigmoid", "is_ipo": "ipo"}
+# the dpo_loss loss_type of each preference loss (the GR- and IS- variants reweight the same per-pair loss)
+BASE_LOSS = {"dpo": "sigmoid", "ipo": "ipo", "hinge": "hinge", "gr_dpo": "sigmoid", "gr_ipo": "ipo",
+             "is_dpo": "sigmoid", "is_ipo": "ipo"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -108,7 +109,7 @@ def jitted_pair_logprobs(graphdef, settings: PreferenceSettings, mesh=None):
 def _pair_losses(model, mb, settings):
     pw, pl = pair_logprobs(model, mb, settings)
     losses = dpo_loss(pw, pl, mb["ref_chosen_logp_B"], mb["ref_rejected_logp_B"], beta=settings.beta,
-                      loss_type=_BASE[settings.loss], label_smoothing=settings.label_smoothing)
+                      loss_type=BASE_LOSS[settings.loss], label_smoothing=settings.label_smoothing)
     return losses, (pw, pl)
 
 

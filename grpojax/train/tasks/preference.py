@@ -1,7 +1,7 @@
 """Offline preference training: DPO / IPO / hinge / GR-DPO / GR-IPO / IS-DPO (``scripts/train_dpo.py``).
 
 A frozen reference's log-probs are computed per batch (or read from the dataset), the pure
-``grpojax.train.preference.preference_step`` updates the policy (and the group weights alpha of the robust
+``grpojax.train.steps.preference.preference_step`` updates the policy (and the group weights alpha of the robust
 losses), and ``after_steps`` evaluates per group and applies LR-on-plateau (the GR-IPO paper's schedule).
 """
 
@@ -16,12 +16,19 @@ import numpy as np
 
 from grpojax import sharding as shd
 from grpojax.cli import UserError
-from grpojax.metrics import format_duration
 from grpojax.data import COLLATE, load_from_config, padded_batches
-from grpojax.train.optim import Plateau
-from grpojax.train.preference import PreferenceSettings, jitted_pair_logprobs, preference_step
-from grpojax.train.runner import split_sequences
-from grpojax.train.tasks import BaseTask, host_row
+from grpojax.losses.dpo import dpo_loss, preference_metrics
+from grpojax.losses.robust import group_metrics
+from grpojax.metrics import format_duration
+from grpojax.train.steps.optim import Plateau
+from grpojax.train.steps.preference import (
+    BASE_LOSS,
+    PreferenceSettings,
+    init_robust_state,
+    jitted_pair_logprobs,
+    preference_step,
+)
+from grpojax.train.tasks.base import BaseTask, host_row, split_sequences
 
 
 class PreferenceTask(BaseTask):
@@ -51,8 +58,6 @@ class PreferenceTask(BaseTask):
             raise UserError("train.eval_every > 0 needs evaluation data: set data.eval_split or data.eval_path")
 
     def init_state(self):
-        from grpojax.train.preference import init_robust_state
-
         state = super().init_state(robust=init_robust_state(self.settings))
         self._ref = self.frozen_reference(state)
         self._ref_logps = jitted_pair_logprobs(self._ref[0], self.settings, self.mesh)
@@ -97,7 +102,7 @@ class PreferenceTask(BaseTask):
                  "chosen_BL": c["completion_BL"], "chosen_mask_BL": c["completion_mask_BL"],
                  "rejected_BL": r["completion_BL"], "rejected_mask_BL": r["completion_mask_BL"],
                  "group_id_B": np.asarray(raw["group_B"], np.int32)}
-        return self.global_rows(batch) if local else self.full_rows(batch)
+        return self.placement.global_rows(batch) if local else self.placement.full_rows(batch)
 
     def _compile(self, graphdef):
         self._step = self.jit_step(functools.partial(preference_step, graphdef=graphdef, tx=self.tx,
@@ -115,14 +120,14 @@ class PreferenceTask(BaseTask):
         if table is not None:
             ref = self._ref_table[table][np.asarray(rows)]
             ref = {"c": ref[:, 0], "r": ref[:, 1]}
-            ref = self.global_rows(ref) if local else self.full_rows(ref)
+            ref = self.placement.global_rows(ref) if local else self.placement.full_rows(ref)
             batch["ref_chosen_logp_B"], batch["ref_rejected_logp_B"] = ref["c"], ref["r"]
             return batch
         if self._ref is None:
             raise UserError("preference.precompute_ref_logps: the reference was freed after its log-probs of "
                             "the training and evaluation pairs were precomputed; other pairs need it off")
         ref = self._ref_logps(*self.ref_arrays(state), batch)
-        batch["ref_chosen_logp_B"], batch["ref_rejected_logp_B"] = self.full_rows(ref)
+        batch["ref_chosen_logp_B"], batch["ref_rejected_logp_B"] = self.placement.full_rows(ref)
         return batch
 
     def train_steps(self, state, step, rngs):
@@ -135,9 +140,6 @@ class PreferenceTask(BaseTask):
 
     def evaluate(self, state) -> dict:
         """Per-group loss / reward accuracy / log-prob accuracy over the whole evaluation set."""
-        from grpojax.losses.dpo import dpo_loss, preference_metrics
-        from grpojax.losses.robust import group_metrics
-        from grpojax.train.preference import _BASE
 
         if self.eval_set is None:
             raise UserError("no evaluation data: set data.eval_path or data.eval_split")
@@ -146,7 +148,7 @@ class PreferenceTask(BaseTask):
             @jax.jit
             def pair_metrics(pw, pl, rw, rl):
                 pm = preference_metrics(pw, pl, rw, rl, beta=s.beta)
-                return (dpo_loss(pw, pl, rw, rl, beta=s.beta, loss_type=_BASE[s.loss],
+                return (dpo_loss(pw, pl, rw, rl, beta=s.beta, loss_type=BASE_LOSS[s.loss],
                                  label_smoothing=s.label_smoothing), pm.reward_accuracy, pm.logprob_accuracy)
 
             self._eval_metrics = pair_metrics

@@ -15,14 +15,11 @@ from __future__ import annotations
 import functools
 
 import jax
-import numpy as np
 
-from grpojax.rollout import generate_and_score, sampling_settings
-from grpojax.sharding import to_host
-from grpojax.train import reward_funcs
-from grpojax.train.forward import reference_logp_fn
-from grpojax.train.grpo import GRPOSettings, grpo_step
-from grpojax.train.tasks import BaseTask, host_row
+from grpojax.rollout.scoring import Scorer
+from grpojax.train.steps.forward import reference_logp_fn
+from grpojax.train.steps.grpo import GRPOSettings, grpo_step
+from grpojax.train.tasks.base import BaseTask, host_row
 
 
 class GRPOTask(BaseTask):
@@ -32,16 +29,7 @@ class GRPOTask(BaseTask):
         super().__init__(cfg)
         g = cfg.grpo
         self.G = g.num_generations
-        self.funcs = [reward_funcs.resolve(s) for s in g.reward_funcs]
-        self.rm_scorer = reward_model_scorer
-        if g.reward_model is not None and self.rm_scorer is None:
-            from grpojax.train.reward_task import load_reward_scorer
-
-            self.rm_scorer = load_reward_scorer(g.reward_model, cfg, self.tok, mesh=self.mesh)
-        self.aspect_names = list(g.aspects) + [s.split(":")[0] if "." not in s else s for s in g.reward_funcs]
-        if len(set(self.aspect_names)) != len(self.aspect_names):
-            self.aspect_names = list(g.aspects) + [f"func{i}_{s}" for i, s in enumerate(g.reward_funcs)]
-        self.sampling = sampling_settings(g)
+        self.scorer = Scorer(cfg, self.tok, reward_model_scorer, mesh=self.mesh)
         self.settings = GRPOSettings(loss_type=g.loss_type, epsilon=g.epsilon, epsilon_high=g.epsilon_high,
                                      delta=g.delta, beta=g.beta, kl_estimator=g.kl_estimator,
                                      importance_sampling_level=g.importance_sampling_level,
@@ -56,7 +44,7 @@ class GRPOTask(BaseTask):
         state = super().init_state()
         if self.settings.beta > 0:
             self._ref = self.frozen_reference(state)
-            self._ref_logp = reference_logp_fn(self._ref[0], self.settings.temperature, mesh=self.mesh)
+            self._ref_logp = reference_logp_fn(self._ref.graphdef, self.settings.temperature, mesh=self.mesh)
         return state
 
     def _compile(self, graphdef):
@@ -64,32 +52,17 @@ class GRPOTask(BaseTask):
                                                      settings=self.settings, num_micro=self.cfg.train.grad_accum),
                                    self.cfg.train.batch_size)
 
-    def score(self, batch, prompts, texts) -> np.ndarray:
-        cols = []
-        if self.rm_scorer is not None:
-            cols.append(np.asarray(to_host(self.rm_scorer(batch, prompts, texts)), np.float32))
-        if self.funcs:
-            cols.append(reward_funcs.score(self.funcs, self.cfg.grpo.reward_funcs, prompts, texts))
-        return np.concatenate(cols, axis=-1)
-
     def rollout(self, state, rng):
         """The next prompts (every host reads the whole rollout's prompts: reward functions score all
         completions) -> sampled with the sharded policy and a sharded KV cache -> scored -> the step's
         batch with rows over the batch axes."""
-        raw_rows = self.loader.dataset[next(self.loader.iterator).tolist()]
-        prompts = list(raw_rows["prompt"])
-        pb = self.tok.prompt_batch(prompts, self.cfg.data.max_prompt_length)
         g = self.cfg.grpo
-        model, ids, mask, cache_fn = self.sampling_inputs(self.model_of(state), pb.prompt_ids_BT,
-                                                          pb.prompt_mask_BT)
-        ro = generate_and_score(model, ids, mask, prompts, rng,
-                                tok=self.tok, sampling=self.sampling, aspect_names=self.aspect_names,
-                                score_fn=self.score, aggregation=g.aggregation,
-                                reward_weights=g.reward_weights or None, scale_rewards=g.scale_rewards,
-                                mask_truncated_completions=g.mask_truncated_completions, cache_fn=cache_fn)
-        ro = ro._replace(batch=self.full_rows(ro.batch))
+        _, ro = self.sample_prompts(self.model_of(state), self.next_prompts(), rng, g, self.scorer,
+                                    scale_rewards=g.scale_rewards,
+                                    mask_truncated_completions=g.mask_truncated_completions)
+        ro = ro._replace(batch=self.placement.full_rows(ro.batch))
         if self.settings.beta > 0:
-            ro.batch["ref_logp_BL"] = self.full_rows(self._ref_logp(*self.ref_arrays(state), ro.batch))
+            ro.batch["ref_logp_BL"] = self.placement.full_rows(self._ref_logp(*self.ref_arrays(state), ro.batch))
         return ro
 
     def steps_per_call(self, step: int, total: int) -> int:
@@ -105,7 +78,7 @@ class GRPOTask(BaseTask):
             if i == 0 and len(rngs) > 1:  # the later updates reuse the first (pre-update) forward's log-probs
                 keep = self.settings.sampler_is_cap is not None  # the IS correction needs the sampler's
                 batch = {k: v for k, v in ro.batch.items() if keep or k != "sampler_logp_BL"}
-                batch["old_logp_BL"] = self.full_rows(old_logp)
+                batch["old_logp_BL"] = self.placement.full_rows(old_logp)
             row = host_row(metrics)
             if i > 0:  # the sampler / trainer mismatch is the rollout's, measured before its first update
                 row = {k: v for k, v in row.items() if k not in ("sampler/logp_max_abs_diff",
@@ -116,6 +89,6 @@ class GRPOTask(BaseTask):
     def evaluate(self, state, prompts: list, *, batch_prompts: int | None = None, seed: int = 0) -> dict:
         """Mean reward and per-aspect scores of the policy in ``state`` on ``prompts`` (G samples each,
         the training sampling settings); no update (:meth:`BaseTask.evaluate_policy`)."""
-        return self.evaluate_policy(state, prompts, self.cfg.grpo, self.score, self.aspect_names,
+        return self.evaluate_policy(state, prompts, self.cfg.grpo, self.scorer,
                                     batch_prompts=batch_prompts, seed=seed)
 
