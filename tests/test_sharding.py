@@ -29,7 +29,7 @@ MESHES = [(8, 1, 1), (2, 4, 1), (2, 2, 2), (1, 1, 8)]
 B, P, L = 8, 6, 8
 TX = optax.sgd(0.5)
 GRPO = GRPOSettings(beta=0.04, logprob_chunk=4)
-GRDPO = PreferenceSettings(loss="gr_dpo", beta=0.1, num_groups=2, group_sizes=(3, 5), eta=0.5)
+GRDPO = PreferenceSettings(loss="gr_dpo", beta=0.1, num_groups=2, group_sizes=(3, 5), eta_alpha=0.5)
 
 
 def ctor():

@@ -32,19 +32,8 @@ from grpojax.config import load_config
 from grpojax.data import load_tokenizer
 from grpojax.data.batching import left_pad, right_pad
 from grpojax.models.hf_io import read_hf_config, resolve_checkpoint
-from grpojax.models.reward_model import (
-    grpojax_meta,
-    hf_aspect_names,
-    reward_model_from_hf,
-)
-from grpojax.sharding import (
-    global_batch_from_full,
-    make_mesh,
-    shard,
-    to_host,
-    traced_on_mesh,
-    tree_shardings,
-)
+from grpojax.models.reward_model import grpojax_meta, hf_aspect_names, reward_model_from_hf
+from grpojax.sharding import global_batch_from_full, make_mesh, shard, to_host, traced_on_mesh, tree_shardings
 from grpojax.train.build import DTYPES, build_optimizer, build_reward_model
 from grpojax.train.steps.forward import sequence_inputs
 from grpojax.train.steps.state import create_train_state, merge_model

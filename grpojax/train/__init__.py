@@ -9,20 +9,11 @@
 """
 
 from grpojax.train.steps.accumulate import accumulate, apply_gradients
-from grpojax.train.steps.forward import (
-    CompletionLogprobs,
-    completion_logprobs,
-    sequence_inputs,
-)
+from grpojax.train.steps.forward import CompletionLogprobs, completion_logprobs, sequence_inputs
 from grpojax.train.steps.grpo import GRPOSettings, grpo_step
 from grpojax.train.steps.optim import Plateau, make_optimizer, make_schedule
 from grpojax.train.steps.sft import sft_step
-from grpojax.train.steps.state import (
-    TrainState,
-    create_train_state,
-    merge_model,
-    split_model,
-)
+from grpojax.train.steps.state import TrainState, create_train_state, merge_model, split_model
 
 __all__ = [
     "TrainState", "create_train_state", "split_model", "merge_model", "make_optimizer",

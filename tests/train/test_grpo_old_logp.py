@@ -51,7 +51,7 @@ def test_bf16_mu1_ratio_is_exactly_one_and_loss_is_on_policy(tmp_path):
         logp = completion_logprobs(model, b["prompt_BP"], b["prompt_mask_BP"], b["completion_BL"],
                                    b["completion_mask_BL"], temperature=1.0).logp_BL
         loss, _ = grpo_loss(logp, None, b["ref_logp_BL"], b["advantages_B"], mask, loss_type="dapo",
-                            epsilon_low=EPS, beta=0.04)
+                            epsilon=EPS, beta=0.04)
         return loss, logp
 
     (want_loss, logp), grads = jax.value_and_grad(loss_of, has_aux=True)(state.params)

@@ -185,7 +185,7 @@ def test_preference_step_plain_loss_is_mean_pair_loss(loss):
 
 def test_gr_dpo_step_updates_alpha_first_and_micro_batching_is_exact():
     settings = PreferenceSettings(loss="gr_dpo", beta=0.5, num_groups=2, group_sizes=(20, 80),
-                                  eta=0.5)
+                                  eta_alpha=0.5)
     s1, b, step1, (pw, pl) = _pref_setup(settings, 1)
     s2, _, step2, _ = _pref_setup(settings, 2)
     n1, m1 = step1(s1, b, jax.random.key(0))

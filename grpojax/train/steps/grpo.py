@@ -34,14 +34,7 @@ import jax
 import jax.numpy as jnp
 
 from grpojax.losses import grpo_loss, masked_sum
-from grpojax.train.steps.accumulate import (
-    Max,
-    Ratio,
-    Rows,
-    accumulate,
-    apply_gradients,
-    ratio_of,
-)
+from grpojax.train.steps.accumulate import Max, Ratio, Rows, accumulate, apply_gradients, ratio_of
 from grpojax.train.steps.forward import completion_logprobs
 from grpojax.train.steps.state import TrainState, merge_model
 
@@ -86,7 +79,7 @@ def grpo_step(state: TrainState, batch: dict, rng: jax.Array, *, graphdef, tx,
             weights = jnp.minimum(jnp.exp(old_BL - mb["sampler_logp_BL"]), settings.sampler_is_cap)
         loss, aux = grpo_loss(
             out.logp_BL, None if on_policy else mb["old_logp_BL"], mb.get("ref_logp_BL"), mb["advantages_B"],
-            mask, loss_type=settings.loss_type, epsilon_low=settings.epsilon,
+            mask, loss_type=settings.loss_type, epsilon=settings.epsilon,
             epsilon_high=settings.epsilon_high, delta=settings.delta, beta=settings.beta,
             kl_estimator=settings.kl_estimator,
             importance_sampling_level=settings.importance_sampling_level,

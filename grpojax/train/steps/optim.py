@@ -4,8 +4,8 @@
 
 LR-on-plateau (the GR-IPO paper's schedule) is host-side: :class:`Plateau` watches the evaluation loss and
 counts cuts; the train state's ``lr_scale = factor ** cuts`` multiplies every update inside the jitted
-step, and the robust step size is cut alongside (``eta * eta_decay ** cuts``, ALGORITHMS.md 2.3). Its
-counters are plain JSON saved with the data position, so a resumed run continues them exactly.
+step, and the robust step size is cut alongside (``eta_alpha * eta_alpha_decay_on_lr_cut ** cuts``,
+ALGORITHMS.md 2.3). Its counters are plain JSON saved with the data position, so a resumed run continues them exactly.
 """
 
 from __future__ import annotations

@@ -28,43 +28,37 @@ import jax.numpy as jnp
 
 from grpojax.losses import masked_mean, masked_sum
 from grpojax.losses.ppo import ppo_loss
-from grpojax.losses.ppo_rollout import (
-    gae_advantages,
-    kl_penalized_rewards,
-    rollout_kl,
-    whiten,
-)
-from grpojax.train.steps.accumulate import (
-    Ratio,
-    Sum,
-    accumulate,
-    apply_gradients,
-    ratio_of,
-)
+from grpojax.losses.ppo_rollout import gae_advantages, kl_penalized_rewards, rollout_kl, whiten
+from grpojax.train.steps.accumulate import Ratio, Sum, accumulate, apply_gradients, ratio_of
 from grpojax.train.steps.forward import completion_logprobs, sequence_inputs
 from grpojax.train.steps.state import TrainState, merge_model
 
 
 @dataclasses.dataclass(frozen=True)
 class PPOSettings:
-    """Static (hashable) PPO options; names follow TRL's ``PPOConfig`` (``cliprange`` = ``clip_eps``).
+    """Static (hashable) PPO options, named as the ``ppo`` config keys (TRL's ``PPOConfig`` names) and the
+    keywords of :func:`grpojax.losses.ppo.ppo_loss`; built by :func:`grpojax.train.steps.settings.from_section`.
 
-    kl_in_loss: False = the KL is a per-token reward penalty (``kl_mode="reward"``, TRL); True = it is a
-    loss term ``kl_coef * KL`` (``kl_mode="loss"``, as GRPO does).
+    kl_mode: ``"reward"`` = the KL is a per-token reward penalty (TRL); ``"loss"`` = it is a loss term
+    ``kl_coef * KL`` (as GRPO does).
     """
 
-    clip_eps: float = 0.2
-    clip_value: float | None = 0.2
+    cliprange: float = 0.2
+    cliprange_value: float | None = 0.2
     vf_coef: float = 0.1
     gamma: float = 1.0
     lam: float = 0.95
-    kl_in_loss: bool = False
+    kl_mode: str = "reward"
     kl_estimator: str = "k1"
     whiten_rewards: bool = False
     whiten_advantages: bool = True
     reduction: str = "token_mean"
     temperature: float = 1.0
     logprob_chunk: int | None = 128
+
+    @property
+    def kl_in_loss(self) -> bool:
+        return self.kl_mode == "loss"
 
 
 class PolicyValues(NamedTuple):
@@ -172,10 +166,10 @@ def ppo_step(state: TrainState, batch: dict, rng: jax.Array, *, graphdef, tx, se
         mask = mb["completion_mask_BL"].astype(jnp.float32)
         kl_kwargs = {}
         if s.kl_in_loss:
-            kl_kwargs = dict(ref_logp_BT=mb["ref_logp_BL"], kl_beta=mb["kl_coef_B"][0])
+            kl_kwargs = dict(ref_logp_BT=mb["ref_logp_BL"], kl_coef=mb["kl_coef_B"][0])
         loss, aux = ppo_loss(out.logp_BL, mb["old_logp_BL"], mb["advantages_BL"], out.values_BL,
-                             mb["old_values_BL"], mb["returns_BL"], mask, clip_eps=s.clip_eps,
-                             clip_value=s.clip_value, vf_coef=s.vf_coef, kl_estimator=s.kl_estimator,
+                             mb["old_values_BL"], mb["returns_BL"], mask, cliprange=s.cliprange,
+                             cliprange_value=s.cliprange_value, vf_coef=s.vf_coef, kl_estimator=s.kl_estimator,
                              reduction=s.reduction, **kl_kwargs)
         n = jnp.sum(mask)
         share = n / n_tokens if s.reduction == "token_mean" else mask.shape[0] / rows

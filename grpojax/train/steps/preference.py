@@ -13,7 +13,8 @@ the whole step's per-pair losses, then theta descends ``Σ_g w_g ĝ_g / |batch|`
 constant. With ``num_micro > 1`` the step therefore makes a forward-only pass over the micro-batches to get
 every pair's loss (the alpha update needs all of them), then the accumulated gradient pass with fixed
 per-pair weights; with ``num_micro == 1`` both happen in one pass. The two give the same update (tested).
-The robust step size is ``eta * eta_decay ** cuts`` where ``state.lr_scale = plateau_factor ** cuts``.
+The robust step size is ``eta_alpha * eta_alpha_decay_on_lr_cut ** cuts`` where
+``state.lr_scale = plateau_factor ** cuts``.
 """
 
 from __future__ import annotations
@@ -38,11 +39,13 @@ BASE_LOSS = {"dpo": "sigmoid", "ipo": "ipo", "hinge": "hinge", "gr_dpo": "sigmoi
 
 @dataclasses.dataclass(frozen=True)
 class PreferenceSettings:
-    """Static options of the preference step.
+    """Static options of the preference step, named as the ``preference`` config keys (built from the
+    section by :func:`grpojax.train.steps.settings.from_section`).
 
     group_sizes: N_g of the TRAINING set per group (robust and IS losses); a tuple so it is hashable.
     chi: robust trade-off, weights ``(1 - chi)/K + chi alpha`` (1 = fully robust).
-    eta_decay: multiply eta by this at every LR cut of a reduce-on-plateau optimizer (paper: 0.5).
+    eta_alpha: the robust step size; eta_alpha_decay_on_lr_cut: multiply it by this at every LR cut of a
+    reduce-on-plateau optimizer (paper: 0.5).
     plateau_factor: the LR-on-plateau factor (cuts = log(state.lr_scale) / log(plateau_factor)).
     """
 
@@ -52,9 +55,9 @@ class PreferenceSettings:
     average_logprobs: bool = False
     num_groups: int = 1
     group_sizes: tuple | None = None
-    eta: float = 0.0
+    eta_alpha: float = 0.0
     chi: float = 1.0
-    eta_decay: float = 1.0
+    eta_alpha_decay_on_lr_cut: float = 1.0
     plateau_factor: float = 0.1
     logprob_chunk: int | None = 128
 
@@ -71,7 +74,7 @@ class PreferenceSettings:
 
     def robust(self):
         chi = 0.0 if self.loss.startswith("is_") else self.chi
-        eta = 0.0 if self.loss.startswith("is_") else self.eta
+        eta = 0.0 if self.loss.startswith("is_") else self.eta_alpha
         return robust_weights(self.num_groups, group_sizes_M=list(self.group_sizes), eta=eta, chi=chi,
                               mu="uniform", mode="minibatch")
 
@@ -118,7 +121,7 @@ def preference_step(state: TrainState, batch: dict, rng: jax.Array, *, graphdef,
     del rng
     B = batch["prompt_BP"].shape[0]
     cuts = jnp.round(jnp.log(state.lr_scale) / jnp.log(settings.plateau_factor))
-    eta_scale = settings.eta_decay ** cuts
+    eta_scale = settings.eta_alpha_decay_on_lr_cut ** cuts
     rw = settings.robust() if settings.weighted else None
     sizes = jnp.asarray(settings.group_sizes if settings.weighted else (1,), jnp.float32)
 

@@ -19,6 +19,7 @@ import jax
 from grpojax.rollout.scoring import Scorer
 from grpojax.train.steps.forward import reference_logp_fn
 from grpojax.train.steps.grpo import GRPOSettings, grpo_step
+from grpojax.train.steps.settings import from_section
 from grpojax.train.tasks.base import BaseTask, host_row
 
 
@@ -30,11 +31,7 @@ class GRPOTask(BaseTask):
         g = cfg.grpo
         self.G = g.num_generations
         self.scorer = Scorer(cfg, self.tok, reward_model_scorer, mesh=self.mesh)
-        self.settings = GRPOSettings(loss_type=g.loss_type, epsilon=g.epsilon, epsilon_high=g.epsilon_high,
-                                     delta=g.delta, beta=g.beta, kl_estimator=g.kl_estimator,
-                                     importance_sampling_level=g.importance_sampling_level,
-                                     temperature=g.temperature, max_completion_length=g.max_completion_length,
-                                     emit_logp=g.num_iterations > 1, sampler_is_cap=g.sampler_is_cap)
+        self.settings = from_section(GRPOSettings, g, emit_logp=g.num_iterations > 1)
         self._rollout = None
 
     def loader_rows(self) -> int:

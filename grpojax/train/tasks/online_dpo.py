@@ -28,12 +28,8 @@ from grpojax.losses.dpo import dpo_loss
 from grpojax.rollout import completion_reward_metrics
 from grpojax.rollout.scoring import Scorer
 from grpojax.sharding import to_host
-from grpojax.train.steps.preference import (
-    BASE_LOSS,
-    PreferenceSettings,
-    jitted_pair_logprobs,
-    preference_step,
-)
+from grpojax.train.steps.preference import BASE_LOSS, PreferenceSettings, jitted_pair_logprobs, preference_step
+from grpojax.train.steps.settings import from_section
 from grpojax.train.tasks.base import BaseTask, host_row
 
 
@@ -90,8 +86,7 @@ class OnlineDPOTask(BaseTask):
         self.prompts = cfg.train.batch_size // self.G
         self.placement.check_rows(self.prompts, "train.batch_size / online_dpo.num_generations")
         self.scorer = Scorer(cfg, self.tok, reward_model_scorer, mesh=self.mesh)
-        self.settings = PreferenceSettings(loss=pc.loss, beta=pc.beta, label_smoothing=pc.label_smoothing,
-                                           average_logprobs=pc.average_logprobs, num_groups=1)
+        self.settings = from_section(PreferenceSettings, pc, num_groups=1)
         mb = cfg.train.micro_batch_size
         self.num_micro = 1 if mb is None else self.prompts // mb
 

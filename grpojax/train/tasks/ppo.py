@@ -35,12 +35,8 @@ from grpojax.rollout.scoring import Scorer
 from grpojax.sharding import to_host, traced_on_mesh
 from grpojax.train.build import build_model, maybe_lora
 from grpojax.train.steps.forward import reference_logp_fn
-from grpojax.train.steps.ppo import (
-    PPOSettings,
-    policy_and_values,
-    ppo_step,
-    rollout_targets,
-)
+from grpojax.train.steps.ppo import PPOSettings, policy_and_values, ppo_step, rollout_targets
+from grpojax.train.steps.settings import from_section
 from grpojax.train.steps.state import TrainState, merge_model, split_model
 from grpojax.train.tasks.base import BaseTask, host_row
 from grpojax.train.tasks.reference import Reference
@@ -54,11 +50,7 @@ class PPOTask(BaseTask):
         p = cfg.ppo
         self.G = p.num_generations
         self.scorer = Scorer(cfg, self.tok, reward_model_scorer, mesh=self.mesh)
-        self.settings = PPOSettings(clip_eps=p.cliprange, clip_value=p.cliprange_value, vf_coef=p.vf_coef,
-                                    gamma=p.gamma, lam=p.lam, kl_in_loss=p.kl_mode == "loss",
-                                    kl_estimator=p.kl_estimator, whiten_rewards=p.whiten_rewards,
-                                    whiten_advantages=p.whiten_advantages, reduction=p.reduction,
-                                    temperature=p.temperature)
+        self.settings = from_section(PPOSettings, p)
         self.controller = (adaptive_kl_controller(p.kl_coef, target=p.kl_target, horizon=p.kl_horizon)
                            if p.adaptive_kl else fixed_kl_controller(p.kl_coef))
         self.kl_state = self.controller.init()
@@ -141,7 +133,8 @@ class PPOTask(BaseTask):
         scores = np.nan_to_num(ro.rewards_N, nan=0.0)
         if p.missing_eos_penalty is not None:
             scores = scores - p.missing_eos_penalty * ro.truncated_N
-        b = self.placement.full_rows({k: v for k, v in ro.batch.items() if k not in ("sampler_logp_BL", "advantages_B")})
+        sampled = {k: v for k, v in ro.batch.items() if k not in ("sampler_logp_BL", "advantages_B")}
+        b = self.placement.full_rows(sampled)
         mask = b["completion_mask_BL"]
         logp, values = self.placement.full_rows(self._evaluate(state.params, state.frozen, b))
         if self.use_ref:

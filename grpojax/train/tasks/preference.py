@@ -28,6 +28,7 @@ from grpojax.train.steps.preference import (
     jitted_pair_logprobs,
     preference_step,
 )
+from grpojax.train.steps.settings import from_section
 from grpojax.train.tasks.base import BaseTask, host_row, split_sequences
 
 
@@ -44,11 +45,9 @@ class PreferenceTask(BaseTask):
         if pc.loss.startswith(("gr_", "is_")) and np.any(counts == 0):
             empty = [g for g, c in zip(self.group_names, counts) if c == 0]
             raise UserError(f"{cfg.data.path}: groups {empty} have no training pairs")
-        self.settings = PreferenceSettings(
-            loss=pc.loss, beta=pc.beta, label_smoothing=pc.label_smoothing,
-            average_logprobs=pc.average_logprobs, num_groups=len(self.group_names),
-            group_sizes=tuple(int(c) for c in counts), eta=pc.eta_alpha, chi=pc.chi,
-            eta_decay=pc.eta_alpha_decay_on_lr_cut, plateau_factor=cfg.train.plateau.factor)
+        self.settings = from_section(PreferenceSettings, pc, num_groups=len(self.group_names),
+                                     group_sizes=tuple(int(c) for c in counts),
+                                     plateau_factor=cfg.train.plateau.factor)
         p = cfg.train.plateau
         self.plateau = Plateau(p.factor, p.patience, p.min_delta) if p.enabled else None
         self.eval_set, self._eval_metrics = None, None
