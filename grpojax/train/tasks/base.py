@@ -1,20 +1,21 @@
-"""What each script trains: data -> batches -> the pure jitted step, plus evaluation and export.
+"""What every task shares: the config's tokenizer, data, optimizer and mesh, put together once.
 
-A task gives :func:`grpojax.train.runner.run` six things: ``init_state()``, ``position()`` /
-``restore_position(d)`` (data order and plateau counters, JSON), ``steps_per_call(step, total)``,
-``train_steps(state, step, rngs) -> (state, metric rows)``, ``after_steps(state, step, rows)`` (evaluation,
-LR-on-plateau) and ``export(state, out_dir)``. :class:`BaseTask` and SFT live here; preference losses in
-:mod:`grpojax.train.tasks.preference`; GRPO in :mod:`grpojax.train.tasks.grpo`; PPO / online DPO in
-:mod:`grpojax.train.tasks.ppo` / :mod:`grpojax.train.tasks.online_dpo`; the reward model in
-:mod:`grpojax.train.tasks.reward`.
+A task gives :func:`grpojax.train.runner.run` what its :class:`grpojax.train.runner.Task` protocol asks:
+``init_state()``, ``position()`` / ``restore_position(d)`` (data order and plateau counters, JSON),
+``steps_per_call(step, total)``, ``train_steps(state, step, rngs) -> (state, metric rows)``,
+``after_steps(state, step, rows)`` (evaluation, LR-on-plateau) and ``export(state, out_dir)``. Each kind's
+task (:mod:`grpojax.train.tasks`) subclasses :class:`BaseTask`, whose constructor reads the config top to
+bottom: the compilation cache, the :class:`grpojax.train.placement.Placement` (training mesh, rollout mesh,
+batch moves), the tokenizer, the dataset and its loader (:func:`make_loader`), the optimizer
+(:func:`grpojax.train.build.build_optimizer`), the held-out data of ``train.eval_every``.
 
-Sharding (``cfg.mesh``, :mod:`grpojax.sharding`): the constructor starts ``jax.distributed`` when
-``mesh.distributed`` is set and builds ``self.mesh`` once; ``init_state`` returns the train state placed by
-the logical-axis rules (born sharded under one jit for a random init, loaded then placed for a HF
-checkpoint; on a 1-device mesh exactly today's eager build); steps are ``jit_step``s with the state's
-shardings (donated) and batch rows over ``(data, fsdp)``; ``global_rows`` / ``full_rows`` turn this host's
-rows / a batch every host holds into global arrays. A training batch whose row count the batch axes do
-not divide is a :class:`UserError` naming the config keys (``check_rows``).
+``init_state`` builds the model (:func:`grpojax.train.build.build_model`, LoRA wrapped) and the train state
+already sharded (:func:`grpojax.train.placement.place`: born sharded under one jit for a random init,
+loaded then placed for a checkpoint on disk) and jits the task's step with those shardings (donated).
+The frozen reference, when a task needs one, is a :class:`grpojax.train.tasks.reference.Reference`.
+Rollout tasks sample with :meth:`BaseTask.sample_prompts` (:func:`grpojax.rollout.sample_and_score` on
+the rollout mesh). A training batch whose row count the batch axes do not divide is a :class:`UserError`
+naming the config keys (``Placement.check_rows``).
 """
 
 from __future__ import annotations
@@ -53,6 +54,16 @@ def host_row(metrics: dict, group_names=None) -> dict:
     return row
 
 
+def make_loader(data_cfg, kind: str, tok, dataset, batch_size: int, *, shuffle: bool = True) -> DataLoader:
+    """The loader of ``dataset`` for a ``kind`` task: ``batch_size`` rows a step, this process's share of
+    them (``jax.process_index`` of ``jax.process_count``), collated by ``COLLATE[kind]`` with the ``data``
+    section's lengths, shuffled by ``data.shuffle_seed``."""
+    collate = functools.partial(COLLATE[kind], tok, max_prompt_length=data_cfg.max_prompt_length,
+                                max_length=data_cfg.max_length)
+    return DataLoader(dataset, lambda rows: collate(rows), batch_size, seed=data_cfg.shuffle_seed, shuffle=shuffle,
+                      shard=(jax.process_index(), jax.process_count()))
+
+
 class BaseTask(abc.ABC):
     """Model, tokenizer, optimizer, device mesh and data loader common to every task."""
 
@@ -67,7 +78,7 @@ class BaseTask(abc.ABC):
         self.tok = load_tokenizer(cfg.tokenizer.path or cfg.model.path, cfg.tokenizer.chat_template,
                                   cfg.tokenizer.system_prompt, model_path=cfg.model.path)
         self.dataset = load_from_config(cfg.data, self.kind, **self.data_options())
-        self.loader = self._loader(self.dataset, shuffle=True, batch_size=self.loader_rows())
+        self.loader = make_loader(cfg.data, self.kind, self.tok, self.dataset, self.loader_rows())
         self.tx = build_optimizer(cfg.train)
         self.lora = cfg.model.lora.rank > 0
         self.graphdef = None
@@ -122,14 +133,6 @@ class BaseTask(abc.ABC):
         """Dataset rows one optimizer step reads: ``train.batch_size`` (sequences or pairs) by default;
         prompts (``batch_size / num_generations``) for the tasks that sample completions."""
         return self.cfg.train.batch_size
-
-    def _loader(self, dataset, shuffle: bool, batch_size: int | None = None):
-        d = self.cfg.data
-        collate = functools.partial(COLLATE[self.kind], self.tok, max_prompt_length=d.max_prompt_length,
-                                    max_length=d.max_length)
-        return DataLoader(dataset, lambda rows: collate(rows), batch_size or self.cfg.train.batch_size,
-                          seed=d.shuffle_seed, shuffle=shuffle,
-                          shard=(jax.process_index(), jax.process_count()))
 
     def new_model(self):
         model = build_model(self.cfg.model, seed=self.cfg.train.seed)
