@@ -7,7 +7,7 @@ vocabulary) saved once with ``save_pretrained`` and loaded by both sides (``grpo
 ``from_pretrained``), float32; the tiny BPE tokenizer of ``configs/data/tiny_tokenizer`` (no chat template);
 prompts of exactly ``--prompt-len`` tokens (no padding on either side); per step 2 prompts x G = 4 = 8
 completions of at most 32 sampled tokens (temperature 1, no top-k / top-p, EOS stops); a rule-based reward
-(``grpojax.rewards.text.length_reward``, 64 characters) on the decoded text; ``loss_type="grpo"``,
+(``grpojax.rollout.text_rewards.length_reward``, 64 characters) on the decoded text; ``loss_type="grpo"``,
 beta = 0.04 with a frozen reference model, epsilon 0.2, one optimizer update per rollout (mu = 1), AdamW
 lr 1e-6, gradient clipping at norm 1, no gradient checkpointing, no vLLM.
 
@@ -106,9 +106,9 @@ def fixed_length_texts(hf_tok, n: int, length: int, *, add_special_tokens: bool 
 
 def length_reward_fn(prompts, completions, **kwargs) -> list[float]:
     """The rule-based reward of both sides (TRL's reward-function signature)."""
-    from grpojax.rewards.text import length_reward
+    from grpojax.rollout.text_rewards import length_reward
 
-    return [float(x) for x in length_reward(list(completions), max_chars=64)]
+    return length_reward(prompts, list(completions), max_chars=64)
 
 
 # ---------------------------------------------------------------- the step protocol (parent <-> worker)

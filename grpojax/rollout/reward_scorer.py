@@ -31,8 +31,9 @@ from grpojax.cli import UserError
 from grpojax.config import load_config
 from grpojax.data import load_tokenizer
 from grpojax.data.batching import left_pad, right_pad
+from grpojax.models import reward_model
 from grpojax.models.hf_io import read_hf_config, resolve_checkpoint
-from grpojax.models.reward_model import grpojax_meta, hf_aspect_names, reward_model_from_hf
+from grpojax.models.reward_model import grpojax_meta, hf_aspect_names
 from grpojax.sharding import global_batch_from_full, make_mesh, shard, to_host, traced_on_mesh, tree_shardings
 from grpojax.train.build import DTYPES, build_optimizer, build_reward_model
 from grpojax.train.steps.forward import sequence_inputs
@@ -166,8 +167,8 @@ def load_reward_scorer(path: str, cfg, tok, *, mesh=None, section: str = "grpo")
             raw = read_hf_config(ckpt)
             # the run's layer layout (model.scan_layers: on in the 7B / 14B presets) and compute dtype (a 14B
             # reward model in float32 next to a bf16 policy would double its memory) for the reward model too
-            model = reward_model_from_hf(path, num_labels=len(aspects), scan_layers=cfg.model.scan_layers,
-                                                **_dtypes(cfg.model))
+            model = reward_model.reward_model_from_hf(path, num_labels=len(aspects),
+                                                      scan_layers=cfg.model.scan_layers, **_dtypes(cfg.model))
         except (FileNotFoundError, OSError, ValueError) as e:
             raise UserError(f"cannot load reward model {path!r}: {e}") from None
         names = hf_aspect_names(raw) or aspects
