@@ -10,6 +10,8 @@ Preference side (``dpo``, ``robust``): DPO / IPO per-pair losses and the group-r
 """
 
 from grpojax.losses.common import (
+    DPO_LOSS_TYPES,
+    GRPO_LOSS_TYPES,
     KL_ESTIMATORS,
     kl_penalty,
     masked_mean,
@@ -20,7 +22,6 @@ from grpojax.losses.common import (
 from grpojax.losses.grpo import (
     ADVANTAGE_SCALES,
     IMPORTANCE_SAMPLING_LEVELS,
-    LOSS_TYPES,
     GroupRewardStats,
     GRPOAux,
     aggregate_token_loss,

@@ -16,6 +16,8 @@ import jax.numpy as jnp
 from grpojax.types import Array
 
 KL_ESTIMATORS = ("k1", "k2", "k3")
+GRPO_LOSS_TYPES = ("grpo", "bnpo", "dr_grpo", "dapo")  # token aggregations of ``grpo.aggregate_token_loss``
+DPO_LOSS_TYPES = ("sigmoid", "ipo", "hinge")  # per-pair losses of ``dpo.dpo_loss``
 
 
 def _check_temperature(temperature) -> None:
