@@ -1,7 +1,7 @@
 """Sharded == single device: GRPO and GR-DPO train steps and the KV-cache sampler on 8 fake CPU devices.
 
 For each mesh (data x fsdp x tensor) in 8x1x1, 2x4x1, 2x2x2, 1x1x8 the state is born sharded through
-``init_train_state`` and stepped through ``jit_step`` (shardings + donation); the loss, the metrics and
+``init_sharded_tree`` (over ``create_train_state``) and stepped through ``jit_step`` (shardings + donation); the loss, the metrics and
 the updated parameters must match an unsharded single-device step to float32 tolerance (optax.sgd, so
 float noise is not amplified by Adam's normalisation), and the parameters must really be split the
 way the rules say.
@@ -17,7 +17,7 @@ from flax import nnx
 
 from grpojax import sharding as shd
 from grpojax.models import Qwen, QwenConfig
-from grpojax.sampling import sample
+from grpojax.sampling import ShardedCache, sample
 from grpojax.train.grpo import GRPOSettings, grpo_step
 from grpojax.train.preference import PreferenceSettings, init_robust_state, preference_step
 from grpojax.train.state import create_train_state
@@ -33,6 +33,16 @@ GRDPO = PreferenceSettings(loss="gr_dpo", beta=0.1, num_groups=2, group_sizes=(3
 
 def ctor():
     return Qwen(CFG, rngs=nnx.Rngs(3))
+
+
+def sharded_train_state(model_ctor, mesh, robust):
+    """``(graphdef, state, shardings)``: the train state of ``model_ctor()`` born sharded on ``mesh``."""
+    def build():
+        graphdef, state = create_train_state(model_ctor(), TX, jax.random.key(0), robust=robust)
+        return state, graphdef
+
+    state, graphdef, shardings = shd.init_sharded_tree(build, mesh)
+    return graphdef, state, shardings
 
 
 def _tokens(rng, shape):
@@ -96,7 +106,7 @@ def test_sharded_steps_match_single_device(sizes, reference):
     mesh = shd.make_mesh(sizes)
     assert dict(mesh.shape) == dict(zip(shd.AXES, sizes))
     for kind, (make_batch, make_step, robust) in STEPS.items():
-        graphdef, state, state_sh = shd.init_train_state(ctor, TX, jax.random.key(0), mesh, robust=robust)
+        graphdef, state, state_sh = sharded_train_state(ctor, mesh, robust)
         ref_params, ref_metrics, init_params = reference[kind]
         # born sharded with the same values as the unsharded (eager) init, up to jit's float rounding
         jax.tree.map(functools.partial(np.testing.assert_allclose, rtol=1e-6, atol=1e-7),
@@ -132,7 +142,7 @@ def test_sampler_sharded_matches_unsharded():
     assert model.layers[0].mlp.up.w[...].sharding.spec == jax.sharding.PartitionSpec("fsdp", "tensor")
     sh = shd.batch_shardings({"p": prompts}, mesh)["p"]
     out = sample(model, jax.device_put(prompts, sh), jax.device_put(mask, sh), jax.random.key(7),
-                 cache_fn=shd.ShardedCache(CFG, mesh), **kw)
+                 cache_fn=ShardedCache(CFG, mesh), **kw)
     np.testing.assert_array_equal(np.asarray(out.completion_tokens_BT), np.asarray(ref.completion_tokens_BT))
     np.testing.assert_array_equal(np.asarray(out.completion_mask_BT), np.asarray(ref.completion_mask_BT))
     np.testing.assert_allclose(np.asarray(out.completion_logp_BT), np.asarray(ref.completion_logp_BT),
@@ -158,7 +168,7 @@ def test_scanned_layers_sharded_match_per_layer_single_device():
     for kind, (make_batch, make_step, robust) in STEPS.items():
         graphdef, state = create_train_state(Qwen(CFG2, rngs=nnx.Rngs(3)), TX, jax.random.key(0), robust=robust)
         ref_state, ref_metrics = jax.jit(make_step(graphdef))(state, make_batch(), jax.random.key(1))
-        graphdef, state, state_sh = shd.init_train_state(scanned, TX, jax.random.key(0), mesh, robust=robust)
+        graphdef, state, state_sh = sharded_train_state(scanned, mesh, robust)
         q_w = state.params["layers"]["attn"]["q"]["w"][...]
         assert q_w.sharding.spec == jax.sharding.PartitionSpec(None, "fsdp", "tensor", None)
         batch = make_batch()
@@ -176,10 +186,10 @@ def test_scanned_layers_sharded_match_per_layer_single_device():
     model = shd.init_sharded(scanned, mesh)
     sh = shd.batch_shardings({"p": prompts}, mesh)["p"]
     out = sample(model, jax.device_put(prompts, sh), jax.device_put(mask, sh), jax.random.key(7),
-                 cache_fn=shd.ShardedCache(model.config, mesh), **kw)
+                 cache_fn=ShardedCache(model.config, mesh), **kw)
     np.testing.assert_array_equal(np.asarray(out.completion_tokens_BT), np.asarray(ref.completion_tokens_BT))
     np.testing.assert_allclose(np.asarray(out.completion_logp_BT), np.asarray(ref.completion_logp_BT),
                                rtol=1e-5, atol=1e-5)
-    cache = jax.eval_shape(lambda: shd.ShardedCache(model.config, mesh)(4, 11))
+    cache = jax.eval_shape(lambda: ShardedCache(model.config, mesh)(4, 11))
     assert shd.cache_shardings(cache, mesh)["k"].spec == jax.sharding.PartitionSpec(
         None, ("data", "fsdp"), None, "tensor", None)

@@ -11,6 +11,7 @@ from flax import nnx
 
 from grpojax import sharding as shd
 from grpojax.models import Qwen, QwenConfig
+from grpojax.sampling import ShardedCache
 from grpojax.sharding import f32_optimizer_state
 from grpojax.train.forward import completion_logprobs, reference_logp_fn
 from grpojax.train.state import split_model
@@ -301,7 +302,7 @@ def _sampler_temp_bytes(devices: int, rows_per_device: int, P=64, L=8):
     B = rows_per_device * devices
     tokens = jax.device_put(jnp.ones((B, P), jnp.int32), shd.named(mesh, shd.batch_spec((B, P), mesh)))
     out = sample(model, tokens, tokens, jax.random.key(0), max_new_tokens=L,
-                 cache_fn=shd.ShardedCache(DECODER_CFG, mesh))
+                 cache_fn=ShardedCache(DECODER_CFG, mesh))
     assert out.completion_tokens_BT.sharding.spec[0] == "fsdp", out.completion_tokens_BT.sharding
     return _SAMPLER_TEMP[-1]
 
