@@ -32,6 +32,7 @@ from grpojax.cli import UserError
 from grpojax.compilation import use_compilation_cache
 from grpojax.data import COLLATE, DataLoader, load_from_config, load_tokenizer, padded_batches
 from grpojax.data.tokenizer import write_generation_config
+from grpojax.sampling import ShardedCache
 from grpojax.train.runner import build_model, build_optimizer, maybe_lora, split_sequences
 from grpojax.train.sft import sft_nll_sums, sft_step
 from grpojax.train.state import create_train_state, merge_model, split_model
@@ -134,7 +135,7 @@ class BaseTask(abc.ABC):
         if mesh is not self.mesh and leaf.sharding.mesh != mesh:  # not yet copied (evaluate reuses the copy)
             model = nnx.merge(graphdef, shd.copy_to_rollout(st, self.mesh, mesh))
         rows = shd.global_batch_from_full({"ids": prompt_ids_BP, "mask": prompt_mask_BP}, mesh)
-        cache_fn = None if mesh.size == 1 else shd.ShardedCache(
+        cache_fn = None if mesh.size == 1 else ShardedCache(
             model.config, mesh, jnp.dtype(getattr(model, "dtype", jnp.float32)))
         return model, rows["ids"], rows["mask"], cache_fn
 
