@@ -22,7 +22,7 @@ This module imports nothing heavy (no jax) so that argument errors are reported 
 from __future__ import annotations
 
 import sys
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 EXIT_USER_ERROR = 2
 

@@ -1,10 +1,10 @@
 """Sharded == single device: GRPO and GR-DPO train steps and the KV-cache sampler on 8 fake CPU devices.
 
 For each mesh (data x fsdp x tensor) in 8x1x1, 2x4x1, 2x2x2, 1x1x8 the state is born sharded through
-``init_sharded_tree`` (over ``create_train_state``) and stepped through ``jit_step`` (shardings + donation); the loss, the metrics and
-the updated parameters must match an unsharded single-device step to float32 tolerance (optax.sgd, so
-float noise is not amplified by Adam's normalisation), and the parameters must really be split the
-way the rules say.
+``init_sharded_tree`` (over ``create_train_state``) and stepped through ``jit_step`` (shardings + donation);
+the loss, the metrics and the updated parameters must match an unsharded single-device step to float32
+tolerance (optax.sgd, so float noise is not amplified by Adam's normalisation), and the parameters must
+really be split the way the rules say.
 """
 
 import functools

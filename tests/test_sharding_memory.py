@@ -58,8 +58,8 @@ def _lora_grad(remat, tokens):
 
     @jax.jit
     def f(lora, rest):
-        def loss(l):
-            return jnp.mean(jax.nn.log_softmax(nnx.merge(graphdef, l, rest)(tokens))[..., 0])
+        def loss(lora_params):
+            return jnp.mean(jax.nn.log_softmax(nnx.merge(graphdef, lora_params, rest)(tokens))[..., 0])
         return jax.value_and_grad(loss)(lora)
 
     return f(lora, rest)

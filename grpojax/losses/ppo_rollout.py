@@ -15,7 +15,8 @@ and carries no gradient. Shape key: ``grpojax/types.py`` (B sequences, T tokens)
 from __future__ import annotations
 
 import numbers
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 import chex
 import jax

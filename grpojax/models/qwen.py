@@ -24,7 +24,8 @@ own rows and per-device memory per sequence does not grow with the device count
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import chex
 import jax

@@ -12,18 +12,17 @@ Public API:
   :func:`forward_last`, :class:`ModelCache`, :class:`ShardedCache` (the KV cache laid out on a mesh).
 """
 
-from grpojax.sampling.decode import (DECODE_SCOPE, DecodeState, SampleOutput, decode, forward_last, is_eos,
-                                     left_pad)
+from grpojax.sampling.decode import DECODE_SCOPE, DecodeState, SampleOutput, decode, forward_last, is_eos, left_pad
 from grpojax.sampling.sampler import ModelCache, ShardedCache, lower_sample, sample
 from grpojax.sampling.strategies import (
-    apply_temperature,
-    categorical,
-    filter_logits,
-    greedy,
-    next_token,
-    token_logprobs,
-    top_k_filter,
-    top_p_filter,
+                                     apply_temperature,
+                                     categorical,
+                                     filter_logits,
+                                     greedy,
+                                     next_token,
+                                     token_logprobs,
+                                     top_k_filter,
+                                     top_p_filter,
 )
 
 __all__ = [

@@ -16,7 +16,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from grpojax.cli import UserError, report_user_error
 
@@ -153,7 +154,8 @@ def run(args: argparse.Namespace) -> dict:
         with shd.host_memory() if n_dev > 1 else contextlib.nullcontext():
             model = from_hf(ckpt, dtype=jnp.bfloat16 if args.dtype == "bfloat16" else jnp.float32)
     except (OSError, ValueError, KeyError) as e:
-        raise UserError(f"cannot load model {args.model}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise UserError(f"cannot load model {args.model}: {reason}") from None
     cache_fn = None
     prompt = {"ids": np.asarray([prompt_ids], np.int32), "mask": np.ones((1, len(prompt_ids)), np.int32)}
     if n_dev > 1:  # the layout of grpojax.sharding.rollout_mesh(mesh, n_dev): weights split over n_dev devices

@@ -6,7 +6,8 @@ import contextlib
 import dataclasses
 import functools
 import numbers
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import jax
 import jax.numpy as jnp

@@ -151,8 +151,15 @@ def test_config_choices_are_the_losses_choices():
     import typing
 
     from grpojax.config.methods import GRPOConfig, PPOConfig
-    from grpojax.losses import (ADVANTAGE_SCALES, DPO_LOSS_TYPES, GRPO_LOSS_TYPES, IMPORTANCE_SAMPLING_LEVELS,
-                                KL_ESTIMATORS, PPO_REDUCTIONS, dpo_loss)
+    from grpojax.losses import (
+        ADVANTAGE_SCALES,
+        DPO_LOSS_TYPES,
+        GRPO_LOSS_TYPES,
+        IMPORTANCE_SAMPLING_LEVELS,
+        KL_ESTIMATORS,
+        PPO_REDUCTIONS,
+        dpo_loss,
+    )
 
     def choices(cls, name):
         tp = typing.get_type_hints(cls)[name]
