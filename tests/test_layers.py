@@ -62,3 +62,16 @@ def test_reader_sees_imports_inside_functions(tmp_path):
     (pkg / "c.py").write_text("from . import a\n")
     assert grpojax_imports("fake", tmp_path / "grpojax") == {
         "grpojax/fake/a.py": {"models"}, "grpojax/fake/b.py": {"train"}, "grpojax/fake/c.py": {"<relative>"}}
+
+
+@pytest.mark.parametrize("package", sorted(ALLOWED))
+def test_no_private_name_imported_across_modules(package):
+    """A ``_name`` is private to its module: no file of ``package`` imports one from another module."""
+    path = ROOT / package
+    files = sorted(path.rglob("*.py")) if path.is_dir() else [path.with_suffix(".py")]
+    bad = []
+    for f in files:
+        for node in ast.walk(ast.parse(f.read_text(), str(f))):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("grpojax"):
+                bad += [f"{f.name}: {node.module}.{a.name}" for a in node.names if a.name.startswith("_")]
+    assert not bad, bad
