@@ -50,7 +50,9 @@ def launch(script: str, config: str, overrides: list[str], workdir, *, processes
            devices: int = 4, tag: str = "run") -> list[Proc]:
     """Starts ``processes`` copies of ``script CONFIG overrides`` (cwd: the repository root)."""
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-    env.update(JAX_PLATFORMS="cpu", XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
+    # a long collective timeout: on a loaded machine the gloo connections of the first step take a while
+    env.update(JAX_PLATFORMS="cpu", XLA_FLAGS=f"--xla_force_host_platform_device_count={devices} "
+               "--xla_cpu_collective_timeout_seconds=600",
                PYTHONPATH=ROOT + os.pathsep + env.get("PYTHONPATH", ""), PYTHONUNBUFFERED="1")
     port, procs = free_port(), []
     for i in range(processes):
