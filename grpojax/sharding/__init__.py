@@ -54,7 +54,7 @@ them with ``lax.scan``, so a 7B / 14B step compiles in about the time of one lay
 
 Public API:
     AXES, BATCH_AXES, make_mesh, mesh_sizes, rollout_mesh, batch_axis_size     mesh.py
-    maybe_initialize_distributed, is_main_process, host_batch_slice
+    maybe_initialize_distributed, use_gloo_on_cpu, is_main_process, host_batch_slice
     RULES, KV_CACHE_AXES, kv_cache_axes, ACTIVATION_AXES, logical_to_spec,      rules.py
     tree_shardings, train_state_shardings, batch_shardings, batch_spec, cache_shardings, constrain,
     pin, named, describe
@@ -71,13 +71,15 @@ from grpojax.sharding.jit import (ShardedCache, abstract_batch, copy_to_rollout,
                                   sharded_bytes_per_device, to_host, traced_on_mesh, with_shardings)
 from grpojax.sharding.memory import f32_optimizer_state
 from grpojax.sharding.mesh import (AXES, BATCH_AXES, batch_axis_size, host_batch_slice, is_main_process,
-                                   make_mesh, maybe_initialize_distributed, mesh_sizes, rollout_mesh)
+                                   make_mesh, maybe_initialize_distributed, mesh_sizes, rollout_mesh,
+                                   use_gloo_on_cpu)
 from grpojax.sharding.rules import (ACTIVATION_AXES, KV_CACHE_AXES, RULES, batch_shardings, batch_spec,
                                     cache_shardings, constrain, describe, kv_cache_axes, logical_to_spec,
                                     named, pin, train_state_shardings, tree_shardings)
 
 __all__ = [
-    "AXES", "BATCH_AXES", "make_mesh", "mesh_sizes", "rollout_mesh", "batch_axis_size", "maybe_initialize_distributed", "is_main_process",
+    "AXES", "BATCH_AXES", "make_mesh", "mesh_sizes", "rollout_mesh", "batch_axis_size", "maybe_initialize_distributed",
+    "use_gloo_on_cpu", "is_main_process",
     "host_batch_slice", "RULES", "KV_CACHE_AXES", "kv_cache_axes", "ACTIVATION_AXES", "logical_to_spec", "tree_shardings",
     "train_state_shardings", "batch_shardings", "batch_spec", "cache_shardings", "constrain", "pin", "named",
     "describe", "shard", "init_sharded", "init_train_state", "jit_step", "traced_on_mesh", "abstract_batch",
