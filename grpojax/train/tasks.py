@@ -9,7 +9,8 @@ LR-on-plateau) and ``export(state, out_dir)``. :class:`BaseTask` and SFT live he
 :mod:`grpojax.train.reward_task`.
 
 Sharding (``cfg.mesh``, :mod:`grpojax.sharding`): the constructor starts ``jax.distributed`` when
-``mesh.distributed`` is set and builds ``self.mesh`` once; ``init_state`` returns the train state placed by
+``mesh.distributed`` or ``mesh.coordinator_address`` / ``num_processes`` / ``process_id`` are set
+(docs/multihost.md) and builds ``self.mesh`` once; ``init_state`` returns the train state placed by
 the logical-axis rules (born sharded under one jit for a random init, loaded then placed for a HF
 checkpoint; on a 1-device mesh exactly today's eager build); steps are ``jit_step``s with the state's
 shardings (donated) and batch rows over ``(data, fsdp)``; ``global_rows`` / ``full_rows`` turn this host's
