@@ -16,6 +16,8 @@ Axes are ``AxisType.Auto`` (GSPMD propagation): model code needs no sharding ann
 from __future__ import annotations
 
 import logging
+import signal
+import threading
 from typing import Any, Mapping, Sequence
 
 import jax
@@ -110,7 +112,8 @@ def maybe_initialize_distributed(spec: Any = None, **kwargs) -> bool:
     a ``distributed`` attribute; ``kwargs`` are passed to ``jax.distributed.initialize`` over those. Unset
     arguments are detected by JAX on Cloud TPU VM pods and SLURM / Open MPI clusters. On CPU the
     cross-process collectives are switched to gloo first (:func:`use_gloo_on_cpu`). Returns True when it
-    initialised (or JAX was already initialised), False for a single-process run.
+    initialised (or JAX was already initialised), False for a single-process run. SIGTERM keeps its default
+    action (:func:`_default_sigterm`).
     """
     multihost = getattr(spec, "multihost", None)
     if multihost is None:
@@ -123,9 +126,19 @@ def maybe_initialize_distributed(spec: Any = None, **kwargs) -> bool:
         kwargs = {**spec.initialize_kwargs(), **kwargs}
     use_gloo_on_cpu()
     jax.distributed.initialize(**kwargs)
+    _default_sigterm()
     _log.info("jax.distributed: process %d of %d, %d local / %d global devices", jax.process_index(),
               jax.process_count(), jax.local_device_count(), jax.device_count())
     return True
+
+
+def _default_sigterm() -> None:
+    """Puts SIGTERM back to its default action (end the process). ``jax.distributed.initialize`` hands it
+    to JAX's preemption notifier, which only records it: a SIGTERM during start-up (compilation, restore)
+    would be ignored and the run would go on. The training loop's ``PreemptionGuard`` takes SIGTERM over
+    from its first step on (save, exit 0), as on a single process."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def use_gloo_on_cpu() -> str | None:

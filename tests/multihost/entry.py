@@ -5,7 +5,8 @@ With ``GRPOJAX_RECORD=<file>`` set, the process writes a JSON object there when 
 ``rows`` -- the dataset rows each ``DataLoader`` batch of this process held (its own rows of every global
 batch), ``writes`` -- every path the process opened for writing from Python (``open`` / ``os.open``, seen
 by an audit hook), ``process`` -- ``[jax.process_index(), jax.process_count()]`` when training started. Nothing of the script
-is changed: the loader's ``__next__`` and ``runner.run`` are wrapped, not replaced.
+is changed: with ``GRPOJAX_HOLD_BEFORE_RUN=<seconds>`` the process writes ``<file>.ready`` once
+start-up (``jax.distributed``, the task) is done and pauses that long before training; the loader's ``__next__`` and ``runner.run`` are wrapped, not replaced.
 """
 
 import atexit
@@ -13,6 +14,7 @@ import json
 import os
 import runpy
 import sys
+import time
 
 _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND
 
@@ -46,6 +48,10 @@ def main() -> None:
 
         def run_spy(*args, **kwargs):  # the task (built before run) has started jax.distributed
             seen["process"] = [jax.process_index(), jax.process_count()]
+            hold = float(os.environ.get("GRPOJAX_HOLD_BEFORE_RUN", 0))
+            if hold:  # start-up is over but training has not begun: <record>.ready says so, then a pause
+                open(record + ".ready", "w").close()
+                time.sleep(hold)
             return run(*args, **kwargs)
 
         runner.run = run_spy

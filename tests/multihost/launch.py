@@ -47,13 +47,13 @@ def free_port() -> int:
 
 
 def launch(script: str, config: str, overrides: list[str], workdir, *, processes: int = 2,
-           devices: int = 4, tag: str = "run") -> list[Proc]:
+           devices: int = 4, tag: str = "run", env_extra: dict | None = None) -> list[Proc]:
     """Starts ``processes`` copies of ``script CONFIG overrides`` (cwd: the repository root)."""
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
     # a long collective timeout: on a loaded machine the gloo connections of the first step take a while
     env.update(JAX_PLATFORMS="cpu", XLA_FLAGS=f"--xla_force_host_platform_device_count={devices} "
                "--xla_cpu_collective_timeout_seconds=600",
-               PYTHONPATH=ROOT + os.pathsep + env.get("PYTHONPATH", ""), PYTHONUNBUFFERED="1")
+               PYTHONPATH=ROOT + os.pathsep + env.get("PYTHONPATH", ""), PYTHONUNBUFFERED="1", **(env_extra or {}))
     port, procs = free_port(), []
     for i in range(processes):
         mesh = [] if processes == 1 else [f"mesh.coordinator_address=127.0.0.1:{port}",

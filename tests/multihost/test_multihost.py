@@ -176,6 +176,27 @@ def test_sigterm_to_one_process_stops_both_at_the_same_step(reference, tmp_path)
     print(f"SIGTERM to process 1: both saved step {last} and exited 0 ({res[0].seconds:.0f} s)")
 
 
+@full
+def test_sigterm_during_start_up_ends_the_process(tmp_path):
+    """Before the training loop (its PreemptionGuard) SIGTERM ends the process, as on one process; JAX's
+    preemption notifier, which takes SIGTERM over in ``jax.distributed.initialize``, would ignore it."""
+    d = str(tmp_path / "run")
+    procs = launch(*_args("sft", d, 2, [f"mesh.heartbeat_timeout_seconds={HEARTBEAT}"]), tmp_path,
+                   env_extra={"GRPOJAX_HOLD_BEFORE_RUN": "30"})
+    deadline = time.monotonic() + 600
+    while not os.path.exists(procs[1].record + ".ready"):
+        assert time.monotonic() < deadline and procs[1].popen.poll() is None, "process 1 never got ready"
+        time.sleep(0.2)
+    sent = send(procs[1], signal.SIGTERM)
+    procs[1].popen.wait(timeout=60)
+    ended = time.monotonic() - sent
+    res = finish(procs, timeout=120)
+    assert res[1].returncode == -signal.SIGTERM and res[0].returncode != 0, [r.returncode for r in res]
+    assert not os.path.exists(os.path.join(d, "metrics.jsonl"))
+    print(f"SIGTERM to process 1 during start-up: it ended after {ended:.1f} s, process 0 exited "
+          f"{res[0].returncode}")
+
+
 @pytest.mark.parametrize("victim", [1, pytest.param(0, marks=full)])
 def test_a_dead_process_stops_the_other_and_a_restart_resumes(tmp_path, victim):
     d = str(tmp_path / "run")
