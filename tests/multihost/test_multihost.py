@@ -19,6 +19,7 @@ import io
 import os
 import shutil
 import signal
+import subprocess
 import sys
 import time
 
@@ -188,7 +189,10 @@ def test_sigterm_during_start_up_ends_the_process(tmp_path):
         assert time.monotonic() < deadline and procs[1].popen.poll() is None, "process 1 never got ready"
         time.sleep(0.2)
     sent = send(procs[1], signal.SIGTERM)
-    procs[1].popen.wait(timeout=60)
+    try:
+        procs[1].popen.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        raise AssertionError("process 1 ignored SIGTERM during start-up") from None
     ended = time.monotonic() - sent
     res = finish(procs, timeout=120)
     assert res[1].returncode == -signal.SIGTERM and res[0].returncode != 0, [r.returncode for r in res]
