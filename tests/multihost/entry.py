@@ -42,13 +42,14 @@ def main() -> None:
 
         batching.DataLoader.__next__ = spy
         import jax
+
         from grpojax.train import runner
 
         run = runner.run
 
         def run_spy(*args, **kwargs):  # the task (built before run) has started jax.distributed
             seen["process"] = [jax.process_index(), jax.process_count()]
-            hold = float(os.environ.get("GRPOJAX_HOLD_BEFORE_RUN", 0))
+            hold = float(os.environ.get("GRPOJAX_HOLD_BEFORE_RUN", "0"))
             if hold:  # start-up is over but training has not begun: <record>.ready says so, then a pause
                 open(record + ".ready", "w").close()
                 time.sleep(hold)

@@ -29,14 +29,14 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # pytest runs with --import-mode=importlib
 
-from launch import ROOT, finish, launch, rows_of, send, wait_for_step  # noqa: E402
+from launch import ROOT, finish, launch, rows_of, send, wait_for_step
 
-from grpojax.checkpoint import Checkpointer, abstract_like  # noqa: E402
-from grpojax.config import load_config  # noqa: E402
-from grpojax.train.grpo_task import GRPOTask  # noqa: E402
-from grpojax.train.preference_task import PreferenceTask  # noqa: E402
-from grpojax.train.runner import run  # noqa: E402
-from grpojax.train.tasks import SFTTask  # noqa: E402
+from grpojax.checkpoint import Checkpointer, abstract_like
+from grpojax.config import load_config
+from grpojax.train.grpo_task import GRPOTask
+from grpojax.train.preference_task import PreferenceTask
+from grpojax.train.runner import run
+from grpojax.train.tasks import SFTTask
 
 full = pytest.mark.skipif(os.environ.get("GRPOJAX_MULTIHOST_FULL") != "1",
                           reason="full multi-host set: make test-multihost")
@@ -50,7 +50,7 @@ KINDS = {  # script, task, overrides of configs/tiny_<kind>.yaml
 # reduction-order differences between layouts stay at float32 rounding (as tests/train/test_sharded_runner.py)
 COMMON = ["train.save_every=1", "train.keep_checkpoints=5", "train.adam_eps=1e-4", "model.shape.num_layers=1",
           "train.log_every=100", "mesh.data=-1"]
-TOL = dict(rtol=1e-4, atol=1e-5)
+TOL = {"rtol": 1e-4, "atol": 1e-5}
 HEARTBEAT = 3  # mesh.heartbeat_timeout_seconds of the fault tests
 
 
@@ -211,7 +211,7 @@ def test_a_dead_process_stops_the_other_and_a_restart_resumes(tmp_path, victim):
     other = procs[1 - victim]
     try:
         other.popen.wait(timeout=120)
-    except Exception:
+    except subprocess.TimeoutExpired:
         other.popen.kill()
         raise AssertionError(f"process {1 - victim} still running 120 s after process {victim} was killed")
     stopped = time.monotonic() - killed
