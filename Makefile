@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 PIP := $(BIN)/pip install -q --no-compile
 RUN := env -u PYTHONDONTWRITEBYTECODE HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1
 
-.PHONY: install install-core test demo clean
+.PHONY: install install-core test test-multihost demo clean
 
 # The library and what the demo needs (no torch: it is a test / benchmark dependency).
 $(BIN)/.installed-core: pyproject.toml
@@ -28,6 +28,11 @@ install: $(BIN)/.installed
 
 test: install
 	$(RUN) $(BIN)/python -m pytest -q -n 2 --dist loadfile tests
+
+# The full two-process set (CI runs its SFT cases with `test`): GR-IPO and GRPO across 2 processes x 4 CPU
+# devices, and the coordinator (process 0) killed mid-run; see docs/multihost.md.
+test-multihost: install
+	$(RUN) GRPOJAX_MULTIHOST_FULL=1 $(BIN)/python -m pytest -q tests/multihost
 
 # The main job on the embedded default: the end-to-end demo on the built-in synthetic world
 # (policy SFT, reward model, multi-objective GRPO, IPO vs GR-IPO); see docs/demo.md.

@@ -220,8 +220,15 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class MeshConfig:
-    """Device mesh axis sizes (-1 = all remaining devices, at most one axis); ``distributed`` calls
-    ``jax.distributed.initialize()`` first (multi-host).
+    """Device mesh axis sizes (-1 = all remaining devices, at most one axis) and multi-host start-up.
+
+    Multi-host (several processes, one per host, all running the same command): ``distributed: true`` calls
+    ``jax.distributed.initialize()`` before any device use; on a Cloud TPU VM pod slice, under SLURM or Open
+    MPI it detects the coordinator, the process count and this process's id. Elsewhere (or to override the
+    detection) give ``coordinator_address`` (``host:port`` of process 0), ``num_processes`` and ``process_id``;
+    setting any of them implies ``distributed``. ``heartbeat_timeout_seconds``: a process silent that long is
+    declared dead and every other process stops with an error (JAX's default 100 s). On CPU the cross-process
+    collectives run through gloo (``grpojax.sharding.maybe_initialize_distributed``). See docs/multihost.md.
 
     ``rollout_tensor``: the layout rollouts sample in (GRPO, PPO, online DPO). None = the training layout
     (under ``fsdp`` every decoded token all-gathers every weight). k = before each rollout the policy is
@@ -234,6 +241,10 @@ class MeshConfig:
     fsdp: int = 1
     tensor: int = 1
     distributed: bool = False
+    coordinator_address: Union[str, None] = None
+    num_processes: Union[int, None] = None
+    process_id: Union[int, None] = None
+    heartbeat_timeout_seconds: int = 100
     rollout_tensor: Union[int, None] = None
 
     def __post_init__(self):
@@ -243,3 +254,25 @@ class MeshConfig:
         check(sizes.count(-1) <= 1, "data", "at most one mesh axis may be -1")
         r = self.rollout_tensor
         check(r is None or r == -1 or r >= 1, "rollout_tensor", f"must be null, -1 or >= 1, got {r}")
+        a = self.coordinator_address
+        if a is not None:
+            host, sep, port = a.rpartition(":")
+            check(bool(sep) and bool(host) and port.isdigit() and 0 < int(port) < 65536, "coordinator_address",
+                  f"must be host:port of process 0 (e.g. 10.0.0.1:8476), got {a!r}")
+        positive(self, "num_processes", "heartbeat_timeout_seconds")
+        non_negative(self, "process_id")
+        n, i = self.num_processes, self.process_id
+        check(n is None or i is None or i < n, "process_id", f"must be < num_processes={n}, got {i}")
+
+    @property
+    def multihost(self) -> bool:
+        """True when ``jax.distributed`` is to be started (``distributed`` or any address / count / id set)."""
+        return self.distributed or any(v is not None for v in (self.coordinator_address, self.num_processes,
+                                                                self.process_id))
+
+    def initialize_kwargs(self) -> dict:
+        """The ``jax.distributed.initialize`` keyword arguments this section sets (unset ones are detected)."""
+        given = {"coordinator_address": self.coordinator_address, "num_processes": self.num_processes,
+                 "process_id": self.process_id}
+        return {**{k: v for k, v in given.items() if v is not None},
+                "heartbeat_timeout_seconds": self.heartbeat_timeout_seconds}

@@ -72,6 +72,8 @@ RULES = [
     ("data.pku_preference", lambda c: c.data.format != "pku_saferlhf" or not (c.kind == "sft" or _reads_pairs(c)),
      "it picks the preferred PKU-SafeRLHF response of sft / preference data (data.format=pku_saferlhf)"),
     ("mesh.rollout_tensor", lambda c: c.kind not in ROLLOUT, "{kind} runs do not sample"),
+    ("mesh.heartbeat_timeout_seconds", lambda c: not c.mesh.multihost,
+     "a single-process run has no heartbeat (set mesh.distributed or mesh.coordinator_address)"),
     ("grpo.kl_estimator", lambda c: c.kind == "grpo" and c.grpo.beta == 0, "grpo.beta=0: no KL term"),
     ("ppo.kl_estimator", _ppo_without_kl, "ppo.kl_coef=0 without ppo.adaptive_kl: no KL"),
     ("ppo.kl_target", lambda c: c.kind == "ppo" and not c.ppo.adaptive_kl, "ppo.adaptive_kl=false"),

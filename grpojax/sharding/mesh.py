@@ -16,6 +16,8 @@ Axes are ``AxisType.Auto`` (GSPMD propagation): model code needs no sharding ann
 from __future__ import annotations
 
 import logging
+import signal
+import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -104,20 +106,50 @@ def rollout_mesh(mesh: Mesh, tensor: int | None) -> Mesh:
 
 
 def maybe_initialize_distributed(spec: Any = None, **kwargs) -> bool:
-    """Calls ``jax.distributed.initialize(**kwargs)`` when ``spec.distributed`` is true (multi-host).
+    """Starts ``jax.distributed`` when ``spec`` asks for several processes; must run before any device use.
 
-    On Cloud TPU VM pods and SLURM / Open MPI GPU clusters the coordinator address, process count and
-    id are auto-detected, so no arguments are needed. Must run before any other JAX call. Returns True
-    when it initialised (or JAX was already initialised), False for a single-host run.
+    ``spec``: a ``grpojax.config.MeshConfig`` (``multihost`` says whether to start, ``initialize_kwargs()``
+    gives the coordinator address, process count / id and heartbeat timeout that are set) or anything with
+    a ``distributed`` attribute; ``kwargs`` are passed to ``jax.distributed.initialize`` over those. Unset
+    arguments are detected by JAX on Cloud TPU VM pods and SLURM / Open MPI clusters. On CPU the
+    cross-process collectives are switched to gloo first (:func:`use_gloo_on_cpu`). Returns True when it
+    initialised (or JAX was already initialised), False for a single-process run. SIGTERM keeps its default
+    action (:func:`_default_sigterm`).
     """
-    if not bool(getattr(spec, "distributed", False)) and not kwargs:
+    multihost = getattr(spec, "multihost", None)
+    if multihost is None:
+        multihost = bool(getattr(spec, "distributed", False))
+    if not multihost and not kwargs:
         return False
     if jax.distributed.is_initialized():
         return True
+    if hasattr(spec, "initialize_kwargs"):
+        kwargs = {**spec.initialize_kwargs(), **kwargs}
+    use_gloo_on_cpu()
     jax.distributed.initialize(**kwargs)
+    _default_sigterm()
     _log.info("jax.distributed: process %d of %d, %d local / %d global devices", jax.process_index(),
               jax.process_count(), jax.local_device_count(), jax.device_count())
     return True
+
+
+def _default_sigterm() -> None:
+    """Puts SIGTERM back to its default action (end the process). ``jax.distributed.initialize`` hands it
+    to JAX's preemption notifier, which only records it: a SIGTERM during start-up (compilation, restore)
+    would be ignored and the run would go on. The training loop's ``PreemptionGuard`` takes SIGTERM over
+    from its first step on (save, exit 0), as on a single process."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def use_gloo_on_cpu() -> str | None:
+    """Selects gloo for CPU collectives across processes unless a backend is chosen already (the config
+    ``jax_cpu_collectives_implementation`` or its environment variable). Without one, a computation
+    spanning CPU devices of several processes has no way to exchange data. Returns the backend in use."""
+    name = "jax_cpu_collectives_implementation"
+    if getattr(jax.config, name, None) in (None, "", "none"):
+        jax.config.update(name, "gloo")
+    return getattr(jax.config, name, None)
 
 
 def is_main_process() -> bool:

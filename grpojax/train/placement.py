@@ -22,30 +22,41 @@ import optax
 from flax import nnx
 
 from grpojax import sharding as shd
-from grpojax.cli import UserError
+from grpojax.cli import UserError, one_line
 from grpojax.sampling import ShardedCache
 from grpojax.train.steps.state import create_train_state
 
 
 def start_mesh(mesh_cfg):
-    """``jax.distributed.initialize()`` when ``mesh.distributed`` is set, then the mesh of ``mesh_cfg``
-    (``-1`` = the remaining devices). Single-process, sizes without ``-1`` whose product is below the
-    device count use the first devices (``mesh: {data: 1}`` = one device on a multi-device host); on a pod
-    the mesh must span every device. Configuration problems become :class:`UserError` naming ``mesh``."""
+    """``jax.distributed.initialize()`` when the ``mesh`` section asks for several processes
+    (``distributed`` or ``coordinator_address`` / ``num_processes`` / ``process_id``), then the mesh of
+    ``mesh_cfg`` (``-1`` = the remaining devices). Single-process, sizes without ``-1`` whose product is below
+    the device count use the first devices (``mesh: {data: 1}`` = one device on a multi-device host); on a
+    pod the mesh must span every device and its batch axes ``data * fsdp`` must be a multiple of the process
+    count (each process feeds its own rows). Configuration problems become :class:`UserError` naming ``mesh``."""
     try:
         shd.maybe_initialize_distributed(mesh_cfg)
-    except RuntimeError as e:
-        raise UserError(f"mesh.distributed=true: jax.distributed.initialize() failed ({e}); it must run "
-                        "before any other JAX call, on every host of the pod") from None
+    except (RuntimeError, ValueError, TypeError) as e:
+        raise UserError(f"mesh: jax.distributed.initialize({_shown(mesh_cfg.initialize_kwargs())}) failed: "
+                        f"{one_line(str(e))[:300]} (it must run before any other JAX call, on every process)") from None
     sizes = {a: getattr(mesh_cfg, a) for a in shd.AXES}
     want = int(np.prod(list(sizes.values())))
     devices = None
     if -1 not in sizes.values() and want < jax.device_count() and jax.process_count() == 1:
         devices = jax.devices()[:want]  # e.g. mesh {data: 1} on a multi-device host: the first device(s)
     try:
-        return shd.make_mesh(mesh_cfg, devices=devices)
+        mesh = shd.make_mesh(mesh_cfg, devices=devices)
     except ValueError as e:
         raise UserError(f"mesh={sizes}: {e}") from None
+    if shd.batch_axis_size(mesh) % jax.process_count():
+        raise UserError(f"mesh={dict(mesh.shape)}: the batch axes data*fsdp={shd.batch_axis_size(mesh)} must be a "
+                        f"multiple of the {jax.process_count()} processes (each process reads its own rows); "
+                        "move devices from mesh.tensor to mesh.data or mesh.fsdp")
+    return mesh
+
+
+def _shown(kwargs: dict) -> str:
+    return ", ".join(f"{k}={v!r}" for k, v in kwargs.items())
 
 
 def place(build: Callable[[], tuple[Any, Any]], mesh, *, on_disk: bool):

@@ -13,7 +13,8 @@ counted in ``train/nonfinite_steps``; ``train.max_bad_steps`` of them in a row s
 (:func:`check_schedule_horizon`). Because the step RNG is derived from the step
 number and the data order from the saved position, a resumed run is bit-identical to an uninterrupted one.
 
-Sharding: the task's constructor has already started ``jax.distributed`` (``mesh.distributed: true``) and
+Sharding: the task's constructor has already started ``jax.distributed`` (``mesh.distributed`` or the
+``mesh.coordinator_address`` keys; docs/multihost.md) and
 built ``task.mesh`` from ``cfg.mesh`` (data / fsdp / tensor, ``-1`` = the rest); ``init_state`` returns the
 state placed by the logical-axis rules and every step is jitted with those shardings (see
 :mod:`grpojax.train.tasks`). The checkpoint is restored onto the shardings of that state, so a run saved
