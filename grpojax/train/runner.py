@@ -35,7 +35,7 @@ from flax import nnx
 from grpojax.checkpoint import Checkpointer, PreemptionGuard, abstract_like
 from grpojax.cli import UserError
 from grpojax.config import config_to_dict, dump_config, write_config
-from grpojax.metrics import MetricsWriter
+from grpojax.metrics import MetricsWriter, wandb_init_kwargs
 from grpojax.sharding import is_main_process
 from grpojax.train.optim import make_optimizer
 
@@ -129,8 +129,9 @@ def run(cfg, task, *, stream=None) -> dict:
                 + (f"; its export {cfg.export_hf} is there" if exported else ""))
         base = jax.random.key(tc.seed)
         stopped = False
-        with MetricsWriter(cfg.run_dir, total_steps=tc.steps, resume_step=start,
-                           log_every=tc.log_every, stream=stream) as log, PreemptionGuard() as guard:
+        with MetricsWriter(cfg.run_dir, total_steps=tc.steps, resume_step=start, log_every=tc.log_every,
+                           stream=stream, wandb=wandb_init_kwargs(cfg.logging.wandb, config_to_dict(cfg))
+                           ) as log, PreemptionGuard() as guard:
             step = start
             while step < tc.steps:
                 n = task.steps_per_call(step, tc.steps)
