@@ -159,12 +159,14 @@ class MetricsWriter:
 
     def write_completions(self, step: int, records: Sequence[Mapping[str, Any]]) -> None:
         """Sampled completions of ``step`` (each a flat dict: prompt, completion, per-aspect scores, reward,
-        advantage) -> one JSON line each in ``completions.jsonl`` (``{"step": step, **record}``), a
-        markdown table as TensorBoard text ``completions``, and a W&B table ``completions``. A resumed
-        run moves lines past its checkpoint to ``completions.jsonl.discarded`` (as ``metrics.jsonl``)."""
+        advantage; None = not applicable) -> one JSON line each in ``completions.jsonl``
+        (``{"step": step, **record}``), a markdown table as TensorBoard text ``completions``, and a W&B
+        table ``completions``. A resumed run moves lines past its checkpoint to
+        ``completions.jsonl.discarded`` (as ``metrics.jsonl``)."""
         if not self.active or not records:
             return
-        rows = [{"step": int(step), **{k: _scalar(k, v) for k, v in r.items()}} for r in records]
+        rows = [{"step": int(step), **{k: (v if v is None else _scalar(k, v)) for k, v in r.items()}}
+                for r in records]
         with open(self.completions_path, "a", encoding="utf-8") as f:
             f.writelines(json.dumps(r) + "\n" for r in rows)
         columns = list(dict.fromkeys(k for r in rows for k in r))

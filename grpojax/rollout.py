@@ -44,6 +44,7 @@ class Rollout(NamedTuple):
     metrics: dict               # host floats
     completions: list           # decoded completion texts, prompt-major
     scores_NR: np.ndarray       # aspect scores, N = prompts x G
+    rewards_N: np.ndarray | None = None  # the aggregated reward of each completion (host)
 
 
 def reward_math(scores_BGR, *, aggregation: str, weights=None, scale: str | None = None, names=()):
@@ -127,7 +128,7 @@ def generate_and_score(model, prompt_ids_BP, prompt_mask_BP, prompts: Sequence[s
         raise ValueError(f"score_fn returned shape {scores_NR.shape}, expected ({len(texts)}, {R}) for "
                          f"aspects {list(aspect_names)}")
     B = len(prompts)
-    _, adv_BG, reward_metrics = reward_math(jnp.asarray(scores_NR.reshape(B, G, R)), aggregation=aggregation,
+    rewards_BG, adv_BG, reward_metrics = reward_math(jnp.asarray(scores_NR.reshape(B, G, R)), aggregation=aggregation,
                                             weights=reward_weights, scale=scale_rewards, names=aspect_names)
     loss_mask = mask * (~truncated)[:, None] if mask_truncated_completions else mask
     batch["completion_mask_BL"] = np.asarray(loss_mask, np.int32)
@@ -140,4 +141,5 @@ def generate_and_score(model, prompt_ids_BP, prompt_mask_BP, prompts: Sequence[s
                "completions/min_length": float(lengths.min()),
                "completions/clipped_ratio": float(truncated.mean())}
     metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
-    return Rollout(batch=batch, metrics=metrics, completions=texts, scores_NR=scores_NR)
+    return Rollout(batch=batch, metrics=metrics, completions=texts, scores_NR=scores_NR,
+                   rewards_N=np.asarray(rewards_BG, np.float32).reshape(B * G))

@@ -48,6 +48,7 @@ class GRPOTask(BaseTask):
                                      temperature=g.temperature, max_completion_length=g.max_completion_length,
                                      emit_logp=g.num_iterations > 1, sampler_is_cap=g.sampler_is_cap)
         self._rollout = None
+        self._samples = None  # (prompts, Rollout, host advantages) of the latest rollout, for sample_records
 
     def loader_rows(self) -> int:
         return self.cfg.train.batch_size // self.cfg.grpo.num_generations  # prompts per step
@@ -87,6 +88,7 @@ class GRPOTask(BaseTask):
                                 score_fn=self.score, aggregation=g.aggregation,
                                 reward_weights=g.reward_weights or None, scale_rewards=g.scale_rewards,
                                 mask_truncated_completions=g.mask_truncated_completions, cache_fn=cache_fn)
+        self._samples = (prompts, ro, np.asarray(ro.batch["advantages_B"], np.float32))  # host copies
         ro = ro._replace(batch=self.full_rows(ro.batch))
         if self.settings.beta > 0:
             ro.batch["ref_logp_BL"] = self.full_rows(self._ref_logp(*self.ref_arrays(state), ro.batch))
@@ -94,6 +96,22 @@ class GRPOTask(BaseTask):
 
     def steps_per_call(self, step: int, total: int) -> int:
         return min(self.cfg.grpo.num_iterations, total - step)
+
+    def sample_records(self, limit: int = 8):
+        """``(key, records)`` of the latest rollout for ``completions.jsonl``: the first prompts' groups
+        whole (``max(1, limit // G)`` prompts), each completion as ``{prompt, completion,
+        rewards/<aspect>, reward, advantage}`` (a NaN score -- aspect not applicable -- is null); ``key``
+        identifies the rollout (:class:`grpojax.train.callbacks.CompletionsLogger` writes each once)."""
+        if self._samples is None:
+            return None, []
+        prompts, ro, adv = self._samples
+        n = max(1, limit // self.G) * self.G
+        out = []
+        for i in range(min(n, len(ro.completions))):
+            scores = {f"rewards/{a}": _finite(v) for a, v in zip(self.aspect_names, ro.scores_NR[i])}
+            out.append({"prompt": prompts[i // self.G], "completion": ro.completions[i], **scores,
+                        "reward": _finite(ro.rewards_N[i]), "advantage": _finite(adv[i])})
+        return ro, out
 
     def train_steps(self, state, step, rngs):
         ro = self.rollout(state, jax.random.fold_in(rngs[0], 1))
@@ -119,3 +137,8 @@ class GRPOTask(BaseTask):
         return self.evaluate_policy(state, prompts, self.cfg.grpo, self.score, self.aspect_names,
                                     batch_prompts=batch_prompts, seed=seed)
 
+
+def _finite(x) -> float | None:
+    """A float, or None for NaN (not applicable): JSON has no NaN."""
+    x = float(x)
+    return None if np.isnan(x) else x

@@ -37,6 +37,7 @@ from grpojax.cli import UserError
 from grpojax.config import config_to_dict, dump_config, write_config
 from grpojax.metrics import MetricsWriter, wandb_init_kwargs
 from grpojax.sharding import is_main_process
+from grpojax.train.callbacks import CompletionsLogger, LoopContext
 from grpojax.train.optim import make_optimizer
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
@@ -94,9 +95,11 @@ def split_sequences(batch: dict, prompt_len: int, prefix: str = "") -> dict:
             "completion_BL": ids[:, prompt_len:], "completion_mask_BL": loss[:, prompt_len:]}
 
 
-def run(cfg, task, *, stream=None) -> dict:
+def run(cfg, task, *, stream=None, callbacks=()) -> dict:
     """Train ``task`` for ``cfg.train.steps`` steps in ``cfg.run_dir`` (resuming if possible).
 
+    ``callbacks``: :class:`grpojax.train.callbacks.Callback` hooks run after each step's metric row and at
+    the end (process 0 only); a :class:`~grpojax.train.callbacks.CompletionsLogger` always runs first.
     Returns a summary dict: ``{"start_step", "end_step", "stopped_early", "seconds"}``.
     """
     t0 = time.perf_counter()
@@ -132,6 +135,8 @@ def run(cfg, task, *, stream=None) -> dict:
         with MetricsWriter(cfg.run_dir, total_steps=tc.steps, resume_step=start, log_every=tc.log_every,
                            stream=stream, wandb=wandb_init_kwargs(cfg.logging.wandb, config_to_dict(cfg))
                            ) as log, PreemptionGuard() as guard:
+            hooks = [CompletionsLogger(), *callbacks] if main else []
+            ctx = LoopContext(cfg, task, log)
             step = start
             while step < tc.steps:
                 n = task.steps_per_call(step, tc.steps)
@@ -141,6 +146,8 @@ def run(cfg, task, *, stream=None) -> dict:
                 for i, row in enumerate(rows):
                     bad.count(row)
                     log.write(step + i + 1, row)
+                    for hook in hooks:
+                        hook.on_step_end(step + i + 1, row, ctx)
                 step += n
                 bad.check(step, ckpt)  # UserError after max_bad_steps skipped steps in a row
                 stop = guard.should_stop()
@@ -150,6 +157,8 @@ def run(cfg, task, *, stream=None) -> dict:
                     say(f"{guard.signal_name or 'signal on another process'}: saved step {step}; exiting")
                     stopped = True
                     break
+            for hook in hooks:
+                hook.on_train_end(step, state, ctx)
         ckpt.wait()
     if cfg.export_hf and not stopped and not exported:
         task.export(state, cfg.export_hf)
