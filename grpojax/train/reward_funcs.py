@@ -8,6 +8,8 @@ convention), run on the host after decoding; NaN = not applicable. A config name
     regex:<pattern>               1 if the pattern matches (re.search)
     char_frac:<chars>             fraction of the completion's characters that are in <chars>
     some.module:function          any importable function with the signature above
+    <name>                        a function registered in this process with :func:`register` (what
+                                  ``grpojax.train.GRPOTrainer(reward_funcs=[fn])`` does with ``fn.__name__``)
 """
 
 from __future__ import annotations
@@ -50,8 +52,25 @@ def _builtin(name: str, arg: str) -> RewardFunc:
 BUILTINS = ("length", "keyword", "regex", "char_frac")
 
 
+_REGISTERED: dict[str, RewardFunc] = {}
+
+
+def register(name: str, fn: RewardFunc) -> str:
+    """Makes ``fn`` resolvable by the plain ``name`` (letters, digits, ``_``, ``-``; not a built-in) in this
+    process; returns ``name``. Registering another function under a taken name replaces it."""
+    if not callable(fn):
+        raise TypeError(f"reward function {name!r} is not callable: {fn!r}")
+    if not name or not all(c.isalnum() or c in "_-" for c in name) or name in BUILTINS:
+        raise ValueError(f"cannot register a reward function as {name!r}: use letters, digits, _ or -, not a "
+                         f"built-in ({', '.join(BUILTINS)})")
+    _REGISTERED[name] = fn
+    return name
+
+
 def resolve(spec: str) -> RewardFunc:
     """The reward function named by ``spec`` (see the module docstring); UserError when unknown."""
+    if spec in _REGISTERED:
+        return _REGISTERED[spec]
     head, _, arg = spec.partition(":")
     if head in BUILTINS:
         return _builtin(head, arg)
