@@ -69,7 +69,7 @@ def plan_memory_command(argv, prog: str) -> int:
 def demo_command(argv, prog: str) -> int:
     from grpojax.demo.__main__ import main
 
-    return main(argv)
+    return main(argv, prog=prog)
 
 
 def presets_command(argv, prog: str) -> int:
