@@ -20,6 +20,7 @@ import numpy as np
 from grpojax.rollout import generate_and_score, sampling_settings
 from grpojax.sharding import to_host
 from grpojax.train import reward_funcs
+from grpojax.train.callbacks import completion_records
 from grpojax.train.forward import reference_logp_fn
 from grpojax.train.grpo import GRPOSettings, grpo_step
 from grpojax.train.tasks import BaseTask, host_row
@@ -98,20 +99,14 @@ class GRPOTask(BaseTask):
         return min(self.cfg.grpo.num_iterations, total - step)
 
     def sample_records(self, limit: int = 8):
-        """``(key, records)`` of the latest rollout for ``completions.jsonl``: the first prompts' groups
-        whole (``max(1, limit // G)`` prompts), each completion as ``{prompt, completion,
-        rewards/<aspect>, reward, advantage}`` (a NaN score -- aspect not applicable -- is null); ``key``
-        identifies the rollout (:class:`grpojax.train.callbacks.CompletionsLogger` writes each once)."""
+        """``(key, records)`` of the latest rollout for ``completions.jsonl``
+        (:func:`grpojax.train.callbacks.completion_records` with each completion's advantage); ``key``
+        identifies the rollout (written once)."""
         if self._samples is None:
             return None, []
         prompts, ro, adv = self._samples
-        n = max(1, limit // self.G) * self.G
-        out = []
-        for i in range(min(n, len(ro.completions))):
-            scores = {f"rewards/{a}": _finite(v) for a, v in zip(self.aspect_names, ro.scores_NR[i])}
-            out.append({"prompt": prompts[i // self.G], "completion": ro.completions[i], **scores,
-                        "reward": _finite(ro.rewards_N[i]), "advantage": _finite(adv[i])})
-        return ro, out
+        return ro, completion_records(prompts, ro.completions, ro.scores_NR, self.aspect_names, ro.rewards_N,
+                                      self.G, limit, advantage=adv)
 
     def train_steps(self, state, step, rngs):
         ro = self.rollout(state, jax.random.fold_in(rngs[0], 1))
@@ -137,8 +132,3 @@ class GRPOTask(BaseTask):
         return self.evaluate_policy(state, prompts, self.cfg.grpo, self.score, self.aspect_names,
                                     batch_prompts=batch_prompts, seed=seed)
 
-
-def _finite(x) -> float | None:
-    """A float, or None for NaN (not applicable): JSON has no NaN."""
-    x = float(x)
-    return None if np.isnan(x) else x
