@@ -26,6 +26,7 @@ import numpy as np
 
 from grpojax.losses.dpo import dpo_loss
 from grpojax.sharding import to_host
+from grpojax.train.callbacks import completion_records
 from grpojax.train.ppo_task import RewardScorer, sample_and_score
 from grpojax.train.preference import _BASE, PreferenceSettings, jitted_pair_logprobs, preference_step
 from grpojax.train.tasks import BaseTask, host_row
@@ -88,6 +89,20 @@ class OnlineDPOTask(BaseTask):
                                            average_logprobs=pc.average_logprobs, num_groups=1)
         mb = cfg.train.micro_batch_size
         self.num_micro = 1 if mb is None else self.prompts // mb
+        self._samples = None  # (Sampled, best, worst, valid) of the latest rollout, for sample_records
+
+    def sample_records(self, limit: int = 8):
+        """``(key, records)`` of the latest rollout for ``completions.jsonl``
+        (:func:`grpojax.train.callbacks.completion_records`) with each completion's ``pair`` role:
+        ``chosen``, ``rejected`` or empty (not in the prompt's pair, or no pair: equal rewards)."""
+        if self._samples is None:
+            return None, []
+        ro, best, worst, valid = self._samples
+        role = [""] * len(ro.texts)
+        for b in np.flatnonzero(valid):
+            role[b * self.G + int(best[b])], role[b * self.G + int(worst[b])] = "chosen", "rejected"
+        return ro, completion_records(ro.prompts, ro.texts, ro.scores_NR, self.scorer.names, ro.rewards_N,
+                                      self.G, limit, pair=role)
 
     def loader_rows(self) -> int:
         return self.cfg.train.batch_size // self.cfg.online_dpo.num_generations  # prompts per step
@@ -108,6 +123,7 @@ class OnlineDPOTask(BaseTask):
         ro = sample_and_score(self.model_of(state), self, self.cfg.online_dpo, self.scorer, rng)
         rewards_BG = ro.rewards_N.reshape(self.prompts, self.G)
         best, worst, valid = best_worst_pairs(rewards_BG)
+        self._samples = (ro, best, worst, valid)
         batch = self.full_rows(pair_batch(to_host(ro.batch), best, worst, valid, self.G))
         ref = self.full_rows(self._ref_logps(*self.ref_arrays(state), batch))
         batch["ref_chosen_logp_B"], batch["ref_rejected_logp_B"] = ref

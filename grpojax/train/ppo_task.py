@@ -35,6 +35,7 @@ from grpojax.rollout import reward_math
 from grpojax.sampling import sample
 from grpojax.sharding import to_host, traced_on_mesh
 from grpojax.train import reward_funcs
+from grpojax.train.callbacks import completion_records
 from grpojax.train.forward import reference_logp_fn
 from grpojax.train.ppo import PPOSettings, policy_and_values, ppo_step, rollout_targets
 from grpojax.train.runner import build_model, maybe_lora
@@ -74,6 +75,8 @@ class Sampled(NamedTuple):
     truncated_N: np.ndarray  # hit the length limit without EOS
     texts: list              # decoded completions, prompt-major
     metrics: dict            # host floats: reward, reward_std, rewards/<aspect>/..., completions/...
+    prompts: list = ()       # the rollout's prompt texts
+    scores_NR: np.ndarray | None = None  # every aspect's score of each completion (host)
 
 
 def sample_and_score(policy, task: BaseTask, rc, scorer: RewardScorer, rng) -> Sampled:
@@ -113,7 +116,7 @@ def sample_and_score(policy, task: BaseTask, rc, scorer: RewardScorer, rng) -> S
                "completions/min_length": float(lengths.min()),
                "completions/clipped_ratio": float(truncated.mean()),
                **{k: float(v) for k, v in jax.device_get(reward_metrics).items() if k.startswith("rewards/")}}
-    return Sampled(batch, rewards_N, truncated, texts, metrics)
+    return Sampled(batch, rewards_N, truncated, texts, metrics, prompts, scores_NR)
 
 
 class PPOTask(BaseTask):
@@ -136,6 +139,17 @@ class PPOTask(BaseTask):
         self.mini = cfg.train.batch_size // p.num_mini_batches
         self.check_rows(self.mini, "train.batch_size / ppo.num_mini_batches")
         self.num_micro = 1 if cfg.train.micro_batch_size is None else self.mini // cfg.train.micro_batch_size
+        self._samples = None  # the latest rollout's Sampled, for sample_records
+
+    def sample_records(self, limit: int = 8):
+        """``(key, records)`` of the latest rollout for ``completions.jsonl``
+        (:func:`grpojax.train.callbacks.completion_records`; ``reward`` is the aggregated score before
+        the KL shaping and the EOS penalty)."""
+        ro = self._samples
+        if ro is None:
+            return None, []
+        return ro, completion_records(ro.prompts, ro.texts, ro.scores_NR, self.scorer.names, ro.rewards_N,
+                                      self.G, limit)
 
     def loader_rows(self) -> int:
         return self.cfg.train.batch_size // self.cfg.ppo.num_generations  # prompts per rollout
@@ -208,6 +222,7 @@ class PPOTask(BaseTask):
         """One scored rollout with every PPO target; returns ``(batch, metrics)``."""
         p = self.cfg.ppo
         ro = sample_and_score(self.model_of(state), self, p, self.scorer, rng)
+        self._samples = ro
         scores = np.nan_to_num(ro.rewards_N, nan=0.0)
         if p.missing_eos_penalty is not None:
             scores = scores - p.missing_eos_penalty * ro.truncated_N
