@@ -77,7 +77,7 @@ def _yaml(v) -> str:
 
 def describe_keys(schema, prefix: str = "") -> list[Key]:
     """Every key of dataclass ``schema`` (sections first, then their keys, depth-first, schema order)."""
-    from grpojax.config.io import _type_name
+    from grpojax.config.io import type_name
 
     hints, docs, out = typing.get_type_hints(schema), field_docs(schema), []
     for f in dataclasses.fields(schema):
@@ -88,7 +88,7 @@ def describe_keys(schema, prefix: str = "") -> list[Key]:
             continue
         d = _default(f)
         default = "(required)" if d is dataclasses.MISSING else _yaml(d() if callable(d) else d)
-        out.append(Key(name, _type_name(tp), default, docs.get(f.name, ""), False))
+        out.append(Key(name, type_name(tp), default, docs.get(f.name, ""), False))
     return out
 
 

@@ -163,12 +163,13 @@ def _apply_override(raw: dict, item: str, schema) -> None:
             cls, cursor = tp, cursor[part]
 
 
-def _type_name(tp) -> str:
+def type_name(tp) -> str:
+    """A schema type in words for messages and ``--help`` (``one of a, b``, ``an integer or null``, ...)."""
     origin, args = typing.get_origin(tp), typing.get_args(tp)
     if origin is Literal:
         return "one of " + ", ".join(map(str, args))
     if origin is Union:
-        return " or ".join(_type_name(a) for a in args)
+        return " or ".join(type_name(a) for a in args)
     if origin is tuple:
         return "a list" if len(args) == 2 and args[1] is Ellipsis else f"a list of {len(args)} values"
     return {type(None): "null", int: "an integer", float: "a number", bool: "true/false", str: "a string"}.get(
@@ -179,7 +180,7 @@ def _coerce(v, tp, source: str, key: str):
     """Coerces a YAML value (or a raw override string) to type ``tp``; UserError naming ``key`` if it can't."""
 
     def bad(extra=""):
-        return UserError(f"{source}: {key}: expected {_type_name(tp)}, got {v!r}{extra}")
+        return UserError(f"{source}: {key}: expected {type_name(tp)}, got {v!r}{extra}")
 
     origin, args = typing.get_origin(tp), typing.get_args(tp)
     if dataclasses.is_dataclass(tp):

@@ -24,7 +24,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from grpojax.models.lora import LORA_TARGETS, _dense
+from grpojax.models.lora import LORA_TARGETS, projection
 
 ADAPTER_SUBDIR = "adapter"  # the adapter's directory inside a LoRA run's export_hf
 
@@ -50,7 +50,7 @@ def peft_adapter(model) -> PeftAdapter:
     n_layers = model.config.num_layers
     tensors, ranks, alphas, targets = {}, set(), set(), []
     for t in LORA_TARGETS:
-        owners = [_dense(model.layers, t)] if scanned else [_dense(layer, t) for layer in model.layers]
+        owners = [projection(model.layers, t)] if scanned else [projection(layer, t) for layer in model.layers]
         if owners[0].lora is None:
             continue
         targets.append(f"{t}_proj")

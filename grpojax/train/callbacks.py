@@ -9,7 +9,8 @@ A callback subclasses :class:`Callback` and overrides what it needs:
 ``ctx`` is a :class:`LoopContext`: the config, the task and the run's ``MetricsWriter``. Only process 0
 calls them. :class:`CompletionsLogger` (always on in the runner) is one: every ``train.log_every`` steps it
 writes a few of the step's sampled completions -- prompt, completion, every aspect's score, the reward and
-the advantage -- from ``task.sample_records(limit)`` (tasks that sample define it) through
+the advantage -- from ``task.sample_records(limit)`` (tasks that sample define it, with
+:func:`grpojax.rollout.records.completion_records`) through
 ``MetricsWriter.write_completions`` to ``run_dir/completions.jsonl``, TensorBoard text and W&B.
 
 Example::
@@ -23,8 +24,7 @@ Example::
 
 from __future__ import annotations
 
-import math
-from typing import Any, NamedTuple, Sequence
+from typing import Any, NamedTuple
 
 
 class LoopContext(NamedTuple):
@@ -61,24 +61,3 @@ class CompletionsLogger(Callback):
             self._last = key
             ctx.log.write_completions(step, recs)
 
-
-def completion_records(prompts: Sequence[str], completions: Sequence[str], scores_NR, aspect_names: Sequence[str],
-                       rewards_N, group: int, limit: int, **per_completion) -> list[dict]:
-    """The records :class:`CompletionsLogger` writes for a rollout of ``len(prompts)`` prompts x ``group``
-    completions (prompt-major): the first ``max(1, limit // group)`` prompts' groups whole, each completion
-    as ``{prompt, completion, rewards/<aspect>, reward, **{k: v[i]}}`` for the ``per_completion`` arrays
-    (e.g. ``advantage=``); NaN (not applicable) becomes None (JSON has no NaN)."""
-    n = min(max(1, limit // group) * group, len(completions))
-    out = []
-    for i in range(n):
-        rec = {"prompt": prompts[i // group], "completion": completions[i],
-               **{f"rewards/{a}": _finite(v) for a, v in zip(aspect_names, scores_NR[i])},
-               "reward": _finite(rewards_N[i])}
-        rec.update({k: _finite(v[i]) if not isinstance(v[i], str) else v[i] for k, v in per_completion.items()})
-        out.append(rec)
-    return out
-
-
-def _finite(x) -> float | None:
-    x = float(x)
-    return None if math.isnan(x) else x

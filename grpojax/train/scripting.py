@@ -1,17 +1,22 @@
-"""The body shared by the training commands (``grpojax train-grpo ...``, ``scripts/train_*.py``): each is
-a thin shell over :func:`train_main` with the task class of its kind (``TASKS``)."""
+"""The body shared by the training commands (``grpojax train-grpo ...``, ``scripts/train_*.py``; each is
+a thin shell over this): parse ``CONFIG key=value ...``, load and validate the config of the command's
+kind, build the task named by ``module:Class`` (``TASKS[kind]``) and run :func:`grpojax.train.runner.run`."""
 
 from __future__ import annotations
 
+import importlib
+
 from grpojax import cli
+from grpojax.config import load_config
+from grpojax.train.runner import run
 
 TASKS = {  # config kind -> the task class that trains it ("module:Class", imported when the command runs)
-    "grpo": "grpojax.train.grpo_task:GRPOTask",
-    "ppo": "grpojax.train.ppo_task:PPOTask",
-    "dpo": "grpojax.train.preference_task:PreferenceTask",
-    "online_dpo": "grpojax.train.online_dpo_task:OnlineDPOTask",
-    "reward": "grpojax.train.reward_task:RewardTask",
-    "sft": "grpojax.train.tasks:SFTTask",
+    "grpo": "grpojax.train.tasks.grpo:GRPOTask",
+    "ppo": "grpojax.train.tasks.ppo:PPOTask",
+    "dpo": "grpojax.train.tasks.preference:PreferenceTask",
+    "online_dpo": "grpojax.train.tasks.online_dpo:OnlineDPOTask",
+    "reward": "grpojax.train.tasks.reward:RewardTask",
+    "sft": "grpojax.train.tasks.sft:SFTTask",
 }
 
 
@@ -21,15 +26,9 @@ def train_main(kind: str, task_factory_path: str, usage: str):
 
     def body(argv):
         path, overrides = cli.parse_config_argv(argv, usage, kinds=(kind,))
-        from grpojax.config import load_config
-
         cfg = load_config(path, overrides, kind=kind)
-        import importlib
-
         module, name = task_factory_path.split(":")
         task = getattr(importlib.import_module(module), name)(cfg)
-        from grpojax.train.runner import run
-
         summary = run(cfg, task)
         print(f"done: steps {summary['start_step']} -> {summary['end_step']} in "
               f"{summary['seconds']:.1f}s; run_dir={cfg.run_dir}")

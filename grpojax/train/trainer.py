@@ -16,7 +16,7 @@ them, before building the same validated config a YAML file gives:
   ``prompt`` by default); a string is a data file or hub id. Without evaluation data ``train.eval_every``
   becomes 0;
 - ``reward_funcs``: callables are registered by name (``fn.__name__``; see
-  :func:`grpojax.train.reward_funcs.register`) and replace the section's ``reward_funcs`` (strings are
+  :func:`grpojax.rollout.text_rewards.register`) and replace the section's ``reward_funcs`` (strings are
   the config's own reward names); each is an aspect, logged as ``rewards/<name>/mean``;
 - ``overrides``: ``{"train.steps": 10}`` or ``["train.steps=10"]``, applied last; ``run_dir`` likewise.
 
@@ -97,7 +97,7 @@ def _data_file(data, path: str) -> str:
 
 
 def _reward_names(funcs: Sequence[str | Callable]) -> list[str]:
-    from grpojax.train import reward_funcs
+    from grpojax.rollout import text_rewards
 
     names = []
     for i, fn in enumerate(funcs):
@@ -106,7 +106,7 @@ def _reward_names(funcs: Sequence[str | Callable]) -> list[str]:
             continue
         name = getattr(fn, "__name__", "")
         name = name if name and name != "<lambda>" else f"reward{i}"
-        names.append(reward_funcs.register(name, fn))
+        names.append(text_rewards.register(name, fn))
     if len(set(names)) != len(names):
         raise ValueError(f"reward functions need distinct names, got {names}")
     return names

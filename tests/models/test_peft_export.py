@@ -48,7 +48,8 @@ def test_a_lora_run_exports_its_peft_adapter_next_to_the_merged_weights(tmp_path
     """An SFT run with LoRA from a HF checkpoint: ``export_hf/adapter`` on ``model.path`` (PEFT) gives the
     logits of the merged ``export_hf``."""
     from grpojax.config import load_config
-    from grpojax.train.runner import build_model, run
+    from grpojax.train.build import build_model
+    from grpojax.train.runner import run
     from grpojax.train.tasks import SFTTask
 
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

@@ -34,7 +34,7 @@ class Recorder(Callback):
 
 
 def test_tiny_grpo_run_writes_eval_rows_completions_and_an_offline_wandb_run(tmp_path, monkeypatch):
-    from grpojax.train.grpo_task import GRPOTask
+    from grpojax.train.tasks.grpo import GRPOTask
 
     monkeypatch.setenv("WANDB_DIR", str(tmp_path))
     monkeypatch.setenv("WANDB_SILENT", "true")

@@ -10,7 +10,7 @@ import pytest
 
 from grpojax.config import load_config
 from grpojax.train import (DPOTrainer, GRPOTrainer, OnlineDPOTrainer, PPOTrainer, RewardTrainer, SFTTrainer)
-from grpojax.train.runner import build_model
+from grpojax.train.build import build_model
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 FIRST_LINE = 'MODEL, STEPS = "Qwen/Qwen2.5-0.5B-Instruct", 200'
