@@ -24,7 +24,8 @@ import math
 import os
 import sys
 import time
-from typing import Any, Mapping, Sequence, TextIO
+from collections.abc import Mapping, Sequence
+from typing import Any, TextIO
 
 import numpy as np
 
@@ -171,9 +172,8 @@ class MetricsWriter:
             f.writelines(json.dumps(r) + "\n" for r in rows)
         columns = list(dict.fromkeys(k for r in rows for k in r))
         if self._tb is not None:
-            cell = lambda v: (f"{v:.4g}" if isinstance(v, float) else str(v)).replace("|", "\\|").replace("\n", " ")
             lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-            lines += ["| " + " | ".join(cell(r.get(c, "")) for c in columns) + " |" for r in rows]
+            lines += ["| " + " | ".join(_cell(r.get(c, "")) for c in columns) + " |" for r in rows]
             self._tb.add_text("completions", "\n".join(lines), step)
         if self._wandb is not None:
             import wandb as wandb_lib
@@ -204,11 +204,16 @@ class MetricsWriter:
             self._wandb.finish()
             self._wandb = None
 
-    def __enter__(self) -> "MetricsWriter":
+    def __enter__(self) -> MetricsWriter:
         return self
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _cell(v) -> str:
+    """One markdown table cell: floats to 4 digits, pipes escaped, newlines as spaces."""
+    return (f"{v:.4g}" if isinstance(v, float) else str(v)).replace("|", "\\|").replace("\n", " ")
 
 
 def wandb_init_kwargs(wandb_cfg, config: Mapping | None = None) -> dict | None:

@@ -36,7 +36,7 @@ class Key(NamedTuple):
     section: bool
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _own_docs(cls) -> dict[str, str]:
     try:
         source = textwrap.dedent(inspect.getsource(cls))

@@ -5,7 +5,7 @@ every aspect's score and the reward (plus what the method adds, e.g. GRPO's adva
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 
 def completion_records(prompts: Sequence[str], completions: Sequence[str], scores_NR, aspect_names: Sequence[str],

@@ -37,7 +37,8 @@ from __future__ import annotations
 import copy
 import importlib
 import os
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from grpojax.cli import UserError
 from grpojax.config import RunConfig, config_from_dict, config_to_dict, load_config

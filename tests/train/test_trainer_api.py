@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from grpojax.config import load_config
-from grpojax.train import (DPOTrainer, GRPOTrainer, OnlineDPOTrainer, PPOTrainer, RewardTrainer, SFTTrainer)
+from grpojax.train import DPOTrainer, GRPOTrainer, OnlineDPOTrainer, PPOTrainer, RewardTrainer, SFTTrainer
 from grpojax.train.build import build_model
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
