@@ -47,12 +47,12 @@ import orbax.checkpoint as ocp
 from grpojax.cli import UserError, one_line
 from grpojax.config import diff_configs
 
-# Keys that may change between a run and its resumption (length, cadence, output places, mesh layout,
+# Keys that may change between a run and its resumption (length, cadence, output places, metric sinks, mesh,
 # activation checkpointing: none of them changes the saved state's tree). model.scan_layers does.
 # train.schedule_steps is compared on its own (grpojax.train.runner: the schedule's horizon must not change).
 RESUMABLE_KEYS = ("train.steps", "train.schedule_steps", "train.max_bad_steps", "train.log_every",
                   "train.save_every", "train.keep_checkpoints", "train.eval_every", "run_dir", "export_hf",
-                  "mesh", "compilation_cache_dir", "model.remat")
+                  "mesh", "compilation_cache_dir", "model.remat", "logging")
 
 
 class Restored(NamedTuple):

@@ -67,16 +67,26 @@ def main(fn: Callable[[list[str]], int | None], argv: Sequence[str] | None = Non
     sys.exit(0 if status is None else int(status))
 
 
-def parse_config_argv(argv: Sequence[str], usage: str) -> tuple[str, list[str]]:
+def parse_config_argv(argv: Sequence[str], usage: str, kinds: Sequence[str] = ()) -> tuple[str, list[str]]:
     """Splits ``CONFIG.yaml key=value ...`` into the config path and the list of overrides.
 
     Raises:
       UserError: no config path, a second positional argument, an override without ``=`` or an empty key,
-        or an unknown ``--flag``. ``-h``/``--help`` prints ``usage`` and exits 0.
+        or an unknown ``--flag``. ``-h``/``--help`` prints ``usage``, the shipped presets and every config
+        key of ``kinds`` (default and description, ``grpojax.config.describe``), and exits 0.
     """
     args = list(argv)
     if any(a in ("-h", "--help") for a in args):
         print(f"usage: {usage}")
+        if kinds:
+            import textwrap
+
+            from grpojax.config.describe import help_text
+            from grpojax.config.presets import preset_names
+
+            print("\n" + textwrap.fill("CONFIG: a YAML file, or a shipped preset by name: " + ", ".join(preset_names()),
+                                       width=110, subsequent_indent="  "))
+            print("\n" + help_text(*kinds))
         sys.exit(0)
     if not args:
         raise UserError(f"missing config file; usage: {usage}")

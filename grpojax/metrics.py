@@ -1,4 +1,5 @@
-"""Metrics logging for training runs: JSONL (the contract), TensorBoard, optional W&B, a progress line.
+"""Metrics logging for training runs: JSONL (the contract), TensorBoard, optional W&B, a progress line;
+sampled completions to ``completions.jsonl`` (:meth:`MetricsWriter.write_completions`).
 
 ``MetricsWriter(run_dir)`` appends one JSON object per logged step to ``<run_dir>/metrics.jsonl``
 (``{"step": 12, "loss": 0.53, "reward": 0.1, ...}``), flushed line by line so other tools can tail it.
@@ -92,6 +93,7 @@ class MetricsWriter:
             process_index = jax.process_index()
         self.active = process_index == 0
         self.path = os.path.join(run_dir, "metrics.jsonl")
+        self.completions_path = os.path.join(run_dir, "completions.jsonl")
         self.total_steps, self.log_every, self.progress_keys = total_steps, max(1, log_every), progress_keys
         self.stream = stream or sys.stdout
         self._file = self._tb = self._wandb = None
@@ -101,6 +103,7 @@ class MetricsWriter:
             return
         os.makedirs(run_dir, exist_ok=True)
         self._prepare_file(resume_step)
+        self._prepare_file(resume_step, self.completions_path)
         self._file = open(self.path, "a", encoding="utf-8")
         if tensorboard:
             from tensorboardX import SummaryWriter
@@ -113,23 +116,24 @@ class MetricsWriter:
                 raise UserError("W&B logging was requested but wandb is not installed: pip install wandb") from None
             self._wandb = wandb_lib.init(**dict(wandb))
 
-    def _prepare_file(self, resume_step: int | None) -> None:
-        if not os.path.exists(self.path):
+    def _prepare_file(self, resume_step: int | None, path: str | None = None) -> None:
+        path = path or self.path
+        if not os.path.exists(path):
             return
-        rows = read_metrics(self.path)
+        rows = read_metrics(path)
         resume_step = 0 if resume_step is None else resume_step
         keep = [r for r in rows if r.get("step", -1) <= resume_step]
         drop = [r for r in rows if r.get("step", -1) > resume_step]
-        with open(self.path, encoding="utf-8") as f:
-            torn = not f.read().endswith("\n") and os.path.getsize(self.path) > 0
+        with open(path, encoding="utf-8") as f:
+            torn = not f.read().endswith("\n") and os.path.getsize(path) > 0
         if drop or torn:
             if drop:
-                with open(self.path + ".discarded", "a", encoding="utf-8") as f:
+                with open(path + ".discarded", "a", encoding="utf-8") as f:
                     f.writelines(json.dumps(r) + "\n" for r in drop)
-            tmp = self.path + ".tmp"
+            tmp = path + ".tmp"
             with open(tmp, "w", encoding="utf-8") as f:
                 f.writelines(json.dumps(r) + "\n" for r in keep)
-            os.replace(tmp, self.path)
+            os.replace(tmp, path)
 
     def write(self, step: int, metrics: Mapping[str, Any]) -> dict:
         """Logs ``metrics`` (scalars: python, numpy or jax) for ``step``; returns the JSON row written.
@@ -153,6 +157,29 @@ class MetricsWriter:
         if self._writes % self.log_every == 0:
             print(self.progress_line(step, row), file=self.stream, flush=True)
         return row
+
+    def write_completions(self, step: int, records: Sequence[Mapping[str, Any]]) -> None:
+        """Sampled completions of ``step`` (each a flat dict: prompt, completion, per-aspect scores, reward,
+        advantage; None = not applicable) -> one JSON line each in ``completions.jsonl``
+        (``{"step": step, **record}``), a markdown table as TensorBoard text ``completions``, and a W&B
+        table ``completions``. A resumed run moves lines past its checkpoint to
+        ``completions.jsonl.discarded`` (as ``metrics.jsonl``)."""
+        if not self.active or not records:
+            return
+        rows = [{"step": int(step), **{k: (v if v is None else _scalar(k, v)) for k, v in r.items()}}
+                for r in records]
+        with open(self.completions_path, "a", encoding="utf-8") as f:
+            f.writelines(json.dumps(r) + "\n" for r in rows)
+        columns = list(dict.fromkeys(k for r in rows for k in r))
+        if self._tb is not None:
+            lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+            lines += ["| " + " | ".join(_cell(r.get(c, "")) for c in columns) + " |" for r in rows]
+            self._tb.add_text("completions", "\n".join(lines), step)
+        if self._wandb is not None:
+            import wandb as wandb_lib
+
+            table = wandb_lib.Table(columns=columns, data=[[r.get(c) for c in columns] for r in rows])
+            self._wandb.log({"completions": table}, step=step)
 
     def progress_line(self, step: int, row: Mapping[str, Any]) -> str:
         """``step 12/100 | 3.41 steps/s | ETA 0:00:26 | loss 0.5312 | reward 0.1000``."""
@@ -182,3 +209,18 @@ class MetricsWriter:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _cell(v) -> str:
+    """One markdown table cell: floats to 4 digits, pipes escaped, newlines as spaces."""
+    return (f"{v:.4g}" if isinstance(v, float) else str(v)).replace("|", "\\|").replace("\n", " ")
+
+
+def wandb_init_kwargs(wandb_cfg, config: Mapping | None = None) -> dict | None:
+    """``wandb.init`` kwargs of a config's ``logging.wandb`` section (``project`` null = None: W&B off);
+    ``config`` (the resolved run config as a dict) becomes the W&B run's config. The run's files go
+    under ``WANDB_DIR`` (W&B's own variable; default ``./wandb``)."""
+    if wandb_cfg is None or wandb_cfg.project is None:
+        return None
+    return {"project": wandb_cfg.project, "name": wandb_cfg.name, "mode": wandb_cfg.mode,
+            "config": dict(config or {})}

@@ -8,7 +8,7 @@ run_dir/metrics.jsonl. Bad input: one line 'error: ...' on stderr and exit statu
 """
 
 from grpojax import cli
-from grpojax.train.scripting import train_main
+from grpojax.train.scripting import TASKS, train_main
 
 if __name__ == "__main__":
-    cli.main(train_main("sft", "grpojax.train.tasks:SFTTask", "sft.py CONFIG.yaml [key=value ...]"))
+    cli.main(train_main("sft", TASKS["sft"], "sft.py CONFIG.yaml [key=value ...]"))

@@ -8,7 +8,7 @@ run_dir/metrics.jsonl. Bad input: one line 'error: ...' on stderr and exit statu
 """
 
 from grpojax import cli
-from grpojax.train.scripting import train_main
+from grpojax.train.scripting import TASKS, train_main
 
 if __name__ == "__main__":
-    cli.main(train_main("dpo", "grpojax.train.tasks.preference:PreferenceTask", "train_dpo.py CONFIG.yaml [key=value ...]"))
+    cli.main(train_main("dpo", TASKS["dpo"], "train_dpo.py CONFIG.yaml [key=value ...]"))

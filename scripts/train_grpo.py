@@ -9,7 +9,7 @@ run_dir/metrics.jsonl (TRL metric names). Bad input: one line 'error: ...' on st
 """
 
 from grpojax import cli
-from grpojax.train.scripting import train_main
+from grpojax.train.scripting import TASKS, train_main
 
 if __name__ == "__main__":
-    cli.main(train_main("grpo", "grpojax.train.tasks.grpo:GRPOTask", "train_grpo.py CONFIG.yaml [key=value ...]"))
+    cli.main(train_main("grpo", TASKS["grpo"], "train_grpo.py CONFIG.yaml [key=value ...]"))

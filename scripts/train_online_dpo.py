@@ -10,8 +10,8 @@ run_dir/metrics.jsonl. Bad input: one line 'error: ...' on stderr and exit statu
 """
 
 from grpojax import cli
-from grpojax.train.scripting import train_main
+from grpojax.train.scripting import TASKS, train_main
 
 if __name__ == "__main__":
-    cli.main(train_main("online_dpo", "grpojax.train.tasks.online_dpo:OnlineDPOTask",
+    cli.main(train_main("online_dpo", TASKS["online_dpo"],
                         "train_online_dpo.py CONFIG.yaml [key=value ...]"))

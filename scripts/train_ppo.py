@@ -10,7 +10,7 @@ step to run_dir/metrics.jsonl (TRL metric names). Bad input: one line 'error: ..
 """
 
 from grpojax import cli
-from grpojax.train.scripting import train_main
+from grpojax.train.scripting import TASKS, train_main
 
 if __name__ == "__main__":
-    cli.main(train_main("ppo", "grpojax.train.tasks.ppo:PPOTask", "train_ppo.py CONFIG.yaml [key=value ...]"))
+    cli.main(train_main("ppo", TASKS["ppo"], "train_ppo.py CONFIG.yaml [key=value ...]"))

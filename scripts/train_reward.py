@@ -9,8 +9,8 @@ step to run_dir/metrics.jsonl. Bad input: one line 'error: ...' on stderr and ex
 """
 
 from grpojax import cli
-from grpojax.train.scripting import train_main
+from grpojax.train.scripting import TASKS, train_main
 
 if __name__ == "__main__":
-    cli.main(train_main("reward", "grpojax.train.tasks.reward:RewardTask",
+    cli.main(train_main("reward", TASKS["reward"],
                         "train_reward.py CONFIG.yaml [key=value ...]"))

@@ -171,7 +171,7 @@ def test_kind_specific_errors(tmp_path, kind, sections, needle):
 
 @pytest.mark.parametrize("override, needle", [
     ("train.stepz=3", "override 'train.stepz=3': unknown key 'train.stepz'; valid keys in section 'train': steps"),
-    ("trian.steps=3", "override 'trian.steps=3': unknown key 'trian'; valid keys: model, tokenizer, data, train, mesh, run_dir, export_hf, compilation_cache_dir, kind, grpo"),
+    ("trian.steps=3", "override 'trian.steps=3': unknown key 'trian'; valid keys: model, tokenizer, data, train, mesh, run_dir, export_hf, compilation_cache_dir, logging, kind, grpo"),
     ("train=3", "override 'train=3': 'train' is a section; set one of its keys: train.steps"),
     ("train.steps.x=3", "'train.steps' is a value, not a section"),
     ("train.steps", "bad override 'train.steps': expected key=value"),
@@ -217,7 +217,7 @@ def test_dump_config_yaml_is_complete_and_ordered():
     text = C.dump_config(cfg)
     assert text.startswith("kind: grpo\n")
     d = yaml.safe_load(text)
-    assert list(d) == ["kind", "model", "tokenizer", "data", "train", "mesh", "run_dir", "export_hf", "compilation_cache_dir",
+    assert list(d) == ["kind", "model", "tokenizer", "data", "train", "mesh", "run_dir", "export_hf", "compilation_cache_dir", "logging",
                        "grpo"]
     assert d["train"]["steps"] == 3 and d["grpo"]["epsilon_high"] is None
     with pytest.raises(ValueError):

@@ -15,6 +15,7 @@ import yaml
 from grpojax import cli
 from grpojax.cli import UserError
 from grpojax.config.checks import Invalid
+from grpojax.config.presets import resolve_config_path, resolve_shipped_paths
 from grpojax.config.runs import KINDS, SCHEMAS, RunConfig
 
 
@@ -22,8 +23,10 @@ def load_config(path: str, overrides: list[str] | tuple[str, ...] = (), kind: st
     """Reads a YAML config, applies ``key=value`` overrides, validates, and returns the frozen config.
 
     Args:
-      path: a YAML file holding a mapping (values only). Its top-level ``kind`` key picks the schema
-        unless ``kind`` is given; when both are present they must agree.
+      path: a YAML file holding a mapping (values only), or the name of a shipped preset
+        (``grpojax.config.presets``: ``tiny_grpo``, ``grpo_qwen2.5-0.5b``). Its top-level ``kind`` key picks
+        the schema unless ``kind`` is given; when both are present they must agree. Values ``configs/...``
+        that are not files here name the shipped files (the presets' tiny data and tokenizer).
       overrides: ``"section.key=value"`` strings applied after the file (dotted paths, e.g.
         ``train.steps=10``, ``model.lora.rank=8``, ``grpo.aspects=[safety,helpfulness]``, ``export_hf=null``).
         Values are parsed as YAML scalars/lists and coerced to the field's type.
@@ -33,7 +36,7 @@ def load_config(path: str, overrides: list[str] | tuple[str, ...] = (), kind: st
       UserError: missing/unreadable file, bad YAML, unknown key (names the file and lists the valid keys),
         wrong type, or an invalid value (names the dotted key).
     """
-    raw = _read_yaml(path)
+    raw = _read_yaml(resolve_config_path(path))
     file_kind = raw.get("kind")
     if kind is None and file_kind is None:
         raise UserError(f"{path}: no 'kind' key and no kind given; add 'kind: grpo|reward|dpo|sft'")
@@ -47,7 +50,7 @@ def load_config(path: str, overrides: list[str] | tuple[str, ...] = (), kind: st
     raw = dict(raw, kind=kind)
     for item in overrides:
         _apply_override(raw, item, SCHEMAS[kind])
-    return _build(SCHEMAS[kind], raw, source=path)
+    return _build(SCHEMAS[kind], resolve_shipped_paths(raw), source=path)
 
 
 def config_from_dict(d: dict, kind: str | None = None, source: str = "<dict>") -> RunConfig:
@@ -160,12 +163,13 @@ def _apply_override(raw: dict, item: str, schema) -> None:
             cls, cursor = tp, cursor[part]
 
 
-def _type_name(tp) -> str:
+def type_name(tp) -> str:
+    """A schema type in words for messages and ``--help`` (``one of a, b``, ``an integer or null``, ...)."""
     origin, args = typing.get_origin(tp), typing.get_args(tp)
     if origin is Literal:
         return "one of " + ", ".join(map(str, args))
     if origin is Union:
-        return " or ".join(_type_name(a) for a in args)
+        return " or ".join(type_name(a) for a in args)
     if origin is tuple:
         return "a list" if len(args) == 2 and args[1] is Ellipsis else f"a list of {len(args)} values"
     return {type(None): "null", int: "an integer", float: "a number", bool: "true/false", str: "a string"}.get(
@@ -176,7 +180,7 @@ def _coerce(v, tp, source: str, key: str):
     """Coerces a YAML value (or a raw override string) to type ``tp``; UserError naming ``key`` if it can't."""
 
     def bad(extra=""):
-        return UserError(f"{source}: {key}: expected {_type_name(tp)}, got {v!r}{extra}")
+        return UserError(f"{source}: {key}: expected {type_name(tp)}, got {v!r}{extra}")
 
     origin, args = typing.get_origin(tp), typing.get_args(tp)
     if dataclasses.is_dataclass(tp):

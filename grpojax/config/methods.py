@@ -23,26 +23,47 @@ class GRPOConfig:
     ``vllm_importance_sampling_cap``)."""
 
     num_generations: int = 8
+    """Completions sampled per prompt (the group size G)."""
     num_iterations: int = 1
+    """Optimizer steps per rollout (mu; >1 reuses the samples with importance ratios)."""
     epsilon: float = 0.2
+    """Lower clip range of the importance ratio (1 - epsilon)."""
     epsilon_high: Union[float, None] = None
+    """Upper clip range (1 + epsilon_high; null = epsilon)."""
     delta: Union[float, None] = None
+    """Two-sided cap on the ratio of negative-advantage tokens (null = off; > 1)."""
     beta: float = 0.04
+    """KL coefficient against the reference (0 = no KL, no reference model)."""
     kl_estimator: Literal["k1", "k2", "k3"] = "k3"
+    """Per-token KL estimator: k1, k2 or k3."""
     loss_type: Literal["grpo", "bnpo", "dr_grpo", "dapo"] = "grpo"
+    """Loss normalisation: grpo, bnpo, dr_grpo or dapo (TRL's)."""
     scale_rewards: Union[Literal["group", "batch", "none"], None] = None
+    """Divide advantages by the reward std of the group, the batch, or none (null = group)."""
     importance_sampling_level: Literal["token", "sequence"] = "token"
+    """Importance ratio per token or per sequence (GSPO)."""
     mask_truncated_completions: bool = False
+    """Exclude completions that hit max_completion_length from the loss."""
     temperature: float = 1.0
+    """Sampling temperature of the rollouts."""
     top_p: float = 1.0
+    """Nucleus sampling: keep the smallest token set with this much probability (1 = off)."""
     top_k: Union[int, None] = None
+    """Sample among the k most likely tokens (null = off)."""
     max_completion_length: int = 256
+    """Tokens sampled per completion at most."""
     reward_model: Union[str, None] = None
+    """Multi-label reward model run directory / export scoring the aspects (null = none)."""
     reward_funcs: tuple[str, ...] = ()
+    """Rule-based reward functions by name (grpojax.rewards, e.g. char_frac:aeiou)."""
     aspects: tuple[str, ...] = ()
+    """Names of the reward model's output scores, in order."""
     reward_weights: tuple[float, ...] = ()
+    """Weight of each aspect, then of each reward function (empty = all 1)."""
     aggregation: Literal["weighted_sum", "normalize_then_sum", "min", "soft_min"] = "weighted_sum"
+    """How the scores combine into one reward: weighted_sum, normalize_then_sum (GDPO), min or soft_min."""
     sampler_is_cap: Union[float, None] = None
+    """Cap of the truncated importance-sampling correction of the sampler's log-probs (null = off)."""
 
     def __post_init__(self):
         check(self.num_generations >= 2, "num_generations",
@@ -73,13 +94,21 @@ class PreferenceConfig:
     (offline preference runs only)."""
 
     loss: Literal["dpo", "ipo", "hinge", "gr_dpo", "gr_ipo", "is_dpo"] = "dpo"
+    """Preference loss: dpo, ipo, hinge, gr_dpo, gr_ipo or is_dpo."""
     beta: float = 0.1
+    """Inverse temperature of the implicit reward (DPO beta / IPO tau)."""
     label_smoothing: float = 0.0
+    """Assumed label-flip probability (cDPO; sigmoid losses only)."""
     eta_alpha: float = 0.01
+    """Step size of the group-weight update (group-robust losses)."""
     chi: float = 1.0
+    """Robust trade-off: 1 = worst-group only, 0 = the plain average."""
     eta_alpha_decay_on_lr_cut: float = 1.0
+    """eta_alpha is multiplied by this at each LR-on-plateau cut (1 = unchanged)."""
     average_logprobs: bool = False
+    """Length-averaged instead of summed sequence log-probs."""
     precompute_ref_logps: bool = False
+    """Compute the reference log-probs once before training and free the reference."""
 
     def __post_init__(self):
         positive(self, "beta")
@@ -96,10 +125,15 @@ class RewardConfig:
     ``y' = scale * y + offset`` before the loss (stored with the model to map scores back)."""
 
     aspects: tuple[str, ...] = ()
+    """Names of the reward model's output scores (one head per aspect)."""
     loss: Literal["regression", "bradley_terry"] = "regression"
+    """regression on labels (multi-label) or bradley_terry on pairs (one score)."""
     aspect_weights: tuple[float, ...] = ()
+    """Loss weight of each aspect (empty = all 1)."""
     label_affine: Union[tuple[float, float], None] = None
+    """(scale, offset) mapping labels y -> scale * y + offset before the loss (null = identity)."""
     margin: float = 0.0
+    """Bradley-Terry margin subtracted from the chosen - rejected score difference."""
 
     def __post_init__(self):
         check(len(self.aspects) > 0, "aspects", "name at least one aspect (one score per aspect)")
@@ -120,15 +154,25 @@ class _RolloutFields:
     (``aspects``) and/or ``reward_funcs``, combined by ``aggregation`` with ``reward_weights``."""
 
     num_generations: int = 1
+    """Completions sampled per prompt."""
     temperature: float = 1.0
+    """Sampling temperature of the rollouts."""
     top_p: float = 1.0
+    """Nucleus sampling: keep the smallest token set with this much probability (1 = off)."""
     top_k: Union[int, None] = None
+    """Sample among the k most likely tokens (null = off)."""
     max_completion_length: int = 256
+    """Tokens sampled per completion at most."""
     reward_model: Union[str, None] = None
+    """Multi-label reward model run directory / export scoring the aspects (null = none)."""
     reward_funcs: tuple[str, ...] = ()
+    """Rule-based reward functions by name (grpojax.rewards, e.g. char_frac:aeiou)."""
     aspects: tuple[str, ...] = ()
+    """Names of the reward model's output scores, in order."""
     reward_weights: tuple[float, ...] = ()
+    """Weight of each aspect, then of each reward function (empty = all 1)."""
     aggregation: Literal["weighted_sum", "normalize_then_sum", "min", "soft_min"] = "weighted_sum"
+    """How the scores combine into one reward: weighted_sum, normalize_then_sum (GDPO), min or soft_min."""
 
     def __post_init__(self):
         positive(self, "num_generations", "temperature", "top_k", "max_completion_length")
@@ -155,25 +199,45 @@ class PPOConfig(_RolloutFields):
     from the score of completions that hit the length limit (None = off)."""
 
     ppo_epochs: int = 4
+    """Passes over each rollout."""
     num_mini_batches: int = 1
+    """Shuffled mini-batches per pass (one optimizer step each)."""
     cliprange: float = 0.2
+    """Clip range of the policy ratio."""
     cliprange_value: Union[float, None] = 0.2
+    """Clip range of the value update (null = unclipped)."""
     vf_coef: float = 0.1
+    """Weight of the value loss."""
     gamma: float = 1.0
+    """Discount factor of the returns."""
     lam: float = 0.95
+    """GAE lambda."""
     kl_mode: Literal["reward", "loss"] = "reward"
+    """reward: -kl_coef * KL in the per-token rewards; loss: kl_coef * KL added to the loss."""
     kl_coef: float = 0.05
+    """KL coefficient (the initial one when adaptive_kl)."""
     kl_estimator: Literal["k1", "k2", "k3"] = "k1"
+    """Per-token KL estimator: k1, k2 or k3."""
     adaptive_kl: bool = False
+    """Adapt kl_coef toward kl_target (Ziegler et al.)."""
     kl_target: float = 6.0
+    """Per-sequence KL the adaptive controller aims at."""
     kl_horizon: float = 10000.0
+    """Samples over which the adaptive controller moves kl_coef."""
     whiten_rewards: bool = False
+    """Whiten the per-token rewards over the batch."""
     whiten_advantages: bool = True
+    """Whiten the advantages over the batch."""
     reduction: Literal["token_mean", "sequence_mean"] = "token_mean"
+    """Loss reduction: token_mean or sequence_mean."""
     missing_eos_penalty: Union[float, None] = None
+    """Subtracted from the score of completions without an end token (null = off)."""
     critic: Literal["shared", "separate"] = "shared"
+    """shared: a value head on the policy backbone; separate: its own backbone."""
     critic_path: Union[str, None] = None
+    """HF directory of the separate critic's backbone (null = a copy of the initial policy)."""
     value_head_init_std: float = 0.0
+    """Std of the value head's initial weights (0 = zeros)."""
 
     def __post_init__(self):
         super().__post_init__()
@@ -194,6 +258,7 @@ class OnlineDPOConfig(_RolloutFields):
     rewards are equal give no pair."""
 
     num_generations: int = 4
+    """Completions sampled per prompt; the best and the worst form a pair."""
 
     def __post_init__(self):
         super().__post_init__()

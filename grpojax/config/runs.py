@@ -8,7 +8,14 @@ from typing import Literal, Union
 
 from grpojax.config.checks import check
 from grpojax.config.methods import GRPOConfig, OnlineDPOConfig, PPOConfig, PreferenceConfig, RewardConfig
-from grpojax.config.sections import DataConfig, MeshConfig, ModelConfig, TokenizerConfig, TrainConfig
+from grpojax.config.sections import (
+    DataConfig,
+    LoggingConfig,
+    MeshConfig,
+    ModelConfig,
+    TokenizerConfig,
+    TrainConfig,
+)
 from grpojax.config.unused import ROLLOUT, refuse_ignored
 
 Kind = Literal["grpo", "reward", "dpo", "sft", "ppo", "online_dpo"]
@@ -18,15 +25,23 @@ KINDS = ("grpo", "reward", "dpo", "sft", "ppo", "online_dpo")
 @dataclass(frozen=True)
 class _RunBase:
     model: ModelConfig = field(default_factory=ModelConfig)
+    """The policy (or reward backbone) to train."""
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+    """The tokenizer and chat template."""
     data: DataConfig = field(default_factory=DataConfig)
+    """Training (and held-out) data."""
     train: TrainConfig = field(default_factory=TrainConfig)
+    """Optimizer, loop length, logging and checkpoint cadence."""
     mesh: MeshConfig = field(default_factory=MeshConfig)
-    run_dir: str = "runs/default"  # checkpoints, metrics.jsonl, tb/, config.yaml
-    export_hf: Union[str, None] = None  # write the final policy as a HF directory here
-    # persistent XLA compilation cache (grpojax.compilation): a rerun / resumed run loads its compiled
-    # programs from here instead of compiling again; null = JAX's own setting (JAX_COMPILATION_CACHE_DIR)
+    """Device mesh."""
+    run_dir: str = "runs/default"
+    """Run directory: checkpoints, metrics.jsonl, completions.jsonl, tb/, config.yaml."""
+    export_hf: Union[str, None] = None
+    """Write the final policy as a HF directory here (LoRA runs also get a PEFT adapter in its adapter/)."""
     compilation_cache_dir: Union[str, None] = None
+    """Persistent XLA compilation cache directory (null = JAX's own setting, JAX_COMPILATION_CACHE_DIR)."""
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+    """Where metrics go besides metrics.jsonl and TensorBoard."""
 
     def __post_init__(self):
         check(self.tokenizer.path is not None or self.model.path is not None, "tokenizer.path",
@@ -55,7 +70,9 @@ class GRPORunConfig(_RunBase):
     """``scripts/train_grpo.py``: online multi-objective GRPO (ALGORITHMS.md 1)."""
 
     kind: Literal["grpo"] = "grpo"
+    """The script kind this config is for."""
     grpo: GRPOConfig = field(default_factory=GRPOConfig)
+    """Multi-objective GRPO."""
 
     def __post_init__(self):
         super().__post_init__()
@@ -76,7 +93,9 @@ class RewardRunConfig(_RunBase):
     """``scripts/train_reward.py``: multi-label (or Bradley-Terry) reward model (ALGORITHMS.md 1.1)."""
 
     kind: Literal["reward"] = "reward"
+    """The script kind this config is for."""
     reward: RewardConfig = field(default_factory=RewardConfig)
+    """Reward-model training."""
 
     def __post_init__(self):
         super().__post_init__()
@@ -91,7 +110,9 @@ class DPORunConfig(_RunBase):
     """``scripts/train_dpo.py``: DPO / IPO / hinge / GR-DPO / GR-IPO / IS-DPO (ALGORITHMS.md 2)."""
 
     kind: Literal["dpo"] = "dpo"
+    """The script kind this config is for."""
     preference: PreferenceConfig = field(default_factory=PreferenceConfig)
+    """The preference loss."""
 
     def __post_init__(self):
         super().__post_init__()
@@ -105,6 +126,7 @@ class SFTRunConfig(_RunBase):
     """``scripts/sft.py``: supervised fine-tuning on (prompt, response) pairs."""
 
     kind: Literal["sft"] = "sft"
+    """The script kind this config is for."""
 
 
 @dataclass(frozen=True)
@@ -114,7 +136,9 @@ class PPORunConfig(_RunBase):
     optimizer step takes one mini-batch of ``batch_size / ppo.num_mini_batches`` completions."""
 
     kind: Literal["ppo"] = "ppo"
+    """The script kind this config is for."""
     ppo: PPOConfig = field(default_factory=PPOConfig)
+    """PPO-RLHF."""
 
     def __post_init__(self):
         super().__post_init__()
@@ -135,8 +159,11 @@ class OnlineDPORunConfig(_RunBase):
     ``batch_size / online_dpo.num_generations``)."""
 
     kind: Literal["online_dpo"] = "online_dpo"
+    """The script kind this config is for."""
     online_dpo: OnlineDPOConfig = field(default_factory=OnlineDPOConfig)
+    """Online DPO sampling and rewards."""
     preference: PreferenceConfig = field(default_factory=PreferenceConfig)
+    """The preference loss of the sampled pairs."""
 
     def __post_init__(self):
         super().__post_init__()

@@ -18,8 +18,11 @@ class LoraConfig:
     """LoRA adapters: ``W + (alpha / rank) B A`` on the ``targets`` projections; rank 0 = full fine-tuning."""
 
     rank: int = 0
+    """LoRA rank r of every adapter; 0 = full fine-tuning (no adapters)."""
     alpha: float = 16.0
+    """LoRA alpha: the adapter update is scaled by alpha / rank (PEFT's scaling)."""
     targets: tuple[str, ...] = _ALL_PROJ
+    """Projections that get an adapter (HF names q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj)."""
 
     def __post_init__(self):
         non_negative(self, "rank")
@@ -33,13 +36,21 @@ class ModelShape:
     Tiny CPU configs use a published preset shrunk this way: ``dataclasses.replace(PRESETS[p], **set)``."""
 
     vocab_size: Union[int, None] = None
+    """Vocabulary size of the random-init preset (null = the preset's)."""
     hidden_size: Union[int, None] = None
+    """Hidden (model) width (null = the preset's)."""
     intermediate_size: Union[int, None] = None
+    """MLP inner width (null = the preset's)."""
     num_layers: Union[int, None] = None
+    """Number of decoder layers (null = the preset's)."""
     num_heads: Union[int, None] = None
+    """Query heads per layer (null = the preset's)."""
     num_kv_heads: Union[int, None] = None
+    """Key/value heads per layer; must divide num_heads (null = the preset's)."""
     head_dim: Union[int, None] = None
+    """Width of one attention head (null = the preset's)."""
     max_position_embeddings: Union[int, None] = None
+    """Longest position the RoPE tables cover (null = the preset's)."""
 
     def __post_init__(self):
         positive(self, *(f.name for f in dataclasses.fields(self)))
@@ -64,14 +75,23 @@ class ModelConfig:
     ``remat`` may change on resume."""
 
     path: Union[str, None] = None
+    """The policy (or reward backbone) checkpoint: a HF directory or hub id; exclusive with preset."""
     preset: Union[str, None] = None
+    """Random init of a published shape (a name in grpojax.models.PRESETS); exclusive with path."""
     shape: ModelShape = field(default_factory=ModelShape)
+    """Shape overrides of model.preset (tiny CPU models)."""
     ref_path: Union[str, None] = None
+    """The frozen reference for KL / DPO: a HF directory or hub id (null = the initial policy)."""
     dtype: Dtype = "float32"
+    """Compute dtype of the forward passes."""
     param_dtype: Dtype = "float32"
+    """Dtype the parameters are stored and updated in."""
     lora: LoraConfig = field(default_factory=LoraConfig)
+    """LoRA adapters (rank 0 = full fine-tuning)."""
     remat: Literal["none", "block", "full"] = "none"
+    """Activation checkpointing of each decoder block: none, block (keep matmul outputs) or full."""
     scan_layers: bool = False
+    """Stack the layers and run them with jax.lax.scan (compile time independent of depth)."""
 
     def __post_init__(self):
         check((self.path is None) != (self.preset is None), "path",
@@ -91,8 +111,11 @@ class TokenizerConfig:
     one and ``chat_template`` is true; plain text otherwise."""
 
     path: Union[str, None] = None
+    """Tokenizer directory or hub id (null = the model's)."""
     chat_template: bool = True
+    """Apply the tokenizer's chat template to prompts when it has one (else plain text)."""
     system_prompt: Union[str, None] = None
+    """System message put before every prompt by the chat template (null = none)."""
 
 
 @dataclass(frozen=True)
@@ -106,23 +129,41 @@ class DataConfig:
     """
 
     path: Union[str, None] = None
+    """Training data: a hub dataset id or a local .jsonl/.json/.parquet/.csv file (null = the builder's hub id)."""
     format: Literal["columns", "pku_saferlhf", "global_opinions", "hh_rlhf"] = "columns"
+    """columns (named columns below) or a named builder: pku_saferlhf, global_opinions, hh_rlhf."""
     name: Union[str, None] = None  # hub config (subset) name
+    """Hub config (subset) name of the dataset."""
     split: str = "train"
+    """Split to train on."""
     eval_split: Union[str, None] = None
+    """Held-out split of a hub dataset for evaluation."""
     eval_path: Union[str, None] = None
+    """Held-out local file for evaluation (same columns as the training data)."""
     prompt_column: str = "prompt"
+    """Column holding the prompt."""
     response_column: str = "response"
+    """Column holding the response (SFT, regression reward)."""
     chosen_column: str = "chosen"
+    """Column holding the preferred response of a pair."""
     rejected_column: str = "rejected"
+    """Column holding the dispreferred response of a pair."""
     label_columns: tuple[str, ...] = ()
+    """Columns holding one numeric label per reward aspect (regression reward)."""
     group_column: Union[str, None] = None
+    """Column naming each example's group (group-robust preference losses)."""
     group_names: tuple[str, ...] = ()  # fixes the group name -> id order (default: sorted names)
+    """Fixes the group name -> id order (empty = sorted names)."""
     pku_preference: Literal["better", "safer"] = "better"
+    """Which PKU-SafeRLHF response is preferred: better or safer."""
     max_prompt_length: int = 128
+    """Prompt tokens per sequence (prompts are left-padded to this length)."""
     max_length: int = 256
+    """Prompt + response tokens per sequence (the response gets max_length - max_prompt_length)."""
     max_examples: Union[int, None] = None
+    """Use only the first N examples (null = all)."""
     shuffle_seed: int = 0
+    """Seed of the data order."""
 
     def __post_init__(self):
         check(self.path is not None or self.format != "columns", "path",
@@ -139,9 +180,13 @@ class PlateauConfig:
     without improvement of the eval loss (the GR-IPO paper divides by 10)."""
 
     enabled: bool = False
+    """Cut the LR when the eval loss stops improving (needs train.eval_every > 0)."""
     factor: float = 0.1
+    """The LR is multiplied by this at each cut."""
     patience: int = 1
+    """Evaluations without improvement before a cut."""
     min_delta: float = 0.0
+    """Smallest decrease of the eval loss that counts as an improvement."""
 
     def __post_init__(self):
         check(0.0 < self.factor < 1.0, "factor", f"must be in (0, 1), got {self.factor}")
@@ -173,24 +218,43 @@ class TrainConfig:
     in a row the run stops with one ``error:`` line (exit 2), having saved nothing non-finite."""
 
     steps: int = 100
+    """Optimizer steps to train for (a resumed run continues up to this step)."""
     batch_size: int = 8
+    """Sequences per optimizer step (GRPO / PPO / online DPO: completions)."""
     micro_batch_size: Union[int, None] = None
+    """Sequences per gradient-accumulation micro-batch; must divide batch_size (null = no accumulation)."""
     learning_rate: float = 1e-6
+    """Peak learning rate of AdamW."""
     schedule: Literal["constant", "linear", "cosine"] = "constant"
+    """LR schedule after warm-up: constant, linear or cosine decay."""
     schedule_steps: Union[int, None] = None
+    """Horizon of the linear / cosine decay (null = train.steps)."""
     warmup_steps: int = 0
+    """Linear LR warm-up steps from 0."""
     weight_decay: float = 0.0
+    """AdamW decoupled weight decay."""
     adam_b1: float = 0.9
+    """AdamW beta1."""
     adam_b2: float = 0.999
+    """AdamW beta2."""
     adam_eps: float = 1e-8
+    """AdamW epsilon."""
     max_grad_norm: Union[float, None] = 1.0
+    """Clip the global gradient norm to this (null = no clipping)."""
     seed: int = 0
+    """Seed of the initialisation, sampling and evaluation RNG."""
     log_every: int = 1
+    """Print the progress line (and sample completions.jsonl) every N steps."""
     save_every: int = 100
+    """Save a checkpoint every N steps (and always at the end)."""
     keep_checkpoints: int = 3
+    """Checkpoints kept in run_dir (older ones are deleted)."""
     eval_every: int = 0
+    """Evaluate on the held-out data every N steps (0 = never)."""
     max_bad_steps: int = 3
+    """Stop after this many non-finite (skipped) steps in a row."""
     plateau: PlateauConfig = field(default_factory=PlateauConfig)
+    """LR-on-plateau (preference runs)."""
 
     def __post_init__(self):
         positive(self, "steps", "schedule_steps", "max_bad_steps", "batch_size", "micro_batch_size",
@@ -238,14 +302,23 @@ class MeshConfig:
     that fit one chip). The copy costs ``1 / k`` of the weights per chip while the rollout runs."""
 
     data: int = -1
+    """Data-parallel axis size (-1 = all remaining devices)."""
     fsdp: int = 1
+    """Fully-sharded data-parallel axis size (parameters sharded over it; -1 = the rest)."""
     tensor: int = 1
+    """Tensor-parallel axis size (heads / MLP width / vocabulary; -1 = the rest)."""
     distributed: bool = False
+    """Call jax.distributed.initialize() first (multi-host pods; implied by the three keys below)."""
     coordinator_address: Union[str, None] = None
+    """host:port of process 0's coordinator (null = JAX detects it on TPU VMs / SLURM)."""
     num_processes: Union[int, None] = None
+    """Number of processes of the run (null = detected)."""
     process_id: Union[int, None] = None
+    """This process's index, 0 .. num_processes-1 (null = detected)."""
     heartbeat_timeout_seconds: int = 100
+    """Seconds without a heartbeat after which the other processes stop (a dead process ends the run)."""
     rollout_tensor: Union[int, None] = None
+    """Tensor-parallel size rollouts sample with (null = the training layout; -1 = every device)."""
 
     def __post_init__(self):
         sizes = (self.data, self.fsdp, self.tensor)
@@ -276,3 +349,25 @@ class MeshConfig:
                  "process_id": self.process_id}
         return {**{k: v for k, v in given.items() if v is not None},
                 "heartbeat_timeout_seconds": self.heartbeat_timeout_seconds}
+
+
+@dataclass(frozen=True)
+class WandbConfig:
+    """Weights & Biases: the scalars of ``metrics.jsonl`` and the sampled completions (a table) go to the
+    run ``project`` / ``name`` (``wandb.init``); ``project`` null = off. ``mode: offline`` writes the run
+    under ``WANDB_DIR`` (``wandb sync`` uploads it later)."""
+
+    project: Union[str, None] = None
+    """W&B project to log to (null = W&B off)."""
+    name: Union[str, None] = None
+    """W&B run name (null = W&B picks one)."""
+    mode: Literal["online", "offline", "disabled"] = "online"
+    """online (upload while training), offline (write locally, wandb sync later) or disabled."""
+
+
+@dataclass(frozen=True)
+class LoggingConfig:
+    """Metric sinks besides ``run_dir/metrics.jsonl`` and TensorBoard (always written)."""
+
+    wandb: WandbConfig = field(default_factory=WandbConfig)
+    """Weights & Biases (needs pip install wandb)."""

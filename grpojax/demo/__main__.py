@@ -10,8 +10,8 @@ import os
 from grpojax import cli
 
 
-def _args(argv):
-    parser = argparse.ArgumentParser(prog="python -m grpojax.demo", description=__doc__.splitlines()[0])
+def _args(argv, prog="python -m grpojax.demo"):
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="runs/demo", help="output directory (default runs/demo)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the world, models, data order, sampling")
     parser.add_argument("--quick", action="store_true", help="shortened run (CI): fewer steps")
@@ -20,8 +20,9 @@ def _args(argv):
     return parser.parse_args(argv)
 
 
-def main(argv: list[str]) -> int:
-    args = _args(argv)
+def main(argv: list[str], prog: str = "python -m grpojax.demo") -> int:
+    """``cli.main`` body of the demo (``grpojax demo`` passes its own ``prog``)."""
+    args = _args(argv, prog)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

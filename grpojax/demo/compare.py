@@ -43,6 +43,7 @@ import time
 
 from grpojax import cli
 from grpojax.cli import UserError
+from grpojax.config.presets import resolve_config_path
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 METHODS = ("grpo", "ppo", "online_dpo")
@@ -77,6 +78,7 @@ def load_spec(path: str) -> dict:
         if not isinstance(entry, dict) or "base" not in entry or set(entry) - {"base", "set"}:
             raise UserError(f"{path}: methods.{m} needs 'base' (a run config) and optionally 'set', got {entry}")
         base = entry["base"] if os.path.isabs(entry["base"]) else os.path.join(ROOT, entry["base"])
+        base = base if os.path.isfile(base) else resolve_config_path(entry["base"])  # an installed package
         if not os.path.isfile(base):
             raise UserError(f"{path}: methods.{m}.base: {base} does not exist")
         entry["base"] = base

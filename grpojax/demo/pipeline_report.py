@@ -1,14 +1,13 @@
 """Plots and the printed report of the demo pipeline (:mod:`grpojax.demo.pipeline`).
 
 ``write_plots(summary, out)`` writes under ``OUT/plots``: training curves of every stage (through
-``scripts/plot_metrics.py``'s ``plot``), ``aspects_before_after.png`` (ground-truth aspect means of the SFT
+``grpojax.commands.plot_metrics``'s ``plot``), ``aspects_before_after.png`` (ground-truth aspect means of the SFT
 and GRPO policies on held-out requests) and ``robust_group_loss.png`` (per-group test loss of each
 preference method). ``report_text(summary)`` is the short human-readable table printed at the end.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import os
 
 import numpy as np
@@ -16,7 +15,6 @@ import numpy as np
 from grpojax.demo.opinions import GROUPS
 from grpojax.demo.scorers import ASPECTS
 
-_REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CURVES = {
     "policy_sft": ["loss"],
     "reward": ["loss", "eval/mse"],
@@ -31,10 +29,9 @@ CURVES = {
 
 
 def _plot_metrics_module():
-    spec = importlib.util.spec_from_file_location("plot_metrics", os.path.join(_REPO, "scripts", "plot_metrics.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    from grpojax.commands import plot_metrics
+
+    return plot_metrics
 
 
 def aspect_bars(summary: dict, path: str, title: str | None = None) -> str:

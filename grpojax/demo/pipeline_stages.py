@@ -17,13 +17,13 @@ import os
 import numpy as np
 
 from grpojax.cli import UserError
+from grpojax.config.presets import PRESET_DIR
 from grpojax.demo.datasets import read_jsonl, write_jsonl
 from grpojax.demo.opinions import GROUPS
 from grpojax.demo.scorers import ASPECTS, score_batch
 from grpojax.demo.tokenizer import strip_completion
 
-CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
-                          "configs", "demo")
+CONFIG_DIR = os.path.join(PRESET_DIR, "demo")
 DONE = "stage_done.json"
 
 

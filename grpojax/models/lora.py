@@ -47,7 +47,8 @@ def _targets(targets: Iterable[str]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(out))
 
 
-def _dense(layer, target: str) -> Dense:
+def projection(layer, target: str) -> Dense:
+    """The ``Dense`` of ``target`` (``q``, ..., ``down``) in decoder ``layer`` (a stacked one too)."""
     return getattr(layer.mlp if target in ("gate", "up", "down") else layer.attn, target)
 
 
@@ -78,13 +79,13 @@ def apply_lora(model: Qwen, targets: Iterable[str] = LORA_TARGETS, *, rank: int,
     rngs = nnx.Rngs(0) if rngs is None else rngs
     scanned = model.config.scan_layers
     layers = [model.layers] * model.config.num_layers if scanned else list(model.layers)
-    if any(_dense(layers[0], t).lora is not None for t in targets):
+    if any(projection(layers[0], t).lora is not None for t in targets):
         raise ValueError("apply_lora: the model already has LoRA adapters (merge_lora first)")
     # layer-major key order, so a scan_layers model gets the same adapters as a per-layer one
-    made = [[_new_lora(_dense(layer, t), rank, param_dtype, rngs) for t in targets] for layer in layers]
+    made = [[_new_lora(projection(layer, t), rank, param_dtype, rngs) for t in targets] for layer in layers]
     for j, t in enumerate(targets):
         per_layer = [row[j] for row in made]
-        owners = [_dense(model.layers, t)] if scanned else [_dense(layer, t) for layer in layers]
+        owners = [projection(model.layers, t)] if scanned else [projection(layer, t) for layer in layers]
         loras = [stack_layers(per_layer)] if scanned else per_layer
         for dense, lora in zip(owners, loras):
             dense.lora = lora

@@ -9,6 +9,8 @@ aggregation skips (:mod:`grpojax.rewards.aggregate`). A method section names the
     regex:<pattern>               1 if the pattern matches (re.search)
     char_frac:<chars>             fraction of the completion's characters that are in <chars>
     some.module:function          any importable function with the signature above
+    <name>                        a function registered in this process with :func:`register` (what
+                                  ``grpojax.train.GRPOTrainer(reward_funcs=[fn])`` does with ``fn.__name__``)
 
 :func:`resolve` turns a name into the function, :func:`score` runs several on one batch and stacks their
 columns ``[N, R]`` (float32, NaN where a function returned None) next to the reward model's aspects.
@@ -104,9 +106,26 @@ def _builtin(name: str, arg: str, section: str) -> TextReward:
     return functools.partial(char_fraction, chars=arg)
 
 
+_REGISTERED: dict[str, TextReward] = {}
+
+
+def register(name: str, fn: TextReward) -> str:
+    """Makes ``fn`` resolvable by the plain ``name`` (letters, digits, ``_``, ``-``; not a built-in) in this
+    process; returns ``name``. Registering another function under a taken name replaces it."""
+    if not callable(fn):
+        raise TypeError(f"reward function {name!r} is not callable: {fn!r}")
+    if not name or not all(c.isalnum() or c in "_-" for c in name) or name in BUILTINS:
+        raise ValueError(f"cannot register a reward function as {name!r}: use letters, digits, _ or -, not a "
+                         f"built-in ({', '.join(BUILTINS)})")
+    _REGISTERED[name] = fn
+    return name
+
+
 def resolve(spec: str, section: str = "grpo") -> TextReward:
     """The text reward named by ``spec`` (module docstring); UserError naming ``<section>.reward_funcs``
     when it is unknown or cannot be imported."""
+    if spec in _REGISTERED:
+        return _REGISTERED[spec]
     head, _, arg = spec.partition(":")
     if head in BUILTINS:
         return _builtin(head, arg, section)

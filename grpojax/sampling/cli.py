@@ -27,8 +27,8 @@ class _Parser(argparse.ArgumentParser):
         raise UserError(message)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="sample.py", description="Sample completions with grpojax's KV-cache sampler.")
+def build_parser(prog: str = "sample.py") -> argparse.ArgumentParser:
+    p = _Parser(prog=prog, description="Sample completions with grpojax's KV-cache sampler.")
     p.add_argument("--model", required=True, help="HF checkpoint directory or hub id (Qwen2 / Qwen2.5 / Qwen3)")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--prompt", help="prompt text (needs a tokenizer in the checkpoint)")
@@ -191,9 +191,9 @@ def run(args: argparse.Namespace) -> dict:
             "completions": completions}
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, prog: str = "sample.py") -> int:
     try:
-        args = build_parser().parse_args(argv)
+        args = build_parser(prog).parse_args(argv)
         result = run(args)
     except UserError as e:
         return report_user_error(e)

@@ -34,8 +34,9 @@ import jax
 from grpojax.checkpoint import Checkpointer, PreemptionGuard, abstract_like
 from grpojax.cli import UserError
 from grpojax.config import config_to_dict, dump_config, write_config
-from grpojax.metrics import MetricsWriter
+from grpojax.metrics import MetricsWriter, wandb_init_kwargs
 from grpojax.sharding import is_main_process
+from grpojax.train.callbacks import CompletionsLogger, LoopContext
 
 
 class Task(Protocol):
@@ -58,9 +59,11 @@ class Task(Protocol):
     def export(self, state, out_dir: str) -> str | None: ...
 
 
-def run(cfg, task: Task, *, stream=None) -> dict:
+def run(cfg, task: Task, *, stream=None, callbacks=()) -> dict:
     """Train ``task`` for ``cfg.train.steps`` steps in ``cfg.run_dir`` (resuming if possible).
 
+    ``callbacks``: :class:`grpojax.train.callbacks.Callback` hooks run after each step's metric row and at
+    the end (process 0 only); a :class:`~grpojax.train.callbacks.CompletionsLogger` always runs first.
     Returns a summary dict: ``{"start_step", "end_step", "stopped_early", "seconds"}``.
     """
     t0 = time.perf_counter()
@@ -93,8 +96,11 @@ def run(cfg, task: Task, *, stream=None) -> dict:
                 + (f"; its export {cfg.export_hf} is there" if exported else ""))
         base = jax.random.key(tc.seed)
         stopped = False
-        with MetricsWriter(cfg.run_dir, total_steps=tc.steps, resume_step=start,
-                           log_every=tc.log_every, stream=stream) as log, PreemptionGuard() as guard:
+        with MetricsWriter(cfg.run_dir, total_steps=tc.steps, resume_step=start, log_every=tc.log_every,
+                           stream=stream, wandb=wandb_init_kwargs(cfg.logging.wandb, config_to_dict(cfg))
+                           ) as log, PreemptionGuard() as guard:
+            hooks = [CompletionsLogger(), *callbacks] if main else []
+            ctx = LoopContext(cfg, task, log)
             step = start
             while step < tc.steps:
                 n = task.steps_per_call(step, tc.steps)
@@ -104,6 +110,8 @@ def run(cfg, task: Task, *, stream=None) -> dict:
                 for i, row in enumerate(rows):
                     bad.count(row)
                     log.write(step + i + 1, row)
+                    for hook in hooks:
+                        hook.on_step_end(step + i + 1, row, ctx)
                 step += n
                 bad.check(step, ckpt)  # UserError after max_bad_steps skipped steps in a row
                 stop = guard.should_stop()
@@ -113,6 +121,8 @@ def run(cfg, task: Task, *, stream=None) -> dict:
                     say(f"{guard.signal_name or 'signal on another process'}: saved step {step}; exiting")
                     stopped = True
                     break
+            for hook in hooks:
+                hook.on_train_end(step, state, ctx)
         ckpt.wait()
     if cfg.export_hf and not stopped and not exported:
         task.export(state, cfg.export_hf)

@@ -1,6 +1,6 @@
-"""The body shared by the ``scripts/train_*.py`` entry points (each is a thin shell over this): parse
-``CONFIG key=value ...``, load and validate the config of the script's kind, build the task named by
-``module:Class`` and run :func:`grpojax.train.runner.run`."""
+"""The body shared by the training commands (``grpojax train-grpo ...``, ``scripts/train_*.py``; each is
+a thin shell over this): parse ``CONFIG key=value ...``, load and validate the config of the command's
+kind, build the task named by ``module:Class`` (``TASKS[kind]``) and run :func:`grpojax.train.runner.run`."""
 
 from __future__ import annotations
 
@@ -10,12 +10,22 @@ from grpojax import cli
 from grpojax.config import load_config
 from grpojax.train.runner import run
 
+TASKS = {  # config kind -> the task class that trains it ("module:Class", imported when the command runs)
+    "grpo": "grpojax.train.tasks.grpo:GRPOTask",
+    "ppo": "grpojax.train.tasks.ppo:PPOTask",
+    "dpo": "grpojax.train.tasks.preference:PreferenceTask",
+    "online_dpo": "grpojax.train.tasks.online_dpo:OnlineDPOTask",
+    "reward": "grpojax.train.tasks.reward:RewardTask",
+    "sft": "grpojax.train.tasks.sft:SFTTask",
+}
+
 
 def train_main(kind: str, task_factory_path: str, usage: str):
-    """``cli.main``-compatible body: parse ``CONFIG key=value ...``, load + validate, train."""
+    """``cli.main``-compatible body: parse ``CONFIG key=value ...`` (``--help`` lists every config key of
+    ``kind``), load + validate, train."""
 
     def body(argv):
-        path, overrides = cli.parse_config_argv(argv, usage)
+        path, overrides = cli.parse_config_argv(argv, usage, kinds=(kind,))
         cfg = load_config(path, overrides, kind=kind)
         module, name = task_factory_path.split(":")
         task = getattr(importlib.import_module(module), name)(cfg)

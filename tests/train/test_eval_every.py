@@ -56,6 +56,22 @@ def test_ppo_and_online_dpo_log_the_held_out_reward(tmp_path, kind, extra):
     run(cfg, _task(kind)(cfg))
     row = _metrics(tmp_path)[0]
     assert np.isfinite(row["eval/reward"]) and 0.0 <= row["eval/rewards/char_frac/mean"] <= 1.0, row
+    # the step's sampled completions (issue 20): the first prompts' groups, each aspect's score, the reward
+    import json
+
+    with open(tmp_path / "completions.jsonl") as f:
+        comps = [json.loads(line) for line in f]
+    G = getattr(cfg, kind).num_generations
+    assert len(comps) == max(1, 8 // G) * G and {c["step"] for c in comps} == {1}
+    for c in comps:
+        assert c["reward"] == pytest.approx(c["rewards/char_frac"]) and isinstance(c["completion"], str)
+    if kind == "online_dpo":  # each prompt's group: one chosen and one rejected, or no pair (equal rewards)
+        for i in range(0, len(comps), G):
+            roles = sorted(c["pair"] for c in comps[i:i + G])
+            rewards = [c["reward"] for c in comps[i:i + G]]
+            if max(rewards) > min(rewards):
+                assert roles == [""] * (G - 2) + ["chosen", "rejected"]
+                assert next(c["reward"] for c in comps[i:i + G] if c["pair"] == "chosen") == max(rewards)
 
 
 def test_sft_logs_the_held_out_loss(tmp_path):

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import abc
 import functools
+import os
 
 import jax
 import numpy as np
@@ -33,6 +34,7 @@ from grpojax.data import COLLATE, DataLoader, load_from_config, load_tokenizer
 from grpojax.data.tokenizer import write_generation_config
 from grpojax.models import to_hf
 from grpojax.models.lora import merge_lora
+from grpojax.models.peft_io import ADAPTER_SUBDIR, peft_adapter, write_peft_adapter
 from grpojax.rollout import sample_and_score, sampling_settings
 from grpojax.train.build import build_model, build_optimizer, maybe_lora
 from grpojax.train.placement import Placement
@@ -209,14 +211,21 @@ class BaseTask(abc.ABC):
     def export(self, state, out_dir: str) -> str | None:
         """The trained policy as a HF directory with the tokenizer and a ``generation_config.json`` listing
         every end id (process 0 writes; on a pod the weights are gathered to every host first, a collective
-        every process runs)."""
+        every process runs). A LoRA run exports the merged weights and, when it started from a checkpoint
+        (``model.path``), its adapters in PEFT's format on that base in ``out_dir/adapter``
+        (:mod:`grpojax.models.peft_io`)."""
         params, frozen = shd.to_host((state.params, state.frozen))
         if not shd.is_main_process():
             return None
         model = self.model_of(state._replace(params=params, frozen=frozen))
+        adapter = None
         if self.lora:
+            if self.cfg.model.path:  # a random-init preset has no base checkpoint to apply an adapter to
+                adapter = peft_adapter(model)  # read before merging removes the adapters
             model = merge_lora(model)
         path = to_hf(model, out_dir)
+        if adapter is not None:  # the PEFT adapter on the base checkpoint, next to the merged weights
+            write_peft_adapter(adapter, os.path.join(out_dir, ADAPTER_SUBDIR), base_model=self.cfg.model.path)
         self.tok.hf.save_pretrained(out_dir)
         write_generation_config(out_dir, self.tok, self.cfg.model.path)  # every end id travels with it
         print(f"exported the policy to {path}")

@@ -15,7 +15,9 @@ from __future__ import annotations
 import functools
 
 import jax
+import numpy as np
 
+from grpojax.rollout.records import completion_records
 from grpojax.rollout.scoring import Scorer
 from grpojax.train.steps.forward import reference_logp_fn
 from grpojax.train.steps.grpo import GRPOSettings, grpo_step
@@ -33,6 +35,7 @@ class GRPOTask(BaseTask):
         self.scorer = Scorer(cfg, self.tok, reward_model_scorer, mesh=self.mesh)
         self.settings = from_section(GRPOSettings, g, emit_logp=g.num_iterations > 1)
         self._rollout = None
+        self._samples = None  # (prompts, Rollout, host advantages) of the latest rollout, for sample_records
 
     def loader_rows(self) -> int:
         return self.cfg.train.batch_size // self.cfg.grpo.num_generations  # prompts per step
@@ -54,9 +57,11 @@ class GRPOTask(BaseTask):
         completions) -> sampled with the sharded policy and a sharded KV cache -> scored -> the step's
         batch with rows over the batch axes."""
         g = self.cfg.grpo
-        _, ro = self.sample_prompts(self.model_of(state), self.next_prompts(), rng, g, self.scorer,
+        prompts = self.next_prompts()
+        _, ro = self.sample_prompts(self.model_of(state), prompts, rng, g, self.scorer,
                                     scale_rewards=g.scale_rewards,
                                     mask_truncated_completions=g.mask_truncated_completions)
+        self._samples = (prompts, ro, np.asarray(ro.batch["advantages_B"], np.float32))  # host copies
         ro = ro._replace(batch=self.placement.full_rows(ro.batch))
         if self.settings.beta > 0:
             ro.batch["ref_logp_BL"] = self.placement.full_rows(self._ref_logp(*self.ref_arrays(state), ro.batch))
@@ -64,6 +69,16 @@ class GRPOTask(BaseTask):
 
     def steps_per_call(self, step: int, total: int) -> int:
         return min(self.cfg.grpo.num_iterations, total - step)
+
+    def sample_records(self, limit: int = 8):
+        """``(key, records)`` of the latest rollout for ``completions.jsonl``
+        (:func:`grpojax.rollout.records.completion_records` with each completion's advantage); ``key``
+        identifies the rollout (written once)."""
+        if self._samples is None:
+            return None, []
+        prompts, ro, adv = self._samples
+        return ro, completion_records(prompts, ro.completions, ro.scores_NR, self.scorer.names, ro.rewards_N,
+                                      self.G, limit, advantage=adv)
 
     def train_steps(self, state, step, rngs):
         ro = self.rollout(state, jax.random.fold_in(rngs[0], 1))

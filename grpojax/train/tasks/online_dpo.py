@@ -26,6 +26,7 @@ import numpy as np
 
 from grpojax.losses.dpo import dpo_loss
 from grpojax.rollout import completion_reward_metrics
+from grpojax.rollout.records import completion_records
 from grpojax.rollout.scoring import Scorer
 from grpojax.sharding import to_host
 from grpojax.train.steps.preference import BASE_LOSS, PreferenceSettings, jitted_pair_logprobs, preference_step
@@ -104,12 +105,27 @@ class OnlineDPOTask(BaseTask):
                                                      settings=self.settings, num_micro=self.num_micro),
                                    self.prompts)
 
+    def sample_records(self, limit: int = 8):
+        """``(key, records)`` of the latest rollout for ``completions.jsonl``
+        (:func:`grpojax.rollout.records.completion_records`) with each completion's ``pair`` role:
+        ``chosen``, ``rejected`` or empty (not in the prompt's pair, or no pair: equal rewards)."""
+        if getattr(self, "_samples", None) is None:
+            return None, []
+        prompts, ro, best, worst, valid = self._samples
+        role = [""] * len(ro.completions)
+        for b in np.flatnonzero(valid):
+            role[b * self.G + int(best[b])], role[b * self.G + int(worst[b])] = "chosen", "rejected"
+        return ro, completion_records(prompts, ro.completions, ro.scores_NR, self.scorer.names, ro.rewards_N,
+                                      self.G, limit, pair=role)
+
     def make_batch(self, state, rng):
         """Sample, score, pair; returns ``(batch, valid_B, host metrics)``."""
-        _, ro = self.sample_prompts(self.model_of(state), self.next_prompts(), rng, self.cfg.online_dpo,
+        prompts = self.next_prompts()
+        _, ro = self.sample_prompts(self.model_of(state), prompts, rng, self.cfg.online_dpo,
                                     self.scorer)
         rewards_BG = ro.rewards_N.reshape(self.prompts, self.G)
         best, worst, valid = best_worst_pairs(rewards_BG)
+        self._samples = (prompts, ro, best, worst, valid)
         batch = self.placement.full_rows(pair_batch(to_host(ro.batch), best, worst, valid, self.G))
         ref = self.placement.full_rows(self._ref_logps(*self.ref_arrays(state), batch))
         batch["ref_chosen_logp_B"], batch["ref_rejected_logp_B"] = ref

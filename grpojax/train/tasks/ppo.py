@@ -31,6 +31,7 @@ from grpojax.cli import UserError
 from grpojax.losses.ppo_rollout import adaptive_kl_controller, fixed_kl_controller
 from grpojax.models.value_head import ActorCritic, ValueHead
 from grpojax.rollout import completion_reward_metrics
+from grpojax.rollout.records import completion_records
 from grpojax.rollout.scoring import Scorer
 from grpojax.sharding import to_host, traced_on_mesh
 from grpojax.train.build import build_model, maybe_lora
@@ -122,6 +123,16 @@ class PPOTask(BaseTask):
     def ref_frozen_of(self, state):
         return split_model(self.model_of(state), self.lora)[2]
 
+    def sample_records(self, limit: int = 8):
+        """``(key, records)`` of the latest rollout for ``completions.jsonl``
+        (:func:`grpojax.rollout.records.completion_records`; ``reward`` is the aggregated score before
+        the KL shaping and the EOS penalty)."""
+        if getattr(self, "_samples", None) is None:
+            return None, []
+        prompts, ro = self._samples
+        return ro, completion_records(prompts, ro.completions, ro.scores_NR, self.scorer.names, ro.rewards_N,
+                                      self.G, limit)
+
     def steps_per_call(self, step: int, total: int) -> int:
         p = self.cfg.ppo
         return min(p.ppo_epochs * p.num_mini_batches, total - step)
@@ -129,7 +140,9 @@ class PPOTask(BaseTask):
     def rollout(self, state, rng):
         """One scored rollout with every PPO target; returns ``(batch, metrics)``."""
         p = self.cfg.ppo
-        _, ro = self.sample_prompts(self.model_of(state), self.next_prompts(), rng, p, self.scorer)
+        prompts = self.next_prompts()
+        _, ro = self.sample_prompts(self.model_of(state), prompts, rng, p, self.scorer)
+        self._samples = (prompts, ro)
         scores = np.nan_to_num(ro.rewards_N, nan=0.0)
         if p.missing_eos_penalty is not None:
             scores = scores - p.missing_eos_penalty * ro.truncated_N
