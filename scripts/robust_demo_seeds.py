@@ -28,8 +28,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 sys.path.insert(0, HERE)
 
-from grpojax import cli  # noqa: E402
-from grpojax.cli import UserError  # noqa: E402
+from grpojax import cli
+from grpojax.cli import UserError
 
 PAIRS = (("ipo", "gr_ipo"), ("dpo", "gr_dpo"))
 LABEL = {"ipo": "IPO", "gr_ipo": "GR-IPO", "dpo": "DPO", "gr_dpo": "GR-DPO"}
@@ -97,7 +97,7 @@ def pair_table(rows: dict[int, dict], plain: str, robust: str) -> str:
         lines.append(f"| {s} | {r['plain']['worst']:.3f} | {r['robust']['worst']:.3f} | {r['diff_worst']:+.3f} | "
                      f"{r['plain']['mean']:.3f} | {r['robust']['mean']:.3f} | {r['diff_mean']:+.3f} | "
                      f"{r['plain']['worst_acc']:.3f} / {r['robust']['worst_acc']:.3f} | {alpha} |")
-    col = lambda k, m: _ms([r[k][m] for r in rows.values()])  # noqa: E731
+    col = lambda k, m: _ms([r[k][m] for r in rows.values()])
     lines.append(f"| mean ± std | {col('plain', 'worst')} | {col('robust', 'worst')} | "
                  f"{_ms([r['diff_worst'] for r in rows.values()])} | {col('plain', 'mean')} | {col('robust', 'mean')} | "
                  f"{_ms([r['diff_mean'] for r in rows.values()])} | {col('plain', 'worst_acc')} / "

@@ -10,8 +10,9 @@ import pytest
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "scripts"))
 
-import robust_demo_seeds as R  # noqa: E402
-from grpojax.cli import UserError  # noqa: E402
+import robust_demo_seeds as R
+
+from grpojax.cli import UserError
 
 
 def test_parse_seeds():
