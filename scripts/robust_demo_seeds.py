@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 
@@ -71,14 +72,24 @@ def _ms(values) -> str:
     return f"{v.mean():.3f} ± {v.std(ddof=1):.3f}" if len(v) > 1 else f"{v.mean():.3f}"
 
 
+def sign_test_p(wins: int, n: int) -> float:
+    """Exact two-sided sign test: P(a Binomial(n, 1/2) count at least as far from n/2 as ``wins``)."""
+    if n == 0:
+        return 1.0
+    k = min(wins, n - wins)
+    return min(1.0, 2.0 * sum(math.comb(n, i) for i in range(k + 1)) / 2.0**n)
+
+
 def summarise(rows: dict[int, dict]) -> dict:
     """Over-seed statistics of :func:`seed_row` results (``{seed: row}``): means, sample stds, wins."""
     d_w = np.array([r["diff_worst"] for r in rows.values()])
     d_m = np.array([r["diff_mean"] for r in rows.values()])
     stat = {"seeds": len(rows), "robust_lower_worst": int(np.sum(d_w < 0)), "robust_lower_mean": int(np.sum(d_m < 0))}
     for name, v in (("diff_worst", d_w), ("diff_mean", d_m)):
-        stat[name] = {"mean": float(v.mean()), "std": float(v.std(ddof=1)) if len(v) > 1 else 0.0,
-                      "min": float(v.min()), "max": float(v.max()), "median": float(np.median(v))}
+        std = float(v.std(ddof=1)) if len(v) > 1 else 0.0
+        stat[name] = {"mean": float(v.mean()), "std": std, "sem": std / np.sqrt(len(v)),
+                      "min": float(v.min()), "max": float(v.max()), "median": float(np.median(v)),
+                      "sign_test_p": sign_test_p(int(np.sum(v < 0)), int(np.sum(v != 0)))}
     for key in ("plain", "robust"):
         for m in ("worst", "mean", "worst_acc"):
             v = np.array([r[key][m] for r in rows.values()])
@@ -106,8 +117,9 @@ def pair_table(rows: dict[int, dict], plain: str, robust: str) -> str:
     dw, dm = st["diff_worst"], st["diff_mean"]
     lines.append("")
     lines.append(f"{R} has the lower worst-group test loss on {st['robust_lower_worst']} of {st['seeds']} seeds; "
-                 f"paired difference {R} - {P}: mean {dw['mean']:+.3f}, std {dw['std']:.3f}, median "
-                 f"{dw['median']:+.3f}, range {dw['min']:+.3f} .. {dw['max']:+.3f}. Mean-group loss lower on "
+                 f"paired difference {R} - {P}: mean {dw['mean']:+.3f} (standard error {dw['sem']:.3f}), std {dw['std']:.3f}, "
+                 f"median {dw['median']:+.3f}, range {dw['min']:+.3f} .. {dw['max']:+.3f}; sign test p = "
+                 f"{dw['sign_test_p']:.2f}. Mean-group loss lower on "
                  f"{st['robust_lower_mean']} of {st['seeds']}; difference mean {dm['mean']:+.3f}, std {dm['std']:.3f}.")
     return "\n".join(lines)
 

@@ -42,6 +42,10 @@ def test_paired_statistics_and_table(tmp_path):
                                [d_w.mean(), d_w.std(ddof=1), d_w.min(), d_w.max(), np.median(d_w)], rtol=1e-12)
     np.testing.assert_allclose([st["diff_mean"]["mean"], st["diff_mean"]["std"]], [d_m.mean(), d_m.std(ddof=1)],
                                rtol=1e-12)
+    assert st["diff_worst"]["sem"] == pytest.approx(d_w.std(ddof=1) / np.sqrt(3), rel=1e-12)
+    assert st["diff_worst"]["sign_test_p"] == pytest.approx(1.0)  # 2 of 3: P(|k - 1.5| >= 0.5) = 1
+    assert R.sign_test_p(7, 10) == pytest.approx(2 * (1 + 10 + 45 + 120) / 1024)  # = 0.34375
+    assert R.sign_test_p(10, 10) == pytest.approx(2 / 1024) and R.sign_test_p(0, 0) == 1.0
     np.testing.assert_allclose(st["plain_worst"]["mean"], np.mean([0.9, 0.4, 1.5]), rtol=1e-12)
     table = R.pair_table(rows, "ipo", "gr_ipo")
     assert "| 1 | 0.400 | 0.700 | +0.300 | 0.300 | 0.500 | +0.200 |" in table
