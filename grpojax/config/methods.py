@@ -20,7 +20,9 @@ class GRPOConfig:
     ``sampler_is_cap`` (null = off): truncated importance-sampling correction of the sampler / trainer
     log-prob mismatch, each token's loss weighted by ``min(pi_old / pi_sampler, cap)`` (TRL's
     ``vllm_importance_sampling_correction`` with ``vllm_importance_sampling_mode: token_truncate`` and
-    ``vllm_importance_sampling_cap``)."""
+    ``vllm_importance_sampling_cap``). ``use_bias_correction_kl`` (TRL's name; TRL 1.16 defaults it to
+    true, here false): each token's KL term multiplied by the differentiated ratio pi_theta / pi_old
+    (DeepSeek-V3.2; ALGORITHMS.md 1.4)."""
 
     num_generations: int = 8
     num_iterations: int = 1
@@ -43,6 +45,7 @@ class GRPOConfig:
     reward_weights: tuple[float, ...] = ()
     aggregation: Literal["weighted_sum", "normalize_then_sum", "min", "soft_min"] = "weighted_sum"
     sampler_is_cap: Union[float, None] = None
+    use_bias_correction_kl: bool = False
 
     def __post_init__(self):
         check(self.num_generations >= 2, "num_generations",

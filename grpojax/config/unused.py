@@ -73,6 +73,7 @@ RULES = [
      "it picks the preferred PKU-SafeRLHF response of sft / preference data (data.format=pku_saferlhf)"),
     ("mesh.rollout_tensor", lambda c: c.kind not in ROLLOUT, "{kind} runs do not sample"),
     ("grpo.kl_estimator", lambda c: c.kind == "grpo" and c.grpo.beta == 0, "grpo.beta=0: no KL term"),
+    ("grpo.use_bias_correction_kl", lambda c: c.kind == "grpo" and c.grpo.beta == 0, "grpo.beta=0: no KL term"),
     ("ppo.kl_estimator", _ppo_without_kl, "ppo.kl_coef=0 without ppo.adaptive_kl: no KL"),
     ("ppo.kl_target", lambda c: c.kind == "ppo" and not c.ppo.adaptive_kl, "ppo.adaptive_kl=false"),
     ("ppo.kl_horizon", lambda c: c.kind == "ppo" and not c.ppo.adaptive_kl, "ppo.adaptive_kl=false"),

@@ -46,7 +46,8 @@ class GRPOTask(BaseTask):
                                      delta=g.delta, beta=g.beta, kl_estimator=g.kl_estimator,
                                      importance_sampling_level=g.importance_sampling_level,
                                      temperature=g.temperature, max_completion_length=g.max_completion_length,
-                                     emit_logp=g.num_iterations > 1, sampler_is_cap=g.sampler_is_cap)
+                                     emit_logp=g.num_iterations > 1, sampler_is_cap=g.sampler_is_cap,
+                                     use_bias_correction_kl=g.use_bias_correction_kl)
         self._rollout = None
 
     def loader_rows(self) -> int:
