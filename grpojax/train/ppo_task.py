@@ -48,13 +48,13 @@ class RewardScorer:
 
     def __init__(self, rc, cfg, tok, reward_model_scorer=None, *, mesh=None):
         self.rc = rc
-        self.funcs = [reward_funcs.resolve(s) for s in rc.reward_funcs]
+        self.funcs = [reward_funcs.resolve(s, f"{cfg.kind}.reward_funcs") for s in rc.reward_funcs]
         self.rm = reward_model_scorer
         if rc.reward_model is not None and self.rm is None:
             from grpojax.train.reward_task import load_reward_scorer
 
             self.rm = load_reward_scorer(rc.reward_model, cfg, tok, mesh=mesh, section=cfg.kind)
-        names = list(rc.aspects) + [s.split(":")[0] for s in rc.reward_funcs]
+        names = list(rc.aspects) + reward_funcs.reward_names(self.funcs)
         if len(set(names)) != len(names):
             names = list(rc.aspects) + [f"func{i}_{s}" for i, s in enumerate(rc.reward_funcs)]
         self.names = names

@@ -1,80 +1,32 @@
-"""Python reward functions for GRPO, resolved from the names in ``grpo.reward_funcs``.
-
-Every reward function is ``fn(prompts: list[str], completions: list[str]) -> [N] float`` (TRL's
-convention), run on the host after decoding; NaN = not applicable. A config names them as
-
-    length:<max_chars>            1 up to max_chars characters, linear decay to 0 at 2*max_chars
-    keyword:<w1>,<w2>,...         1 if the completion contains any of the words
-    regex:<pattern>               1 if the pattern matches (re.search)
-    char_frac:<chars>             fraction of the completion's characters that are in <chars>
-    some.module:function          any importable function with the signature above
+"""Python reward functions of the online methods (GRPO, PPO, online DPO), resolved from the names in
+``<method>.reward_funcs`` by :mod:`grpojax.rewards.functions` (the names, TRL's call convention
+``fn(prompts, completions, **columns)``, built-ins such as ``exact_match`` / ``format``, files and modules).
 """
 
 from __future__ import annotations
 
-import importlib
-from typing import Callable, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from grpojax.cli import UserError
-from grpojax.rewards.text import keyword_reward, length_reward, regex_reward
+from grpojax.rewards import functions
+from grpojax.rewards.functions import (
+    BUILTINS,
+    RewardFunction,
+    char_fraction,
+    check_columns,
+    reward_names,
+)
 
-RewardFunc = Callable[[Sequence[str], Sequence[str]], np.ndarray]
-
-
-def char_fraction(texts: Sequence[str], chars: str) -> np.ndarray:
-    """Fraction of each text's characters that belong to ``chars`` (0 for an empty text)."""
-    allowed = set(chars)
-    return np.asarray([sum(c in allowed for c in t) / len(t) if t else 0.0 for t in texts], np.float32)
-
-
-def _builtin(name: str, arg: str) -> RewardFunc:
-    if name == "length":
-        max_chars = int(arg) if arg else 64
-        return lambda prompts, texts: length_reward(texts, max_chars=max_chars)
-    if name == "keyword":
-        words = [w for w in arg.split(",") if w]
-        if not words:
-            raise UserError("grpo.reward_funcs: keyword:<w1>,<w2> needs at least one word")
-        return lambda prompts, texts: keyword_reward(texts, words)
-    if name == "regex":
-        return lambda prompts, texts: regex_reward(texts, arg)
-    if name == "char_frac":
-        if not arg:
-            raise UserError("grpo.reward_funcs: char_frac:<chars> needs the characters to reward")
-        return lambda prompts, texts: char_fraction(texts, arg)
-    raise KeyError(name)
+__all__ = ["BUILTINS", "RewardFunction", "char_fraction", "check_columns", "resolve", "reward_names", "score"]
 
 
-BUILTINS = ("length", "keyword", "regex", "char_frac")
+def resolve(spec: str, key: str = "grpo.reward_funcs") -> RewardFunction:
+    """The reward function named by ``spec``; UserError naming ``key`` when it cannot be resolved."""
+    return functions.resolve(spec, key)
 
 
-def resolve(spec: str) -> RewardFunc:
-    """The reward function named by ``spec`` (see the module docstring); UserError when unknown."""
-    head, _, arg = spec.partition(":")
-    if head in BUILTINS:
-        return _builtin(head, arg)
-    if "." in head and arg:
-        try:
-            fn = getattr(importlib.import_module(head), arg)
-        except (ImportError, AttributeError) as e:
-            raise UserError(f"grpo.reward_funcs: cannot import {spec!r}: {e}") from None
-        if not callable(fn):
-            raise UserError(f"grpo.reward_funcs: {spec!r} is not callable")
-        return fn
-    raise UserError(f"grpo.reward_funcs: unknown reward {spec!r}; built-ins: "
-                    f"{', '.join(b + ':<arg>' for b in BUILTINS)}, or module.path:function")
-
-
-def score(funcs: Sequence[RewardFunc], names: Sequence[str], prompts: Sequence[str],
-          completions: Sequence[str]) -> np.ndarray:
-    """``[N, len(funcs)]`` float32 scores; a function returning the wrong length is an error naming it."""
-    cols = []
-    for fn, name in zip(funcs, names):
-        col = np.asarray(fn(list(prompts), list(completions)), np.float32).reshape(-1)
-        if col.shape != (len(completions),):
-            raise ValueError(f"reward function {name!r} returned {col.shape[0]} scores for "
-                             f"{len(completions)} completions")
-        cols.append(col)
-    return np.stack(cols, axis=-1) if cols else np.zeros((len(completions), 0), np.float32)
+def score(funcs: Sequence[RewardFunction], names: Sequence[str], prompts: Sequence[str],
+          completions: Sequence[str], columns: Mapping[str, Sequence] | None = None) -> np.ndarray:
+    """``[N, len(funcs)]`` float32 scores; ``columns``: the prompt data's other columns, N values each."""
+    return functions.score(funcs, prompts, completions, columns, names=names)
