@@ -170,6 +170,12 @@ def check_columns(funcs: Sequence[RewardFunction], columns: Sequence[str], sourc
                                 f"its columns: {', '.join(columns)}")
 
 
+def data_columns(rows: Mapping[str, Sequence], num_generations: int, skip: Sequence[str] = ("prompt",)) -> dict:
+    """The columns of B dataset rows (``{column: [B values]}``) other than ``skip``, aligned with the
+    B·G completions of a rollout: prompt-major, each row's value repeated G times."""
+    return {k: [v for v in vals for _ in range(num_generations)] for k, vals in rows.items() if k not in skip}
+
+
 def _call(fn: Callable, prompts: list, completions: list, columns: Mapping[str, list]):
     try:
         params = inspect.signature(fn).parameters

@@ -33,12 +33,13 @@ class GRPOTask(BaseTask):
         g = cfg.grpo
         self.G = g.num_generations
         self.funcs = [reward_funcs.resolve(s) for s in g.reward_funcs]
+        reward_funcs.check_columns(self.funcs, self.dataset.column_names, cfg.data.path or cfg.data.format)
         self.rm_scorer = reward_model_scorer
         if g.reward_model is not None and self.rm_scorer is None:
             from grpojax.train.reward_task import load_reward_scorer
 
             self.rm_scorer = load_reward_scorer(g.reward_model, cfg, self.tok, mesh=self.mesh)
-        self.aspect_names = list(g.aspects) + [s.split(":")[0] if "." not in s else s for s in g.reward_funcs]
+        self.aspect_names = list(g.aspects) + reward_funcs.reward_names(self.funcs)  # rewards/<name>/mean
         if len(set(self.aspect_names)) != len(self.aspect_names):
             self.aspect_names = list(g.aspects) + [f"func{i}_{s}" for i, s in enumerate(g.reward_funcs)]
         self.sampling = sampling_settings(g)
@@ -65,12 +66,15 @@ class GRPOTask(BaseTask):
                                                      settings=self.settings, num_micro=self.cfg.train.grad_accum),
                                    self.cfg.train.batch_size)
 
-    def score(self, batch, prompts, texts) -> np.ndarray:
+    def score(self, batch, prompts, texts, columns=None) -> np.ndarray:
+        """``[N, R]``: the reward model's aspects, then one column per reward function; ``columns`` = the
+        prompts' other data columns aligned with the N completions (``reward_funcs.data_columns``)."""
         cols = []
         if self.rm_scorer is not None:
             cols.append(np.asarray(to_host(self.rm_scorer(batch, prompts, texts)), np.float32))
         if self.funcs:
-            cols.append(reward_funcs.score(self.funcs, self.cfg.grpo.reward_funcs, prompts, texts))
+            cols.append(reward_funcs.score(self.funcs, self.aspect_names[len(self.cfg.grpo.aspects):], prompts,
+                                           texts, columns))
         return np.concatenate(cols, axis=-1)
 
     def rollout(self, state, rng):
@@ -79,13 +83,14 @@ class GRPOTask(BaseTask):
         batch with rows over the batch axes."""
         raw_rows = self.loader.dataset[next(self.loader.iterator).tolist()]
         prompts = list(raw_rows["prompt"])
+        score_fn = functools.partial(self.score, columns=reward_funcs.data_columns(raw_rows, self.G))
         pb = self.tok.prompt_batch(prompts, self.cfg.data.max_prompt_length)
         g = self.cfg.grpo
         model, ids, mask, cache_fn = self.sampling_inputs(self.model_of(state), pb.prompt_ids_BT,
                                                           pb.prompt_mask_BT)
         ro = generate_and_score(model, ids, mask, prompts, rng,
                                 tok=self.tok, sampling=self.sampling, aspect_names=self.aspect_names,
-                                score_fn=self.score, aggregation=g.aggregation,
+                                score_fn=score_fn, aggregation=g.aggregation,
                                 reward_weights=g.reward_weights or None, scale_rewards=g.scale_rewards,
                                 mask_truncated_completions=g.mask_truncated_completions, cache_fn=cache_fn)
         ro = ro._replace(batch=self.full_rows(ro.batch))
@@ -114,9 +119,15 @@ class GRPOTask(BaseTask):
             rows.append({**ro.metrics, **row})
         return state, rows
 
-    def evaluate(self, state, prompts: list, *, batch_prompts: int | None = None, seed: int = 0) -> dict:
+    def evaluate(self, state, prompts: list, *, batch_prompts: int | None = None, seed: int = 0,
+                 columns: dict | None = None) -> dict:
         """Mean reward and per-aspect scores of the policy in ``state`` on ``prompts`` (G samples each,
-        the training sampling settings); no update (:meth:`BaseTask.evaluate_policy`)."""
+        the training sampling settings; ``columns``: their other data columns, one value per prompt); no
+        update (:meth:`BaseTask.evaluate_policy`)."""
         return self.evaluate_policy(state, prompts, self.cfg.grpo, self.score, self.aspect_names,
-                                    batch_prompts=batch_prompts, seed=seed)
+                                    batch_prompts=batch_prompts, seed=seed, columns=columns)
+
+    def periodic_eval(self, state) -> dict:
+        """:meth:`BaseTask.periodic_eval` with the held-out prompts' other columns for the reward functions."""
+        return self.evaluate(state, self._eval_data, seed=self.cfg.train.seed, columns=self._eval_columns)
 

@@ -15,10 +15,11 @@ from grpojax.rewards.functions import (
     RewardFunction,
     char_fraction,
     check_columns,
+    data_columns,
     reward_names,
 )
 
-__all__ = ["BUILTINS", "RewardFunction", "char_fraction", "check_columns", "resolve", "reward_names", "score"]
+__all__ = ["BUILTINS", "RewardFunction", "char_fraction", "check_columns", "data_columns", "resolve", "reward_names", "score"]
 
 
 def resolve(spec: str, key: str = "grpo.reward_funcs") -> RewardFunction:

@@ -139,21 +139,28 @@ class BaseTask(abc.ABC):
         return model, rows["ids"], rows["mask"], cache_fn
 
     def evaluate_policy(self, state, prompts: list, rc, score_fn, aspect_names, *,
-                        batch_prompts: int | None = None, seed: int = 0) -> dict:
+                        batch_prompts: int | None = None, seed: int = 0, columns: dict | None = None) -> dict:
         """Mean reward and per-aspect scores of the policy in ``state`` on ``prompts``: ``rc.num_generations``
         samples each with the method section ``rc``'s sampling settings, scored by ``score_fn`` (the
         training reward) and aggregated as in training; no update. Returns TRL-named means over all
-        prompts (``eval/reward``, ``eval/rewards/<aspect>/mean``, ``eval/completions/mean_length``, ...)."""
+        prompts (``eval/reward``, ``eval/rewards/<aspect>/mean``, ``eval/completions/mean_length``, ...).
+        ``columns`` (the prompts' other data columns, one value per prompt) reach ``score_fn`` as its
+        ``columns`` keyword, aligned with the completions."""
+        from grpojax.rewards.functions import data_columns
         from grpojax.rollout import generate_and_score, sampling_settings
 
         n = batch_prompts or self.cfg.train.batch_size // rc.num_generations
         sums, count, model, sampling = {}, 0, self.model_of(state), sampling_settings(rc)
         for i in range(0, len(prompts), n):
             chunk = prompts[i:i + n]
+            if columns is not None:
+                cols = data_columns({k: v[i:i + n] for k, v in columns.items()}, rc.num_generations)
+                score_fn_chunk = functools.partial(score_fn, columns=cols)
             pb = self.tok.prompt_batch(chunk, self.cfg.data.max_prompt_length)
             model, ids, mask, cache_fn = self.sampling_inputs(model, pb.prompt_ids_BT, pb.prompt_mask_BT)
             ro = generate_and_score(model, ids, mask, chunk, jax.random.fold_in(jax.random.key(seed), i),
-                                    tok=self.tok, sampling=sampling, aspect_names=aspect_names, score_fn=score_fn,
+                                    tok=self.tok, sampling=sampling, aspect_names=aspect_names,
+                                    score_fn=score_fn if columns is None else score_fn_chunk,
                                     aggregation=rc.aggregation, reward_weights=rc.reward_weights or None,
                                     cache_fn=cache_fn)
             for k, v in ro.metrics.items():
@@ -263,7 +270,10 @@ class BaseTask(abc.ABC):
         rollout kinds (GRPO, PPO, online DPO read prompt data, ``kind == "grpo"``), pairs for SFT."""
         d = self.cfg.data
         data = load_from_config(d, self.kind, split=d.eval_split or "validation")
-        return list(data["prompt"]) if self.kind == "grpo" else data
+        if self.kind == "grpo":  # the other columns reach the reward functions (GRPOTask.periodic_eval)
+            self._eval_columns = {k: data[k] for k in data.column_names if k != "prompt"}
+            return list(data["prompt"])
+        return data
 
     def periodic_eval(self, state) -> dict:
         """Rollout kinds: the policy's mean reward and per-aspect scores on the held-out prompts
