@@ -20,6 +20,7 @@ import numpy as np
 from grpojax.rollout import generate_and_score, sampling_settings
 from grpojax.sharding import to_host
 from grpojax.train import reward_funcs
+from grpojax.train.dynamic_sampling import dynamic_sample
 from grpojax.train.forward import reference_logp_fn
 from grpojax.train.grpo import GRPOSettings, grpo_step
 from grpojax.train.tasks import BaseTask, host_row
@@ -80,19 +81,30 @@ class GRPOTask(BaseTask):
     def rollout(self, state, rng):
         """The next prompts (every host reads the whole rollout's prompts: reward functions score all
         completions) -> sampled with the sharded policy and a sharded KV cache -> scored -> the step's
-        batch with rows over the batch axes."""
-        raw_rows = self.loader.dataset[next(self.loader.iterator).tolist()]
-        prompts = list(raw_rows["prompt"])
-        score_fn = functools.partial(self.score, columns=reward_funcs.data_columns(raw_rows, self.G))
-        pb = self.tok.prompt_batch(prompts, self.cfg.data.max_prompt_length)
-        g = self.cfg.grpo
-        model, ids, mask, cache_fn = self.sampling_inputs(self.model_of(state), pb.prompt_ids_BT,
-                                                          pb.prompt_mask_BT)
-        ro = generate_and_score(model, ids, mask, prompts, rng,
-                                tok=self.tok, sampling=self.sampling, aspect_names=self.aspect_names,
-                                score_fn=score_fn, aggregation=g.aggregation,
-                                reward_weights=g.reward_weights or None, scale_rewards=g.scale_rewards,
-                                mask_truncated_completions=g.mask_truncated_completions, cache_fn=cache_fn)
+        batch with rows over the batch axes. With ``grpo.dynamic_sampling_max_rounds`` > 0, DAPO's dynamic
+        sampling (:mod:`grpojax.train.dynamic_sampling`): rounds of further prompts replace the groups
+        whose rewards have no spread."""
+        g, holder = self.cfg.grpo, {"model": self.model_of(state)}
+
+        def sample_round(round_rng):
+            raw_rows = self.loader.dataset[next(self.loader.iterator).tolist()]
+            prompts = list(raw_rows["prompt"])
+            score_fn = functools.partial(self.score, columns=reward_funcs.data_columns(raw_rows, self.G))
+            pb = self.tok.prompt_batch(prompts, self.cfg.data.max_prompt_length)
+            model, ids, mask, cache_fn = self.sampling_inputs(holder["model"], pb.prompt_ids_BT, pb.prompt_mask_BT)
+            holder["model"] = model  # copied onto the rollout mesh once per step
+            return generate_and_score(model, ids, mask, prompts, round_rng,
+                                      tok=self.tok, sampling=self.sampling, aspect_names=self.aspect_names,
+                                      score_fn=score_fn, aggregation=g.aggregation,
+                                      reward_weights=g.reward_weights or None, scale_rewards=g.scale_rewards,
+                                      mask_truncated_completions=g.mask_truncated_completions, cache_fn=cache_fn)
+
+        if g.dynamic_sampling_max_rounds:
+            rngs = iter(jax.random.split(rng, g.dynamic_sampling_max_rounds))
+            ro = dynamic_sample(lambda: sample_round(next(rngs)), self.loader_rows(), self.G,
+                                g.dynamic_sampling_max_rounds)
+        else:
+            ro = sample_round(rng)
         ro = ro._replace(batch=self.full_rows(ro.batch))
         if self.settings.beta > 0:
             ro.batch["ref_logp_BL"] = self.full_rows(self._ref_logp(*self.ref_arrays(state), ro.batch))

@@ -13,7 +13,7 @@ from grpojax.train.grpo_task import GRPOTask
 from grpojax.train.runner import run
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # pytest runs with --import-mode=importlib
-from test_runner import _metrics, _repo_root  # noqa: E402,F401 (autouse fixture)
+from test_runner import _metrics, _repo_root  # noqa: F401 (autouse fixture)
 
 REWARD_FILE = '''
 import json, os
@@ -39,17 +39,19 @@ def test_user_reward_file_gets_the_answer_column_and_is_logged(tmp_path):
     data.write_text("".join(json.dumps({"prompt": p, "answer": answers[p]}) + "\n" for p in prompts))
     cfg = load_config("configs/tiny_grpo.yaml", [
         "train.steps=2", "train.eval_every=2", f"data.path={data}", f"data.eval_path={data}", f"run_dir={tmp_path / 'run'}",
-        f"grpo.reward_funcs=[{user / 'my_reward.py'}:parity_matches]", "train.save_every=100", "mesh.data=1"])
+        f"grpo.reward_funcs=[{user / 'my_reward.py'}:parity_matches]", "train.save_every=100", "mesh.data=1",
+        "grpo.dynamic_sampling_max_rounds=3"])  # DAPO dynamic sampling in a real run, on the way
     run(cfg, GRPOTask(cfg))
     calls = [json.loads(line) for line in (user / "calls.jsonl").read_text().splitlines()]
-    assert len(calls) == 2 + 2  # two rollouts, then the held-out evaluation of 8 prompts in 2 batches of 4
+    rows = _metrics(tmp_path / "run")
+    rounds = [r["dynamic_sampling/rounds"] for r in rows]
+    assert all(1 <= n <= 3 for n in rounds)
+    assert len(calls) == sum(rounds) + 2  # every sampling round, then the held-out evaluation: 8 prompts, 2 x 4
     G = cfg.grpo.num_generations
     for c in calls:
         assert c["n"] == len(c["prompts"]) == len(c["answer"]) == 4 * G
         assert c["answer"] == [answers[p] for p in c["prompts"]]  # aligned with each completion's prompt
-        assert c["prompts"][::G] == [p for p in c["prompts"][::G] for _ in range(1)]
         assert all(c["prompts"][i] == c["prompts"][i - i % G] for i in range(len(c["prompts"])))  # G copies
-    rows = _metrics(tmp_path / "run")
     assert len(rows) == 2
     for r in rows:
         assert 0.0 <= r["rewards/parity_matches/mean"] <= 1.0 and np.isfinite(r["loss"])

@@ -1,0 +1,138 @@
+"""The arithmetic world: one-step word problems with a checkable answer, for RL with verifiable rewards.
+
+A problem is a fact ``a op b = c`` (``+`` and ``-`` over operands 0-19 with ``c >= 0``, ``x`` over
+operands 1-9) told as a short story from one of six templates with a name and an item::
+
+    prompt   "ann has 7 pears and gets 5 more . how many pears does ann have now ?"
+    response " 7 + 5 = 12 . the answer is 12 ."        answer "12"
+
+Every fact appears in training prompts; the held-out problems are other stories (a (template, name,
+item) triple drawn from the seed that no training problem uses) around facts drawn at random, so that
+held-out accuracy measures the arithmetic, not the wording. SFT sees a response for a share of the
+training problems only (``sft_fraction``); the GRPO prompts are all training problems, each with its
+``answer`` column, scored by the built-in ``exact_match`` reward (:mod:`grpojax.rewards.verifiable`
+reads "the answer is 12"). Words and numbers are lower-case tokens separated by single spaces; the
+world's byte-level BPE tokenizer (:func:`grpojax.demo.tokenizer.train_tokenizer`, the demo's chat
+format) makes every word and every number 0-400 one token. Everything is deterministic given the seed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import NamedTuple
+
+import numpy as np
+
+from grpojax.demo.datasets import write_jsonl
+from grpojax.demo.tokenizer import (
+    format_completion,
+    format_prompt,
+    save_tokenizer,
+    train_tokenizer,
+)
+
+NAMES = ("ann", "bob", "cara", "dan", "eve", "finn", "gus", "hana")
+ITEMS = ("apples", "pears", "coins", "books", "stamps", "shells", "pens", "cards")
+TEMPLATES = {
+    "+": ("{n} has {a} {i} and gets {b} more . how many {i} does {n} have now ?",
+          "there are {a} {i} in a box and {n} adds {b} . how many {i} are in the box ?"),
+    "-": ("{n} has {a} {i} and gives away {b} . how many {i} does {n} have left ?",
+          "there are {a} {i} on a table and {n} takes {b} . how many {i} are on the table ?"),
+    "x": ("{n} buys {a} bags with {b} {i} each . how many {i} does {n} buy ?",
+          "{n} makes {a} rows of {b} {i} . how many {i} are there ?"),
+}
+OPS = {"+": lambda a, b: a + b, "-": lambda a, b: a - b, "x": lambda a, b: a * b}
+VOCAB_SIZE = 900
+
+
+class Problem(NamedTuple):
+    op: str
+    a: int
+    b: int
+    template: int
+    name: str
+    item: str
+
+    @property
+    def answer(self) -> int:
+        return OPS[self.op](self.a, self.b)
+
+    @property
+    def prompt(self) -> str:
+        return TEMPLATES[self.op][self.template].format(n=self.name, i=self.item, a=self.a, b=self.b)
+
+    @property
+    def response(self) -> str:
+        """The worked solution the SFT data teaches: the equation, then "the answer is c ."."""
+        return f"{self.a} {self.op} {self.b} = {self.answer} . the answer is {self.answer} ."
+
+
+def facts() -> list[tuple[str, int, int]]:
+    """Every ``(op, a, b)`` of the world: 400 additions, 210 subtractions (c >= 0), 81 multiplications."""
+    out = [("+", a, b) for a in range(20) for b in range(20)]
+    out += [("-", a, b) for a in range(20) for b in range(a + 1)]
+    out += [("x", a, b) for a in range(1, 10) for b in range(1, 10)]
+    return out
+
+
+def stories(op: str) -> list[tuple[int, str, str]]:
+    return [(t, n, i) for t in range(len(TEMPLATES[op])) for n in NAMES for i in ITEMS]
+
+
+def split_problems(seed: int, n_heldout: int = 200, heldout_story_frac: float = 0.15) -> dict[str, list[Problem]]:
+    """``{"train": [...], "heldout": [...]}``: each fact once in ``train`` with a training story, and
+    ``n_heldout`` problems of random facts told with held-out stories (module docstring)."""
+    rng = np.random.default_rng([seed, 19])
+    train, heldout = [], []
+    held_stories = {}
+    for op in TEMPLATES:
+        s = stories(op)
+        idx = rng.permutation(len(s))
+        k = max(1, round(heldout_story_frac * len(s)))
+        held_stories[op] = [s[i] for i in idx[:k]]
+        keep = [s[i] for i in idx[k:]]
+        for f_op, a, b in facts():
+            if f_op == op:
+                train.append(Problem(op, a, b, *keep[rng.integers(len(keep))]))
+    all_facts = facts()
+    for j in rng.choice(len(all_facts), size=n_heldout, replace=False):
+        op, a, b = all_facts[j]
+        story = held_stories[op][rng.integers(len(held_stories[op]))]
+        heldout.append(Problem(op, a, b, *story))
+    order = rng.permutation(len(train))
+    return {"train": [train[i] for i in order], "heldout": heldout}
+
+
+def corpus(seed: int) -> list[str]:
+    """Tokenizer training texts: every training / held-out problem with its response, every number once."""
+    texts = []
+    for problems in split_problems(seed).values():
+        texts += [format_prompt(p.prompt) + format_completion(p.response) for p in problems]
+    texts += [f" {n}" for n in range(401)] + [f" {w}" for w in NAMES + ITEMS]
+    return texts
+
+
+def build_arithmetic_world(out_dir: str, seed: int = 0, *, sft_fraction: float = 0.5) -> dict[str, str]:
+    """Write the world under ``out_dir`` and return ``{name: path}``: ``tokenizer`` (HF directory),
+    ``sft.jsonl`` (prompt, response; ``sft_fraction`` of the training problems), ``grpo_train.jsonl`` and
+    ``heldout.jsonl`` (prompt, answer, op) and ``world.json`` (seed, sizes, vocabulary size)."""
+    split = split_problems(seed)
+    rng = np.random.default_rng([seed, 20])
+    train = split["train"]
+    sft = [train[i] for i in sorted(rng.choice(len(train), size=int(sft_fraction * len(train)), replace=False))]
+    tok = train_tokenizer(corpus(seed), VOCAB_SIZE)
+    paths = {"tokenizer": save_tokenizer(tok, os.path.join(out_dir, "tokenizer"))}
+    for name, rows in (("sft", [{"prompt": p.prompt, "response": " " + p.response} for p in sft]),
+                       ("grpo_train", [{"prompt": p.prompt, "answer": str(p.answer), "op": p.op} for p in train]),
+                       ("heldout", [{"prompt": p.prompt, "answer": str(p.answer), "op": p.op}
+                                    for p in split["heldout"]])):
+        paths[name] = write_jsonl(rows, os.path.join(out_dir, f"{name}.jsonl"), overwrite=True)
+    longest = max(len(tok(format_prompt(p.prompt) + format_completion(p.response))["input_ids"])
+                  for p in train + split["heldout"])
+    manifest = {"seed": seed, "vocab_size": len(tok), "max_tokens": longest, "sft_fraction": sft_fraction,
+                "sizes": {"sft": len(sft), "grpo_train": len(train), "heldout": len(split["heldout"])}}
+    paths["world"] = os.path.join(out_dir, "world.json")
+    with open(paths["world"], "w", encoding="utf-8") as f:
+        json.dump(manifest, f, indent=2)
+    return paths
