@@ -8,10 +8,11 @@ operands 1-9) told as a short story from one of six templates with a name and an
 
 Every fact appears in training prompts; the held-out problems are other stories (a (template, name,
 item) triple drawn from the seed that no training problem uses) around facts drawn at random, so that
-held-out accuracy measures the arithmetic, not the wording. SFT sees a response for a share of the
-training problems only (``sft_fraction``); the GRPO prompts are all training problems, each with its
-``answer`` column, scored by the built-in ``exact_match`` reward (:mod:`grpojax.rewards.verifiable`
-reads "the answer is 12"). Words and numbers are lower-case tokens separated by single spaces; the
+held-out accuracy measures the arithmetic, not the wording. The SFT demonstrations are noisy, as
+human-written ones are: in a share ``sft_noise`` of them the final answer is off by 1 or 2 (the equation
+stays right), so an SFT policy reaches a partial accuracy; the GRPO prompts are all training problems,
+each with its ``answer`` column, scored by the built-in ``exact_match`` reward
+(:mod:`grpojax.rewards.verifiable` reads "the answer is 12"). Words and numbers are lower-case tokens separated by single spaces; the
 world's byte-level BPE tokenizer (:func:`grpojax.demo.tokenizer.train_tokenizer`, the demo's chat
 format) makes every word and every number 0-400 one token. Everything is deterministic given the seed.
 """
@@ -64,8 +65,12 @@ class Problem(NamedTuple):
 
     @property
     def response(self) -> str:
-        """The worked solution the SFT data teaches: the equation, then "the answer is c ."."""
-        return f"{self.a} {self.op} {self.b} = {self.answer} . the answer is {self.answer} ."
+        """The worked solution: the equation, then "the answer is c ."."""
+        return self.noisy_response(0)
+
+    def noisy_response(self, error: int) -> str:
+        """The worked solution with the final answer off by ``error`` (the equation stays right)."""
+        return f"{self.a} {self.op} {self.b} = {self.answer} . the answer is {self.answer + error} ."
 
 
 def facts() -> list[tuple[str, int, int]]:
@@ -113,17 +118,31 @@ def corpus(seed: int) -> list[str]:
     return texts
 
 
-def build_arithmetic_world(out_dir: str, seed: int = 0, *, sft_fraction: float = 0.5) -> dict[str, str]:
+def sft_errors(problems: list[Problem], noise: float, rng) -> list[int]:
+    """The final-answer error of each SFT demonstration: 0, or with probability ``noise`` one of -2, -1, 1, 2
+    (uniform among those that keep the answer >= 0)."""
+    out = []
+    for p in problems:
+        choices = [e for e in (-2, -1, 1, 2) if p.answer + e >= 0]
+        out.append(int(rng.choice(choices)) if rng.random() < noise else 0)
+    return out
+
+
+def build_arithmetic_world(out_dir: str, seed: int = 0, *, sft_fraction: float = 1.0,
+                           sft_noise: float = 0.5) -> dict[str, str]:
     """Write the world under ``out_dir`` and return ``{name: path}``: ``tokenizer`` (HF directory),
-    ``sft.jsonl`` (prompt, response; ``sft_fraction`` of the training problems), ``grpo_train.jsonl`` and
-    ``heldout.jsonl`` (prompt, answer, op) and ``world.json`` (seed, sizes, vocabulary size)."""
+    ``sft.jsonl`` (prompt, response: ``sft_fraction`` of the training problems, a share ``sft_noise`` of
+    them with a wrong final answer), ``grpo_train.jsonl`` and ``heldout.jsonl`` (prompt, answer, op) and
+    ``world.json`` (seed, sizes, vocabulary size, the SFT data's own accuracy)."""
     split = split_problems(seed)
     rng = np.random.default_rng([seed, 20])
     train = split["train"]
     sft = [train[i] for i in sorted(rng.choice(len(train), size=int(sft_fraction * len(train)), replace=False))]
+    errors = sft_errors(sft, sft_noise, rng)
     tok = train_tokenizer(corpus(seed), VOCAB_SIZE)
     paths = {"tokenizer": save_tokenizer(tok, os.path.join(out_dir, "tokenizer"))}
-    for name, rows in (("sft", [{"prompt": p.prompt, "response": " " + p.response} for p in sft]),
+    for name, rows in (("sft", [{"prompt": p.prompt, "response": " " + p.noisy_response(e)}
+                                for p, e in zip(sft, errors)]),
                        ("grpo_train", [{"prompt": p.prompt, "answer": str(p.answer), "op": p.op} for p in train]),
                        ("heldout", [{"prompt": p.prompt, "answer": str(p.answer), "op": p.op}
                                     for p in split["heldout"]])):
@@ -131,6 +150,7 @@ def build_arithmetic_world(out_dir: str, seed: int = 0, *, sft_fraction: float =
     longest = max(len(tok(format_prompt(p.prompt) + format_completion(p.response))["input_ids"])
                   for p in train + split["heldout"])
     manifest = {"seed": seed, "vocab_size": len(tok), "max_tokens": longest, "sft_fraction": sft_fraction,
+                "sft_noise": sft_noise, "sft_correct": float(np.mean([e == 0 for e in errors])),
                 "sizes": {"sft": len(sft), "grpo_train": len(train), "heldout": len(split["heldout"])}}
     paths["world"] = os.path.join(out_dir, "world.json")
     with open(paths["world"], "w", encoding="utf-8") as f:

@@ -90,8 +90,11 @@ def report_text(summary: dict) -> str:
     return "\n".join(lines)
 
 
-def run_arithmetic(out: str = "runs/arithmetic", seed: int = 0, overwrite: bool = False) -> dict:
-    """Run every stage (module docstring) and return the summary also written to ``OUT/summary.json``."""
+def run_arithmetic(out: str = "runs/arithmetic", seed: int = 0, overwrite: bool = False,
+                   overrides: dict[str, list[str]] | None = None) -> dict:
+    """Run every stage (module docstring) and return the summary also written to ``OUT/summary.json``.
+    ``overrides`` (``{"sft" | "grpo": ["key=value", ...]}``, applied last) are for settings studies
+    (``docs/verifiable.md``); the command line has none."""
     t0 = time.perf_counter()
     summary_path = os.path.join(out, "summary.json")
     if os.path.exists(summary_path) and not overwrite:
@@ -137,7 +140,8 @@ def run_arithmetic(out: str = "runs/arithmetic", seed: int = 0, overwrite: bool 
         vocab = json.load(f)["vocab_size"]
 
     def cfg_of(stage):
-        return S.stage_config(f"arithmetic_{stage}", stage_overrides(stage, out, seed, vocab))
+        return S.stage_config(f"arithmetic_{stage}", stage_overrides(stage, out, seed, vocab)
+                              + list((overrides or {}).get(stage, ())))
 
     def train(stage, task_cls):
         cfg = cfg_of(stage)
@@ -152,7 +156,7 @@ def run_arithmetic(out: str = "runs/arithmetic", seed: int = 0, overwrite: bool 
     ev = timed("evaluate", lambda: {when: heldout_accuracy(os.path.join(out, stage, "hf"), grpo_cfg, rows,
                                                            seed=seed + 1000)
                                     for when, stage in (("before", "sft"), ("after", "grpo"))})
-    summary = {"seed": seed, "before": ev["before"], "after": ev["after"], "stage_seconds": seconds,
+    summary = {"seed": seed, "overrides": overrides or {}, "before": ev["before"], "after": ev["after"], "stage_seconds": seconds,
                "seconds": round(time.perf_counter() - t0, 1),
                "grpo_reward": S.last_metrics(grpo_cfg.run_dir).get("rewards/exact_match/mean")}
     with open(summary_path + ".tmp", "w", encoding="utf-8") as f:

@@ -1,0 +1,72 @@
+"""The arithmetic world (grpojax.demo.arithmetic): facts, splits, files and tokenizer; every worked
+solution is scored 1 by the exact-match reward and a wrong one 0."""
+
+import json
+import os
+
+import pytest
+
+from grpojax.demo.arithmetic import NAMES, OPS, TEMPLATES, build_arithmetic_world, facts, split_problems
+from grpojax.rewards.verifiable import exact_match_reward
+
+
+def test_facts_and_splits():
+    fs = facts()
+    assert len(fs) == len(set(fs)) == 400 + 210 + 81
+    assert all(OPS[op](a, b) >= 0 for op, a, b in fs)
+    s = split_problems(0)
+    assert sorted((p.op, p.a, p.b) for p in s["train"]) == sorted(fs)  # every fact once in training
+    assert len(s["heldout"]) == 200 and len({(p.op, p.a, p.b) for p in s["heldout"]}) == 200
+    train_stories = {(p.op, p.template, p.name, p.item) for p in s["train"]}
+    assert not {(p.op, p.template, p.name, p.item) for p in s["heldout"]} & train_stories  # unseen wordings
+    p = s["train"][0]
+    assert p.prompt == TEMPLATES[p.op][p.template].format(n=p.name, i=p.item, a=p.a, b=p.b)
+    assert p.name in NAMES and p.response.endswith(f"the answer is {p.answer} .")
+    assert split_problems(0) == s and split_problems(1) != s
+
+
+def test_noisy_demonstrations_keep_the_equation_and_miss_the_answer_by_one_or_two():
+    import numpy as np
+
+    from grpojax.demo.arithmetic import sft_errors
+
+    problems = split_problems(0)["train"]
+    errors = sft_errors(problems, 0.5, np.random.default_rng(0))
+    assert 0.45 < np.mean([e != 0 for e in errors]) < 0.55
+    assert {e for e in errors} <= {-2, -1, 0, 1, 2} and all(p.answer + e >= 0 for p, e in zip(problems, errors))
+    p, e = next((p, e) for p, e in zip(problems, errors) if e)
+    assert p.noisy_response(e) == f"{p.a} {p.op} {p.b} = {p.answer} . the answer is {p.answer + e} ."
+    assert exact_match_reward(None, [p.noisy_response(e)], answer=[str(p.answer)]) == [0.0]
+    assert sft_errors(problems[:50], 0.0, np.random.default_rng(0)) == [0] * 50
+
+
+def test_world_files_tokenizer_and_exact_match(tmp_path):
+    paths = build_arithmetic_world(str(tmp_path), seed=3, sft_fraction=0.25, sft_noise=0.0)
+    with open(paths["world"]) as f:
+        manifest = json.load(f)
+    assert manifest["sizes"] == {"sft": 172, "grpo_train": 691, "heldout": 200} and manifest["max_tokens"] <= 36
+    rows = {n: [json.loads(line) for line in open(paths[n])] for n in ("sft", "grpo_train", "heldout")}
+    assert set(rows["grpo_train"][0]) == {"prompt", "answer", "op"} and set(rows["sft"][0]) == {"prompt", "response"}
+    answers = {r["prompt"]: r["answer"] for r in rows["grpo_train"]}
+    sft = rows["sft"]
+    assert exact_match_reward(None, [r["response"] for r in sft], answer=[answers[r["prompt"]] for r in sft]) == \
+        [1.0] * len(sft)
+    wrong = [r["response"].replace("the answer is ", "the answer is 1") for r in sft[:5]]
+    assert exact_match_reward(None, wrong, answer=[answers[r["prompt"]] for r in sft[:5]]) == [0.0] * 5
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(paths["tokenizer"])
+    assert len(tok) == manifest["vocab_size"]
+    for n in (0, 7, 19, 81, 361):  # every number a world answer can be is one token
+        assert len(tok(f" {n}")["input_ids"]) == 1, n
+    assert os.path.isfile(os.path.join(paths["tokenizer"], "tokenizer.json"))
+
+
+def test_command_line_rejects_demo_only_options():
+    from grpojax.demo.__main__ import main
+
+    from grpojax import cli
+
+    with pytest.raises(SystemExit) as e:
+        cli.main(main, ["--task", "arithmetic", "--quick"])
+    assert e.value.code == 2
