@@ -1,14 +1,15 @@
 """The arithmetic world: one-step word problems with a checkable answer, for RL with verifiable rewards.
 
-A problem is a fact ``a op b = c`` (``+`` and ``-`` over operands 0-19 with ``c >= 0``, ``x`` over
-operands 1-9) told as a short story from one of six templates with a name and an item::
+A problem is a fact ``a op b = c`` (``+`` and ``-`` over operands 0-9 with ``c >= 0``, ``x`` over
+operands 1-9: 236 facts) told as a short story from one of six templates with a name and an item::
 
     prompt   "ann has 7 pears and gets 5 more . how many pears does ann have now ?"
     response " 7 + 5 = 12 . the answer is 12 ."        answer "12"
 
-Every fact appears in training prompts; the held-out problems are other stories (a (template, name,
+Every fact appears in training prompts (twice, in two wordings); the held-out problems are other stories (a (template, name,
 item) triple drawn from the seed that no training problem uses) around facts drawn at random, so that
-held-out accuracy measures the arithmetic, not the wording. The SFT demonstrations are noisy, as
+held-out accuracy measures the answers on new wordings of known facts (a tiny model cannot derive an
+unseen fact). The SFT demonstrations are noisy, as
 human-written ones are: in a share ``sft_noise`` of them the final answer is off by 1 or 2 (the equation
 stays right), so an SFT policy reaches a partial accuracy; the GRPO prompts are all training problems,
 each with its ``answer`` column, scored by the built-in ``exact_match`` reward
@@ -74,9 +75,9 @@ class Problem(NamedTuple):
 
 
 def facts() -> list[tuple[str, int, int]]:
-    """Every ``(op, a, b)`` of the world: 400 additions, 210 subtractions (c >= 0), 81 multiplications."""
-    out = [("+", a, b) for a in range(20) for b in range(20)]
-    out += [("-", a, b) for a in range(20) for b in range(a + 1)]
+    """Every ``(op, a, b)`` of the world: 100 additions, 55 subtractions (c >= 0), 81 multiplications."""
+    out = [("+", a, b) for a in range(10) for b in range(10)]
+    out += [("-", a, b) for a in range(10) for b in range(a + 1)]
     out += [("x", a, b) for a in range(1, 10) for b in range(1, 10)]
     return out
 
@@ -85,9 +86,10 @@ def stories(op: str) -> list[tuple[int, str, str]]:
     return [(t, n, i) for t in range(len(TEMPLATES[op])) for n in NAMES for i in ITEMS]
 
 
-def split_problems(seed: int, n_heldout: int = 200, heldout_story_frac: float = 0.15) -> dict[str, list[Problem]]:
-    """``{"train": [...], "heldout": [...]}``: each fact once in ``train`` with a training story, and
-    ``n_heldout`` problems of random facts told with held-out stories (module docstring)."""
+def split_problems(seed: int, n_heldout: int = 200, heldout_story_frac: float = 0.15,
+                   per_fact: int = 2) -> dict[str, list[Problem]]:
+    """``{"train": [...], "heldout": [...]}``: each fact ``per_fact`` times in ``train`` with training stories,
+    and ``n_heldout`` problems of distinct random facts told with held-out stories (module docstring)."""
     rng = np.random.default_rng([seed, 19])
     train, heldout = [], []
     held_stories = {}
@@ -99,7 +101,7 @@ def split_problems(seed: int, n_heldout: int = 200, heldout_story_frac: float = 
         keep = [s[i] for i in idx[k:]]
         for f_op, a, b in facts():
             if f_op == op:
-                train.append(Problem(op, a, b, *keep[rng.integers(len(keep))]))
+                train += [Problem(op, a, b, *keep[j]) for j in rng.choice(len(keep), size=per_fact, replace=False)]
     all_facts = facts()
     for j in rng.choice(len(all_facts), size=n_heldout, replace=False):
         op, a, b = all_facts[j]

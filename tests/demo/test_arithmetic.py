@@ -12,10 +12,11 @@ from grpojax.rewards.verifiable import exact_match_reward
 
 def test_facts_and_splits():
     fs = facts()
-    assert len(fs) == len(set(fs)) == 400 + 210 + 81
+    assert len(fs) == len(set(fs)) == 100 + 55 + 81
     assert all(OPS[op](a, b) >= 0 for op, a, b in fs)
     s = split_problems(0)
-    assert sorted((p.op, p.a, p.b) for p in s["train"]) == sorted(fs)  # every fact once in training
+    assert sorted((p.op, p.a, p.b) for p in s["train"]) == sorted(fs + fs)  # every fact twice in training
+    assert len({p.prompt for p in s["train"]}) == 2 * len(fs)
     assert len(s["heldout"]) == 200 and len({(p.op, p.a, p.b) for p in s["heldout"]}) == 200
     train_stories = {(p.op, p.template, p.name, p.item) for p in s["train"]}
     assert not {(p.op, p.template, p.name, p.item) for p in s["heldout"]} & train_stories  # unseen wordings
@@ -44,7 +45,7 @@ def test_world_files_tokenizer_and_exact_match(tmp_path):
     paths = build_arithmetic_world(str(tmp_path), seed=3, sft_fraction=0.25, sft_noise=0.0)
     with open(paths["world"]) as f:
         manifest = json.load(f)
-    assert manifest["sizes"] == {"sft": 172, "grpo_train": 691, "heldout": 200} and manifest["max_tokens"] <= 36
+    assert manifest["sizes"] == {"sft": 118, "grpo_train": 472, "heldout": 200} and manifest["max_tokens"] <= 36
     rows = {n: [json.loads(line) for line in open(paths[n])] for n in ("sft", "grpo_train", "heldout")}
     assert set(rows["grpo_train"][0]) == {"prompt", "answer", "op"} and set(rows["sft"][0]) == {"prompt", "response"}
     answers = {r["prompt"]: r["answer"] for r in rows["grpo_train"]}
