@@ -151,7 +151,8 @@ def build_arithmetic_world(out_dir: str, seed: int = 0, *, sft_fraction: float =
         paths[name] = write_jsonl(rows, os.path.join(out_dir, f"{name}.jsonl"), overwrite=True)
     longest = max(len(tok(format_prompt(p.prompt) + format_completion(p.response))["input_ids"])
                   for p in train + split["heldout"])
-    manifest = {"seed": seed, "vocab_size": len(tok), "max_tokens": longest, "sft_fraction": sft_fraction,
+    longest_prompt = max(len(tok(format_prompt(p.prompt))["input_ids"]) for p in train + split["heldout"])
+    manifest = {"seed": seed, "vocab_size": len(tok), "max_tokens": longest, "max_prompt_tokens": longest_prompt, "sft_fraction": sft_fraction,
                 "sft_noise": sft_noise, "sft_correct": float(np.mean([e == 0 for e in errors])),
                 "sizes": {"sft": len(sft), "grpo_train": len(train), "heldout": len(split["heldout"])}}
     paths["world"] = os.path.join(out_dir, "world.json")

@@ -30,16 +30,33 @@ def informative_groups(advantages_N: np.ndarray, num_generations: int) -> np.nda
 
 
 def _take_groups(ro: Rollout, groups: np.ndarray, G: int) -> Rollout:
+    """The rows of ``groups`` in every per-row field (the batch's arrays, texts, scores, rewards...)."""
     rows = (groups[:, None] * G + np.arange(G)[None, :]).reshape(-1)
-    batch = {k: np.asarray(v)[rows] for k, v in to_host(ro.batch).items()}
-    return Rollout(batch=batch, metrics=ro.metrics, completions=[ro.completions[i] for i in rows],
-                   scores_NR=ro.scores_NR[rows])
+    out = {}
+    for name, value in ro._asdict().items():
+        if name == "metrics":
+            out[name] = value
+        elif name == "batch":
+            out[name] = {k: np.asarray(v)[rows] for k, v in to_host(value).items()}
+        elif isinstance(value, list):
+            out[name] = [value[i] for i in rows]
+        else:
+            out[name] = np.asarray(value)[rows]
+    return Rollout(**out)
 
 
 def _concat(parts: list[Rollout]) -> Rollout:
-    return Rollout(batch={k: np.concatenate([p.batch[k] for p in parts]) for k in parts[0].batch},
-                   metrics=parts[0].metrics, completions=[c for p in parts for c in p.completions],
-                   scores_NR=np.concatenate([p.scores_NR for p in parts]))
+    out = {}
+    for name, value in parts[0]._asdict().items():
+        if name == "metrics":
+            out[name] = value
+        elif name == "batch":
+            out[name] = {k: np.concatenate([p.batch[k] for p in parts]) for k in value}
+        elif isinstance(value, list):
+            out[name] = [x for p in parts for x in getattr(p, name)]
+        else:
+            out[name] = np.concatenate([getattr(p, name) for p in parts])
+    return Rollout(**out)
 
 
 def dynamic_sample(sample_round: Callable[[], Rollout], num_prompts: int, num_generations: int,

@@ -45,7 +45,14 @@ def test_world_files_tokenizer_and_exact_match(tmp_path):
     paths = build_arithmetic_world(str(tmp_path), seed=3, sft_fraction=0.25, sft_noise=0.0)
     with open(paths["world"]) as f:
         manifest = json.load(f)
-    assert manifest["sizes"] == {"sft": 118, "grpo_train": 472, "heldout": 200} and manifest["max_tokens"] <= 36
+    assert manifest["sizes"] == {"sft": 118, "grpo_train": 472, "heldout": 200}
+    import yaml
+
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    for stage in ("sft", "grpo"):  # nothing is cut: a prompt cut from the left would lose its first operand
+        with open(os.path.join(root, "configs", "demo", f"arithmetic_{stage}.yaml")) as f:
+            data = yaml.safe_load(f)["data"]
+        assert manifest["max_prompt_tokens"] <= data["max_prompt_length"] and manifest["max_tokens"] <= data["max_length"]
     rows = {n: [json.loads(line) for line in open(paths[n])] for n in ("sft", "grpo_train", "heldout")}
     assert set(rows["grpo_train"][0]) == {"prompt", "answer", "op"} and set(rows["sft"][0]) == {"prompt", "response"}
     answers = {r["prompt"]: r["answer"] for r in rows["grpo_train"]}
