@@ -3,8 +3,8 @@
 Stages (library runs under ``OUT`` = ``--out``, default ``runs/arithmetic``; configs in ``configs/demo/``):
 
 1. ``world``: :func:`grpojax.demo.arithmetic.build_arithmetic_world` (tokenizer, SFT / GRPO / held-out JSONL).
-2. ``sft``: SFT of a tiny random-init policy on worked solutions (``arithmetic_sft.yaml``), stopped at a
-   partial accuracy.
+2. ``sft``: SFT of a tiny random-init policy on noisy worked solutions (``arithmetic_sft.yaml``): a partial
+   accuracy.
 3. ``grpo``: GRPO of the SFT policy with the built-in ``exact_match`` reward reading each training
    problem's ``answer`` column (``arithmetic_grpo.yaml``).
 4. evaluation of the SFT (before) and GRPO (after) policies on the held-out problems: exact-match accuracy
