@@ -164,3 +164,29 @@ def run_arithmetic(out: str = "runs/arithmetic", seed: int = 0, overwrite: bool 
     os.replace(summary_path + ".tmp", summary_path)
     print(report_text(summary), flush=True)
     return summary
+
+
+def table(run_dirs: list[str]) -> str:
+    """A markdown table of finished runs' held-out accuracies (one row per seed, then mean ± std)."""
+    runs = []
+    for d in run_dirs:
+        with open(os.path.join(d, "summary.json"), encoding="utf-8") as f:
+            runs.append(json.load(f))
+    keys = ("greedy", "sampled", *[f"greedy/{op}" for op in OPS])
+    lines = ["| seed | " + " | ".join(f"{k} SFT -> GRPO" for k in keys) + " | seconds |",
+             "|---" * (len(keys) + 2) + "|"]
+    for r in runs:
+        cells = [f"{r['before'][k]:.3f} -> {r['after'][k]:.3f}" for k in keys]
+        lines.append(f"| {r['seed']} | " + " | ".join(cells) + f" | {r['seconds']:.0f} |")
+    mean = [f"{np.mean([r['before'][k] for r in runs]):.3f} ± {np.std([r['before'][k] for r in runs], ddof=1):.3f}"
+            f" -> {np.mean([r['after'][k] for r in runs]):.3f} ± {np.std([r['after'][k] for r in runs], ddof=1):.3f}"
+            for k in keys] if len(runs) > 1 else []
+    if mean:
+        lines.append("| mean ± std | " + " | ".join(mean) + " | |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":  # python -m grpojax.demo.arithmetic_pipeline OUT_SEED0 OUT_SEED1 ...: the table
+    import sys
+
+    print(table(sys.argv[1:]))

@@ -78,3 +78,19 @@ def test_command_line_rejects_demo_only_options():
     with pytest.raises(SystemExit) as e:
         cli.main(main, ["--task", "arithmetic", "--quick"])
     assert e.value.code == 2
+
+
+def test_table_of_finished_runs(tmp_path):
+    from grpojax.demo.arithmetic_pipeline import table
+
+    dirs = []
+    for seed, (b, a) in enumerate([(0.2, 0.4), (0.4, 0.6)]):
+        d = tmp_path / f"s{seed}"
+        d.mkdir()
+        acc = {k: v for k in ("greedy", "sampled", "greedy/+", "greedy/-", "greedy/x") for v in [0.0]}
+        (d / "summary.json").write_text(json.dumps({"seed": seed, "seconds": 300.0, "before": {**acc, "greedy": b},
+                                                    "after": {**acc, "greedy": a}}))
+        dirs.append(str(d))
+    lines = table(dirs).splitlines()
+    assert lines[2].startswith("| 0 | 0.200 -> 0.400 | 0.000 -> 0.000") and lines[3].startswith("| 1 | 0.400 -> 0.600")
+    assert lines[4].startswith("| mean ± std | 0.300 ± 0.141 -> 0.500 ± 0.141 |")
