@@ -154,10 +154,10 @@ def build(args, devices):
     from grpojax import sharding as shd
     from grpojax.models import PRESETS, Qwen
     from grpojax.models.lora import apply_lora
-    from grpojax.train.grpo import GRPOSettings, grpo_step
-    from grpojax.train.optim import make_optimizer
-    from grpojax.train.preference import PreferenceSettings, preference_step
-    from grpojax.train.state import create_train_state
+    from grpojax.train.steps.grpo import GRPOSettings, grpo_step
+    from grpojax.train.steps.optim import make_optimizer
+    from grpojax.train.steps.preference import PreferenceSettings, preference_step
+    from grpojax.train.steps.state import create_train_state
 
     if args.model not in PRESETS:
         raise SystemExit(f"--model {args.model!r}: valid presets: {', '.join(PRESETS)}")

@@ -18,9 +18,10 @@ from flax import nnx
 from grpojax import sharding as shd
 from grpojax.models import Qwen, QwenConfig
 from grpojax.sampling import sample
-from grpojax.train.grpo import GRPOSettings, grpo_step
-from grpojax.train.preference import PreferenceSettings, init_robust_state, preference_step
-from grpojax.train.state import create_train_state
+from grpojax.train.steps.grpo import GRPOSettings, grpo_step
+from grpojax.train.steps.preference import PreferenceSettings, init_robust_state, preference_step
+from grpojax.train.placement import init_train_state
+from grpojax.train.steps.state import create_train_state
 
 CFG = QwenConfig(vocab_size=128, hidden_size=32, intermediate_size=64, num_layers=1, num_heads=8,
                  num_kv_heads=8, head_dim=4, tie_word_embeddings=False)
@@ -28,7 +29,7 @@ MESHES = [(8, 1, 1), (2, 4, 1), (2, 2, 2), (1, 1, 8)]
 B, P, L = 8, 6, 8
 TX = optax.sgd(0.5)
 GRPO = GRPOSettings(beta=0.04, logprob_chunk=4)
-GRDPO = PreferenceSettings(loss="gr_dpo", beta=0.1, num_groups=2, group_sizes=(3, 5), eta=0.5)
+GRDPO = PreferenceSettings(loss="gr_dpo", beta=0.1, num_groups=2, group_sizes=(3, 5), eta_alpha=0.5)
 
 
 def ctor():
@@ -96,7 +97,7 @@ def test_sharded_steps_match_single_device(sizes, reference):
     mesh = shd.make_mesh(sizes)
     assert dict(mesh.shape) == dict(zip(shd.AXES, sizes))
     for kind, (make_batch, make_step, robust) in STEPS.items():
-        graphdef, state, state_sh = shd.init_train_state(ctor, TX, jax.random.key(0), mesh, robust=robust)
+        graphdef, state, state_sh = init_train_state(ctor, TX, jax.random.key(0), mesh, robust=robust)
         ref_params, ref_metrics, init_params = reference[kind]
         # born sharded with the same values as the unsharded (eager) init, up to jit's float rounding
         jax.tree.map(functools.partial(np.testing.assert_allclose, rtol=1e-6, atol=1e-7),
@@ -158,7 +159,7 @@ def test_scanned_layers_sharded_match_per_layer_single_device():
     for kind, (make_batch, make_step, robust) in STEPS.items():
         graphdef, state = create_train_state(Qwen(CFG2, rngs=nnx.Rngs(3)), TX, jax.random.key(0), robust=robust)
         ref_state, ref_metrics = jax.jit(make_step(graphdef))(state, make_batch(), jax.random.key(1))
-        graphdef, state, state_sh = shd.init_train_state(scanned, TX, jax.random.key(0), mesh, robust=robust)
+        graphdef, state, state_sh = init_train_state(scanned, TX, jax.random.key(0), mesh, robust=robust)
         q_w = state.params["layers"]["attn"]["q"]["w"][...]
         assert q_w.sharding.spec == jax.sharding.PartitionSpec(None, "fsdp", "tensor", None)
         batch = make_batch()

@@ -24,7 +24,7 @@ class GRPOConfig:
     true, here false): each token's KL term multiplied by the differentiated ratio pi_theta / pi_old
     (DeepSeek-V3.2; ALGORITHMS.md 1.4). ``dynamic_sampling_max_rounds`` (0 = off): DAPO's dynamic sampling,
     groups whose rewards have no spread are replaced by groups of further prompts, at most that many
-    rollouts per step (``grpojax.train.dynamic_sampling``)."""
+    rollouts per step (``grpojax.rollout.dynamic_sampling``)."""
 
     num_generations: int = 8
     num_iterations: int = 1

@@ -30,7 +30,7 @@ GOQA_SPLITS = ("train", "validation", "test")
 def load_prompts(ds: datasets.Dataset, source: str, prompt_column: str = "prompt") -> datasets.Dataset:
     """Prompts from any table: ``{prompt, <every other column>}``. A prompt is non-empty text or a
     conversation (a non-empty list of ``{role, content}`` messages, rendered by the chat template); the
-    other columns (``answer``, ``solution``, ...) reach the reward functions (``grpojax.rewards.functions``)."""
+    other columns (``answer``, ``solution``, ...) reach the reward functions (``grpojax.rollout.text_rewards``)."""
     S.prompt_column(ds, prompt_column, source)
     if prompt_column != "prompt":
         if "prompt" in ds.column_names:  # replaced by the chosen column

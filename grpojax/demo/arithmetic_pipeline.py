@@ -57,7 +57,7 @@ def heldout_accuracy(policy_dir: str, cfg, rows: list[dict], *, seed: int, num_s
     from grpojax.data import load_tokenizer
     from grpojax.rewards.verifiable import answers_match
     from grpojax.sampling import sample
-    from grpojax.train.runner import build_model
+    from grpojax.train.build import build_model
 
     tok = load_tokenizer(cfg.tokenizer_path)
     model = build_model(cfg.model, path=policy_dir)
@@ -107,8 +107,7 @@ def run_arithmetic(out: str = "runs/arithmetic", seed: int = 0, overwrite: bool 
         print(report_text(summary), flush=True)
         return summary
     from grpojax.compilation import use_compilation_cache
-    from grpojax.train.grpo_task import GRPOTask
-    from grpojax.train.tasks import SFTTask
+    from grpojax.train.tasks import GRPOTask, SFTTask
 
     if overwrite:
         for name in (*STAGES, "summary.json"):

@@ -241,7 +241,7 @@ def aggregate_token_loss(
 def _check_clip_params(eps_low, eps_high, delta) -> None:
     lo, hi = _concrete_float(eps_low), _concrete_float(eps_high)
     if lo is not None and not lo >= 0.0:  # >= 1 is allowed: it switches the lower clip off
-        raise ValueError(f"grpo_loss: epsilon_low must be >= 0, got {eps_low}")
+        raise ValueError(f"grpo_loss: epsilon must be >= 0, got {eps_low}")
     if hi is not None and not hi >= 0.0:
         raise ValueError(f"grpo_loss: epsilon_high must be >= 0, got {eps_high}")
     d = None if delta is None else _concrete_float(delta)
@@ -258,7 +258,7 @@ def grpo_loss(
     mask: Array,
     *,
     loss_type: str = "dapo",
-    epsilon_low: float = 0.2,
+    epsilon: float = 0.2,
     epsilon_high: float | None = None,
     delta: float | None = None,
     beta: float = 0.0,
@@ -295,7 +295,7 @@ def grpo_loss(
       advantages: ``[N]`` per-completion advantages (e.g. ``group_advantages(...).reshape(-1)``).
       mask: ``[N, T]`` completion mask (bool or 0/1).
       loss_type: ``"grpo" | "bnpo" | "dr_grpo" | "dapo"`` (see :func:`aggregate_token_loss`).
-      epsilon_low: lower clip ε; ``epsilon_high`` defaults to it (DAPO clip-higher uses e.g. 0.28).
+      epsilon: lower clip ε; ``epsilon_high`` defaults to it (DAPO clip-higher uses e.g. 0.28).
       delta: optional upper cap on ρ in the unclipped term.
       beta: KL coefficient β.
       kl_estimator: ``"k1" | "k2" | "k3"``.
@@ -324,8 +324,8 @@ def grpo_loss(
         chex.assert_equal_shape([logp, old_logp])
     if ref_logp is not None:
         chex.assert_equal_shape([logp, ref_logp])
-    eps_low = epsilon_low
-    eps_high = epsilon_low if epsilon_high is None else epsilon_high
+    eps_low = epsilon
+    eps_high = epsilon if epsilon_high is None else epsilon_high
     _check_clip_params(eps_low, eps_high, delta)
 
     m = mask.astype(jnp.float32)

@@ -1,4 +1,4 @@
-"""Aggregation of multi-aspect reward scores into one reward per completion, and rule-based text rewards.
+"""Aggregation of multi-aspect reward scores into one reward per completion, and verifiable rewards.
 
 NaN contract: a NaN aspect score is "not applicable" and is skipped; a completion with no valid aspect
 gets a NaN reward, which ``grpojax.losses.group_advantages`` turns into advantage 0.
@@ -7,9 +7,10 @@ Public API::
 
     weighted_sum, normalize_then_sum (GDPO), min_aspect, soft_min, clip, affine
     aggregate(name, scores, **kw), AGGREGATORS, aspect_stats(scores_BGR, aspect_names)
-    length_reward, keyword_reward, regex_reward, rule_scores            # rule-based, on decoded text
     exact_match_reward, format_reward, tag_format_reward, extract_answer, answers_match   # verifiable
-    resolve_reward, RewardFunction, reward_names, score_rewards        # reward functions named in configs
+
+Text rewards on decoded completions (TRL's ``fn(prompts, completions, **kwargs)``), their names in a
+config and how they are called are in :mod:`grpojax.rollout.text_rewards`.
 """
 
 from grpojax.rewards.aggregate import (
@@ -23,15 +24,6 @@ from grpojax.rewards.aggregate import (
     soft_min,
     weighted_sum,
 )
-from grpojax.rewards.functions import RewardFunction, reward_names
-from grpojax.rewards.functions import resolve as resolve_reward
-from grpojax.rewards.functions import score as score_rewards
-from grpojax.rewards.text import (
-    keyword_reward,
-    length_reward,
-    regex_reward,
-    rule_scores,
-)
 from grpojax.rewards.verifiable import (
     answers_match,
     exact_match_reward,
@@ -42,7 +34,6 @@ from grpojax.rewards.verifiable import (
 
 __all__ = [
     "AGGREGATORS",
-    "RewardFunction",
     "affine",
     "aggregate",
     "answers_match",
@@ -51,15 +42,8 @@ __all__ = [
     "exact_match_reward",
     "extract_answer",
     "format_reward",
-    "keyword_reward",
-    "length_reward",
     "min_aspect",
     "normalize_then_sum",
-    "regex_reward",
-    "resolve_reward",
-    "reward_names",
-    "rule_scores",
-    "score_rewards",
     "soft_min",
     "tag_format_reward",
     "weighted_sum",

@@ -8,7 +8,7 @@ array onto them (table in :mod:`grpojax.sharding.rules`). The training loop need
 
     shd.maybe_initialize_distributed(cfg.mesh)             # jax.distributed.initialize() if asked
     mesh = shd.make_mesh(cfg.mesh)                          # MeshConfig(data, fsdp, tensor), -1 = rest
-    graphdef, state, state_sh = shd.init_train_state(       # params + opt state born sharded
+    graphdef, state, state_sh = init_train_state(   # grpojax.train.placement: born sharded
         lambda: Qwen(model_cfg, param_dtype=jnp.bfloat16), tx, rng, mesh, lora=False)
     step = shd.jit_step(functools.partial(grpo_step, graphdef=graphdef, tx=tx, settings=s),
                         state_sh, shd.batch_shardings(example_batch, mesh), mesh)   # donates state
@@ -47,7 +47,7 @@ Multi-host: each process loads ``rows[shd.host_batch_slice(global_batch)]`` of e
 
 Memory levers: ``Qwen(..., param_dtype=jnp.bfloat16, remat="full")`` with ``tx = f32_optimizer_state(tx)``
 (bf16 params, float32 Adam; run config ``model.remat``), LoRA (``TrainState.params`` = adapters only), chunked log-probs in
-``grpojax.train.forward``; ``scripts/plan_memory.py`` compiles the real step ahead of time for a mesh and
+``grpojax.train.steps.forward``; ``scripts/plan_memory.py`` compiles the real step ahead of time for a mesh and
 reports XLA's per-device bytes (``docs/memory_plan.md``). Compile time: ``QwenConfig.scan_layers``
 (run config ``model.scan_layers``) stacks the layers (their ``"layers"`` axis is never split) and runs
 them with ``lax.scan``, so a 7B / 14B step compiles in about the time of one layer.
@@ -58,7 +58,7 @@ Public API:
     RULES, KV_CACHE_AXES, kv_cache_axes, ACTIVATION_AXES, logical_to_spec,      rules.py
     tree_shardings, train_state_shardings, batch_shardings, batch_spec, cache_shardings, constrain,
     pin, named, describe
-    shard, init_sharded, init_train_state, jit_step, traced_on_mesh, abstract_batch,   jit.py
+    shard, init_sharded, jit_step, traced_on_mesh, abstract_batch,   jit.py
     with_shardings, global_batch, global_batch_from_full, to_host, host_memory, place_from_host,
     rollout_hops, copy_to_rollout, ShardedCache,
     sharded_bytes_per_device
@@ -66,7 +66,7 @@ Public API:
 """
 
 from grpojax.sharding.jit import (ShardedCache, abstract_batch, copy_to_rollout, global_batch, global_batch_from_full,
-                                  host_memory, init_sharded, init_train_state, jit_step, place_from_host, rollout_hops,
+                                  host_memory, init_sharded, jit_step, place_from_host, rollout_hops,
                                   shard,
                                   sharded_bytes_per_device, to_host, traced_on_mesh, with_shardings)
 from grpojax.sharding.memory import f32_optimizer_state
@@ -80,7 +80,7 @@ __all__ = [
     "AXES", "BATCH_AXES", "make_mesh", "mesh_sizes", "rollout_mesh", "batch_axis_size", "maybe_initialize_distributed", "is_main_process",
     "host_batch_slice", "RULES", "KV_CACHE_AXES", "kv_cache_axes", "ACTIVATION_AXES", "logical_to_spec", "tree_shardings",
     "train_state_shardings", "batch_shardings", "batch_spec", "cache_shardings", "constrain", "pin", "named",
-    "describe", "shard", "init_sharded", "init_train_state", "jit_step", "traced_on_mesh", "abstract_batch",
+    "describe", "shard", "init_sharded", "jit_step", "traced_on_mesh", "abstract_batch",
     "with_shardings", "global_batch", "global_batch_from_full", "to_host", "host_memory", "place_from_host",
     "rollout_hops", "copy_to_rollout",
     "ShardedCache", "sharded_bytes_per_device", "f32_optimizer_state",

@@ -10,13 +10,12 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding
 
 from grpojax.sharding.mesh import rollout_mesh
 from grpojax.sharding.rules import (Rules, batch_shardings, constrain, kv_cache_axes, named,
-                                    train_state_shardings, tree_shardings)
+                                    tree_shardings)
 
 
 def shard(tree: Any, shardings: Any) -> Any:
@@ -41,34 +40,11 @@ def init_sharded(model_ctor: Callable[[], nnx.Module], mesh: Mesh, rules: Rules 
     return nnx.merge(graphdef, build())
 
 
-def init_train_state(model_ctor: Callable[[], nnx.Module], tx: optax.GradientTransformation,
-                     rng: jax.Array, mesh: Mesh, *, lora: bool = False, robust: Any = None,
-                     rules: Rules | None = None):
-    """``(graphdef, state, state_shardings)`` with the model AND optimizer state born sharded.
-
-    ``model_ctor`` builds the model (with LoRA already applied when ``lora``); the whole
-    :func:`grpojax.train.create_train_state` runs under one jit with ``out_shardings``.
-    """
-    from grpojax.train.state import create_train_state
-
-    holder = {}
-
-    def build(rng):
-        graphdef, state = create_train_state(model_ctor(), tx, rng, lora=lora, robust=robust)
-        holder["graphdef"] = graphdef
-        return state
-
-    abstract = jax.eval_shape(build, rng)
-    shardings = train_state_shardings(abstract, mesh, rules)
-    state = jax.jit(build, out_shardings=shardings)(rng)
-    return holder["graphdef"], state, shardings
-
-
 def traced_on_mesh(fn: Callable, mesh: Mesh | None) -> Callable:
     """``fn`` traced under ``jax.sharding.use_abstract_mesh(mesh)`` (``fn`` itself when ``mesh`` is None).
 
     Inside ``jax.jit`` there is no mesh for :func:`grpojax.sharding.constrain` to read unless one is
-    entered while tracing; with it, code such as :func:`grpojax.train.forward.completion_logprobs` pins its
+    entered while tracing; with it, code such as :func:`grpojax.train.steps.forward.completion_logprobs` pins its
     activations to the rules. Wrap every jitted function that runs the model on a mesh (train steps,
     forward-only reference / evaluation passes) before ``jax.jit``."""
     if mesh is None:
@@ -91,7 +67,7 @@ def jit_step(step: Callable, state_shardings: Any, batch_shardings_: Any, mesh: 
     rng and every metric replicated. ``donate`` donates the input state's buffers to the output state,
     so a step holds one copy of params + optimizer state, not two. The step is traced under
     ``jax.sharding.use_abstract_mesh(mesh)`` so that its code can pin activation layouts to the rules
-    (:func:`grpojax.train.forward.completion_logprobs` does for the LM head). Bind static arguments first:
+    (:func:`grpojax.train.steps.forward.completion_logprobs` does for the LM head). Bind static arguments first:
     ``jit_step(functools.partial(grpo_step, graphdef=g, tx=tx, settings=s), ...)``.
     """
     rep = named(mesh)
@@ -241,6 +217,6 @@ def sharded_bytes_per_device(tree: Any) -> int:
     return max(per.values()) if per else 0
 
 
-__all__ = ["shard", "init_sharded", "init_train_state", "jit_step", "abstract_batch", "with_shardings",
+__all__ = ["shard", "init_sharded", "jit_step", "abstract_batch", "with_shardings",
            "global_batch", "global_batch_from_full", "to_host", "host_memory", "place_from_host", "rollout_hops",
            "copy_to_rollout", "ShardedCache", "sharded_bytes_per_device", "NamedSharding"]

@@ -6,7 +6,14 @@ import os
 
 import pytest
 
-from grpojax.demo.arithmetic import NAMES, OPS, TEMPLATES, build_arithmetic_world, facts, split_problems
+from grpojax.demo.arithmetic import (
+    NAMES,
+    OPS,
+    TEMPLATES,
+    build_arithmetic_world,
+    facts,
+    split_problems,
+)
 from grpojax.rewards.verifiable import exact_match_reward
 
 
@@ -53,7 +60,9 @@ def test_world_files_tokenizer_and_exact_match(tmp_path):
         with open(os.path.join(root, "configs", "demo", f"arithmetic_{stage}.yaml")) as f:
             data = yaml.safe_load(f)["data"]
         assert manifest["max_prompt_tokens"] <= data["max_prompt_length"] and manifest["max_tokens"] <= data["max_length"]
-    rows = {n: [json.loads(line) for line in open(paths[n])] for n in ("sft", "grpo_train", "heldout")}
+    from grpojax.demo.datasets import read_jsonl
+
+    rows = {n: read_jsonl(paths[n]) for n in ("sft", "grpo_train", "heldout")}
     assert set(rows["grpo_train"][0]) == {"prompt", "answer", "op"} and set(rows["sft"][0]) == {"prompt", "response"}
     answers = {r["prompt"]: r["answer"] for r in rows["grpo_train"]}
     sft = rows["sft"]
@@ -71,9 +80,8 @@ def test_world_files_tokenizer_and_exact_match(tmp_path):
 
 
 def test_command_line_rejects_demo_only_options():
-    from grpojax.demo.__main__ import main
-
     from grpojax import cli
+    from grpojax.demo.__main__ import main
 
     with pytest.raises(SystemExit) as e:
         cli.main(main, ["--task", "arithmetic", "--quick"])

@@ -174,7 +174,7 @@ def test_pooling_matches_transformers_when_pad_is_eos(arch, tmp_path):
     # the rollout scorer on the same rows (prompt_BP | completion_BL, as the sampler returns them)
     import types
 
-    from grpojax.train.reward_task import load_reward_scorer
+    from grpojax.rollout.reward_scorer import load_reward_scorer
     section = types.SimpleNamespace(grpo=types.SimpleNamespace(aspects=("a", "b")),
                                     model=types.SimpleNamespace(scan_layers=False))
     scorer = load_reward_scorer(str(tmp_path), section, tok=None)

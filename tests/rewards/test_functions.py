@@ -1,4 +1,4 @@
-"""grpojax.rewards.functions: reward functions named by built-in name, file path, dotted module or a
+"""grpojax.rollout.text_rewards: reward functions named by built-in name, file path, dotted module or a
 top-level module in the working directory; TRL's call convention with the data's columns; one-line errors."""
 
 import math
@@ -11,7 +11,7 @@ import pytest
 
 from grpojax import cli
 from grpojax.cli import UserError
-from grpojax.rewards.functions import check_columns, resolve, reward_names, score
+from grpojax.rollout.text_rewards import check_columns, resolve, reward_names, score
 
 USER_FILE = '''
 def answer_len(prompts, completions, answer, **kwargs):
@@ -25,6 +25,10 @@ def wants_topic(completions, topic):
 
 VALUE = 3
 '''
+
+
+def _score(funcs, prompts, texts, columns=None):
+    return score(funcs, reward_names(funcs), prompts, texts, **(columns or {}))
 
 
 @pytest.fixture
@@ -45,29 +49,29 @@ def test_file_path_relative_and_absolute_receive_aligned_columns(in_tmp):
     absolute = resolve(f"{in_tmp}/sub/user_rewards.py:answer_len")
     assert rel.name == absolute.name == "answer_len"
     for f in (rel, absolute):
-        got = score([f], ["p0", "p0", "p1", "p1"], texts, cols)
+        got = _score([f], ["p0", "p0", "p1", "p1"], texts, cols)
         np.testing.assert_array_equal(got[:3, 0], [1.0, 0.0, 1.0])
         assert got.shape == (4, 1) and math.isnan(got[3, 0])  # None -> NaN (not applicable)
     # positional (prompts, texts) without columns; a function naming one column gets only that one
     both = [resolve("sub/user_rewards.py:old_style"), resolve("sub/user_rewards.py:wants_topic")]
-    np.testing.assert_array_equal(score(both, ["p"] * 4, texts, cols), [[2, 1], [3, 1], [3, 1], [1, 0]])
+    np.testing.assert_array_equal(_score(both, ["p"] * 4, texts, cols), [[2, 1], [3, 1], [3, 1], [1, 0]])
 
 
 def test_top_level_module_in_working_directory_and_dotted_module(in_tmp):
     f = resolve("top_rewards_19:wants_topic")
-    assert score([f], ["p"], ["abc"], {"topic": ["b"]})[0, 0] == 1.0
+    assert _score([f], ["p"], ["abc"], {"topic": ["b"]})[0, 0] == 1.0
     g = resolve("grpojax.rewards.verifiable:format_reward")
     assert g.name == "format_reward"
-    assert score([g], ["p"], ["<think>a</think><answer>b</answer>"], {"answer": ["b"]})[0, 0] == 1.0
+    assert _score([g], ["p"], ["<think>a</think><answer>b</answer>"], {"answer": ["b"]})[0, 0] == 1.0
 
 
 def test_builtins_names_and_columns(in_tmp):
     fs = [resolve(s) for s in ("exact_match", "format", "format:answer", "length:4", "char_frac:ab")]
     assert reward_names(fs) == ["exact_match", "format", "format_2", "length", "char_frac"]
-    got = score(fs, ["p"] * 2, ["<answer>7</answer>", "7 ab"], {"answer": ["7", "8"], "solution": ["0", "0"]})
+    got = _score(fs, ["p"] * 2, ["<answer>7</answer>", "7 ab"], {"answer": ["7", "8"], "solution": ["0", "0"]})
     np.testing.assert_allclose(got, [[1, 0, 1, 0, 2 / 18], [0, 0, 0, 1, 0.5]], rtol=1e-6)
     by_column = resolve("exact_match:solution")
-    assert score([by_column], ["p"], ["0"], {"answer": ["7"], "solution": ["0"]})[0, 0] == 1.0
+    assert _score([by_column], ["p"], ["0"], {"answer": ["7"], "solution": ["0"]})[0, 0] == 1.0
     check_columns(fs, ["prompt", "solution"], "d.jsonl")
     with pytest.raises(UserError, match=r"exact_match needs a column 'answer or solution' in d.jsonl"):
         check_columns(fs, ["prompt", "topic"], "d.jsonl")
@@ -103,6 +107,6 @@ def test_bad_return_values_name_the_function(in_tmp):
             return ["x" for _ in completions]
     '''))
     with pytest.raises(ValueError, match="'short' returned 1 scores for 2 completions"):
-        score([resolve("bad.py:short")], ["p", "p"], ["a", "b"])
+        _score([resolve("bad.py:short")], ["p", "p"], ["a", "b"])
     with pytest.raises(ValueError, match="'text' returned a non-number"):
-        score([resolve(os.path.join(str(in_tmp), "bad.py") + ":text")], ["p", "p"], ["a", "b"])
+        _score([resolve(os.path.join(str(in_tmp), "bad.py") + ":text")], ["p", "p"], ["a", "b"])

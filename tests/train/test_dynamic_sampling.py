@@ -1,4 +1,4 @@
-"""DAPO dynamic sampling (grpojax.train.dynamic_sampling): zero-spread groups are dropped and the batch is
+"""DAPO dynamic sampling (grpojax.rollout.dynamic_sampling): zero-spread groups are dropped and the batch is
 refilled from further rounds, up to a cap; rows stay aligned; counts are logged."""
 
 import numpy as np
@@ -7,7 +7,7 @@ import pytest
 from grpojax.cli import UserError
 from grpojax.config import load_config
 from grpojax.rollout import Rollout
-from grpojax.train.dynamic_sampling import dynamic_sample, informative_groups
+from grpojax.rollout.dynamic_sampling import dynamic_sample, informative_groups
 
 G = 2
 
@@ -23,7 +23,8 @@ def _rounds(*informative):
         ids = np.array([100 * r + i for i in range(len(good) * G)])
         ro = Rollout(batch={"advantages_B": adv, "row_id": ids, "completion_BL": np.stack([ids, ids], 1)},
                      metrics={"reward": float(r)}, completions=[f"c{i}" for i in ids],
-                     scores_NR=ids[:, None].astype(np.float32))
+                     scores_NR=ids[:, None].astype(np.float32), rewards_N=ids.astype(np.float32),
+                     truncated_N=ids % 3 == 0)
         made.append(ro)
         return ro
     return sample_round, made
@@ -42,6 +43,8 @@ def test_zero_spread_groups_are_replaced_from_later_rounds():
     np.testing.assert_array_equal(ro.batch["completion_BL"][:, 0], ro.batch["row_id"])
     assert ro.completions == [f"c{i}" for i in ro.batch["row_id"]]
     np.testing.assert_array_equal(ro.scores_NR[:, 0], ro.batch["row_id"])
+    np.testing.assert_array_equal(ro.rewards_N, ro.batch["row_id"])
+    np.testing.assert_array_equal(ro.truncated_N, ro.batch["row_id"] % 3 == 0)
     assert informative_groups(ro.batch["advantages_B"], G).all()
     assert ro.metrics == {"reward": 0.0, "dynamic_sampling/rounds": 2.0, "dynamic_sampling/dropped_groups": 3.0,
                           "dynamic_sampling/filled_groups": 0.0}

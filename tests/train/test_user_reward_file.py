@@ -9,8 +9,8 @@ import sys
 import numpy as np
 
 from grpojax.config import load_config
-from grpojax.train.grpo_task import GRPOTask
 from grpojax.train.runner import run
+from grpojax.train.tasks import GRPOTask
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # pytest runs with --import-mode=importlib
 from test_runner import _metrics, _repo_root  # noqa: F401 (autouse fixture)

@@ -1,0 +1,114 @@
+"""The GRPO task: rollouts with the current policy, then ``num_iterations`` GRPO updates on each rollout.
+
+One optimizer step consumes ``train.batch_size`` completions = ``batch_size / num_generations`` prompts.
+With ``num_iterations`` (mu) > 1 the same scored rollout is reused for mu consecutive optimizer steps;
+checkpoints are written at rollout boundaries. The old log-probs are the trainer's, never the sampler's
+(ALGORITHMS.md 1.4): the first update on a rollout is on-policy (ratio exactly 1, also in bf16) and
+returns its forward's log-probs, which are the old log-probs of the mu - 1 updates that follow. The
+sampler / trainer mismatch is logged on the first update (``sampler/logp_max_abs_diff`` / ``_mean_abs_diff``).
+The reference for the KL term is the initial policy (``model.ref_path`` to use another checkpoint; under
+LoRA the initial adapters are zero, so the reference is the base model).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+
+from grpojax.rollout import text_rewards
+from grpojax.rollout.dynamic_sampling import dynamic_sample
+from grpojax.rollout.scoring import Scorer
+from grpojax.train.steps.forward import reference_logp_fn
+from grpojax.train.steps.grpo import GRPOSettings, grpo_step
+from grpojax.train.steps.settings import from_section
+from grpojax.train.tasks.base import BaseTask, host_row
+
+
+class GRPOTask(BaseTask):
+    kind = "grpo"
+
+    def __init__(self, cfg, *, reward_model_scorer=None):
+        super().__init__(cfg)
+        g = cfg.grpo
+        self.G = g.num_generations
+        self.scorer = Scorer(cfg, self.tok, reward_model_scorer, mesh=self.mesh)
+        text_rewards.check_columns(self.scorer.funcs, self.dataset.column_names, cfg.data.path or cfg.data.format)
+        self.settings = from_section(GRPOSettings, g, emit_logp=g.num_iterations > 1)
+        self._rollout = None
+
+    def loader_rows(self) -> int:
+        return self.cfg.train.batch_size // self.cfg.grpo.num_generations  # prompts per step
+
+    def init_state(self):
+        state = super().init_state()
+        if self.settings.beta > 0:
+            self._ref = self.frozen_reference(state)
+            self._ref_logp = reference_logp_fn(self._ref.graphdef, self.settings.temperature, mesh=self.mesh)
+        return state
+
+    def _compile(self, graphdef):
+        self._step = self.jit_step(functools.partial(grpo_step, graphdef=graphdef, tx=self.tx,
+                                                     settings=self.settings, num_micro=self.cfg.train.grad_accum),
+                                   self.cfg.train.batch_size)
+
+    def rollout(self, state, rng):
+        """The next prompts (every host reads the whole rollout's prompts: reward functions score all
+        completions, with the prompts' other data columns) -> sampled with the sharded policy and a sharded
+        KV cache -> scored -> the step's batch with rows over the batch axes. With
+        ``grpo.dynamic_sampling_max_rounds`` > 0, DAPO's dynamic sampling
+        (:mod:`grpojax.rollout.dynamic_sampling`): rounds of further prompts replace the groups whose
+        rewards have no spread."""
+        g, holder = self.cfg.grpo, {"model": self.model_of(state)}
+
+        def sample_round(round_rng):
+            rows = self.next_rows()
+            holder["model"], ro = self.sample_prompts(holder["model"], list(rows["prompt"]), round_rng, g, self.scorer,
+                                                      columns=rows, scale_rewards=g.scale_rewards,
+                                                      mask_truncated_completions=g.mask_truncated_completions)
+            return ro
+
+        if g.dynamic_sampling_max_rounds:
+            rngs = iter(jax.random.split(rng, g.dynamic_sampling_max_rounds))
+            ro = dynamic_sample(lambda: sample_round(next(rngs)), self.loader_rows(), self.G,
+                                g.dynamic_sampling_max_rounds)
+        else:
+            ro = sample_round(rng)
+        ro = ro._replace(batch=self.placement.full_rows(ro.batch))
+        if self.settings.beta > 0:
+            ro.batch["ref_logp_BL"] = self.placement.full_rows(self._ref_logp(*self.ref_arrays(state), ro.batch))
+        return ro
+
+    def steps_per_call(self, step: int, total: int) -> int:
+        return min(self.cfg.grpo.num_iterations, total - step)
+
+    def train_steps(self, state, step, rngs):
+        ro = self.rollout(state, jax.random.fold_in(rngs[0], 1))
+        self._rollout = ro
+        rows, batch = [], ro.batch
+        for i, rng in enumerate(rngs):
+            state, metrics = self._step(state, batch, rng)
+            old_logp = metrics.pop("old_logp_BL", None)
+            if i == 0 and len(rngs) > 1:  # the later updates reuse the first (pre-update) forward's log-probs
+                keep = self.settings.sampler_is_cap is not None  # the IS correction needs the sampler's
+                batch = {k: v for k, v in ro.batch.items() if keep or k != "sampler_logp_BL"}
+                batch["old_logp_BL"] = self.placement.full_rows(old_logp)
+            row = host_row(metrics)
+            if i > 0:  # the sampler / trainer mismatch is the rollout's, measured before its first update
+                row = {k: v for k, v in row.items() if k not in ("sampler/logp_max_abs_diff",
+                                                                 "sampler/logp_mean_abs_diff")}
+            rows.append({**ro.metrics, **row})
+        return state, rows
+
+    def evaluate(self, state, prompts: list, *, batch_prompts: int | None = None, seed: int = 0,
+                 columns: dict | None = None) -> dict:
+        """Mean reward and per-aspect scores of the policy in ``state`` on ``prompts`` (G samples each,
+        the training sampling settings; ``columns``: their other data columns, one value per prompt); no
+        update (:meth:`BaseTask.evaluate_policy`)."""
+        return self.evaluate_policy(state, prompts, self.cfg.grpo, self.scorer,
+                                    batch_prompts=batch_prompts, seed=seed, columns=columns)
+
+    def periodic_eval(self, state) -> dict:
+        """:meth:`BaseTask.periodic_eval` with the held-out prompts' other columns for the reward functions."""
+        return self.evaluate(state, self._eval_data, seed=self.cfg.train.seed, columns=self._eval_columns)
+
