@@ -33,7 +33,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 from grpojax import sharding as shd  # noqa: E402
 from grpojax.models import PRESETS, Qwen  # noqa: E402
-from grpojax.sampling import sample  # noqa: E402
+from grpojax.sampling import ShardedCache, sample  # noqa: E402
 from grpojax.train.steps.grpo import GRPOSettings, grpo_step  # noqa: E402
 from grpojax.train.placement import init_train_state  # noqa: E402
 
@@ -147,7 +147,7 @@ def main(argv=None):
     psh = shd.batch_shardings({"p": prompts}, mesh)["p"]
     prompts = jax.device_put(prompts, psh)
     mask = jax.device_put(np.ones(prompts.shape, np.int32), psh)
-    cache_fn = shd.ShardedCache(cfg, mesh, jnp.bfloat16)
+    cache_fn = ShardedCache(cfg, mesh, jnp.bfloat16)
 
     def run_sample():
         return sample(model, prompts, mask, jax.random.key(2), max_new_tokens=args.new_tokens,

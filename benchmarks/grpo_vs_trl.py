@@ -147,7 +147,7 @@ class Worker:
         self.replies: list[dict] = []
         self.ready: dict | None = None
 
-    def wait_ready(self) -> "Worker":
+    def wait_ready(self) -> Worker:
         """Blocks until the worker has loaded everything and answered ``ready`` (its set-up message)."""
         if self.ready is None:
             self.ready = self._read()

@@ -103,10 +103,9 @@ def xla_flops_check(size: str = "small", *, rows: int = 8, prompt_len: int = 16,
     import functools
     import tempfile
 
+    import grpo_vs_trl
     import jax
     import numpy as np
-
-    import grpo_vs_trl
     from sampling_vs_hf import COMMON, SIZES
 
     from grpojax.models import from_hf

@@ -232,7 +232,7 @@ def build_sampler(args, cfg, ctor, mesh, P, Lc):
     from flax import nnx
 
     from grpojax import sharding as shd
-    from grpojax.sampling import lower_sample
+    from grpojax.sampling import ShardedCache, lower_sample
 
     train_mesh, mesh = mesh, shd.rollout_mesh(mesh, args.rollout_tensor)
     holder = {}
@@ -264,7 +264,7 @@ def build_sampler(args, cfg, ctor, mesh, P, Lc):
         src = hop
     B = args.batch
     prompt = shd.abstract_batch({"ids": ((B, P), jnp.int32), "mask": ((B, P), jnp.int32)}, mesh)
-    cache = shd.ShardedCache(cfg, mesh, jnp.bfloat16)
+    cache = ShardedCache(cfg, mesh, jnp.bfloat16)
     n_params = sum(x.size for x in jax.tree.leaves(abstract))
     return cfg, mesh, lambda: lower_sample(holder["graphdef"], abstract, prompt["ids"], prompt["mask"],
                                            max_new_tokens=Lc, cache_fn=cache, top_p=True), B, n_params, 0, copy

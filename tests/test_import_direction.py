@@ -25,21 +25,13 @@ ALLOWED = {
     "grpojax.checkpoint": {"grpojax.config"},
     "grpojax.train.steps": {"grpojax.losses", "grpojax.models", "grpojax.sharding"},
     "grpojax.train.build": {"grpojax.models", "grpojax.train.steps"},
-    "grpojax.train.placement": {"grpojax.sharding", "grpojax.train.steps"},
+    "grpojax.train.placement": {"grpojax.sharding", "grpojax.sampling", "grpojax.train.steps"},
     "grpojax.rollout": {"grpojax.losses", "grpojax.models", "grpojax.sharding", "grpojax.sampling",
                         "grpojax.rewards", "grpojax.train.steps", "grpojax.train.build"} | DATA,
     "grpojax.train.tasks": {"grpojax.losses", "grpojax.models", "grpojax.sharding", "grpojax.train.steps",
                             "grpojax.train.build", "grpojax.train.placement", "grpojax.rollout"} | DATA,
     "grpojax.train.runner": {"grpojax.sharding"} | DATA,
 }
-# Expected failures owned by another part of issue 18 ("hygiene": models <-> sharding, the losses'
-# private helpers); the lead removes these entries after merging it. Each is (importer, imported).
-HYGIENE_ISSUE_18 = {
-    ("grpojax.sharding.jit", "grpojax.models"),  # ShardedCache builds the cache with models.init_cache
-}
-HYGIENE_PRIVATE_ISSUE_18 = {"grpojax.losses.ppo"}  # imports _active, _check_bt, ... from losses.ppo_rollout
-
-
 def _modules():
     for root, _, files in os.walk(os.path.join(ROOT, "grpojax")):
         for f in sorted(files):
@@ -88,8 +80,6 @@ def test_every_package_imports_only_the_layers_below_it():
             target = _target_layer(imported)
             if target == layer or target in BASE or target in ALLOWED[layer]:
                 continue
-            if (module, target) in HYGIENE_ISSUE_18:
-                continue
             bad.append(f"{module} imports {imported}")
     assert not bad, "\n".join(bad)
 
@@ -103,7 +93,7 @@ def test_tasks_import_no_sibling_task_and_nothing_imports_a_private_name():
                     and imported not in shared and module != imported:
                 bad.append(f"{module} imports the task {imported}")
             private = [n for n in names if n.startswith("_") and not n.startswith("__")]
-            if private and imported != module and module not in HYGIENE_PRIVATE_ISSUE_18:
+            if private and imported != module:
                 bad.append(f"{module} imports {private} from {imported}")
     assert not bad, "\n".join(bad)
 

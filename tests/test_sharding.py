@@ -1,10 +1,10 @@
 """Sharded == single device: GRPO and GR-DPO train steps and the KV-cache sampler on 8 fake CPU devices.
 
 For each mesh (data x fsdp x tensor) in 8x1x1, 2x4x1, 2x2x2, 1x1x8 the state is born sharded through
-``init_train_state`` and stepped through ``jit_step`` (shardings + donation); the loss, the metrics and
-the updated parameters must match an unsharded single-device step to float32 tolerance (optax.sgd, so
-float noise is not amplified by Adam's normalisation), and the parameters must really be split the
-way the rules say.
+``init_train_state`` (``grpojax.train.placement``) and stepped through ``jit_step`` (shardings + donation);
+the loss, the metrics and the updated parameters must match an unsharded single-device step to float32
+tolerance (optax.sgd, so float noise is not amplified by Adam's normalisation), and the parameters must
+really be split the way the rules say.
 """
 
 import functools
@@ -17,7 +17,7 @@ from flax import nnx
 
 from grpojax import sharding as shd
 from grpojax.models import Qwen, QwenConfig
-from grpojax.sampling import sample
+from grpojax.sampling import ShardedCache, sample
 from grpojax.train.steps.grpo import GRPOSettings, grpo_step
 from grpojax.train.steps.preference import PreferenceSettings, init_robust_state, preference_step
 from grpojax.train.placement import init_train_state
@@ -133,7 +133,7 @@ def test_sampler_sharded_matches_unsharded():
     assert model.layers[0].mlp.up.w[...].sharding.spec == jax.sharding.PartitionSpec("fsdp", "tensor")
     sh = shd.batch_shardings({"p": prompts}, mesh)["p"]
     out = sample(model, jax.device_put(prompts, sh), jax.device_put(mask, sh), jax.random.key(7),
-                 cache_fn=shd.ShardedCache(CFG, mesh), **kw)
+                 cache_fn=ShardedCache(CFG, mesh), **kw)
     np.testing.assert_array_equal(np.asarray(out.completion_tokens_BT), np.asarray(ref.completion_tokens_BT))
     np.testing.assert_array_equal(np.asarray(out.completion_mask_BT), np.asarray(ref.completion_mask_BT))
     np.testing.assert_allclose(np.asarray(out.completion_logp_BT), np.asarray(ref.completion_logp_BT),
@@ -177,10 +177,10 @@ def test_scanned_layers_sharded_match_per_layer_single_device():
     model = shd.init_sharded(scanned, mesh)
     sh = shd.batch_shardings({"p": prompts}, mesh)["p"]
     out = sample(model, jax.device_put(prompts, sh), jax.device_put(mask, sh), jax.random.key(7),
-                 cache_fn=shd.ShardedCache(model.config, mesh), **kw)
+                 cache_fn=ShardedCache(model.config, mesh), **kw)
     np.testing.assert_array_equal(np.asarray(out.completion_tokens_BT), np.asarray(ref.completion_tokens_BT))
     np.testing.assert_allclose(np.asarray(out.completion_logp_BT), np.asarray(ref.completion_logp_BT),
                                rtol=1e-5, atol=1e-5)
-    cache = jax.eval_shape(lambda: shd.ShardedCache(model.config, mesh)(4, 11))
+    cache = jax.eval_shape(lambda: ShardedCache(model.config, mesh)(4, 11))
     assert shd.cache_shardings(cache, mesh)["k"].spec == jax.sharding.PartitionSpec(
         None, ("data", "fsdp"), None, "tensor", None)

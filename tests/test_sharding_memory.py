@@ -11,6 +11,7 @@ from flax import nnx
 
 from grpojax import sharding as shd
 from grpojax.models import Qwen, QwenConfig
+from grpojax.sampling import ShardedCache
 from grpojax.sharding import f32_optimizer_state
 from grpojax.train.steps.forward import completion_logprobs, reference_logp_fn
 from grpojax.train.steps.state import split_model
@@ -57,8 +58,8 @@ def _lora_grad(remat, tokens):
 
     @jax.jit
     def f(lora, rest):
-        def loss(l):
-            return jnp.mean(jax.nn.log_softmax(nnx.merge(graphdef, l, rest)(tokens))[..., 0])
+        def loss(lora_params):
+            return jnp.mean(jax.nn.log_softmax(nnx.merge(graphdef, lora_params, rest)(tokens))[..., 0])
         return jax.value_and_grad(loss)(lora)
 
     return f(lora, rest)
@@ -301,7 +302,7 @@ def _sampler_temp_bytes(devices: int, rows_per_device: int, P=64, L=8):
     B = rows_per_device * devices
     tokens = jax.device_put(jnp.ones((B, P), jnp.int32), shd.named(mesh, shd.batch_spec((B, P), mesh)))
     out = sample(model, tokens, tokens, jax.random.key(0), max_new_tokens=L,
-                 cache_fn=shd.ShardedCache(DECODER_CFG, mesh))
+                 cache_fn=ShardedCache(DECODER_CFG, mesh))
     assert out.completion_tokens_BT.sharding.spec[0] == "fsdp", out.completion_tokens_BT.sharding
     return _SAMPLER_TEMP[-1]
 

@@ -1,4 +1,4 @@
-"""The method comparison of issue 8 (``scripts/compare_methods.py``): SFT vs GRPO vs PPO vs online DPO.
+"""The method comparison (``scripts/compare_methods.py``): SFT vs GRPO vs PPO vs online DPO.
 
 Every method starts from the same SFT checkpoint, is scored by the same reward model and samples the same
 number of completions ``C`` (default: GRPO's ``train.steps x train.batch_size``):

@@ -33,10 +33,11 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from grpojax.losses.common import kl_penalty, masked_mean
-from grpojax.losses.ppo_rollout import _active, _check_bt, _check_nonneg, _float, _sg, masked_var
+from grpojax.losses.common import as_float, check_bt, check_nonneg, is_active, kl_penalty, masked_mean
+from grpojax.losses.ppo_rollout import masked_var
 from grpojax.types import Array
 
+_sg = jax.lax.stop_gradient
 PPO_REDUCTIONS = ("token_mean", "sequence_mean")
 
 
@@ -93,11 +94,11 @@ def ppo_policy_loss(
     Returns:
       ``(loss, PolicyLossAux)``; every scalar is finite even when all rows are masked.
     """
-    _check_bt("ppo_policy_loss", logp_BT, old_logp_BT, advantages_BT, mask_BT)
-    _check_nonneg("cliprange", cliprange)
-    on = _active(mask_BT)
+    check_bt("ppo_policy_loss", logp_BT, old_logp_BT, advantages_BT, mask_BT)
+    check_nonneg("cliprange", cliprange)
+    on = is_active(mask_BT)
     # Inactive positions are replaced before exp() so garbage there cannot create inf / NaN gradients.
-    diff_BT = jnp.where(on, _float(logp_BT) - _sg(old_logp_BT), 0.0)
+    diff_BT = jnp.where(on, as_float(logp_BT) - _sg(old_logp_BT), 0.0)
     adv_BT = jnp.where(on, _sg(advantages_BT), 0.0)
     ratio_BT = jnp.exp(diff_BT)
     loss1_BT = -adv_BT * ratio_BT
@@ -147,16 +148,16 @@ def ppo_value_loss(
     Returns:
       ``(loss, ValueLossAux)``.
     """
-    _check_bt("ppo_value_loss", values_BT, old_values_BT, returns_BT, mask_BT)
-    on = _active(mask_BT)
-    v_BT = jnp.where(on, _float(values_BT), 0.0)
+    check_bt("ppo_value_loss", values_BT, old_values_BT, returns_BT, mask_BT)
+    on = is_active(mask_BT)
+    v_BT = jnp.where(on, as_float(values_BT), 0.0)
     old_BT = jnp.where(on, _sg(old_values_BT), 0.0).astype(v_BT.dtype)
     ret_BT = jnp.where(on, _sg(returns_BT), 0.0).astype(v_BT.dtype)
     err1_BT = jnp.square(v_BT - ret_BT)
     if cliprange_value is None:
         err2_BT = err1_BT
     else:
-        _check_nonneg("cliprange_value", cliprange_value)
+        check_nonneg("cliprange_value", cliprange_value)
         err2_BT = jnp.square(jnp.clip(v_BT, old_BT - cliprange_value, old_BT + cliprange_value) - ret_BT)
     loss = 0.5 * _reduce(jnp.maximum(err1_BT, err2_BT), mask_BT, reduction)
     var_ret = masked_var(ret_BT, mask_BT)
@@ -215,8 +216,8 @@ def ppo_loss(
     Returns:
       ``(loss, PPOLossAux)``.
     """
-    _check_nonneg("vf_coef", vf_coef)
-    _check_nonneg("kl_coef", kl_coef)
+    check_nonneg("vf_coef", vf_coef)
+    check_nonneg("kl_coef", kl_coef)
     pg_loss, pg_aux = ppo_policy_loss(
         logp_BT, old_logp_BT, advantages_BT, mask_BT, cliprange=cliprange, reduction=reduction
     )
@@ -229,8 +230,8 @@ def ppo_loss(
         if not (isinstance(kl_coef, numbers.Real) and kl_coef == 0):
             raise ValueError("ppo_loss: kl_coef is not 0 but ref_logp_BT is None; pass reference log-probs")
     else:
-        _check_bt("ppo_loss", logp_BT, ref_logp_BT, mask_BT)
-        on = _active(mask_BT)
+        check_bt("ppo_loss", logp_BT, ref_logp_BT, mask_BT)
+        on = is_active(mask_BT)
         kl_BT = kl_penalty(jnp.where(on, logp_BT, 0.0), jnp.where(on, _sg(ref_logp_BT), 0.0), kl_estimator)
         kl_term = _reduce(kl_BT, mask_BT, reduction)
         loss = loss + kl_coef * kl_term

@@ -109,7 +109,7 @@ def sample_and_score(model, prompt_ids_BP, prompt_mask_BP, prompts: Sequence[str
       scale_rewards: ``group`` | ``batch`` | ``none`` (``grpojax.losses.group_advantages``); None = ``group``,
         or nothing for ``normalize_then_sum`` (GDPO's advantage; :func:`reward_math`).
       mask_truncated_completions: zero the loss mask of completions that hit the length limit without EOS.
-      cache_fn: the sampler's KV-cache builder (``grpojax.sharding.ShardedCache`` for a sharded model with
+      cache_fn: the sampler's KV-cache builder (``grpojax.sampling.ShardedCache`` for a sharded model with
         batch-sharded prompts; None = unsharded default).
 
     On a mesh the sampled arrays of ``batch`` stay global jax arrays; the host-side work (decoding,

@@ -23,6 +23,7 @@ from flax import nnx
 
 from grpojax import sharding as shd
 from grpojax.cli import UserError
+from grpojax.sampling import ShardedCache
 from grpojax.train.steps.state import create_train_state
 
 
@@ -65,9 +66,7 @@ def place(build: Callable[[], tuple[Any, Any]], mesh, *, on_disk: bool):
         shardings = shd.tree_shardings(tree, mesh)
         return shd.shard(tree, shardings), holder["static"], shardings
     if not on_disk:
-        abstract = jax.eval_shape(arrays)
-        shardings = shd.tree_shardings(abstract, mesh)
-        return jax.jit(arrays, out_shardings=shardings)(), holder["static"], shardings
+        return shd.init_sharded_tree(build, mesh)
     with shd.host_memory():  # load into host memory, then each device takes its slices
         tree = arrays()
     shardings = shd.tree_shardings(tree, mesh)
@@ -135,7 +134,7 @@ class Placement:
         if mesh is not self.mesh and leaf.sharding.mesh != mesh:  # not yet copied (evaluate reuses the copy)
             model = nnx.merge(graphdef, shd.copy_to_rollout(st, self.mesh, mesh))
         rows = shd.global_batch_from_full({"ids": prompt_ids_BP, "mask": prompt_mask_BP}, mesh)
-        cache_fn = None if mesh.size == 1 else shd.ShardedCache(
+        cache_fn = None if mesh.size == 1 else ShardedCache(
             model.config, mesh, jnp.dtype(getattr(model, "dtype", jnp.float32)))
         return model, rows["ids"], rows["mask"], cache_fn
 

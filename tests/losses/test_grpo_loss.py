@@ -418,7 +418,7 @@ def test_grpo_loss_bad_input():
         grpo_loss(logp, old, ref, adv, mask, kl_estimator="k5")
     with pytest.raises(ValueError, match="token, sequence"):
         grpo_loss(logp, old, ref, adv, mask, importance_sampling_level="sentence")
-    with pytest.raises(ValueError, match="ref_logp is None"):
+    with pytest.raises(ValueError, match="ref_logp_NT is None"):
         grpo_loss(logp, old, None, adv, mask, beta=0.04)
     with pytest.raises(ValueError, match="epsilon"):
         grpo_loss(logp, old, ref, adv, mask, epsilon=-0.2)

@@ -26,6 +26,7 @@ from grpojax import sharding as shd
 from grpojax.checkpoint import Checkpointer
 from grpojax.cli import UserError
 from grpojax.config import load_config
+from grpojax.sampling import ShardedCache
 from grpojax.train.tasks.grpo import GRPOTask
 from grpojax.train.tasks.reward import RewardTask
 from grpojax.train.runner import run
@@ -146,7 +147,7 @@ def test_sharded_run_matches_one_device(tmp_path, single, kind, mesh):
     assert len(seen[-1]["moments"]) == 2 and all(m == want for m in seen[-1]["moments"])  # Adam mu, nu
     assert task.mesh.size == 8 and dict(task.mesh.shape) == dict(zip(shd.AXES, mesh))
     if kind == "grpo":  # the sampler gets the sharded KV cache; the frozen reference is sharded too
-        assert len(task.caches) == 2 and all(isinstance(c, shd.ShardedCache) and c.mesh is task.mesh
+        assert len(task.caches) == 2 and all(isinstance(c, ShardedCache) and c.mesh is task.mesh
                                              for c in task.caches)
         assert _spec(task._ref[1]["embed"][...]) == want
         assert rows[0]["sampler/logp_max_abs_diff"] < 1e-4
