@@ -1,6 +1,7 @@
 """``python -m grpojax.demo [--task demo|arithmetic] [--out DIR] [--seed 0] [--quick] [--overwrite]``: the
 end-to-end demo (:mod:`grpojax.demo.pipeline`) or RL with a verifiable reward on the arithmetic world
-(``--task arithmetic``, :mod:`grpojax.demo.arithmetic_pipeline`). Bad input exits 2 with one line; an existing summary is never replaced
+(``--task arithmetic``, :mod:`grpojax.demo.arithmetic_pipeline`). Bad input exits 2 with one line; an
+existing summary is never replaced
 without ``--overwrite``: the same command run again prints the finished run's report and exits 0."""
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from grpojax import cli
 def _args(argv):
     parser = argparse.ArgumentParser(prog="python -m grpojax.demo", description=__doc__.splitlines()[0])
     parser.add_argument("--task", choices=("demo", "arithmetic"), default="demo",
-                        help="demo: the multi-objective / group-robust demo; arithmetic: SFT then GRPO with exact match")
+                        help="demo: the multi-objective / group-robust demo; "
+                             "arithmetic: SFT then GRPO with exact match")
     parser.add_argument("--out", default=None, help="output directory (default runs/demo or runs/arithmetic)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the world, models, data order, sampling")
     parser.add_argument("--quick", action="store_true", help="shortened run (CI): fewer steps")

@@ -6,14 +6,14 @@ operands 1-9: 236 facts) told as a short story from one of six templates with a 
     prompt   "ann has 7 pears and gets 5 more . how many pears does ann have now ?"
     response " 7 + 5 = 12 . the answer is 12 ."        answer "12"
 
-Every fact appears in training prompts (twice, in two wordings); the held-out problems are other stories (a (template, name,
-item) triple drawn from the seed that no training problem uses) around facts drawn at random, so that
-held-out accuracy measures the answers on new wordings of known facts (a tiny model cannot derive an
-unseen fact). The SFT demonstrations are noisy, as
-human-written ones are: in a share ``sft_noise`` of them the final answer is off by 1 or 2 (the equation
-stays right), so an SFT policy reaches a partial accuracy; the GRPO prompts are all training problems,
-each with its ``answer`` column, scored by the built-in ``exact_match`` reward
-(:mod:`grpojax.rewards.verifiable` reads "the answer is 12"). Words and numbers are lower-case tokens separated by single spaces; the
+Every fact appears in training prompts (twice, in two wordings); the held-out problems are other
+stories (a (template, name, item) triple drawn from the seed that no training problem uses) around
+distinct facts drawn at random, so held-out accuracy measures the answers on new wordings of known facts
+(a tiny model cannot derive an unseen fact). The SFT demonstrations are noisy, as human-written ones
+are: in a share ``sft_noise`` of them the final answer is off by 1 or 2 (the equation stays right), so an
+SFT policy reaches a partial accuracy. The GRPO prompts are all training problems, each with its
+``answer`` column, scored by the built-in ``exact_match`` reward (:mod:`grpojax.rewards.verifiable`
+reads "the answer is 12"). Words and numbers are lower-case tokens separated by single spaces; the
 world's byte-level BPE tokenizer (:func:`grpojax.demo.tokenizer.train_tokenizer`, the demo's chat
 format) makes every word and every number 0-400 one token. Everything is deterministic given the seed.
 """
@@ -152,7 +152,8 @@ def build_arithmetic_world(out_dir: str, seed: int = 0, *, sft_fraction: float =
     longest = max(len(tok(format_prompt(p.prompt) + format_completion(p.response))["input_ids"])
                   for p in train + split["heldout"])
     longest_prompt = max(len(tok(format_prompt(p.prompt))["input_ids"]) for p in train + split["heldout"])
-    manifest = {"seed": seed, "vocab_size": len(tok), "max_tokens": longest, "max_prompt_tokens": longest_prompt, "sft_fraction": sft_fraction,
+    manifest = {"seed": seed, "vocab_size": len(tok), "max_tokens": longest, "max_prompt_tokens": longest_prompt,
+                "sft_fraction": sft_fraction,
                 "sft_noise": sft_noise, "sft_correct": float(np.mean([e == 0 for e in errors])),
                 "sizes": {"sft": len(sft), "grpo_train": len(train), "heldout": len(split["heldout"])}}
     paths["world"] = os.path.join(out_dir, "world.json")

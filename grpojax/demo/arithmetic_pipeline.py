@@ -155,7 +155,8 @@ def run_arithmetic(out: str = "runs/arithmetic", seed: int = 0, overwrite: bool 
     ev = timed("evaluate", lambda: {when: heldout_accuracy(os.path.join(out, stage, "hf"), grpo_cfg, rows,
                                                            seed=seed + 1000)
                                     for when, stage in (("before", "sft"), ("after", "grpo"))})
-    summary = {"seed": seed, "overrides": overrides or {}, "before": ev["before"], "after": ev["after"], "stage_seconds": seconds,
+    summary = {"seed": seed, "overrides": overrides or {}, "before": ev["before"], "after": ev["after"],
+               "stage_seconds": seconds,
                "seconds": round(time.perf_counter() - t0, 1),
                "grpo_reward": S.last_metrics(grpo_cfg.run_dir).get("rewards/exact_match/mean")}
     with open(summary_path + ".tmp", "w", encoding="utf-8") as f:

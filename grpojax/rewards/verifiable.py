@@ -134,10 +134,10 @@ def exact_match_reward(prompts, completions, answer=None, solution=None, *, colu
     reference. The reference column is ``column`` when given, else ``answer``, else ``solution``."""
     del prompts
     if column is not None:
-        refs = {"answer": answer, "solution": solution, **columns}.get(column)
+        given = {k: v for k, v in {"answer": answer, "solution": solution, **columns}.items() if v is not None}
+        refs = given.get(column)
         if refs is None:
-            raise KeyError(f"exact_match: the data has no column {column!r}; columns: "
-                           f"{', '.join(k for k, v in {'answer': answer, 'solution': solution, **columns}.items() if v is not None)}")
+            raise KeyError(f"exact_match: the data has no column {column!r}; columns: {', '.join(given)}")
     else:
         refs = answer if answer is not None else solution
         if refs is None:

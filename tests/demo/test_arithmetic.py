@@ -59,7 +59,8 @@ def test_world_files_tokenizer_and_exact_match(tmp_path):
     for stage in ("sft", "grpo"):  # nothing is cut: a prompt cut from the left would lose its first operand
         with open(os.path.join(root, "configs", "demo", f"arithmetic_{stage}.yaml")) as f:
             data = yaml.safe_load(f)["data"]
-        assert manifest["max_prompt_tokens"] <= data["max_prompt_length"] and manifest["max_tokens"] <= data["max_length"]
+        assert manifest["max_prompt_tokens"] <= data["max_prompt_length"]
+        assert manifest["max_tokens"] <= data["max_length"]
     from grpojax.demo.datasets import read_jsonl
 
     rows = {n: read_jsonl(paths[n]) for n in ("sft", "grpo_train", "heldout")}

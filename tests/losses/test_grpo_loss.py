@@ -361,7 +361,8 @@ def test_bias_correction_kl_loss_and_gradient_match_float64_reference(loss_type,
         up, dn = lp64.copy(), lp64.copy()
         up[idx] += h
         dn[idx] -= h
-        num[idx] = (np_grpo_loss(up, old, ref, adv, mask, **kw)[0] - np_grpo_loss(dn, old, ref, adv, mask, **kw)[0]) / (2 * h)
+        f_up, f_dn = np_grpo_loss(up, old, ref, adv, mask, **kw)[0], np_grpo_loss(dn, old, ref, adv, mask, **kw)[0]
+        num[idx] = (f_up - f_dn) / (2 * h)
     np.testing.assert_allclose(grad, num, rtol=1e-3, atol=1e-6)
     plain = jit_bc_grad(logp, old, ref, adv, mask, **{**kw, "use_bias_correction_kl": False})
     assert np.max(np.abs(np.asarray(plain) - num)) > 1e-3  # the correction changes the gradient
@@ -369,7 +370,8 @@ def test_bias_correction_kl_loss_and_gradient_match_float64_reference(loss_type,
 
 def test_bias_correction_kl_on_policy_analytic_gradient():
     # on-policy (old=None): rho = 1 in value, so the loss equals the plain one, but d rho / d logp = rho = 1,
-    # so the KL part of the gradient is beta * (k3 + 1 - exp(ref - logp)) per token instead of beta * (1 - exp(ref - logp))
+    # so the KL part of the gradient is beta * (k3 + 1 - exp(ref - logp)) per token instead of
+    # beta * (1 - exp(ref - logp))
     logp, _, ref, adv, mask = random_batch(8, n=4, t=5)
     kw = dict(loss_type="dapo", beta=0.2, kl_estimator="k3")
     on = jit_bc_full(logp, None, ref, adv, mask, use_bias_correction_kl=True, **kw)[0]

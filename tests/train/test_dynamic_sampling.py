@@ -64,6 +64,7 @@ def test_the_cap_fills_with_zero_spread_groups_and_all_informative_needs_one_rou
 
 
 def test_config_key():
-    assert load_config("configs/tiny_grpo.yaml", ["grpo.dynamic_sampling_max_rounds=3"]).grpo.dynamic_sampling_max_rounds == 3
+    cfg = load_config("configs/tiny_grpo.yaml", ["grpo.dynamic_sampling_max_rounds=3"])
+    assert cfg.grpo.dynamic_sampling_max_rounds == 3
     with pytest.raises(UserError, match="grpo.dynamic_sampling_max_rounds: must be >= 0"):
         load_config("configs/tiny_grpo.yaml", ["grpo.dynamic_sampling_max_rounds=-1"])

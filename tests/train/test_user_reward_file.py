@@ -38,7 +38,8 @@ def test_user_reward_file_gets_the_answer_column_and_is_logged(tmp_path):
     data = tmp_path / "qa.jsonl"
     data.write_text("".join(json.dumps({"prompt": p, "answer": answers[p]}) + "\n" for p in prompts))
     cfg = load_config("configs/tiny_grpo.yaml", [
-        "train.steps=2", "train.eval_every=2", f"data.path={data}", f"data.eval_path={data}", f"run_dir={tmp_path / 'run'}",
+        "train.steps=2", "train.eval_every=2", f"data.path={data}", f"data.eval_path={data}",
+        f"run_dir={tmp_path / 'run'}",
         f"grpo.reward_funcs=[{user / 'my_reward.py'}:parity_matches]", "train.save_every=100", "mesh.data=1",
         "grpo.dynamic_sampling_max_rounds=3"])  # DAPO dynamic sampling in a real run, on the way
     run(cfg, GRPOTask(cfg))
