@@ -51,6 +51,7 @@ def _load(kind, overrides):
     ("dpo", ["mesh.rollout_tensor=1"], "mesh.rollout_tensor"),
     ("grpo", ["model.ref_path=ref"], "model.ref_path"),  # tiny_grpo: beta 0
     ("grpo", ["grpo.kl_estimator=k1"], "grpo.kl_estimator"),
+    ("grpo", ["grpo.use_bias_correction_kl=true"], "grpo.use_bias_correction_kl"),
     ("grpo", ["data.response_column=r"], "data.response_column"),
     ("grpo", ["data.chosen_column=c"], "data.chosen_column"),
     ("grpo", ["train.plateau.min_delta=0.1"], "train.plateau.min_delta"),
@@ -96,7 +97,8 @@ def test_a_rollout_max_length_must_hold_prompt_and_completion():
     ("reward", ["train.eval_every=2", "data.eval_path=e.jsonl", "reward.label_affine=[2.0,0.0]"]),
     ("sft", ["train.eval_every=2", "data.eval_path=e.jsonl", "model.lora.rank=2", "model.lora.alpha=8"]),
     ("sft", ["data.format=pku_saferlhf", "data.pku_preference=safer"]),
-    ("grpo", ["grpo.beta=0.04", "model.ref_path=ref", "grpo.kl_estimator=k1", "mesh.rollout_tensor=1", EVAL]),
+    ("grpo", ["grpo.beta=0.04", "model.ref_path=ref", "grpo.kl_estimator=k1", "mesh.rollout_tensor=1", EVAL,
+              "grpo.use_bias_correction_kl=true"]),
     ("ppo", ["ppo.adaptive_kl=true", "ppo.kl_target=3.0", "model.ref_path=ref", EVAL]),
     ("online_dpo", ["model.ref_path=ref", "preference.label_smoothing=0.1", "train.eval_every=1", EVAL]),
 ])

@@ -56,8 +56,10 @@ def run(argv, prog: str = "evaluate.py"):
     if restored is not None:
         state, step = restored.state, restored.step
     if cfg.kind != "dpo":  # prompts: sampled and scored by the method's own reward
-        prompts = list(load_from_config(cfg.data, "grpo", split=cfg.data.eval_split or "validation")["prompt"])
-        result = task.evaluate(state, prompts, seed=cfg.train.seed)
+        data = load_from_config(cfg.data, "grpo", split=cfg.data.eval_split or "validation")
+        columns = {k: data[k] for k in data.column_names if k != "prompt"}  # for GRPO's reward functions
+        result = task.evaluate(state, list(data["prompt"]), seed=cfg.train.seed,
+                               **({"columns": columns} if cfg.kind == "grpo" else {}))
     else:
         result = task.evaluate(state)
     result = {"run_dir": cfg.run_dir, "step": step, **result}

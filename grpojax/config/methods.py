@@ -20,7 +20,11 @@ class GRPOConfig:
     ``sampler_is_cap`` (null = off): truncated importance-sampling correction of the sampler / trainer
     log-prob mismatch, each token's loss weighted by ``min(pi_old / pi_sampler, cap)`` (TRL's
     ``vllm_importance_sampling_correction`` with ``vllm_importance_sampling_mode: token_truncate`` and
-    ``vllm_importance_sampling_cap``)."""
+    ``vllm_importance_sampling_cap``). ``use_bias_correction_kl`` (TRL's name; TRL 1.16 defaults it to
+    true, here false): each token's KL term multiplied by the differentiated ratio pi_theta / pi_old
+    (DeepSeek-V3.2; ALGORITHMS.md 1.4). ``dynamic_sampling_max_rounds`` (0 = off): DAPO's dynamic sampling,
+    groups whose rewards have no spread are replaced by groups of further prompts, at most that many
+    rollouts per step (``grpojax.rollout.dynamic_sampling``)."""
 
     num_generations: int = 8
     """Completions sampled per prompt (the group size G)."""
@@ -64,13 +68,17 @@ class GRPOConfig:
     """How the scores combine into one reward: weighted_sum, normalize_then_sum (GDPO), min or soft_min."""
     sampler_is_cap: Union[float, None] = None
     """Cap of the truncated importance-sampling correction of the sampler's log-probs (null = off)."""
+    use_bias_correction_kl: bool = False
+    """Multiply each token's KL term by the differentiated ratio pi_theta / pi_old (TRL's name; DeepSeek-V3.2)."""
+    dynamic_sampling_max_rounds: int = 0
+    """DAPO dynamic sampling: up to this many rollouts per step to replace zero-spread groups (0 = off)."""
 
     def __post_init__(self):
         check(self.num_generations >= 2, "num_generations",
               f"must be >= 2 (group-relative advantages need a group), got {self.num_generations}")
         positive(self, "num_iterations", "epsilon", "epsilon_high", "delta", "temperature", "top_k",
                  "max_completion_length", "sampler_is_cap")
-        non_negative(self, "beta")
+        non_negative(self, "beta", "dynamic_sampling_max_rounds")
         check(self.delta is None or self.delta > 1.0, "delta", f"must be > 1 (a cap on the ratio), got {self.delta}")
         check(0.0 < self.top_p <= 1.0, "top_p", f"must be in (0, 1], got {self.top_p}")
         check(self.reward_model is not None or len(self.reward_funcs) > 0, "reward_model",

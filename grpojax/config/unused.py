@@ -75,6 +75,7 @@ RULES = [
     ("mesh.heartbeat_timeout_seconds", lambda c: not c.mesh.multihost,
      "a single-process run has no heartbeat (set mesh.distributed or mesh.coordinator_address)"),
     ("grpo.kl_estimator", lambda c: c.kind == "grpo" and c.grpo.beta == 0, "grpo.beta=0: no KL term"),
+    ("grpo.use_bias_correction_kl", lambda c: c.kind == "grpo" and c.grpo.beta == 0, "grpo.beta=0: no KL term"),
     ("ppo.kl_estimator", _ppo_without_kl, "ppo.kl_coef=0 without ppo.adaptive_kl: no KL"),
     ("ppo.kl_target", lambda c: c.kind == "ppo" and not c.ppo.adaptive_kl, "ppo.adaptive_kl=false"),
     ("ppo.kl_horizon", lambda c: c.kind == "ppo" and not c.ppo.adaptive_kl, "ppo.adaptive_kl=false"),

@@ -28,8 +28,15 @@ GOQA_SPLITS = ("train", "validation", "test")
 
 # ---------------------------------------------------------------- generic column loaders
 def load_prompts(ds: datasets.Dataset, source: str, prompt_column: str = "prompt") -> datasets.Dataset:
-    """GRPO prompts from any table: ``{prompt}``."""
-    return S.make_prompts(S.text_column(ds, prompt_column, source))
+    """Prompts from any table: ``{prompt, <every other column>}``. A prompt is non-empty text or a
+    conversation (a non-empty list of ``{role, content}`` messages, rendered by the chat template); the
+    other columns (``answer``, ``solution``, ...) reach the reward functions (``grpojax.rollout.text_rewards``)."""
+    S.prompt_column(ds, prompt_column, source)
+    if prompt_column != "prompt":
+        if "prompt" in ds.column_names:  # replaced by the chosen column
+            ds = ds.remove_columns("prompt")
+        ds = ds.rename_column(prompt_column, "prompt")
+    return ds
 
 
 def load_sft(ds, source, prompt_column="prompt", response_column="response") -> datasets.Dataset:

@@ -149,6 +149,24 @@ def text_column(ds: datasets.Dataset, column: str, source: str, allow_empty: boo
     return values
 
 
+def prompt_column(ds: datasets.Dataset, column: str, source: str) -> list:
+    """The column's prompts, each non-empty text or a non-empty list of ``{role, content}`` messages with
+    text roles and contents (a conversational prompt)."""
+    require_columns(ds, [column], source)
+    values = ds[column]
+    for i, v in enumerate(values):
+        if isinstance(v, str):
+            ok = bool(v.strip())
+        else:
+            ok = isinstance(v, list) and len(v) > 0 and all(
+                isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)
+                for m in v)
+        if not ok:
+            raise UserError(f"{source}: row {i}: column {column!r} must be non-empty text or a list of "
+                            f"{{role, content}} messages, got {v!r:.80}")
+    return values
+
+
 def label_column(ds: datasets.Dataset, column: str, source: str) -> list[float]:
     """Numeric labels as floats; None / NaN / missing -> NaN; booleans -> 0/1; anything else is an error."""
     require_columns(ds, [column], source)

@@ -63,16 +63,28 @@ class Tokenizer:
     def vocab_size(self) -> int:
         return len(self.hf)
 
-    def format_prompt(self, prompt: str) -> str:
-        """The text the model sees for a user prompt (chat template with generation prompt, or as is)."""
+    def format_prompt(self, prompt: str | Sequence[dict]) -> str:
+        """The text the model sees for a user prompt (chat template with generation prompt, or as is). A
+        conversational prompt (a list of ``{role, content}`` messages, TRL's format) is rendered by the chat
+        template as it is (the system prompt goes first when it has no system message)."""
+        if not isinstance(prompt, str):
+            if not self.use_chat_template:
+                raise UserError(f"tokenizer {self.name}: a conversational prompt (a list of messages) needs a chat "
+                                "template; this tokenizer has none or tokenizer.chat_template is false")
+            messages = [dict(m) for m in prompt]
+            if self.system_prompt and not any(m.get("role") == "system" for m in messages):
+                messages.insert(0, {"role": "system", "content": self.system_prompt})
+            return self.hf.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         if not self.use_chat_template:
             return prompt
         messages = ([{"role": "system", "content": self.system_prompt}] if self.system_prompt else [])
         messages.append({"role": "user", "content": prompt})
         return self.hf.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
-    def encode_prompt(self, prompt: str) -> list[int]:
-        """Token ids of the formatted prompt (a fresh list: callers may extend it)."""
+    def encode_prompt(self, prompt: str | Sequence[dict]) -> list[int]:
+        """Token ids of the formatted prompt (text or a list of messages; a fresh list: callers may extend it)."""
+        if not isinstance(prompt, str):
+            return list(self._encode_prompt(prompt))
         return self._memoised("prompt", prompt, self._encode_prompt)
 
     def encode_response(self, response: str) -> list[int]:
@@ -88,7 +100,7 @@ class Tokenizer:
             ids = table[text] = encode(text)
         return list(ids)
 
-    def _encode_prompt(self, prompt: str) -> tuple[int, ...]:
+    def _encode_prompt(self, prompt) -> tuple[int, ...]:
         text = self.format_prompt(prompt)
         return tuple(self.hf(text, add_special_tokens=not self.use_chat_template)["input_ids"])
 

@@ -266,6 +266,7 @@ def grpo_loss(
     max_completion_length: int | None = None,
     num_items: Array | float | None = None,
     token_weights: Array | None = None,
+    use_bias_correction_kl: bool = False,
 ) -> tuple[Array, GRPOAux]:
     """Clipped GRPO policy loss with optional KL penalty (DeepSeekMath eq. 3; TRL ``GRPOTrainer``).
 
@@ -275,6 +276,10 @@ def grpo_loss(
       - ``ℓ_it = -min(ρ̃ A_i, clip(ρ, 1 - ε_low, 1 + ε_high) A_i) + β · KL_it`` where
         ``ρ̃ = min(ρ, delta)`` if ``delta`` is set (TRL's two-sided GRPO cap, use ``delta > 1 + ε_high``)
         else ``ρ``, and KL_it is ``kl_penalty(logp_NT, ref_logp_NT, kl_estimator)``,
+      - with ``use_bias_correction_kl`` (TRL 1.16's option of that name, DeepSeek-V3.2 arXiv 2512.02556)
+        the KL term is ``ρ · KL_it`` with the unclipped, uncapped ratio ρ (the sequence weight under GSPO),
+        ρ differentiated: an unbiased estimate of the KL under π_θ when the tokens come from π_old. It
+        changes the gradient even on-policy, where ρ = 1 but ``∂ρ/∂logp = ρ``,
       - reduced by :func:`aggregate_token_loss` according to ``loss_type``.
 
     Gradients: ``advantages_N``, ``old_logp_NT`` and ``ref_logp_NT`` are wrapped in ``stop_gradient``; only
@@ -299,6 +304,8 @@ def grpo_loss(
       token_weights: optional ``[N, T]`` weights ``w_it`` multiplying every per-token loss ``ℓ_it`` (KL term
         included) before aggregation, stop-gradiented: e.g. the truncated importance-sampling correction
         ``min(π_old / π_sampler, cap)`` of TRL's ``vllm_importance_sampling_correction``.
+      use_bias_correction_kl: multiply each token's KL by the differentiated ratio ρ (above); ``aux.kl`` is
+        then the mean of ``ρ · KL_it`` (as TRL logs it).
 
     Returns:
       ``(loss, aux)``: scalar float32 loss and :class:`GRPOAux`.
@@ -347,6 +354,8 @@ def grpo_loss(
     if ref_logp_NT is not None:
         ref = jax.lax.stop_gradient(jnp.where(active, ref_logp_NT.astype(jnp.float32), 0.0))
         kl_NT = kl_penalty(logp_NT, ref, kl_estimator)
+        if use_bias_correction_kl:
+            kl_NT = kl_NT * ratio_NT
         kl_loss = aggregate_token_loss(weigh(kl_NT), m, **agg)
         kl = masked_mean(kl_NT, m)
     else:

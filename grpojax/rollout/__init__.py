@@ -4,7 +4,9 @@
     scoring     the aspect names of a method section and the scorer combining a reward model's aspects
                 with text-reward columns
     reward_scorer  a trained reward model (run_dir or HF directory) as a scorer
-    text_rewards   the text-reward functions (TRL's convention) named in ``<method>.reward_funcs``
+    text_rewards   the text-reward functions (TRL's convention) named in ``<method>.reward_funcs``: built-ins
+                   (verifiable ones from grpojax.rewards.verifiable), files, modules; the data's columns
+    dynamic_sampling  DAPO's dynamic sampling: zero-spread groups replaced by further prompts' groups
 """
 
 from grpojax.rollout.sample import (

@@ -4,8 +4,10 @@
 The columns are the reward model's aspects (``<section>.aspects``, scored by
 :class:`grpojax.rollout.reward_scorer.RewardModelScorer`) followed by one column per text reward of
 ``<section>.reward_funcs`` (:mod:`grpojax.rollout.text_rewards`). :func:`aspect_names` is the naming rule:
-a built-in text reward is named by its head (``char_frac:aeiou`` -> ``char_frac``), an imported function by
-its whole spec; when two names collide every text reward is named ``func<i>_<spec>`` instead.
+a text reward is named by :func:`grpojax.rollout.text_rewards.reward_names` (a built-in by its head,
+``char_frac:aeiou`` -> ``char_frac``, a user's function by its ``__name__``); when a name collides with a
+reward-model aspect every text reward is named ``func<i>_<spec>`` instead. The prompt data's other columns
+reach the text rewards through the scorer's ``columns`` keyword (aligned with the completions).
 """
 
 from __future__ import annotations
@@ -17,9 +19,10 @@ from grpojax.rollout.reward_scorer import load_reward_scorer
 from grpojax.sharding import to_host
 
 
-def aspect_names(rc) -> list[str]:
-    """The R column names of a method section ``rc``: its ``aspects``, then one per ``reward_funcs`` spec."""
-    names = list(rc.aspects) + [s.split(":")[0] if "." not in s else s for s in rc.reward_funcs]
+def aspect_names(rc, funcs) -> list[str]:
+    """The R column names of a method section ``rc``: its ``aspects``, then one per resolved text reward of
+    its ``reward_funcs`` (``funcs``, in order)."""
+    names = list(rc.aspects) + text_rewards.reward_names(funcs)
     if len(set(names)) != len(names):
         names = list(rc.aspects) + [f"func{i}_{s}" for i, s in enumerate(rc.reward_funcs)]
     return names
@@ -40,12 +43,15 @@ class Scorer:
         self.rm = reward_model_scorer
         if rc.reward_model is not None and self.rm is None:
             self.rm = load_reward_scorer(rc.reward_model, cfg, tok, mesh=mesh, section=section)
-        self.names = aspect_names(rc)
+        self.names = aspect_names(rc, self.funcs)
 
-    def __call__(self, batch, prompts, texts) -> np.ndarray:
+    def __call__(self, batch, prompts, texts, columns=None) -> np.ndarray:
+        """``[N, R]`` scores; ``columns``: the prompts' other data columns, N values each
+        (:func:`grpojax.rollout.text_rewards.data_columns`)."""
         cols = []
         if self.rm is not None:
             cols.append(np.asarray(to_host(self.rm(batch, prompts, texts)), np.float32))
         if self.funcs:
-            cols.append(text_rewards.score(self.funcs, self.specs, prompts, texts))
+            cols.append(text_rewards.score(self.funcs, self.names[-len(self.funcs):], prompts, texts,
+                                           **(columns or {})))
         return np.concatenate(cols, axis=-1)

@@ -51,7 +51,7 @@ def test_local_formats_agree(tmp_path):
 def test_normalised_schemas_and_group_order(tmp_path):
     p = write_jsonl(tmp_path / "d.jsonl", [dict(r, chosen=r["response"], rejected="no") for r in ROWS])
     raw = D.read_local(p)
-    assert D.load_prompts(raw, p).column_names == ["prompt"]
+    assert D.load_prompts(raw, p).column_names == raw.column_names  # every other column is kept
     assert D.load_sft(raw, p).column_names == ["prompt", "response"]
     pref = D.load_preference(raw, p, group_column="group", group_names=["c", "b", "a"])
     assert pref.features["group"].names == ["c", "b", "a"] and pref["group"] == [1, 2, 0]
@@ -77,6 +77,19 @@ def test_malformed_jsonl_names_file_and_line(tmp_path, content, needle):
     assert needle in str(e.value), str(e.value)
 
 
+def test_prompts_keep_columns_and_accept_conversations(tmp_path):
+    chat = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "2+2?"}]
+    p = write_jsonl(tmp_path / "c.jsonl", [{"question": chat, "prompt": "old", "answer": "4"},
+                                           {"question": [{"role": "user", "content": "1+1?"}], "prompt": "x",
+                                            "answer": "2"}])
+    ds = D.load_prompts(D.read_local(p), p, "question")  # the chosen column becomes `prompt`, the old one goes
+    assert sorted(ds.column_names) == ["answer", "prompt"] and ds["answer"] == ["4", "2"]
+    assert ds["prompt"][0] == chat
+    bad = write_jsonl(tmp_path / "b.jsonl", [{"prompt": [{"role": "user"}]}])
+    with pytest.raises(UserError, match=r"b.jsonl: row 0: column 'prompt' must be non-empty text or a list"):
+        D.load_prompts(D.read_local(bad), bad)
+
+
 def test_row_and_column_errors(tmp_path):
     p = write_jsonl(tmp_path / "d.jsonl", [{"prompt": "a", "response": "b", "safety": "low", "group": "g"},
                                            {"prompt": "", "response": "c", "safety": "high", "group": None}])
@@ -84,7 +97,8 @@ def test_row_and_column_errors(tmp_path):
     with pytest.raises(UserError,
                        match=r"d.jsonl: no column 'question'; available columns: prompt, response, safety, group"):
         D.load_prompts(raw, p, "question")
-    with pytest.raises(UserError, match=r"d.jsonl: row 1: column 'prompt' must be non-empty text, got empty text"):
+    with pytest.raises(UserError, match=r"d.jsonl: row 1: column 'prompt' must be non-empty text or a list of "
+                                        r"\{role, content\} messages, got ''"):
         D.load_prompts(raw, p)
     with pytest.raises(UserError, match=r"d.jsonl: row 0: column 'safety' must be a number or null, got 'low'"):
         D.load_reward(raw.map(lambda r: {"prompt": "x"}), p, ["safety"])

@@ -39,6 +39,19 @@ def test_chat_template_special_ids_and_prompt_batch(tok):
     assert short.prompt_ids_BT[0].tolist() == tok.encode_prompt(prompts[0])[-5:]  # keeps the generation prompt
 
 
+def test_conversational_prompts_use_the_chat_template(tok):
+    chat = [{"role": "user", "content": "Hi"}]
+    assert tok.format_prompt(chat) == tok.format_prompt("Hi") and tok.encode_prompt(chat) == tok.encode_prompt("Hi")
+    with_system = D.load_tokenizer(TOK, system_prompt="Be kind.")
+    assert with_system.format_prompt(chat) == with_system.format_prompt("Hi")  # the system prompt goes first
+    own = [{"role": "system", "content": "Be terse."}, *chat]
+    assert with_system.format_prompt(own).startswith("<|im_start|>system\nBe terse.<|im_end|>")
+    batch = tok.prompt_batch([own, "Hi"], max_prompt_length=48)
+    assert int(batch.prompt_mask_BT[0].sum()) == len(tok.encode_prompt(own)) > len(tok.encode_prompt("Hi"))
+    with pytest.raises(UserError, match="a conversational prompt .* needs a chat template"):
+        D.load_tokenizer(TOK, chat_template=False).format_prompt(chat)
+
+
 def test_decode_round_trip_and_eos_cut(tok):
     text = "Sure! To bake bread, start slowly."
     ids = tok.encode_response(text)

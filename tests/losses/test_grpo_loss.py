@@ -73,7 +73,7 @@ def np_kl(logp, ref, est):
 
 def np_grpo_loss(logp, old, ref, adv, mask, *, loss_type="dapo", epsilon=0.2, epsilon_high=None,
                  delta=None, beta=0.0, kl_estimator="k3", importance_sampling_level="token",
-                 max_completion_length=None, num_items=None):
+                 max_completion_length=None, num_items=None, use_bias_correction_kl=False):
     logp, old, adv, mask = (np.asarray(x, np.float64) for x in (logp, old, adv, mask))
     eh = epsilon if epsilon_high is None else epsilon_high
     n_rows, n_cols = logp.shape
@@ -93,6 +93,8 @@ def np_grpo_loss(logp, old, ref, adv, mask, *, loss_type="dapo", epsilon=0.2, ep
             loss = -min(unclipped * adv[i], clipped * adv[i])
             if ref is not None:
                 kls[i, t] = np_kl(logp[i, t], float(ref[i, t]), kl_estimator)
+                if use_bias_correction_kl:  # TRL 1.16 / DeepSeek-V3.2: the KL weighted by the (unclipped) ratio
+                    kls[i, t] *= rho
                 loss += beta * kls[i, t]
             per_tok[i, t] = loss
             ratios[i, t] = rho
@@ -335,6 +337,51 @@ def test_gradients_finite_with_fully_masked_rows_and_garbage():
     all_masked = np.zeros_like(mask)
     loss, grad = jit_value_and_grad(logp, old, ref, adv, all_masked, loss_type="dapo", **GRAD_KW)
     assert float(loss) == 0.0 and np.all(np.asarray(grad) == 0)
+
+
+BC_STATIC = STATIC + ("use_bias_correction_kl",)
+jit_bc_full = jax.jit(grpo_loss, static_argnames=BC_STATIC)
+jit_bc_grad = jax.jit(jax.grad(lambda *a, **k: grpo_loss(*a, **k)[0]), static_argnames=BC_STATIC)
+
+
+@pytest.mark.parametrize("loss_type,level", [("dapo", "token"), ("grpo", "token"), ("bnpo", "sequence")])
+def test_bias_correction_kl_loss_and_gradient_match_float64_reference(loss_type, level):
+    # off-policy (old given): loss, kl metric and d loss / d logp against central finite differences of the
+    # float64 reference (old and ref held fixed); delta is set to check that the KL uses the uncapped ratio
+    logp, old, ref, adv, mask = random_batch(5, n=4, t=4)
+    kw = dict(loss_type=loss_type, importance_sampling_level=level, epsilon=0.2, epsilon_high=0.28,
+              delta=1.1, beta=0.3, kl_estimator="k3", use_bias_correction_kl=True)
+    loss, aux = jit_bc_full(logp, old, ref, adv, mask, **kw)
+    want, want_aux = np_grpo_loss(logp, old, ref, adv, mask, **kw)
+    np.testing.assert_allclose(loss, want, rtol=2e-5, atol=1e-6)
+    np.testing.assert_allclose(aux.kl, want_aux["kl"], rtol=2e-5, atol=1e-6)
+    grad = jit_bc_grad(logp, old, ref, adv, mask, **kw)
+    lp64, num, h = logp.astype(np.float64), np.zeros(logp.shape), 1e-6
+    for idx in np.ndindex(lp64.shape):
+        up, dn = lp64.copy(), lp64.copy()
+        up[idx] += h
+        dn[idx] -= h
+        f_up, f_dn = np_grpo_loss(up, old, ref, adv, mask, **kw)[0], np_grpo_loss(dn, old, ref, adv, mask, **kw)[0]
+        num[idx] = (f_up - f_dn) / (2 * h)
+    np.testing.assert_allclose(grad, num, rtol=1e-3, atol=1e-6)
+    plain = jit_bc_grad(logp, old, ref, adv, mask, **{**kw, "use_bias_correction_kl": False})
+    assert np.max(np.abs(np.asarray(plain) - num)) > 1e-3  # the correction changes the gradient
+
+
+def test_bias_correction_kl_on_policy_analytic_gradient():
+    # on-policy (old=None): rho = 1 in value, so the loss equals the plain one, but d rho / d logp = rho = 1,
+    # so the KL part of the gradient is beta * (k3 + 1 - exp(ref - logp)) per token instead of
+    # beta * (1 - exp(ref - logp))
+    logp, _, ref, adv, mask = random_batch(8, n=4, t=5)
+    kw = dict(loss_type="dapo", beta=0.2, kl_estimator="k3")
+    on = jit_bc_full(logp, None, ref, adv, mask, use_bias_correction_kl=True, **kw)[0]
+    off = jit_bc_full(logp, None, ref, adv, mask, use_bias_correction_kl=False, **kw)[0]
+    np.testing.assert_allclose(on, off, rtol=1e-6)
+    grad = np.asarray(jit_bc_grad(logp, None, ref, adv, mask, use_bias_correction_kl=True, **kw), np.float64)
+    lp, rf, m = logp.astype(np.float64), ref.astype(np.float64), mask.astype(np.float64)
+    k3 = np.exp(rf - lp) - (rf - lp) - 1.0
+    want = m * (-adv.astype(np.float64)[:, None] + kw["beta"] * (k3 + 1.0 - np.exp(rf - lp))) / m.sum()
+    np.testing.assert_allclose(grad, want, rtol=1e-5, atol=1e-7)
 
 
 def test_stop_gradient_on_old_ref_and_advantages():

@@ -73,8 +73,8 @@ def test_bf16_mu1_ratio_is_exactly_one_and_loss_is_on_policy(tmp_path):
 
 
 def test_bf16_mu2_first_update_on_policy_second_uses_pre_update_logp(tmp_path):
-    task, state = _task(tmp_path, 2, ["grpo.sampler_is_cap=2.0"])
-    assert task.steps_per_call(0, 10) == 2
+    task, state = _task(tmp_path, 2, ["grpo.sampler_is_cap=2.0", "grpo.use_bias_correction_kl=true"])
+    assert task.steps_per_call(0, 10) == 2 and task.settings.use_bias_correction_kl
     _, rows = task.train_steps(state, 0, [jax.random.key(4), jax.random.key(5)])
     assert rows[0]["clip_ratio/region_mean"] == 0.0  # first update: ratio exactly 1
     assert "sampler/logp_max_abs_diff" in rows[0] and "sampler/logp_max_abs_diff" not in rows[1]
@@ -130,6 +130,53 @@ def test_truncated_importance_sampling_correction_matches_float64_reference():
         np.testing.assert_allclose(float(metrics["sampler/is_capped_frac"]), np.sum(m * (w >= cap)) / m.sum(),
                                    rtol=1e-5)
     assert 0 < np.sum(m * (w >= cap)) < m.sum()  # some weights capped, some not
+
+
+def test_bias_correction_kl_reaches_the_step_gradient():
+    """``GRPOSettings.use_bias_correction_kl``: the step's gradient is that of ``grpo_loss(...,
+    use_bias_correction_kl=True)`` (on-policy: same loss, another gradient), not the plain one's."""
+    import functools
+
+    import optax
+    from flax import nnx
+
+    from grpojax.models import Qwen, QwenConfig
+    from grpojax.train.steps.grpo import GRPOSettings, grpo_step
+    from grpojax.train.steps.state import create_train_state
+
+    cfg = QwenConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_layers=1, num_heads=4,
+                     num_kv_heads=2, head_dim=8, tie_word_embeddings=True)
+    r = np.random.default_rng(1)
+    B, P, L = 4, 3, 5
+    cmask = np.arange(L)[None, :] < np.array([5, 3, 4, 1])[:, None]
+    b = dict(prompt_BP=jnp.asarray(r.integers(1, 64, (B, P)), jnp.int32), prompt_mask_BP=jnp.ones((B, P), jnp.int32),
+             completion_BL=jnp.asarray(np.where(cmask, r.integers(1, 64, (B, L)), 0), jnp.int32),
+             completion_mask_BL=jnp.asarray(cmask, jnp.int32), advantages_B=jnp.asarray(r.normal(size=B), jnp.float32),
+             ref_logp_BL=jnp.asarray(-r.uniform(2.0, 6.0, (B, L)), jnp.float32))
+    tx = optax.sgd(1.0)
+
+    def norm(tree):
+        return float(jnp.sqrt(sum(jnp.sum(jnp.square(g)) for g in jax.tree.leaves(tree))))
+
+    def want():
+        graphdef, params, rest = nnx.split(Qwen(cfg, rngs=nnx.Rngs(0)), nnx.Param, ...)
+
+        def loss_of(p):
+            logp = completion_logprobs(nnx.merge(graphdef, p, rest), b["prompt_BP"], b["prompt_mask_BP"],
+                                       b["completion_BL"], b["completion_mask_BL"]).logp_BL
+            return grpo_loss(logp, None, b["ref_logp_BL"], b["advantages_B"], b["completion_mask_BL"], beta=0.5,
+                             use_bias_correction_kl=True)[0]
+        return norm(jax.jit(jax.grad(loss_of))(params))
+
+    got = {}
+    for bias in (False, True):
+        graphdef, state = create_train_state(Qwen(cfg, rngs=nnx.Rngs(0)), tx, jax.random.key(0))
+        settings = GRPOSettings(loss_type="dapo", beta=0.5, use_bias_correction_kl=bias)
+        _, metrics = jax.jit(functools.partial(grpo_step, graphdef=graphdef, tx=tx, settings=settings))(
+            state, b, jax.random.key(1))
+        got[bias] = float(metrics["grad_norm"])
+    np.testing.assert_allclose(got[True], want(), rtol=1e-4)
+    assert abs(got[True] - got[False]) > 1e-3 * got[False]
 
 
 def test_sampler_is_cap_must_be_positive(monkeypatch):

@@ -55,6 +55,7 @@ class GRPOSettings:
     logprob_chunk: int | None = 128
     emit_logp: bool = False  # return this forward's log-probs as ``old_logp_BL`` (on-policy steps only)
     sampler_is_cap: float | None = None  # truncated IS correction min(pi_old / pi_sampler, cap); None = off
+    use_bias_correction_kl: bool = False  # the KL term times the differentiated ratio (TRL / DeepSeek-V3.2)
 
 
 def grpo_step(state: TrainState, batch: dict, rng: jax.Array, *, graphdef, tx,
@@ -83,7 +84,8 @@ def grpo_step(state: TrainState, batch: dict, rng: jax.Array, *, graphdef, tx,
             epsilon_high=settings.epsilon_high, delta=settings.delta, beta=settings.beta,
             kl_estimator=settings.kl_estimator,
             importance_sampling_level=settings.importance_sampling_level,
-            max_completion_length=settings.max_completion_length, num_items=num_items, token_weights=weights)
+            max_completion_length=settings.max_completion_length, num_items=num_items, token_weights=weights,
+            use_bias_correction_kl=settings.use_bias_correction_kl)
         if settings.loss_type != "dapo":
             loss = loss / num_micro
         n = aux.num_tokens

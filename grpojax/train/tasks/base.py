@@ -35,7 +35,7 @@ from grpojax.data.tokenizer import write_generation_config
 from grpojax.models import to_hf
 from grpojax.models.lora import merge_lora
 from grpojax.models.peft_io import ADAPTER_SUBDIR, peft_adapter, write_peft_adapter
-from grpojax.rollout import sample_and_score, sampling_settings
+from grpojax.rollout import sample_and_score, sampling_settings, text_rewards
 from grpojax.train.build import build_model, build_optimizer, maybe_lora
 from grpojax.train.placement import Placement
 from grpojax.train.steps.state import create_train_state, merge_model
@@ -88,20 +88,27 @@ class BaseTask(abc.ABC):
         # held-out data of train.eval_every (periodic_eval; preference / reward tasks keep their own)
         self._eval_data = self.load_eval_data() if cfg.train.eval_every and self.kind in ("grpo", "sft") else None
 
-    def next_prompts(self) -> list:
-        """The next rollout's prompt texts (every host reads them whole: reward functions score every
-        completion)."""
-        return list(self.loader.dataset[next(self.loader.iterator).tolist()]["prompt"])
+    def next_rows(self) -> dict:
+        """The next rollout's prompt rows, ``{column: [values]}`` (every host reads them whole: reward
+        functions score every completion; the columns other than ``prompt`` are theirs)."""
+        return self.loader.dataset[next(self.loader.iterator).tolist()]
 
-    def sample_prompts(self, model, prompts: list, rng, rc, scorer, **options):
+    def next_prompts(self) -> list:
+        """The next rollout's prompts (text or conversations)."""
+        return list(self.next_rows()["prompt"])
+
+    def sample_prompts(self, model, prompts: list, rng, rc, scorer, *, columns: dict | None = None, **options):
         """``(model, rollout)``: :func:`grpojax.rollout.sample_and_score` of ``prompts`` with the method
         section ``rc``'s sampling and aggregation and ``scorer``'s aspects, on the rollout mesh
         (:meth:`sampling_inputs`; the returned model is the one sampled with, reused by the next call).
-        ``options``: ``scale_rewards``, ``mask_truncated_completions``."""
+        ``columns`` (the prompts' data columns, one value per prompt; ``prompt`` itself is skipped) reach the
+        scorer aligned with the completions. ``options``: ``scale_rewards``, ``mask_truncated_completions``."""
         pb = self.tok.prompt_batch(prompts, self.cfg.data.max_prompt_length)
         model, ids, mask, cache_fn = self.placement.sampling_inputs(model, pb.prompt_ids_BT, pb.prompt_mask_BT)
+        score_fn = scorer if columns is None else functools.partial(
+            scorer, columns=text_rewards.data_columns(columns, rc.num_generations))
         ro = sample_and_score(model, ids, mask, prompts, rng, tok=self.tok, sampling=sampling_settings(rc),
-                              aspect_names=scorer.names, score_fn=scorer, aggregation=rc.aggregation,
+                              aspect_names=scorer.names, score_fn=score_fn, aggregation=rc.aggregation,
                               reward_weights=rc.reward_weights or None, cache_fn=cache_fn, **options)
         return model, ro
 
@@ -111,16 +118,19 @@ class BaseTask(abc.ABC):
         return self.placement.jit_step(step_fn, self.state_sh, rows)
 
     def evaluate_policy(self, state, prompts: list, rc, scorer, *, batch_prompts: int | None = None,
-                        seed: int = 0) -> dict:
+                        seed: int = 0, columns: dict | None = None) -> dict:
         """Mean reward and per-aspect scores of the policy in ``state`` on ``prompts``: ``rc.num_generations``
         samples each with the method section ``rc``'s sampling settings, scored by ``scorer`` (the
-        training reward) and aggregated as in training; no update. Returns TRL-named means over all
-        prompts (``eval/reward``, ``eval/rewards/<aspect>/mean``, ``eval/completions/mean_length``, ...)."""
+        training reward; ``columns``: the prompts' other data columns, one value per prompt) and aggregated
+        as in training; no update. Returns TRL-named means over all prompts (``eval/reward``,
+        ``eval/rewards/<aspect>/mean``, ``eval/completions/mean_length``, ...)."""
         n = batch_prompts or self.cfg.train.batch_size // rc.num_generations
         sums, count, model = {}, 0, self.model_of(state)
         for i in range(0, len(prompts), n):
             chunk = prompts[i:i + n]
-            model, ro = self.sample_prompts(model, chunk, jax.random.fold_in(jax.random.key(seed), i), rc, scorer)
+            cols = None if columns is None else {k: v[i:i + n] for k, v in columns.items()}
+            model, ro = self.sample_prompts(model, chunk, jax.random.fold_in(jax.random.key(seed), i), rc, scorer,
+                                            columns=cols)
             for k, v in ro.metrics.items():
                 if k == "reward" or k.endswith("/mean") or k.startswith("completions/mean"):
                     sums[k] = sums.get(k, 0.0) + v * len(chunk)
@@ -185,7 +195,10 @@ class BaseTask(abc.ABC):
         rollout kinds (GRPO, PPO, online DPO read prompt data, ``kind == "grpo"``), pairs for SFT."""
         d = self.cfg.data
         data = load_from_config(d, self.kind, split=d.eval_split or "validation")
-        return list(data["prompt"]) if self.kind == "grpo" else data
+        if self.kind == "grpo":  # the other columns reach the reward functions (GRPOTask.periodic_eval)
+            self._eval_columns = {k: data[k] for k in data.column_names if k != "prompt"}
+            return list(data["prompt"])
+        return data
 
     def periodic_eval(self, state) -> dict:
         """Rollout kinds: the policy's mean reward and per-aspect scores on the held-out prompts

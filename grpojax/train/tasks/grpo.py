@@ -18,6 +18,8 @@ import jax
 import numpy as np
 
 from grpojax.rollout.records import completion_records
+from grpojax.rollout import text_rewards
+from grpojax.rollout.dynamic_sampling import dynamic_sample
 from grpojax.rollout.scoring import Scorer
 from grpojax.train.steps.forward import reference_logp_fn
 from grpojax.train.steps.grpo import GRPOSettings, grpo_step
@@ -33,6 +35,7 @@ class GRPOTask(BaseTask):
         g = cfg.grpo
         self.G = g.num_generations
         self.scorer = Scorer(cfg, self.tok, reward_model_scorer, mesh=self.mesh)
+        text_rewards.check_columns(self.scorer.funcs, self.dataset.column_names, cfg.data.path or cfg.data.format)
         self.settings = from_section(GRPOSettings, g, emit_logp=g.num_iterations > 1)
         self._rollout = None
         self._samples = None  # (prompts, Rollout, host advantages) of the latest rollout, for sample_records
@@ -54,13 +57,32 @@ class GRPOTask(BaseTask):
 
     def rollout(self, state, rng):
         """The next prompts (every host reads the whole rollout's prompts: reward functions score all
-        completions) -> sampled with the sharded policy and a sharded KV cache -> scored -> the step's
-        batch with rows over the batch axes."""
-        g = self.cfg.grpo
-        prompts = self.next_prompts()
-        _, ro = self.sample_prompts(self.model_of(state), prompts, rng, g, self.scorer,
-                                    scale_rewards=g.scale_rewards,
-                                    mask_truncated_completions=g.mask_truncated_completions)
+        completions, with the prompts' other data columns) -> sampled with the sharded policy and a sharded
+        KV cache -> scored -> the step's batch with rows over the batch axes. With
+        ``grpo.dynamic_sampling_max_rounds`` > 0, DAPO's dynamic sampling
+        (:mod:`grpojax.rollout.dynamic_sampling`): rounds of further prompts replace the groups whose
+        rewards have no spread."""
+        g, holder = self.cfg.grpo, {"model": self.model_of(state)}
+
+        def sample_round(round_rng):
+            rows = self.next_rows()
+            holder.setdefault("prompts", []).append(list(rows["prompt"]))
+            holder["model"], ro = self.sample_prompts(holder["model"], list(rows["prompt"]), round_rng, g, self.scorer,
+                                                      columns=rows, scale_rewards=g.scale_rewards,
+                                                      mask_truncated_completions=g.mask_truncated_completions)
+            return ro
+
+        if g.dynamic_sampling_max_rounds:
+            rngs = iter(jax.random.split(rng, g.dynamic_sampling_max_rounds))
+            ro = dynamic_sample(lambda: sample_round(next(rngs)), self.loader_rows(), self.G,
+                                g.dynamic_sampling_max_rounds)
+        else:
+            ro = sample_round(rng)
+        if len(holder["prompts"]) == 1:
+            prompts = holder["prompts"][0]
+        else:  # dynamic sampling mixed the rounds' groups: each group's prompt as the policy saw it
+            ids, mask = np.asarray(ro.batch["prompt_BP"]), np.asarray(ro.batch["prompt_mask_BP"]).astype(bool)
+            prompts = [self.tok.decode(ids[i][mask[i]].tolist()) for i in range(0, ids.shape[0], self.G)]
         self._samples = (prompts, ro, np.asarray(ro.batch["advantages_B"], np.float32))  # host copies
         ro = ro._replace(batch=self.placement.full_rows(ro.batch))
         if self.settings.beta > 0:
@@ -98,9 +120,15 @@ class GRPOTask(BaseTask):
             rows.append({**ro.metrics, **row})
         return state, rows
 
-    def evaluate(self, state, prompts: list, *, batch_prompts: int | None = None, seed: int = 0) -> dict:
+    def evaluate(self, state, prompts: list, *, batch_prompts: int | None = None, seed: int = 0,
+                 columns: dict | None = None) -> dict:
         """Mean reward and per-aspect scores of the policy in ``state`` on ``prompts`` (G samples each,
-        the training sampling settings); no update (:meth:`BaseTask.evaluate_policy`)."""
+        the training sampling settings; ``columns``: their other data columns, one value per prompt); no
+        update (:meth:`BaseTask.evaluate_policy`)."""
         return self.evaluate_policy(state, prompts, self.cfg.grpo, self.scorer,
-                                    batch_prompts=batch_prompts, seed=seed)
+                                    batch_prompts=batch_prompts, seed=seed, columns=columns)
+
+    def periodic_eval(self, state) -> dict:
+        """:meth:`BaseTask.periodic_eval` with the held-out prompts' other columns for the reward functions."""
+        return self.evaluate(state, self._eval_data, seed=self.cfg.train.seed, columns=self._eval_columns)
 
