@@ -6,7 +6,8 @@ GRPO side (``common``, ``grpo``, ``reward``)::
     group_advantages, group_reward_stats, grpo_loss, aggregate_token_loss   # GRPO (DeepSeekMath / TRL)
     reward_regression_loss, bradley_terry_loss, LabelAffine, ...            # reward-model training
 
-Preference side (``dpo``, ``robust``): DPO / IPO per-pair losses and the group-robust weights.
+Preference side (``dpo``, ``robust``): DPO / IPO per-pair losses and the group-robust weights;
+``robust_grpo``: the group weights of group-robust GRPO.
 """
 
 from grpojax.losses.common import (
@@ -56,6 +57,13 @@ from grpojax.losses.robust import (
     group_one_hot,
     group_sums,
     robust_weights,
+)
+from grpojax.losses.robust_grpo import (
+    RobustGRPOAux,
+    RobustGRPOState,
+    RobustGRPOWeights,
+    group_mean_scores,
+    robust_grpo_weights,
 )
 
 # --- PPO-RLHF (ppo.py: the losses; ppo_rollout.py: rewards, GAE, whitening, KL controllers) ---
