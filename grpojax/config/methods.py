@@ -3,10 +3,30 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal, Union
 
 from grpojax.config.checks import check, non_negative, positive
+
+
+@dataclass(frozen=True)
+class RobustGRPOConfig:
+    """Group-robust GRPO (ALGORITHMS.md 3; ``grpojax.losses.robust_grpo``), on when ``group_column`` is set:
+    the prompts' groups come from that column of the prompt data (``harm_category`` with
+    ``data.format: pku_saferlhf``: the first harm category flagged in the prompt's responses, else
+    ``none``); alpha starts at the groups' shares mu and moves by exponentiated gradient with step
+    ``eta_alpha`` on each rollout's per-group mean ``score`` (``reward`` = the aggregated reward, or one
+    name of ``grpo.aspects`` / ``grpo.reward_funcs``); each completion's loss is weighted by
+    ``((1 - chi) mu_g + chi alpha_g) / mu_g``."""
+
+    group_column: Union[str, None] = None
+    eta_alpha: float = 0.1
+    chi: float = 1.0
+    score: str = "reward"
+
+    def __post_init__(self):
+        non_negative(self, "eta_alpha")
+        check(0.0 <= self.chi <= 1.0, "chi", f"must be in [0, 1], got {self.chi}")
 
 
 @dataclass(frozen=True)
@@ -43,6 +63,7 @@ class GRPOConfig:
     reward_weights: tuple[float, ...] = ()
     aggregation: Literal["weighted_sum", "normalize_then_sum", "min", "soft_min"] = "weighted_sum"
     sampler_is_cap: Union[float, None] = None
+    robust: RobustGRPOConfig = field(default_factory=RobustGRPOConfig)
 
     def __post_init__(self):
         check(self.num_generations >= 2, "num_generations",

@@ -7,7 +7,9 @@ checkpoints are written at rollout boundaries. The old log-probs are the trainer
 returns its forward's log-probs, which are the old log-probs of the mu - 1 updates that follow. The
 sampler / trainer mismatch is logged on the first update (``sampler/logp_max_abs_diff`` / ``_mean_abs_diff``).
 The reference for the KL term is the initial policy (``model.ref_path`` to use another checkpoint; under
-LoRA the initial adapters are zero, so the reference is the base model).
+LoRA the initial adapters are zero, so the reference is the base model). With ``grpo.robust.group_column``
+the run is group-robust GRPO (:mod:`grpojax.train.robust_grpo`): each rollout carries its completions'
+groups and scores, and the step weights the groups' losses by alpha / mu.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from grpojax.sharding import to_host
 from grpojax.train import reward_funcs
 from grpojax.train.forward import reference_logp_fn
 from grpojax.train.grpo import GRPOSettings, grpo_step
+from grpojax.train.robust_grpo import drop_absent, prompt_groups, robust_batch, score_column
 from grpojax.train.tasks import BaseTask, host_row
 
 
@@ -42,18 +45,27 @@ class GRPOTask(BaseTask):
         if len(set(self.aspect_names)) != len(self.aspect_names):
             self.aspect_names = list(g.aspects) + [f"func{i}_{s}" for i, s in enumerate(g.reward_funcs)]
         self.sampling = sampling_settings(g)
+        self.group_names, robust = None, None
+        if g.robust.group_column is not None:
+            self.group_names, _, robust = prompt_groups(cfg, self.dataset)
+            self.score_col = score_column(cfg, self.aspect_names)
         self.settings = GRPOSettings(loss_type=g.loss_type, epsilon=g.epsilon, epsilon_high=g.epsilon_high,
                                      delta=g.delta, beta=g.beta, kl_estimator=g.kl_estimator,
                                      importance_sampling_level=g.importance_sampling_level,
                                      temperature=g.temperature, max_completion_length=g.max_completion_length,
-                                     emit_logp=g.num_iterations > 1, sampler_is_cap=g.sampler_is_cap)
+                                     emit_logp=g.num_iterations > 1, sampler_is_cap=g.sampler_is_cap,
+                                     robust=robust)
         self._rollout = None
+
+    def data_options(self) -> dict:
+        return {"prompt_groups": self.cfg.grpo.robust.group_column}
 
     def loader_rows(self) -> int:
         return self.cfg.train.batch_size // self.cfg.grpo.num_generations  # prompts per step
 
     def init_state(self):
-        state = super().init_state()
+        robust = self.settings.robust
+        state = super().init_state(robust=None if robust is None else robust.weights().init())
         if self.settings.beta > 0:
             self._ref = self.frozen_reference(state)
             self._ref_logp = reference_logp_fn(self._ref[0], self.settings.temperature, mesh=self.mesh)
@@ -87,6 +99,10 @@ class GRPOTask(BaseTask):
                                 score_fn=self.score, aggregation=g.aggregation,
                                 reward_weights=g.reward_weights or None, scale_rewards=g.scale_rewards,
                                 mask_truncated_completions=g.mask_truncated_completions, cache_fn=cache_fn)
+        if self.settings.robust is not None:
+            ids = np.repeat([self.group_names.index(str(v)) for v in raw_rows["group"]], self.G)
+            ro.batch.update(robust_batch(ro.scores_NR, ids, aggregation=g.aggregation,
+                                         weights=g.reward_weights or None, column=self.score_col))
         ro = ro._replace(batch=self.full_rows(ro.batch))
         if self.settings.beta > 0:
             ro.batch["ref_logp_BL"] = self.full_rows(self._ref_logp(*self.ref_arrays(state), ro.batch))
@@ -106,7 +122,7 @@ class GRPOTask(BaseTask):
                 keep = self.settings.sampler_is_cap is not None  # the IS correction needs the sampler's
                 batch = {k: v for k, v in ro.batch.items() if keep or k != "sampler_logp_BL"}
                 batch["old_logp_BL"] = self.full_rows(old_logp)
-            row = host_row(metrics)
+            row = drop_absent(host_row(metrics, self.group_names))
             if i > 0:  # the sampler / trainer mismatch is the rollout's, measured before its first update
                 row = {k: v for k, v in row.items() if k not in ("sampler/logp_max_abs_diff",
                                                                  "sampler/logp_mean_abs_diff")}
