@@ -54,6 +54,9 @@ def _load(kind, overrides):
     ("grpo", ["data.response_column=r"], "data.response_column"),
     ("grpo", ["data.chosen_column=c"], "data.chosen_column"),
     ("grpo", ["train.plateau.min_delta=0.1"], "train.plateau.min_delta"),
+    ("grpo", ["grpo.robust.eta_alpha=0.5"], "grpo.robust.eta_alpha"),  # group-robust GRPO off
+    ("grpo", ["grpo.robust.chi=0.5"], "grpo.robust.chi"),
+    ("grpo", ["grpo.robust.score=char_frac"], "grpo.robust.score"),
     ("ppo", ["ppo.kl_target=3.0"], "ppo.kl_target"),
     ("ppo", ["ppo.kl_horizon=100.0"], "ppo.kl_horizon"),
     ("ppo", ["data.group_column=g"], "data.group_column"),
@@ -97,6 +100,8 @@ def test_a_rollout_max_length_must_hold_prompt_and_completion():
     ("sft", ["train.eval_every=2", "data.eval_path=e.jsonl", "model.lora.rank=2", "model.lora.alpha=8"]),
     ("sft", ["data.format=pku_saferlhf", "data.pku_preference=safer"]),
     ("grpo", ["grpo.beta=0.04", "model.ref_path=ref", "grpo.kl_estimator=k1", "mesh.rollout_tensor=1", EVAL]),
+    ("grpo", ["grpo.robust.group_column=g", "grpo.robust.eta_alpha=0.5", "grpo.robust.chi=0.5",
+              "grpo.robust.score=char_frac"]),
     ("ppo", ["ppo.adaptive_kl=true", "ppo.kl_target=3.0", "model.ref_path=ref", EVAL]),
     ("online_dpo", ["model.ref_path=ref", "preference.label_smoothing=0.1", "train.eval_every=1", EVAL]),
 ])

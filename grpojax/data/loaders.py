@@ -276,8 +276,6 @@ def load_from_config(data_cfg, kind: str, split: str | None = None, aspects: Seq
             ds = hh_rlhf(raw, source, task)
         elif task == "prompts":
             ds = load_prompts(raw, source, data_cfg.prompt_column)
-        if prompt_groups is not None:
-            ds = ds.add_column("group", prompt_group_column(raw, source, prompt_groups, fmt, data_cfg.prompt_column))
         elif task == "sft":
             ds = load_sft(raw, source, data_cfg.prompt_column, data_cfg.response_column)
         elif task == "reward":
@@ -285,6 +283,8 @@ def load_from_config(data_cfg, kind: str, split: str | None = None, aspects: Seq
         else:
             ds = load_preference(raw, source, data_cfg.prompt_column, data_cfg.chosen_column,
                                  data_cfg.rejected_column, data_cfg.group_column, data_cfg.group_names)
+        if prompt_groups is not None:
+            ds = ds.add_column("group", prompt_group_column(raw, source, prompt_groups, fmt, data_cfg.prompt_column))
     if data_cfg.max_examples is not None and len(ds) > data_cfg.max_examples:
         ds = ds.select(range(data_cfg.max_examples))
     if len(ds) == 0:
