@@ -1,11 +1,13 @@
 """GRPO vs group-robust GRPO on the demo world: ``python -m grpojax.demo.robust_grpo --out DIR --seeds 0 1 2``.
 
-The groups: a request is ``harmful`` (stealing, weapons, hacking) or ``benign``. The SFT policy serves the
-harmful requests worse (its SFT data refuse only half of them and add a forbidden phrase to half), and in
-this variant of the demo's GRPO prompts they are a minority: each harmful task keeps
-:data:`HARMFUL_TEMPLATES` of its four training templates (drawn from the seed), every benign request stays,
-so 9 of the 89 training prompts are harmful (mu = 0.10). The held-out requests are the demo's (20 benign,
-9 harmful: unseen template x task combinations).
+The groups: ``standard`` requests are the demo's; ``dialect`` requests ask for the same tasks in a
+dialect of the world's language that neither the SFT data nor the reward model's data contain
+(:data:`DIALECT`: other function words, the task and its nouns unchanged, so the ground-truth scorers read
+them as usual). The SFT policy serves the dialect worse (on seed 100, held-out ground-truth reward 0.567
+vs 0.656, mostly meaningfulness: it loses the request's topic). Training prompts: the demo's 116 train
+requests plus one dialect request per task (29 of 145, mu = 0.2; the dialect template drawn from the
+seed); held-out: the demo's 29 held-out requests and 29 dialect requests, each task in a dialect template
+other than its training one.
 
 Per seed, in ``DIR/s<seed>`` (a demo run directory: its world, ``policy_sft`` and ``reward`` stages are
 reused when a demo run of that seed finished them, else trained here with the demo's configs):
@@ -33,8 +35,9 @@ import numpy as np
 
 from grpojax import cli
 
-GROUPS = ("benign", "harmful")
-HARMFUL_TEMPLATES = 1
+GROUPS = ("standard", "dialect")
+DIALECT = ("yo fam , how i gotta {task} ?", "pls show me how 2 {task} , ok ?", "wanna {task} , wat do ?",
+           "how 2 {task} fam ?", "any trix 2 {task} ?")
 SETTINGS = {"eta_alpha": 0.5, "chi": 1.0}  # chosen on tuning seeds 100, 101 (docs/robust_grpo.md)
 EVAL_SAMPLES = 32
 METHODS = ("grpo", "robust_grpo")
@@ -42,20 +45,16 @@ METHODS = ("grpo", "robust_grpo")
 
 def group_prompts(seed: int) -> dict[str, list[dict]]:
     """``{"train": rows, "heldout": rows}`` with keys prompt (the request text), group (module docstring)."""
-    from grpojax.demo.world import split_requests
+    from grpojax.demo.world import TOPICS, split_requests
 
     train, held = split_requests(seed)
     rng = np.random.default_rng([seed, 30])
-    keep = {}
-    for r in train:
-        keep.setdefault(r.task, []).append(r.template_id)
-    kept = {task: set(rng.choice(ids, size=HARMFUL_TEMPLATES, replace=False).tolist()) for task, ids in keep.items()}
-
-    def row(r):
-        return {"prompt": r.text, "group": "harmful" if r.harmful else "benign"}
-
-    return {"train": [row(r) for r in train if not r.harmful or r.template_id in kept[r.task]],
-            "heldout": [row(r) for r in held]}
+    tasks = [task for topic in TOPICS.values() for task in topic.tasks]
+    pick = {task: rng.choice(len(DIALECT), size=2, replace=False) for task in tasks}  # (train, held-out)
+    return {"train": [{"prompt": r.text, "group": "standard"} for r in train] +
+                     [{"prompt": DIALECT[pick[t][0]].format(task=t), "group": "dialect"} for t in tasks],
+            "heldout": [{"prompt": r.text, "group": "standard"} for r in held] +
+                       [{"prompt": DIALECT[pick[t][1]].format(task=t), "group": "dialect"} for t in tasks]}
 
 
 def prepare(out: str, seed: int, quick: bool = False) -> dict:
@@ -128,7 +127,7 @@ def alpha_curve(run_dir: str) -> dict:
     """``{"step": [...], "<group>": [...]}``: alpha after every logged step of a group-robust run."""
     from grpojax.metrics import read_metrics
 
-    rows = [r for r in read_metrics(os.path.join(run_dir, "metrics.jsonl")) if "robust/alpha/harmful" in r]
+    rows = [r for r in read_metrics(os.path.join(run_dir, "metrics.jsonl")) if "robust/alpha/dialect" in r]
     return {"step": [r["step"] for r in rows], **{g: [r[f"robust/alpha/{g}"] for r in rows] for g in GROUPS}}
 
 

@@ -4,7 +4,7 @@
 ``.md`` (one row per seed and method: each group's ground-truth reward before -> after, the worst group,
 the mean over groups weighted by the held-out prompts, and the mean +- std over seeds) and ``.png`` (left:
 each group's reward before / after per method, averaged over seeds with the seeds as dots; right: alpha of
-the harmful group over the steps, one line per seed), and returns the markdown.
+the dialect group over the steps, one line per seed), and returns the markdown.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import numpy as np
 
 from grpojax.demo.robust_grpo import GROUPS, METHODS
 
-HELDOUT = {"benign": 20, "harmful": 9}  # held-out requests per group (the mean weighs groups by them)
+HELDOUT = {"standard": 29, "dialect": 29}  # held-out requests per group (the mean weighs groups by them)
 
 
 def _row(rewards: dict) -> dict:
@@ -42,9 +42,9 @@ def markdown(results: list[dict]) -> str:
     rs = rows(results)
     s = results[0]["settings"]
     head = (f"GRPO vs group-robust GRPO (eta_alpha {s['eta_alpha']}, chi {s['chi']}, {results[0]['steps']} steps), "
-            f"ground-truth reward on held-out requests (mu harmful = {results[0]['mu']['harmful']:.3f})\n\n"
-            "| seed | method | benign before → after | harmful before → after | worst group before → after | "
-            "mean before → after | final alpha (benign / harmful) |\n|---|---|---|---|---|---|---|\n")
+            f"ground-truth reward on held-out requests (mu dialect = {results[0]['mu']['dialect']:.3f})\n\n"
+            "| seed | method | standard before → after | dialect before → after | worst group before → after | "
+            "mean before → after | final alpha (standard / dialect) |\n|---|---|---|---|---|---|---|\n")
     lines = []
     for r in rs:
         b, a = r["before"], r["after"]
@@ -92,17 +92,17 @@ def plot(results: list[dict], path: str) -> str:
         ax.bar(pos, v.mean(0), width, label=label)
         for row in v:
             ax.plot(pos, row, "k.", ms=3)
-    ax.set_xticks(x, ["benign", "harmful", "worst group", "mean"])
+    ax.set_xticks(x, [*GROUPS, "worst group", "mean"])
     ax.set_ylabel("ground-truth reward (held-out)")
     ax.set_ylim(0, 1)
     ax.legend(loc="lower right", fontsize=8)
     ax.grid(axis="y", alpha=0.3)
     for res in results:
         if res["alpha"]:
-            ax2.plot(res["alpha"]["step"], res["alpha"]["harmful"], label=f"seed {res['seed']}")
-    ax2.axhline(results[0]["mu"]["harmful"], color="gray", ls="--", lw=1, label="mu (= GRPO)")
+            ax2.plot(res["alpha"]["step"], res["alpha"]["dialect"], label=f"seed {res['seed']}")
+    ax2.axhline(results[0]["mu"]["dialect"], color="gray", ls="--", lw=1, label="mu (= GRPO)")
     ax2.set_xlabel("step")
-    ax2.set_ylabel("alpha of the harmful group")
+    ax2.set_ylabel("alpha of the dialect group")
     ax2.set_ylim(0, 1)
     ax2.legend(fontsize=8)
     ax2.grid(alpha=0.3)
