@@ -182,6 +182,7 @@ def main(argv: list[str]) -> int:
     p.add_argument("--steps", type=int, default=None, help="GRPO steps (default: the demo's 60)")
     p.add_argument("--quick", action="store_true", help="the demo's --quick stage lengths (tests)")
     p.add_argument("--samples", type=int, default=EVAL_SAMPLES, help="evaluation samples per held-out request")
+    p.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS), help="default: both")
     args = p.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -190,7 +191,7 @@ def main(argv: list[str]) -> int:
 
     settings = {"eta_alpha": args.eta, "chi": args.chi}
     results = [run_seed(os.path.join(args.out, f"s{s}"), s, settings=settings, tag=args.tag, quick=args.quick,
-                        steps=args.steps, samples=args.samples) for s in args.seeds]
+                        steps=args.steps, samples=args.samples, methods=args.methods) for s in args.seeds]
     print(write_report(results, args.out, args.tag), flush=True)
     return 0
 
