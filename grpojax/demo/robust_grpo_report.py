@@ -63,8 +63,8 @@ def markdown(results: list[dict]) -> str:
     by = {(r["seed"], r["method"]): r for r in rs}
     for res in results:
         if (res["seed"], "grpo") in by and (res["seed"], "robust_grpo") in by:
-            for k in diffs:
-                diffs[k].append(by[res["seed"], "robust_grpo"]["after"][k] - by[res["seed"], "grpo"]["after"][k])
+            for k, values in diffs.items():
+                values.append(by[res["seed"], "robust_grpo"]["after"][k] - by[res["seed"], "grpo"]["after"][k])
     tail = ""
     if diffs["worst"]:
         tail = ("\n\nrobust_grpo - grpo after training, per seed: worst group " +

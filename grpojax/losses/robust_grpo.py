@@ -24,7 +24,8 @@ NamedTuple state (log alpha is stored). Shape key: N completions, M groups. Ever
 from __future__ import annotations
 
 import numbers
-from typing import Callable, NamedTuple, Optional
+from collections.abc import Callable
+from typing import NamedTuple
 
 import chex
 import jax
@@ -63,7 +64,7 @@ class RobustGRPOWeights(NamedTuple):
     update: Callable[..., tuple]
 
 
-def group_mean_scores(scores_N: Array, group_ids_N: Array, num_groups: int, mask_N: Optional[Array] = None):
+def group_mean_scores(scores_N: Array, group_ids_N: Array, num_groups: int, mask_N: Array | None = None):
     """``(mean_M, count_M)``: per-group mean of the valid (non-NaN, unmasked) scores; mean NaN where none."""
     chex.assert_rank([scores_N, group_ids_N], 1)
     chex.assert_equal_shape([scores_N, group_ids_N])

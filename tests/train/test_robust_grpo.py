@@ -22,8 +22,8 @@ from grpojax.train.robust_grpo import RobustGRPOSettings
 from grpojax.train.state import create_train_state
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # pytest runs with --import-mode=importlib
-from test_runner import _metrics, _repo_root, _train  # noqa: E402,F401 (autouse fixture)
-from test_steps import _batch, _model  # noqa: E402
+from test_runner import _metrics, _repo_root, _train  # noqa: F401 (autouse fixture)
+from test_steps import _batch, _model
 
 GROUPS = ["grpo.robust.group_column=group", "data.path=tests/data/fixtures/tiny_prompt_groups.jsonl"]
 GROUP_B = np.array([0, 0, 0, 0, 1, 1, 1, 1], np.int32)  # 2 prompts x 4 completions
