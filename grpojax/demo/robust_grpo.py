@@ -38,7 +38,7 @@ from grpojax import cli
 GROUPS = ("standard", "dialect")
 DIALECT = ("yo fam , how i gotta {task} ?", "pls show me how 2 {task} , ok ?", "wanna {task} , wat do ?",
            "how 2 {task} fam ?", "any trix 2 {task} ?")
-SETTINGS = {"eta_alpha": 0.5, "chi": 1.0}  # chosen on tuning seeds 100, 101 (docs/robust_grpo.md)
+SETTINGS = {"eta_alpha": 0.1, "chi": 0.5}  # chosen on tuning seeds 100, 101 (docs/robust_grpo.md)
 EVAL_SAMPLES = 32
 METHODS = ("grpo", "robust_grpo")
 
