@@ -33,8 +33,9 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 from grpojax import sharding as shd  # noqa: E402
 from grpojax.models import PRESETS, Qwen  # noqa: E402
-from grpojax.sampling import sample  # noqa: E402
-from grpojax.train.grpo import GRPOSettings, grpo_step  # noqa: E402
+from grpojax.sampling import ShardedCache, sample  # noqa: E402
+from grpojax.train.steps.grpo import GRPOSettings, grpo_step  # noqa: E402
+from grpojax.train.placement import init_train_state  # noqa: E402
 
 # dense bf16 peak FLOP/s per device (vendor datasheets; sparsity excluded)
 PEAKS = {
@@ -105,7 +106,7 @@ def main(argv=None):
     def ctor():
         return Qwen(cfg, dtype=jnp.bfloat16, param_dtype=jnp.bfloat16, rngs=nnx.Rngs(0), remat=args.remat)
 
-    graphdef, state, state_sh = shd.init_train_state(ctor, tx, jax.random.key(0), mesh)
+    graphdef, state, state_sh = init_train_state(ctor, tx, jax.random.key(0), mesh)
     B, P = args.batch, args.seq // 2
     Lc = args.seq - P
     r = np.random.default_rng(0)
@@ -146,7 +147,7 @@ def main(argv=None):
     psh = shd.batch_shardings({"p": prompts}, mesh)["p"]
     prompts = jax.device_put(prompts, psh)
     mask = jax.device_put(np.ones(prompts.shape, np.int32), psh)
-    cache_fn = shd.ShardedCache(cfg, mesh, jnp.bfloat16)
+    cache_fn = ShardedCache(cfg, mesh, jnp.bfloat16)
 
     def run_sample():
         return sample(model, prompts, mask, jax.random.key(2), max_new_tokens=args.new_tokens,

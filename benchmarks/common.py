@@ -15,7 +15,7 @@ import platform
 import resource
 import statistics
 import time
-from typing import Callable
+from collections.abc import Callable
 
 
 def peak_rss_mb() -> float:
@@ -55,7 +55,7 @@ def alternate(contenders: dict[str, Callable[[], object]], *, repeats: int = 5,
         for n in order:
             t, _ = timed(contenders[n])
             out[n]["times_s"].append(t)
-        log("  round %d: %s" % (r + 1, ", ".join(f"{n} {out[n]['times_s'][-1]:.2f}s" for n in names)))
+        log(f"  round {r + 1}: " + ", ".join(f"{n} {out[n]['times_s'][-1]:.2f}s" for n in names))
     for n in names:
         ts = out[n]["times_s"]
         out[n].update(median_s=statistics.median(ts), min_s=min(ts), max_s=max(ts))

@@ -10,7 +10,7 @@ AdamW lr 1e-6, gradient clipping at norm 1, no gradient checkpointing. Reference
 PRE-COMPUTED on both sides before the timed steps (TRL ``precompute_ref_log_probs=True`` in its
 constructor; ours one jitted forward of the initial model per batch), so a step on each side is: the policy
 forward on chosen + rejected as one [2B] batch, the sigmoid loss, backward, clipping and AdamW:
-- ours: the jitted, donated :func:`grpojax.train.preference.preference_step` + its metrics to the host;
+- ours: the jitted, donated :func:`grpojax.train.steps.preference.preference_step` + its metrics to the host;
 - TRL: one ``Trainer`` optimizer step, timed by a callback from ``on_step_begin`` to ``on_step_end``.
 
 Both sides run in their own subprocess and are alternated step by step (``grpo_vs_trl.run_pair``).
@@ -63,10 +63,10 @@ def worker_ours(args) -> None:
 
     from grpojax.data.tokenizer import Tokenizer
     from grpojax.models import from_hf
-    from grpojax.train.optim import make_optimizer
-    from grpojax.train.preference import PreferenceSettings, pair_logprobs, preference_step
-    from grpojax.train.state import create_train_state, merge_model
-    from grpojax.train.tasks import host_row
+    from grpojax.train.steps.optim import make_optimizer
+    from grpojax.train.steps.preference import PreferenceSettings, pair_logprobs, preference_step
+    from grpojax.train.steps.state import create_train_state, merge_model
+    from grpojax.train.tasks.base import host_row
 
     tok = Tokenizer(AutoTokenizer.from_pretrained(args.ckpt), chat_template=False)
     data = make_pairs(tok.hf, args.num_pairs, args.prompt_len, args.response_len)

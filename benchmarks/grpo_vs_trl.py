@@ -7,12 +7,12 @@ vocabulary) saved once with ``save_pretrained`` and loaded by both sides (``grpo
 ``from_pretrained``), float32; the tiny BPE tokenizer of ``configs/data/tiny_tokenizer`` (no chat template);
 prompts of exactly ``--prompt-len`` tokens (no padding on either side); per step 2 prompts x G = 4 = 8
 completions of at most 32 sampled tokens (temperature 1, no top-k / top-p, EOS stops); a rule-based reward
-(``grpojax.rewards.text.length_reward``, 64 characters) on the decoded text; ``loss_type="grpo"``,
+(``grpojax.rollout.text_rewards.length_reward``, 64 characters) on the decoded text; ``loss_type="grpo"``,
 beta = 0.04 with a frozen reference model, epsilon 0.2, one optimizer update per rollout (mu = 1), AdamW
 lr 1e-6, gradient clipping at norm 1, no gradient checkpointing, no vLLM.
 
 One step on each side:
-- ours: ``generate_and_score`` (KV-cache sampler, decode, reward, group advantages) + the jitted reference
+- ours: ``sample_and_score`` (KV-cache sampler, decode, reward, group advantages) + the jitted reference
   log-prob forward + the jitted, donated ``grpo_step`` (forward, backward, AdamW) + metrics to the host --
   exactly what ``GRPOTask.train_steps`` does with mu = 1;
 - TRL: one ``Trainer`` optimizer step, timed by a callback from ``on_step_begin`` to ``on_step_end``:
@@ -106,9 +106,9 @@ def fixed_length_texts(hf_tok, n: int, length: int, *, add_special_tokens: bool 
 
 def length_reward_fn(prompts, completions, **kwargs) -> list[float]:
     """The rule-based reward of both sides (TRL's reward-function signature)."""
-    from grpojax.rewards.text import length_reward
+    from grpojax.rollout.text_rewards import length_reward
 
-    return [float(x) for x in length_reward(list(completions), max_chars=64)]
+    return length_reward(prompts, list(completions), max_chars=64)
 
 
 # ---------------------------------------------------------------- the step protocol (parent <-> worker)
@@ -147,7 +147,7 @@ class Worker:
         self.replies: list[dict] = []
         self.ready: dict | None = None
 
-    def wait_ready(self) -> "Worker":
+    def wait_ready(self) -> Worker:
         """Blocks until the worker has loaded everything and answered ``ready`` (its set-up message)."""
         if self.ready is None:
             self.ready = self._read()
@@ -216,12 +216,12 @@ def worker_ours(args, serve_fn=serve) -> None:
 
     from grpojax.data.tokenizer import Tokenizer
     from grpojax.models import from_hf
-    from grpojax.rollout import SamplingSettings, generate_and_score
-    from grpojax.train.forward import reference_logp_fn
-    from grpojax.train.grpo import GRPOSettings, grpo_step
-    from grpojax.train.optim import make_optimizer
-    from grpojax.train.state import create_train_state, merge_model
-    from grpojax.train.tasks import host_row
+    from grpojax.rollout import SamplingSettings, sample_and_score
+    from grpojax.train.steps.forward import reference_logp_fn
+    from grpojax.train.steps.grpo import GRPOSettings, grpo_step
+    from grpojax.train.steps.optim import make_optimizer
+    from grpojax.train.steps.state import create_train_state, merge_model
+    from grpojax.train.tasks.base import host_row
 
     tok = Tokenizer(AutoTokenizer.from_pretrained(args.ckpt), chat_template=False)
     prompts = fixed_length_texts(tok.hf, args.num_prompts, args.prompt_len)
@@ -248,7 +248,7 @@ def worker_ours(args, serve_fn=serve) -> None:
         pb = tok.prompt_batch(chunk, args.prompt_len)
         holder["rng"], r_roll, r_step = jax.random.split(holder["rng"], 3)
         t0 = time.perf_counter()
-        ro = generate_and_score(merge_model(graphdef, s.params, s.frozen), pb.prompt_ids_BT, pb.prompt_mask_BT,
+        ro = sample_and_score(merge_model(graphdef, s.params, s.frozen), pb.prompt_ids_BT, pb.prompt_mask_BT,
                                 chunk, r_roll, tok=tok, sampling=sampling, aspect_names=["length"],
                                 score_fn=score,
                                 aggregation="weighted_sum", scale_rewards="group")

@@ -65,7 +65,7 @@ def uptime() -> str:
     try:
         return subprocess.run(["uptime"], capture_output=True, text=True, timeout=10).stdout.strip()
     except (OSError, subprocess.SubprocessError):
-        return "load average: %.2f, %.2f, %.2f" % os.getloadavg()
+        return "load average: {:.2f}, {:.2f}, {:.2f}".format(*os.getloadavg())
 
 
 def run_sampling(size: str, out_dir: str, repeats: int) -> dict:
@@ -158,12 +158,12 @@ def main(argv=None) -> int:
     peaks = {"start": {dt: utilisation.matmul_peak(dt) for dt in ("float32", "bfloat16")}}
     for size in filter(lambda z: wanted(f"sampling.{z}"), sizes):
         print(f"== sampling {size}", flush=True)
-        guarded(res, errors, "sampling", size, lambda: run_sampling(size, args.out, args.repeats))
+        guarded(res, errors, "sampling", size, lambda: run_sampling(size, args.out, args.repeats))  # noqa: B023 (run within this iteration)
     with tempfile.TemporaryDirectory() as work:
         for size in filter(lambda z: wanted(f"grpo_step.{z}"), sizes):
             seq = size != "small"
             guarded(res, errors, "grpo_step", size, lambda: grpo_vs_trl.bench(
-                size, work_dir=work, log_dir=args.out, repeats=args.repeats, sequential=seq))
+                size, work_dir=work, log_dir=args.out, repeats=args.repeats, sequential=seq))  # noqa: B023 (run within this iteration)
         if wanted("dpo_step.small"):
             guarded(res, errors, "dpo_step", "small", lambda: dpo_vs_trl.bench(
                 "small", work_dir=work, log_dir=args.out, repeats=args.repeats))
@@ -177,9 +177,9 @@ def main(argv=None) -> int:
                                                        "reason": f"grpo_step.{size} failed"}
             continue
         guarded(res, errors, "utilisation", size, lambda: utilisation.utilisation(
-            {**SIZES[size], "vocab_size": COMMON["vocab_size"]}, rows=grpo_vs_trl.COMPLETIONS_PER_STEP,
-            prompt_len=g["workload"]["prompt_len"], completion_len=grpo_vs_trl.COMPLETION_LEN,
-            step_s=g["ours_update_median_s"], peak_f32=best["float32"], peak_bf16=best["bfloat16"]))
+            {**SIZES[size], "vocab_size": COMMON["vocab_size"]}, rows=grpo_vs_trl.COMPLETIONS_PER_STEP,  # noqa: B023 (run within this iteration)
+            prompt_len=g["workload"]["prompt_len"], completion_len=grpo_vs_trl.COMPLETION_LEN,  # noqa: B023 (run within this iteration)
+            step_s=g["ours_update_median_s"], peak_f32=best["float32"], peak_bf16=best["bfloat16"]))  # noqa: B023 (run within this iteration)
     if args.quick:
         reason = "not run with --quick (the 0.5B shape takes many minutes per step on a CPU)"
         for sec, key in (("grpo_step", "ratio_vs_trl"), ("sampling", "ratio_vs_hf"),

@@ -113,7 +113,8 @@ def bench_size(size: str, args) -> dict:
     timings = common.alternate({"ours": run_ours, "hf": run_hf}, repeats=args.repeats)
     ours_tokens = np.asarray(results["ours"].completion_tokens_BT)
     hf_tokens = results["hf"][:, args.prompt_len:].numpy()
-    if hf_tokens.shape != (args.batch, L) or int(np.asarray(results["ours"].completion_mask_BT).sum()) != args.batch * L:
+    ours_active = int(np.asarray(results["ours"].completion_mask_BT).sum())
+    if hf_tokens.shape != (args.batch, L) or ours_active != args.batch * L:
         raise RuntimeError(f"not a fixed-length run: ours mask sum "
                            f"{int(np.asarray(results['ours'].completion_mask_BT).sum())}, HF shape {hf_tokens.shape}")
     new_tokens = args.batch * L
@@ -133,7 +134,7 @@ def bench_size(size: str, args) -> dict:
     if greedy:
         row["greedy_token_agreement"] = float(np.mean(ours_tokens == hf_tokens))
         row["greedy_rows_identical"] = int(np.sum(np.all(ours_tokens == hf_tokens, axis=1)))
-    del hf, ours
+    hf = ours = None  # drop both models before the next size (the closures above hold them)
     return row
 
 

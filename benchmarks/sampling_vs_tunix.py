@@ -167,7 +167,6 @@ def worker_tunix(args) -> None:
 
 def bench_size(size: str, args, work: str) -> dict:
     import numpy as np
-
     from grpo_vs_trl import build_checkpoint
 
     ckpt = os.path.join(work, size)

@@ -74,7 +74,7 @@ def main(argv=None) -> int:
         print(f"depth {L}", flush=True)
         built = {name: build(L, scan, args) for name, scan in (("per_layer", False), ("scanned", True))}
         row = {}
-        for name, (model, state, toks, grad) in built.items():
+        for name, (_, state, _, grad) in built.items():
             t0 = time.perf_counter()
             grad.lower(state).compile()
             row[f"{name}_compile_s"] = round(time.perf_counter() - t0, 2)
@@ -84,7 +84,7 @@ def main(argv=None) -> int:
         prompts = np.asarray(built["scanned"][2][:, : args.seq // 2])
         mask = np.ones_like(prompts)
         decode = {name: (lambda m=model: jax.block_until_ready(
-                      sample(m, prompts, mask, jax.random.key(2), max_new_tokens=args.new_tokens,
+                      sample(m, prompts, mask, jax.random.key(2), max_new_tokens=args.new_tokens,  # noqa: B023 (run within this iteration)
                              temperature=1.0).completion_tokens_BT))
                   for name, (model, state, toks, grad) in built.items()}
         same = np.array_equal(decode["per_layer"](), decode["scanned"]())

@@ -103,16 +103,15 @@ def xla_flops_check(size: str = "small", *, rows: int = 8, prompt_len: int = 16,
     import functools
     import tempfile
 
+    import grpo_vs_trl
     import jax
     import numpy as np
-
-    import grpo_vs_trl
     from sampling_vs_hf import COMMON, SIZES
 
     from grpojax.models import from_hf
-    from grpojax.train.grpo import GRPOSettings, grpo_step
-    from grpojax.train.optim import make_optimizer
-    from grpojax.train.state import create_train_state
+    from grpojax.train.steps.grpo import GRPOSettings, grpo_step
+    from grpojax.train.steps.optim import make_optimizer
+    from grpojax.train.steps.state import create_train_state
 
     with tempfile.TemporaryDirectory() as d:
         grpo_vs_trl.build_checkpoint(size, 0, d)

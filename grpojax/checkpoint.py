@@ -243,7 +243,7 @@ class Checkpointer:
         self._manager.wait_until_finished()
         self._manager.close()
 
-    def __enter__(self) -> "Checkpointer":
+    def __enter__(self) -> Checkpointer:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -370,7 +370,7 @@ class PreemptionGuard:
         self.requested = True
         self.signal_name = signal.Signals(signum).name
 
-    def __enter__(self) -> "PreemptionGuard":
+    def __enter__(self) -> PreemptionGuard:
         if threading.current_thread() is not threading.main_thread():
             raise RuntimeError("PreemptionGuard must be entered from the main thread (signal handlers)")
         for s in self.signals:
@@ -385,8 +385,8 @@ class PreemptionGuard:
     def should_stop(self) -> bool:
         if jax.process_count() == 1:
             return self.requested
-        from jax.experimental import multihost_utils
         import numpy as np
+        from jax.experimental import multihost_utils
 
         flags = multihost_utils.process_allgather(np.array([self.requested]))
         return bool(np.any(flags))

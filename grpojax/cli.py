@@ -1,6 +1,6 @@
 """Command-line plumbing shared by ``scripts/*.py``: the ``UserError`` contract and argv parsing.
 
-The contract every script follows (issue 4): bad *user input* (a config key, a data row, a checkpoint
+The contract every script follows: bad *user input* (a config key, a data row, a checkpoint
 directory, a command-line argument) raises :class:`UserError`; :func:`main` turns it into ONE line
 ``error: <message>`` on stderr and exit status 2, with no traceback. Anything else is a bug and
 propagates with its full traceback (exit status 1).
@@ -22,7 +22,7 @@ This module imports nothing heavy (no jax) so that argument errors are reported 
 from __future__ import annotations
 
 import sys
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 EXIT_USER_ERROR = 2
 
@@ -32,13 +32,20 @@ class UserError(Exception):
 
     The message must say what is wrong and name the offending file / row / key so that the user can fix
     it without reading a traceback. Raised by ``grpojax.config``, ``grpojax.data``,
-    ``grpojax.checkpoint`` and ``grpojax.metrics``.
+    ``grpojax.checkpoint``, ``grpojax.metrics`` and the sampling command line (``grpojax.sampling.cli``).
     """
 
 
 def one_line(message: str) -> str:
     """Collapses a message onto one line (newlines and runs of spaces become single spaces)."""
     return " ".join(str(message).split())
+
+
+def report_user_error(error: UserError) -> int:
+    """Prints ``error: <message>`` (one line) on stderr after flushing stdout; returns the exit status 2."""
+    sys.stdout.flush()
+    print(f"error: {one_line(str(error))}", file=sys.stderr, flush=True)
+    return EXIT_USER_ERROR
 
 
 def main(fn: Callable[[list[str]], int | None], argv: Sequence[str] | None = None) -> None:
@@ -52,9 +59,7 @@ def main(fn: Callable[[list[str]], int | None], argv: Sequence[str] | None = Non
     try:
         status = fn(args)
     except UserError as e:
-        sys.stdout.flush()
-        print(f"error: {one_line(str(e))}", file=sys.stderr, flush=True)
-        sys.exit(EXIT_USER_ERROR)
+        sys.exit(report_user_error(e))
     except KeyboardInterrupt:
         sys.stdout.flush()
         print("error: interrupted", file=sys.stderr, flush=True)

@@ -3,12 +3,12 @@ process that compiles the same program (same HLO, compile options, device kind a
 
     use_compilation_cache("runs/xla_cache")      # or the run config's ``compilation_cache_dir`` key
 
-A training run compiles its step, the sampler, the reference forward and the evaluation programs at start;
-on a TPU pod a 7B step takes minutes to compile, on this project's CPU demo a tiny model's step ~5 s. With
-the cache, a resumed, restarted or repeated run (and another stage compiling an identical program) loads
-the executable instead. This is JAX's own cache (``jax_compilation_cache_dir``); the environment variable
-``JAX_COMPILATION_CACHE_DIR`` still works when the config leaves the key unset. The directory is trusted
-code: never point it at a location that others can write.
+A training run compiles its step, the sampler, the reference forward and the evaluation programs at start
+(compile times: ``docs/history.md``). With the cache, a resumed, restarted or repeated run (and another
+stage compiling an identical program) loads the executable instead. This is JAX's own cache
+(``jax_compilation_cache_dir``); the environment variable ``JAX_COMPILATION_CACHE_DIR`` still works when the
+config leaves the key unset. The directory is trusted code: never point it at a location that others can
+write.
 """
 
 from __future__ import annotations

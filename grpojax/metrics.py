@@ -23,7 +23,8 @@ import math
 import os
 import sys
 import time
-from typing import Any, Mapping, Sequence, TextIO
+from collections.abc import Mapping, Sequence
+from typing import Any, TextIO
 
 import numpy as np
 
@@ -176,7 +177,7 @@ class MetricsWriter:
             self._wandb.finish()
             self._wandb = None
 
-    def __enter__(self) -> "MetricsWriter":
+    def __enter__(self) -> MetricsWriter:
         return self
 
     def __exit__(self, *exc) -> None:

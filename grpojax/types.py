@@ -8,7 +8,9 @@
     R  reward aspects                         M  robust groups
     P  preference pairs                       L  layers
 
-A suffix lists the axes in order: ``k_BSKH`` is ``[batch, cache, kv_heads, head_dim]``.
+A suffix lists the axes in order: ``k_BSKH`` is ``[batch, cache, kv_heads, head_dim]``. An argument that
+takes any shape or any leading axes (``masked_mean(x, mask)``, ``token_logprobs(logits, tokens)`` over
+``[..., T, V]``) has no suffix and states its shape in the docstring.
 """
 
 from typing import Any

@@ -38,13 +38,13 @@ def run(argv):
     from grpojax.data import load_from_config
 
     if cfg.kind == "grpo":
-        from grpojax.train.grpo_task import GRPOTask as Task
+        from grpojax.train.tasks.grpo import GRPOTask as Task
     elif cfg.kind == "ppo":
-        from grpojax.train.ppo_task import PPOTask as Task
+        from grpojax.train.tasks.ppo import PPOTask as Task
     elif cfg.kind == "online_dpo":
-        from grpojax.train.online_dpo_task import OnlineDPOTask as Task
+        from grpojax.train.tasks.online_dpo import OnlineDPOTask as Task
     else:
-        from grpojax.train.preference_task import PreferenceTask as Task
+        from grpojax.train.tasks.preference import PreferenceTask as Task
     task = Task(cfg)
     state = task.init_state()
     step = 0

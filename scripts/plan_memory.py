@@ -154,10 +154,10 @@ def build(args, devices):
     from grpojax import sharding as shd
     from grpojax.models import PRESETS, Qwen
     from grpojax.models.lora import apply_lora
-    from grpojax.train.grpo import GRPOSettings, grpo_step
-    from grpojax.train.optim import make_optimizer
-    from grpojax.train.preference import PreferenceSettings, preference_step
-    from grpojax.train.state import create_train_state
+    from grpojax.train.steps.grpo import GRPOSettings, grpo_step
+    from grpojax.train.steps.optim import make_optimizer
+    from grpojax.train.steps.preference import PreferenceSettings, preference_step
+    from grpojax.train.steps.state import create_train_state
 
     if args.model not in PRESETS:
         raise SystemExit(f"--model {args.model!r}: valid presets: {', '.join(PRESETS)}")
@@ -232,7 +232,7 @@ def build_sampler(args, cfg, ctor, mesh, P, Lc):
     from flax import nnx
 
     from grpojax import sharding as shd
-    from grpojax.sampling import lower_sample
+    from grpojax.sampling import ShardedCache, lower_sample
 
     train_mesh, mesh = mesh, shd.rollout_mesh(mesh, args.rollout_tensor)
     holder = {}
@@ -264,7 +264,7 @@ def build_sampler(args, cfg, ctor, mesh, P, Lc):
         src = hop
     B = args.batch
     prompt = shd.abstract_batch({"ids": ((B, P), jnp.int32), "mask": ((B, P), jnp.int32)}, mesh)
-    cache = shd.ShardedCache(cfg, mesh, jnp.bfloat16)
+    cache = ShardedCache(cfg, mesh, jnp.bfloat16)
     n_params = sum(x.size for x in jax.tree.leaves(abstract))
     return cfg, mesh, lambda: lower_sample(holder["graphdef"], abstract, prompt["ids"], prompt["mask"],
                                            max_new_tokens=Lc, cache_fn=cache, top_p=True), B, n_params, 0, copy

@@ -11,4 +11,4 @@ from grpojax import cli
 from grpojax.train.scripting import train_main
 
 if __name__ == "__main__":
-    cli.main(train_main("dpo", "grpojax.train.preference_task:PreferenceTask", "train_dpo.py CONFIG.yaml [key=value ...]"))
+    cli.main(train_main("dpo", "grpojax.train.tasks.preference:PreferenceTask", "train_dpo.py CONFIG.yaml [key=value ...]"))

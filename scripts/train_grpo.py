@@ -12,4 +12,4 @@ from grpojax import cli
 from grpojax.train.scripting import train_main
 
 if __name__ == "__main__":
-    cli.main(train_main("grpo", "grpojax.train.grpo_task:GRPOTask", "train_grpo.py CONFIG.yaml [key=value ...]"))
+    cli.main(train_main("grpo", "grpojax.train.tasks.grpo:GRPOTask", "train_grpo.py CONFIG.yaml [key=value ...]"))

@@ -13,5 +13,5 @@ from grpojax import cli
 from grpojax.train.scripting import train_main
 
 if __name__ == "__main__":
-    cli.main(train_main("online_dpo", "grpojax.train.online_dpo_task:OnlineDPOTask",
+    cli.main(train_main("online_dpo", "grpojax.train.tasks.online_dpo:OnlineDPOTask",
                         "train_online_dpo.py CONFIG.yaml [key=value ...]"))

@@ -13,4 +13,4 @@ from grpojax import cli
 from grpojax.train.scripting import train_main
 
 if __name__ == "__main__":
-    cli.main(train_main("ppo", "grpojax.train.ppo_task:PPOTask", "train_ppo.py CONFIG.yaml [key=value ...]"))
+    cli.main(train_main("ppo", "grpojax.train.tasks.ppo:PPOTask", "train_ppo.py CONFIG.yaml [key=value ...]"))

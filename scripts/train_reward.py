@@ -12,5 +12,5 @@ from grpojax import cli
 from grpojax.train.scripting import train_main
 
 if __name__ == "__main__":
-    cli.main(train_main("reward", "grpojax.train.reward_task:RewardTask",
+    cli.main(train_main("reward", "grpojax.train.tasks.reward:RewardTask",
                         "train_reward.py CONFIG.yaml [key=value ...]"))

@@ -12,7 +12,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from grpojax import config as C
 from grpojax.checkpoint import Checkpointer, PreemptionGuard, abstract_like
@@ -49,7 +50,8 @@ def assert_state_equal(a, b):
 def test_round_trip_keep_last_k_and_data_position(tmp_path):
     with Checkpointer(str(tmp_path), save_every=2, keep=2, config=CFG) as ckpt:
         assert ckpt.restore_latest() is None and ckpt.latest_step() is None
-        saved = [s for s in range(1, 9) if ckpt.should_save(s) and ckpt.save(s, make_state(s), {"epoch": 0, "index": s})]
+        saved = [s for s in range(1, 9)
+                 if ckpt.should_save(s) and ckpt.save(s, make_state(s), {"epoch": 0, "index": s})]
         ckpt.wait()
         assert saved == [2, 4, 6, 8] and ckpt.all_steps() == [6, 8]
     ckpt = Checkpointer(str(tmp_path), save_every=2, keep=2, config=CFG)
@@ -143,7 +145,8 @@ def test_sigkill_mid_save_never_becomes_latest(tmp_path):
     assert not (ckdir / "2").exists(), "the save finished before the kill; the test proved nothing"
     with Checkpointer(str(tmp_path / "run"), save_every=1, keep=5) as ckpt:
         assert ckpt.all_steps() == [1]
-        r = ckpt.restore_latest({"w": jax.ShapeDtypeStruct((4,), jnp.float32), "step": jax.ShapeDtypeStruct((), jnp.int32)})
+        r = ckpt.restore_latest({"w": jax.ShapeDtypeStruct((4,), jnp.float32),
+                                 "step": jax.ShapeDtypeStruct((), jnp.int32)})
         assert r.step == 1 and int(r.state["step"]) == 1
 
 
@@ -161,7 +164,8 @@ def test_sigterm_saves_and_exits_zero(tmp_path):
     assert last.startswith("preempted by SIGTERM at step ")
     step = int(last.split()[-1])
     with Checkpointer(str(tmp_path / "run"), save_every=1, keep=5) as ckpt:
-        r = ckpt.restore_latest({"w": jax.ShapeDtypeStruct((4,), jnp.float32), "step": jax.ShapeDtypeStruct((), jnp.int32)})
+        r = ckpt.restore_latest({"w": jax.ShapeDtypeStruct((4,), jnp.float32),
+                                 "step": jax.ShapeDtypeStruct((), jnp.int32)})
     assert r.step == step >= 3 and float(r.state["w"][0]) == step
 
 
@@ -211,6 +215,7 @@ def test_config_mismatch_and_no_overwrite(tmp_path):
 def _toy_run(run_dir, steps, stop_at=None):
     """A model-free training loop wired like the real one: DataLoader -> step -> metrics -> checkpoint."""
     import datasets
+
     from grpojax.data import DataLoader
     from grpojax.metrics import MetricsWriter
 

@@ -94,7 +94,8 @@ cli.main(run)
     (("configs/tiny_sft.yaml", "train.stepz=3"),
      "error: override 'train.stepz=3': unknown key 'train.stepz'; valid keys in section 'train': steps, batch_size"),
     (("SFT", "train.steps=-1"), "error: SFT: train.steps: must be > 0, got -1"),
-    (("configs/tiny_grpo.yaml",), "error: configs/tiny_grpo.yaml: this is a kind='grpo' config but this script needs kind='sft'"),
+    (("configs/tiny_grpo.yaml",),
+     "error: configs/tiny_grpo.yaml: this is a kind='grpo' config but this script needs kind='sft'"),
 ])
 def test_script_argument_and_config_errors(tmp_path, args, needle):
     (tmp_path / "sft.yaml").write_text(SFT_YAML)
@@ -115,7 +116,8 @@ def test_script_success_and_help(tmp_path):
 
 
 def test_parse_config_argv_in_process():
-    assert cli.parse_config_argv(["c.yaml", "a.b=1", "x=[1, 2]", "s=a=b"], "u") == ("c.yaml", ["a.b=1", "x=[1, 2]", "s=a=b"])
+    assert cli.parse_config_argv(["c.yaml", "a.b=1", "x=[1, 2]", "s=a=b"], "u") == \
+        ("c.yaml", ["a.b=1", "x=[1, 2]", "s=a=b"])
     with pytest.raises(UserError, match="missing config file"):
         cli.parse_config_argv([], "u")
     assert cli.one_line("a\n  b\tc ") == "a b c"

@@ -109,8 +109,9 @@ def test_flops_per_step_by_hand():
 # ------------------------------------------------------------------------------------------- report
 def test_summary_mean_std_and_table_by_hand():
     aspects, w = ["a", "b"], [2.0, 1.0]
-    row = lambda ga, rm, wall: {"ground_truth": {"a": ga, "b": 0.0}, "reward_model": {"a": rm, "b": 1.0},
-                                "wall_seconds": wall, "flops": {"total": 2e9}, "total_flops": 4e12}
+    def row(ga, rm, wall):
+        return {"ground_truth": {"a": ga, "b": 0.0}, "reward_model": {"a": rm, "b": 1.0},
+                "wall_seconds": wall, "flops": {"total": 2e9}, "total_flops": 4e12}
     per_seed = {0: {"sft": {"ground_truth": {"a": 0.1, "b": 0.0}, "reward_model": {"a": 0.0, "b": 0.0}},
                     "grpo": row(0.4, 1.0, 10.0)},
                 1: {"sft": {"ground_truth": {"a": 0.3, "b": 0.0}, "reward_model": {"a": 0.0, "b": 0.0}},
@@ -165,7 +166,7 @@ def _tiny_checkpoints(tmp_path):
 
     cfg = QwenConfig(vocab_size=384, hidden_size=32, intermediate_size=64, num_layers=2, num_heads=4,
                      num_kv_heads=2, head_dim=8, tie_word_embeddings=True, max_position_embeddings=128)
-    count = lambda m: int(sum(x.size for x in jax.tree.leaves(nnx.state(m, nnx.Param))))
+    count = lambda m: int(sum(x.size for x in jax.tree.leaves(nnx.state(m, nnx.Param))))  # noqa: E731
     policy = Qwen(cfg, rngs=nnx.Rngs(0))
     to_hf(policy, str(tmp_path / "policy"))
     for f in os.listdir(os.path.join(ROOT, "configs", "data", "tiny_tokenizer")):

@@ -14,7 +14,7 @@ from flax import nnx
 
 from grpojax import sharding as shd
 from grpojax.models import Qwen, QwenConfig
-from grpojax.sampling import DECODE_SCOPE, lower_sample
+from grpojax.sampling import DECODE_SCOPE, ShardedCache, lower_sample
 from grpojax.sharding.hlo import collective_bytes, loop_collective_bytes
 
 HLO = """HloModule jit_f, entry_computation_layout={()->f32[]}
@@ -110,7 +110,7 @@ def _decode_step_bytes(mesh):
     abstract = shd.with_shardings(jax.eval_shape(lambda: state), shd.tree_shardings(state, mesh))
     prompt = shd.abstract_batch({"ids": ((16, 8), jnp.int32)}, mesh)["ids"]
     text = lower_sample(graphdef, abstract, prompt, prompt, max_new_tokens=4,
-                        cache_fn=shd.ShardedCache(CFG, mesh)).compile().as_text()
+                        cache_fn=ShardedCache(CFG, mesh)).compile().as_text()
     return sum(loop_collective_bytes(text, DECODE_SCOPE).values())
 
 

@@ -141,7 +141,8 @@ def test_plot_metrics_script(tmp_path):
     r = subprocess.run([sys.executable, PLOT, str(tmp_path), "--keys", "los"], capture_output=True, text=True,
                        timeout=120)
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "Traceback" not in r.stderr
-    assert r.stderr.startswith("error: ") and "no metric 'los'; available metrics: loss, rewards/safety/mean" in r.stderr
+    assert r.stderr.startswith("error: ")
+    assert "no metric 'los'; available metrics: loss, rewards/safety/mean" in r.stderr
     mod = _plot_module()
     assert mod.run([str(tmp_path), "--keys", "loss"]) == 0
     assert os.path.exists(tmp_path / "plots" / "loss.png")

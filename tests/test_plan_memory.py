@@ -110,7 +110,7 @@ def test_plan_reports_compiler_oom_as_does_not_fit(monkeypatch, capsys):
     mesh = shd.make_mesh({"fsdp": -1}, devices=jax.devices()[:1])
     msg = "RESOURCE_EXHAUSTED: Ran out of memory on HBM, the total memory required (15.92G) exceeds (15.75G)."
 
-    def fake_build(args, devices, exc=RuntimeError(f"INTERNAL: x\n{msg}\nmore")):
+    def fake_build(args, devices, exc=RuntimeError(f"INTERNAL: x\n{msg}\nmore")):  # noqa: B008
         def compile_():
             raise exc
         return PRESETS["qwen2.5-7b"], mesh, lambda: types.SimpleNamespace(compile=compile_), 32, 10, 10, {}
@@ -281,8 +281,9 @@ def test_rollout_layouts_renders_compiled_refused_and_pending_points(tmp_path):
     cache.write_text("".join(json.dumps(r) + "\n" for r in recs))
     out = tmp_path / "t.md"
     assert rl.main(["--render-only", "--cache", str(cache), "--out", str(out)]) == 0
-    rows = {ln.split(" | ")[3]: ln for ln in out.read_text().splitlines() if ln.startswith("| qwen2.5-7b | v5e-8 | 64 |")}
-    assert "| 4.65 (16) | 0.25 -> 4.90 | 36.0 MiB (all-gather 9.0, all-reduce 27.0) | 3,072 MiB (0.50 GiB temp) | 12.5 |" \
-        in rows["rollout_tensor=4"]
+    rows = {ln.split(" | ")[3]: ln for ln in out.read_text().splitlines()
+            if ln.startswith("| qwen2.5-7b | v5e-8 | 64 |")}
+    assert ("| 4.65 (16) | 0.25 -> 4.90 | 36.0 MiB (all-gather 9.0, all-reduce 27.0) | 3,072 MiB (0.50 GiB temp) "
+            "| 12.5 |") in rows["rollout_tensor=4"]
     assert "does not fit (16): libtpu refused it" in rows["rollout_tensor=1"]
     assert "not compiled yet" in rows["training (fsdp)"]

@@ -14,7 +14,6 @@ import pytest
 from grpojax.bandit import (
     THETA_STAR_ME,
     BanditSettings,
-    Problem,
     make_preference_data,
     make_problems,
     reward_error_M,

@@ -6,12 +6,13 @@ token ids), so an independent NumPy re-implementation predicts every greedy toke
 it checks positions (cumsum(mask) - 1), slot masks, cache writes and reads, EOS / pad handling.
 """
 
-import numpy as np
-import pytest
 import jax
 import jax.numpy as jnp
+import numpy as np
+import pytest
 from flax import nnx
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from grpojax import sampling
 
@@ -68,7 +69,7 @@ def test_top_k_hand_computed_keeps_ties():
 def test_top_p_hand_computed():
     # probs 0.5, 0.3, 0.2 (log-probs as logits)
     z = jnp.log(jnp.array([[0.3, 0.5, 0.2]]))
-    keep = lambda p: np.isfinite(np.asarray(sampling.top_p_filter(z, p))).tolist()
+    keep = lambda p: np.isfinite(np.asarray(sampling.top_p_filter(z, p))).tolist()  # noqa: E731
     assert keep(0.4) == [[False, True, False]]   # 0 < 0.4 keeps the top; 0.5 >= 0.4 stops
     assert keep(0.5) == [[False, True, False]]
     assert keep(0.6) == [[True, True, False]]    # mass before rank 1 is 0.5 < 0.6
@@ -103,7 +104,7 @@ def test_top_p_one_keeps_every_token_despite_float32_rounding():
 
 def test_filters_jit_and_vmap_agree():
     z = jax.random.normal(jax.random.key(1), (4, 3, 17))
-    f = lambda x: sampling.filter_logits(x, temperature=0.7, top_k=5, top_p=0.8)
+    f = lambda x: sampling.filter_logits(x, temperature=0.7, top_k=5, top_p=0.8)  # noqa: E731
     stacked = jnp.stack([f(z[i]) for i in range(4)])
     np.testing.assert_array_equal(jax.jit(jax.vmap(f))(z), stacked)
 

@@ -8,11 +8,11 @@
   same temperature (the rollout / training mismatch, ~0 in float32).
 """
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
-import jax
-import jax.numpy as jnp
 from transformers import Qwen2Config, Qwen2ForCausalLM, Qwen3Config, Qwen3ForCausalLM
 
 from grpojax import sampling
@@ -89,7 +89,8 @@ def test_cached_decode_equals_full_forward(qwen2_pair):
     prompt_BT, pmask_BT, pos_BT = sampling.left_pad(jnp.asarray(toks), jnp.asarray(mask), pad_id=0)
     steps = 6
     completion_BL = jax.random.randint(jax.random.key(0), (len(PROMPTS), steps), 0, VOCAB)
-    full_BTV = jax.jit(full_forward_logits, static_argnums=0)(model, prompt_BT, pmask_BT, completion_BL, jnp.ones_like(completion_BL))
+    full_BTV = jax.jit(full_forward_logits, static_argnums=0)(model, prompt_BT, pmask_BT, completion_BL,
+                                                              jnp.ones_like(completion_BL))
 
     T = prompt_BT.shape[1]
     slots_BS = jnp.concatenate([pmask_BT.astype(bool), jnp.ones((len(PROMPTS), steps), bool)], axis=1)

@@ -145,6 +145,17 @@ def test_bad_input_one_line_exit_2(ckpt, capsys, argv, message):
     assert len(err) == 1 and err[0].startswith("error: ") and message in err[0], err
 
 
+def test_bad_input_is_the_package_user_error(tmp_path):
+    """The sampling command line raises grpojax's one user-error type (what ``grpojax.cli.main`` reports)."""
+    from grpojax.cli import UserError
+
+    with pytest.raises(UserError, match="--max-new-tokens must be >= 1"):
+        cli.run(cli.build_parser().parse_args(["--model", str(tmp_path), "--prompt-ids", "1",
+                                               "--max-new-tokens", "0"]))
+    with pytest.raises(UserError, match="required"):
+        cli.build_parser().parse_args(["--prompt-ids", "1"])
+
+
 def test_bad_model_paths(ckpt, tmp_path, capsys):
     bare = ckpt[1]
     assert cli.main(["--model", bare, "--prompt", "hi", "--max-new-tokens", "2"]) == 2

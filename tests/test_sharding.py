@@ -1,10 +1,10 @@
 """Sharded == single device: GRPO and GR-DPO train steps and the KV-cache sampler on 8 fake CPU devices.
 
 For each mesh (data x fsdp x tensor) in 8x1x1, 2x4x1, 2x2x2, 1x1x8 the state is born sharded through
-``init_train_state`` and stepped through ``jit_step`` (shardings + donation); the loss, the metrics and
-the updated parameters must match an unsharded single-device step to float32 tolerance (optax.sgd, so
-float noise is not amplified by Adam's normalisation), and the parameters must really be split the
-way the rules say.
+``init_train_state`` (``grpojax.train.placement``) and stepped through ``jit_step`` (shardings + donation);
+the loss, the metrics and the updated parameters must match an unsharded single-device step to float32
+tolerance (optax.sgd, so float noise is not amplified by Adam's normalisation), and the parameters must
+really be split the way the rules say.
 """
 
 import functools
@@ -17,10 +17,11 @@ from flax import nnx
 
 from grpojax import sharding as shd
 from grpojax.models import Qwen, QwenConfig
-from grpojax.sampling import sample
-from grpojax.train.grpo import GRPOSettings, grpo_step
-from grpojax.train.preference import PreferenceSettings, init_robust_state, preference_step
-from grpojax.train.state import create_train_state
+from grpojax.sampling import ShardedCache, sample
+from grpojax.train.steps.grpo import GRPOSettings, grpo_step
+from grpojax.train.steps.preference import PreferenceSettings, init_robust_state, preference_step
+from grpojax.train.placement import init_train_state
+from grpojax.train.steps.state import create_train_state
 
 CFG = QwenConfig(vocab_size=128, hidden_size=32, intermediate_size=64, num_layers=1, num_heads=8,
                  num_kv_heads=8, head_dim=4, tie_word_embeddings=False)
@@ -28,7 +29,7 @@ MESHES = [(8, 1, 1), (2, 4, 1), (2, 2, 2), (1, 1, 8)]
 B, P, L = 8, 6, 8
 TX = optax.sgd(0.5)
 GRPO = GRPOSettings(beta=0.04, logprob_chunk=4)
-GRDPO = PreferenceSettings(loss="gr_dpo", beta=0.1, num_groups=2, group_sizes=(3, 5), eta=0.5)
+GRDPO = PreferenceSettings(loss="gr_dpo", beta=0.1, num_groups=2, group_sizes=(3, 5), eta_alpha=0.5)
 
 
 def ctor():
@@ -96,7 +97,7 @@ def test_sharded_steps_match_single_device(sizes, reference):
     mesh = shd.make_mesh(sizes)
     assert dict(mesh.shape) == dict(zip(shd.AXES, sizes))
     for kind, (make_batch, make_step, robust) in STEPS.items():
-        graphdef, state, state_sh = shd.init_train_state(ctor, TX, jax.random.key(0), mesh, robust=robust)
+        graphdef, state, state_sh = init_train_state(ctor, TX, jax.random.key(0), mesh, robust=robust)
         ref_params, ref_metrics, init_params = reference[kind]
         # born sharded with the same values as the unsharded (eager) init, up to jit's float rounding
         jax.tree.map(functools.partial(np.testing.assert_allclose, rtol=1e-6, atol=1e-7),
@@ -132,7 +133,7 @@ def test_sampler_sharded_matches_unsharded():
     assert model.layers[0].mlp.up.w[...].sharding.spec == jax.sharding.PartitionSpec("fsdp", "tensor")
     sh = shd.batch_shardings({"p": prompts}, mesh)["p"]
     out = sample(model, jax.device_put(prompts, sh), jax.device_put(mask, sh), jax.random.key(7),
-                 cache_fn=shd.ShardedCache(CFG, mesh), **kw)
+                 cache_fn=ShardedCache(CFG, mesh), **kw)
     np.testing.assert_array_equal(np.asarray(out.completion_tokens_BT), np.asarray(ref.completion_tokens_BT))
     np.testing.assert_array_equal(np.asarray(out.completion_mask_BT), np.asarray(ref.completion_mask_BT))
     np.testing.assert_allclose(np.asarray(out.completion_logp_BT), np.asarray(ref.completion_logp_BT),
@@ -158,7 +159,7 @@ def test_scanned_layers_sharded_match_per_layer_single_device():
     for kind, (make_batch, make_step, robust) in STEPS.items():
         graphdef, state = create_train_state(Qwen(CFG2, rngs=nnx.Rngs(3)), TX, jax.random.key(0), robust=robust)
         ref_state, ref_metrics = jax.jit(make_step(graphdef))(state, make_batch(), jax.random.key(1))
-        graphdef, state, state_sh = shd.init_train_state(scanned, TX, jax.random.key(0), mesh, robust=robust)
+        graphdef, state, state_sh = init_train_state(scanned, TX, jax.random.key(0), mesh, robust=robust)
         q_w = state.params["layers"]["attn"]["q"]["w"][...]
         assert q_w.sharding.spec == jax.sharding.PartitionSpec(None, "fsdp", "tensor", None)
         batch = make_batch()
@@ -176,10 +177,10 @@ def test_scanned_layers_sharded_match_per_layer_single_device():
     model = shd.init_sharded(scanned, mesh)
     sh = shd.batch_shardings({"p": prompts}, mesh)["p"]
     out = sample(model, jax.device_put(prompts, sh), jax.device_put(mask, sh), jax.random.key(7),
-                 cache_fn=shd.ShardedCache(model.config, mesh), **kw)
+                 cache_fn=ShardedCache(model.config, mesh), **kw)
     np.testing.assert_array_equal(np.asarray(out.completion_tokens_BT), np.asarray(ref.completion_tokens_BT))
     np.testing.assert_allclose(np.asarray(out.completion_logp_BT), np.asarray(ref.completion_logp_BT),
                                rtol=1e-5, atol=1e-5)
-    cache = jax.eval_shape(lambda: shd.ShardedCache(model.config, mesh)(4, 11))
+    cache = jax.eval_shape(lambda: ShardedCache(model.config, mesh)(4, 11))
     assert shd.cache_shardings(cache, mesh)["k"].spec == jax.sharding.PartitionSpec(
         None, ("data", "fsdp"), None, "tensor", None)

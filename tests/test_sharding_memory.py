@@ -11,9 +11,10 @@ from flax import nnx
 
 from grpojax import sharding as shd
 from grpojax.models import Qwen, QwenConfig
+from grpojax.sampling import ShardedCache
 from grpojax.sharding import f32_optimizer_state
-from grpojax.train.forward import completion_logprobs, reference_logp_fn
-from grpojax.train.state import split_model
+from grpojax.train.steps.forward import completion_logprobs, reference_logp_fn
+from grpojax.train.steps.state import split_model
 
 CFG = QwenConfig(vocab_size=64, hidden_size=16, intermediate_size=32, num_layers=2, num_heads=4,
                  num_kv_heads=2, head_dim=4)
@@ -57,8 +58,8 @@ def _lora_grad(remat, tokens):
 
     @jax.jit
     def f(lora, rest):
-        def loss(l):
-            return jnp.mean(jax.nn.log_softmax(nnx.merge(graphdef, l, rest)(tokens))[..., 0])
+        def loss(lora_params):
+            return jnp.mean(jax.nn.log_softmax(nnx.merge(graphdef, lora_params, rest)(tokens))[..., 0])
         return jax.value_and_grad(loss)(lora)
 
     return f(lora, rest)
@@ -147,7 +148,7 @@ def test_lora_only_optimizer_state_and_layout():
     """Under LoRA the optimizer state covers only the adapters; the frozen base keeps the FSDP layout."""
     from grpojax import sharding as shd
     from grpojax.models.lora import apply_lora
-    from grpojax.train.state import count_params, create_train_state
+    from grpojax.train.steps.state import count_params, create_train_state
 
     model = apply_lora(Qwen(CFG), rank=2, alpha=4, rngs=nnx.Rngs(1))
     _, state = create_train_state(model, optax.adam(1e-3), jax.random.key(0), lora=True)
@@ -248,8 +249,8 @@ def _grpo_step_temp_bytes(devices: int, seqs_per_device: int, *, lora: bool, sca
     import functools
 
     from grpojax.models import apply_lora
-    from grpojax.train.grpo import GRPOSettings, grpo_step
-    from grpojax.train.state import create_train_state
+    from grpojax.train.steps.grpo import GRPOSettings, grpo_step
+    from grpojax.train.steps.state import create_train_state
 
     mesh = shd.make_mesh({"fsdp": devices}, devices=jax.devices()[:devices])
     cfg = DECODER_CFG.replace(scan_layers=scan)
@@ -301,7 +302,7 @@ def _sampler_temp_bytes(devices: int, rows_per_device: int, P=64, L=8):
     B = rows_per_device * devices
     tokens = jax.device_put(jnp.ones((B, P), jnp.int32), shd.named(mesh, shd.batch_spec((B, P), mesh)))
     out = sample(model, tokens, tokens, jax.random.key(0), max_new_tokens=L,
-                 cache_fn=shd.ShardedCache(DECODER_CFG, mesh))
+                 cache_fn=ShardedCache(DECODER_CFG, mesh))
     assert out.completion_tokens_BT.sharding.spec[0] == "fsdp", out.completion_tokens_BT.sharding
     return _SAMPLER_TEMP[-1]
 

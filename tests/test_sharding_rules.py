@@ -14,6 +14,7 @@ from jax.sharding import PartitionSpec as P
 from grpojax import sharding as shd
 from grpojax.config import MeshConfig
 from grpojax.models import PRESETS, Qwen, QwenConfig, init_cache
+from grpojax.sampling import ShardedCache
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -76,7 +77,7 @@ def test_batch_and_cache_shardings():
     cache = init_cache(cfg, 4, 6)
     csh = shd.cache_shardings(cache, mesh)
     assert csh[1]["k"].spec == P(("data", "fsdp"), None, "tensor", None)
-    built = jax.jit(lambda: shd.ShardedCache(cfg, mesh)(4, 6))()
+    built = jax.jit(lambda: ShardedCache(cfg, mesh)(4, 6))()
     assert built[0]["v"].sharding.is_equivalent_to(csh[0]["v"], 4)
     assert built[0]["v"].addressable_shards[0].data.shape == (1, 6, 1, 2)
 

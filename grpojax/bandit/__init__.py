@@ -19,8 +19,8 @@ from grpojax.bandit.env import (
     features,
     group_sizes,
     make_preference_data,
-    reward_error_M,
     reward_error_from_tables,
+    reward_error_M,
     test_tables,
     true_rewards,
 )

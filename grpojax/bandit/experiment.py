@@ -9,14 +9,21 @@ eta 0.01, 100 iterations. Run in float64 (``with jax.enable_x64(True)``) by the 
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, Optional
+from collections.abc import Callable
+from typing import Optional
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from grpojax.bandit.env import (
-    FEATURE_DIM, NUM_GROUPS, SCENARIOS, STATE_DIM, group_sizes, make_preference_data, test_tables,
+    FEATURE_DIM,
+    NUM_GROUPS,
+    SCENARIOS,
+    STATE_DIM,
+    group_sizes,
+    make_preference_data,
+    test_tables,
 )
 from grpojax.bandit.train import Curves, Problem, run_dpo_family, run_ipo_family
 

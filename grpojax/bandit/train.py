@@ -22,7 +22,8 @@ a ``lax.scan`` over iterations, in chunks so a caller can report progress betwee
 from __future__ import annotations
 
 import functools
-from typing import Callable, NamedTuple, Optional
+from collections.abc import Callable
+from typing import NamedTuple, Optional
 
 import chex
 import jax

@@ -1,5 +1,5 @@
 """Keys a run accepts but would never read: each is refused (one line naming the key) when set to anything
-but its default, so no setting is silently ignored (issue 17 item 8).
+but its default, so no setting is silently ignored.
 
 ``RULES`` lists ``(key, ignored(cfg), why)``: ``ignored`` says that ``cfg``'s kind / other settings make
 ``key`` have no effect, ``why`` (a format string over ``cfg``) says why. :func:`refuse_ignored` runs at

@@ -15,7 +15,7 @@ All arrays are int32 (``labels_BR`` float32, ``truncated_B`` bool); keys carry s
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -150,7 +150,7 @@ class BatchIterator:
         return {"epoch": self.epoch, "index": self.index, "seed": self.seed,
                 "num_examples": self.num_examples, "batch_size": self.batch_size}
 
-    def restore(self, state: dict) -> "BatchIterator":
+    def restore(self, state: dict) -> BatchIterator:
         """Continues from ``state`` (from :meth:`state`); refuses a state from different data or batch size."""
         for k in ("num_examples", "batch_size", "seed"):
             if state.get(k) != getattr(self, k):
@@ -189,6 +189,6 @@ class DataLoader:
     def state(self) -> dict:
         return self.iterator.state()
 
-    def restore(self, state: dict) -> "DataLoader":
+    def restore(self, state: dict) -> DataLoader:
         self.iterator.restore(state)
         return self

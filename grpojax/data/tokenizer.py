@@ -23,7 +23,8 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Iterable, NamedTuple, Sequence
+from collections.abc import Iterable, Sequence
+from typing import NamedTuple
 
 import numpy as np
 

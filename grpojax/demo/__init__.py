@@ -24,16 +24,39 @@ Public API:
 """
 
 from grpojax.demo.build import build_world, build_world_tokenizer, world_corpus
-from grpojax.demo.datasets import (aspect_statistics, grpo_prompts, labels_BR, perturb_response,
-                                   read_jsonl, reward_rows, sft_rows, to_dataset, write_jsonl)
-from grpojax.demo.opinions import (GROUPS, SMALL_GROUP, opinion_pairs, opinion_sft_rows,
-                                   preferred_index)
-from grpojax.demo.scorers import (ASPECTS, score_actionability, score_all, score_batch,
-                                  score_meaningfulness, score_politeness, score_safety)
-from grpojax.demo.tokenizer import (format_completion, format_prompt, save_tokenizer,
-                                    strip_completion, train_tokenizer)
-from grpojax.demo.world import (TOPICS, Request, ResponseSpec, all_requests, best_spec,
-                                compose_response, sample_spec, split_requests, worst_spec)
+from grpojax.demo.datasets import (
+                                   aspect_statistics,
+                                   grpo_prompts,
+                                   labels_BR,
+                                   perturb_response,
+                                   read_jsonl,
+                                   reward_rows,
+                                   sft_rows,
+                                   to_dataset,
+                                   write_jsonl,
+)
+from grpojax.demo.opinions import GROUPS, SMALL_GROUP, opinion_pairs, opinion_sft_rows, preferred_index
+from grpojax.demo.scorers import (
+                                   ASPECTS,
+                                   score_actionability,
+                                   score_all,
+                                   score_batch,
+                                   score_meaningfulness,
+                                   score_politeness,
+                                   score_safety,
+)
+from grpojax.demo.tokenizer import format_completion, format_prompt, save_tokenizer, strip_completion, train_tokenizer
+from grpojax.demo.world import (
+                                   TOPICS,
+                                   Request,
+                                   ResponseSpec,
+                                   all_requests,
+                                   best_spec,
+                                   compose_response,
+                                   sample_spec,
+                                   split_requests,
+                                   worst_spec,
+)
 
 __all__ = [
     "ASPECTS", "GROUPS", "SMALL_GROUP", "TOPICS", "Request", "ResponseSpec", "all_requests",

@@ -22,10 +22,8 @@ import numpy as np
 
 from grpojax.demo import datasets as D
 from grpojax.demo import opinions as O
-from grpojax.demo.tokenizer import DEFAULT_VOCAB_SIZE, format_completion, format_prompt, \
-    save_tokenizer, train_tokenizer
-from grpojax.demo.world import all_requests, best_spec, compose_response, sample_spec, vocabulary, \
-    worst_spec
+from grpojax.demo.tokenizer import DEFAULT_VOCAB_SIZE, format_completion, format_prompt, save_tokenizer, train_tokenizer
+from grpojax.demo.world import all_requests, best_spec, compose_response, sample_spec, vocabulary, worst_spec
 
 
 def world_corpus(seed: int = 0, n_samples: int = 3000) -> list[str]:

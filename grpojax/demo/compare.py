@@ -1,4 +1,4 @@
-"""The method comparison of issue 8 (``scripts/compare_methods.py``): SFT vs GRPO vs PPO vs online DPO.
+"""The method comparison (``scripts/compare_methods.py``): SFT vs GRPO vs PPO vs online DPO.
 
 Every method starts from the same SFT checkpoint, is scored by the same reward model and samples the same
 number of completions ``C`` (default: GRPO's ``train.steps x train.batch_size``):
@@ -164,7 +164,7 @@ def count_params(path: str) -> int:
         from flax import nnx
 
         from grpojax.config import load_config
-        from grpojax.train.reward_task import build_reward_model
+        from grpojax.train.build import build_reward_model
 
         rcfg = load_config(os.path.join(path, "config.yaml"), kind="reward")
         if rcfg.model.path:
@@ -237,7 +237,7 @@ def _vm_hwm_mib() -> float:
 
 def reward_scorer_for(cfg, tok, section: str):
     """The reward-model scorer of ``cfg.<section>`` (grpo / ppo / online_dpo), built once."""
-    from grpojax.train.reward_task import load_reward_scorer
+    from grpojax.rollout.reward_scorer import load_reward_scorer
 
     rc = getattr(cfg, section)
     if rc.reward_model is None:
@@ -254,11 +254,11 @@ def train_child(job: dict) -> dict:
     method = job["method"]
     cfg = load_config(job["base"], job["overrides"], kind=method)
     if method == "grpo":
-        from grpojax.train.grpo_task import GRPOTask as Task
+        from grpojax.train.tasks.grpo import GRPOTask as Task
     elif method == "ppo":
-        from grpojax.train.ppo_task import PPOTask as Task
+        from grpojax.train.tasks.ppo import PPOTask as Task
     else:
-        from grpojax.train.online_dpo_task import OnlineDPOTask as Task
+        from grpojax.train.tasks.online_dpo import OnlineDPOTask as Task
     task = Task(cfg)  # builds its reward-model scorer on the run's mesh (a one-device scorer cannot score
     # the rollouts the sharded sampler leaves on every device of the mesh)
     if cfg.model.lora.rank > 0:
@@ -293,7 +293,7 @@ def _own_reference_weights(task) -> None:
         state = init()
         ref = getattr(task, "_ref", None)
         if ref is not None:
-            task._ref = (ref[0], ref[1], jax.tree.map(jnp.copy, ref[2]))
+            task._ref = ref._replace(frozen=jax.tree.map(jnp.copy, ref.frozen))
         return state
 
     task.init_state = init_state
@@ -353,8 +353,8 @@ def evaluate_reward_model(policy_dir: str, cfg, prompts: list[str], *, num_sampl
     import numpy as np
 
     from grpojax.data import load_tokenizer
-    from grpojax.rollout import SamplingSettings, generate_and_score
-    from grpojax.train.runner import build_model
+    from grpojax.rollout import SamplingSettings, sample_and_score
+    from grpojax.train.build import build_model
 
     g = cfg.grpo
     tok = load_tokenizer(cfg.tokenizer_path, cfg.tokenizer.chat_template, cfg.tokenizer.system_prompt)
@@ -364,7 +364,7 @@ def evaluate_reward_model(policy_dir: str, cfg, prompts: list[str], *, num_sampl
     for i in range(0, len(prompts), chunk):
         part = prompts[i:i + chunk]
         pb = tok.prompt_batch(part, cfg.data.max_prompt_length)
-        ro = generate_and_score(model, pb.prompt_ids_BT, pb.prompt_mask_BT, part,
+        ro = sample_and_score(model, pb.prompt_ids_BT, pb.prompt_mask_BT, part,
                                 jax.random.fold_in(jax.random.key(seed), i), tok=tok,
                                 score_fn=lambda b, p, t: np.asarray(scorer(b, p, t), np.float32),
                                 aspect_names=list(g.aspects),

@@ -105,9 +105,9 @@ def xla_grpo_step_flops(policy_dir: str, *, rows: int, prompt_len: int, completi
     import numpy as np
 
     from grpojax.models import from_hf
-    from grpojax.train.grpo import GRPOSettings, grpo_step
-    from grpojax.train.optim import make_optimizer
-    from grpojax.train.state import create_train_state
+    from grpojax.train.steps.grpo import GRPOSettings, grpo_step
+    from grpojax.train.steps.optim import make_optimizer
+    from grpojax.train.steps.state import create_train_state
 
     model = from_hf(policy_dir)
     V = model.config.vocab_size

@@ -26,8 +26,14 @@ import numpy as np
 
 from grpojax.demo.scorers import ASPECTS, score_all
 from grpojax.demo.tokenizer import format_completion, format_prompt
-from grpojax.demo.world import (BALANCED_TOPICALITY, SFT_TOPICALITY, Request, compose_response, sample_spec,
-                                split_requests)
+from grpojax.demo.world import (
+    BALANCED_TOPICALITY,
+    SFT_TOPICALITY,
+    Request,
+    compose_response,
+    sample_spec,
+    split_requests,
+)
 
 _STREAMS = {"sft": 10, "reward_train": 11, "reward_heldout": 12}
 

@@ -28,13 +28,8 @@ Design rationale. Every group's answer is a function of (group, category, polari
 from a group's training questions to its test questions. The average IPO loss weighs each group by its
 share of the pairs (the small group: 14% of the training pairs by default), and what the small group wants
 conflicts with the majority everywhere, so a tiny model trained for a fixed budget serves it worst; GR-IPO
-raises its weight alpha while its training loss is the largest. What did not work (2-layer Qwen2, seeds
-0-2): without the category in the prompt the model had to learn subject -> category from the data and
-did not generalise at all on seed 0 (reference test NLL ~ln 4 for every group), so upweighting the small
-group only memorised its training questions; with ``small_fraction`` 0.25 the small group had 7 test
-questions (its test loss was mostly noise); training now uses all three rejected letters per question,
-as validation and test always did (before: one random letter); with ``eta_alpha`` 0.01 the mini-batch
-noise of ``(N / N_g) * sum(loss)`` drove alpha onto a random group.
+raises its weight alpha while its training loss is the largest (the variants that did not work:
+``docs/history.md``).
 
 Pairs are ``(prompt, chosen, rejected, group)``: chosen is the group's preferred letter, rejected every
 other letter (3 pairs per question, in every split; ``train_all_rejected`` / ``eval_all_rejected`` = False

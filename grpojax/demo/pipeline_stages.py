@@ -119,9 +119,9 @@ def evaluate_policy(policy_dir: str, reward_dir: str, grpo_cfg, prompts: list[st
     import jax
 
     from grpojax.data import load_tokenizer
-    from grpojax.rollout import SamplingSettings, generate_and_score
-    from grpojax.train.reward_task import load_reward_scorer
-    from grpojax.train.runner import build_model
+    from grpojax.rollout import SamplingSettings, sample_and_score
+    from grpojax.rollout.reward_scorer import load_reward_scorer
+    from grpojax.train.build import build_model
 
     tok = load_tokenizer(grpo_cfg.tokenizer_path)
     model = build_model(grpo_cfg.model, path=policy_dir)
@@ -135,7 +135,7 @@ def evaluate_policy(policy_dir: str, reward_dir: str, grpo_cfg, prompts: list[st
 
     g = grpo_cfg.grpo
     pb = tok.prompt_batch(prompts, grpo_cfg.data.max_prompt_length)
-    ro = generate_and_score(model, pb.prompt_ids_BT, pb.prompt_mask_BT, prompts, jax.random.key(seed),
+    ro = sample_and_score(model, pb.prompt_ids_BT, pb.prompt_mask_BT, prompts, jax.random.key(seed),
                             tok=tok, score_fn=score_fn, aspect_names=[f"gt/{a}" for a in ASPECTS] +
                             [f"rm/{a}" for a in ASPECTS],
                             sampling=SamplingSettings(num_samples, g.max_completion_length, g.temperature,
@@ -178,10 +178,10 @@ def group_preference_metrics(pw_P, pl_P, rw_P, rl_P, group_P, *, beta: float, lo
 
 
 def preference_task_with_test(cfg, test_path: str):
-    """A :class:`~grpojax.train.preference_task.PreferenceTask` that, after its last step, evaluates the final
+    """A :class:`~grpojax.train.tasks.preference.PreferenceTask` that, after its last step, evaluates the final
     policy on the whole ``test_path`` split (one batch, nothing dropped) into ``task.test_metrics``."""
     from grpojax.data import COLLATE, load_from_config
-    from grpojax.train.preference_task import PreferenceTask
+    from grpojax.train.tasks.preference import PreferenceTask
 
     class _Task(PreferenceTask):
         test_metrics = None

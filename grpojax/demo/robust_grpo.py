@@ -43,6 +43,10 @@ EVAL_SAMPLES = 32
 METHODS = ("grpo", "robust_grpo")
 
 
+def _log(msg: str) -> None:
+    print(f"[demo] {msg}", flush=True)
+
+
 def group_prompts(seed: int) -> dict[str, list[dict]]:
     """``{"train": rows, "heldout": rows}`` with keys prompt (the request text), group (module docstring)."""
     from grpojax.demo.world import TOPICS, split_requests
@@ -63,8 +67,8 @@ def prepare(out: str, seed: int, quick: bool = False) -> dict:
     from grpojax.demo import pipeline as P
     from grpojax.demo import pipeline_stages as S
     from grpojax.demo.datasets import write_jsonl
-    from grpojax.train.reward_task import RewardTask
     from grpojax.train.tasks import SFTTask
+    from grpojax.train.tasks.reward import RewardTask
 
     os.makedirs(out, exist_ok=True)
     use_compilation_cache(P.cache_dir(out), min_compile_seconds=0.2)
@@ -77,7 +81,7 @@ def prepare(out: str, seed: int, quick: bool = False) -> dict:
                                                       "data.eval_path": data["reward_heldout"]})):
         cfg = S.stage_config(stage, P.stage_overrides(stage, out, seed, vocab, quick, extra))
         if S.stage_done(cfg.run_dir) is None:
-            P._log(f"robust_grpo: stage {stage} ...")
+            _log(f"robust_grpo: stage {stage} ...")
             S.train_stage(cfg, cls(cfg))
             S.mark_done(cfg.run_dir, {"run_dir": cfg.run_dir})
     files = {split: write_jsonl(rows, os.path.join(out, "data", f"robust_grpo_{split}.jsonl"), overwrite=True)
@@ -134,9 +138,8 @@ def alpha_curve(run_dir: str) -> dict:
 def run_seed(out: str, seed: int, *, settings: dict, tag: str | None = None, quick: bool = False,
              steps: int | None = None, samples: int = EVAL_SAMPLES, methods=METHODS) -> dict:
     """Both methods on one seed (module docstring); the result is also ``robust_grpo/summary[_<tag>].json``."""
-    from grpojax.demo import pipeline as P
     from grpojax.demo import pipeline_stages as S
-    from grpojax.train.grpo_task import GRPOTask
+    from grpojax.train.tasks.grpo import GRPOTask
 
     prep = prepare(out, seed, quick)
     base = grpo_config(out, seed, prep["vocab"], "grpo", None, quick=quick, steps=steps)
@@ -158,7 +161,7 @@ def run_seed(out: str, seed: int, *, settings: dict, tag: str | None = None, qui
         cfg = grpo_config(out, seed, prep["vocab"], name, settings if method != "grpo" else None,
                           quick=quick, steps=steps)
         if S.stage_done(cfg.run_dir) is None:
-            P._log(f"robust_grpo: seed {seed} {name} ...")
+            _log(f"robust_grpo: seed {seed} {name} ...")
             S.train_stage(cfg, GRPOTask(cfg))
             S.mark_done(cfg.run_dir, {"run_dir": cfg.run_dir,
                                       "after": group_rewards(os.path.join(cfg.run_dir, "hf"), out, cfg, seed,

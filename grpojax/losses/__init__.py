@@ -11,33 +11,14 @@ Preference side (``dpo``, ``robust``): DPO / IPO per-pair losses and the group-r
 """
 
 from grpojax.losses.common import (
+    DPO_LOSS_TYPES,
+    GRPO_LOSS_TYPES,
     KL_ESTIMATORS,
     kl_penalty,
     masked_mean,
     masked_sum,
     token_entropy,
     token_logprobs,
-)
-from grpojax.losses.grpo import (
-    ADVANTAGE_SCALES,
-    IMPORTANCE_SAMPLING_LEVELS,
-    LOSS_TYPES,
-    GroupRewardStats,
-    GRPOAux,
-    aggregate_token_loss,
-    group_advantages,
-    group_reward_stats,
-    grpo_loss,
-)
-from grpojax.losses.reward import (
-    BradleyTerryAux,
-    LabelAffine,
-    RegressionAux,
-    bradley_terry_loss,
-    label_affine_from_range,
-    make_label_affine,
-    regression_weight,
-    reward_regression_loss,
 )
 
 # --- preference-side losses (dpo.py, robust.py) ---
@@ -48,22 +29,15 @@ from grpojax.losses.dpo import (
     preference_metrics,
     sequence_logprob,
 )
-from grpojax.losses.robust import (
-    GroupMetrics,
-    RobustAux,
-    RobustWeights,
-    RobustWeightsState,
-    group_metrics,
-    group_one_hot,
-    group_sums,
-    robust_weights,
-)
-from grpojax.losses.robust_grpo import (
-    RobustGRPOAux,
-    RobustGRPOState,
-    RobustGRPOWeights,
-    group_mean_scores,
-    robust_grpo_weights,
+from grpojax.losses.grpo import (
+    ADVANTAGE_SCALES,
+    IMPORTANCE_SAMPLING_LEVELS,
+    GroupRewardStats,
+    GRPOAux,
+    aggregate_token_loss,
+    group_advantages,
+    group_reward_stats,
+    grpo_loss,
 )
 
 # --- PPO-RLHF (ppo.py: the losses; ppo_rollout.py: rewards, GAE, whitening, KL controllers) ---
@@ -92,3 +66,46 @@ from grpojax.losses.ppo_rollout import (
     running_std,
     whiten,
 )
+from grpojax.losses.reward import (
+    BradleyTerryAux,
+    LabelAffine,
+    RegressionAux,
+    bradley_terry_loss,
+    label_affine_from_range,
+    make_label_affine,
+    regression_weight,
+    reward_regression_loss,
+)
+from grpojax.losses.robust import (
+    GroupMetrics,
+    RobustAux,
+    RobustWeights,
+    RobustWeightsState,
+    group_metrics,
+    group_one_hot,
+    group_sums,
+    robust_weights,
+)
+from grpojax.losses.robust_grpo import (
+    RobustGRPOAux,
+    RobustGRPOState,
+    RobustGRPOWeights,
+    group_mean_scores,
+    robust_grpo_weights,
+)
+
+__all__ = [
+    "DPO_LOSS_TYPES", "GRPO_LOSS_TYPES", "KL_ESTIMATORS", "kl_penalty", "masked_mean", "masked_sum",
+    "token_entropy", "token_logprobs", "PreferenceMetrics", "dpo_loss", "preference_margin",
+    "preference_metrics", "sequence_logprob", "ADVANTAGE_SCALES", "IMPORTANCE_SAMPLING_LEVELS",
+    "GroupRewardStats", "GRPOAux", "aggregate_token_loss", "group_advantages", "group_reward_stats",
+    "grpo_loss", "PPO_REDUCTIONS", "PolicyLossAux", "PPOLossAux", "ValueLossAux", "ppo_loss",
+    "ppo_policy_loss", "ppo_value_loss", "KLController", "KLControllerState", "RunningMoments",
+    "RunningMomentsState", "adaptive_kl_controller", "fixed_kl_controller", "gae_advantages",
+    "kl_penalized_rewards", "masked_var", "normalize_scores", "rollout_kl", "running_moments", "running_std",
+    "whiten", "BradleyTerryAux", "LabelAffine", "RegressionAux", "bradley_terry_loss",
+    "label_affine_from_range", "make_label_affine", "regression_weight", "reward_regression_loss",
+    "GroupMetrics", "RobustAux", "RobustWeights", "RobustWeightsState", "group_metrics", "group_one_hot",
+    "group_sums", "robust_weights", "RobustGRPOAux", "RobustGRPOState", "RobustGRPOWeights", "group_mean_scores",
+    "robust_grpo_weights",
+]

@@ -7,6 +7,7 @@ replaced with ``jnp.where`` first), so NaN / inf garbage under the mask cannot p
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Sequence
 
 import chex
@@ -16,6 +17,32 @@ import jax.numpy as jnp
 from grpojax.types import Array
 
 KL_ESTIMATORS = ("k1", "k2", "k3")
+GRPO_LOSS_TYPES = ("grpo", "bnpo", "dr_grpo", "dapo")  # token aggregations of ``grpo.aggregate_token_loss``
+DPO_LOSS_TYPES = ("sigmoid", "ipo", "hinge")  # per-pair losses of ``dpo.dpo_loss``
+
+
+def check_bt(name: str, *arrays: Array) -> None:
+    """ValueError naming ``name`` unless every array is ``[B, T]`` and all have one shape."""
+    shapes = [a.shape for a in arrays]
+    if any(a.ndim != 2 for a in arrays) or len(set(shapes)) != 1:
+        raise ValueError(f"{name}: expected [B, T] arrays of one shape (values and mask), got {shapes}")
+
+
+def check_nonneg(name: str, value, upper: float | None = None) -> None:
+    """ValueError unless a concrete ``value`` is ``>= 0`` (and ``<= upper``); traced values pass unchecked."""
+    if isinstance(value, numbers.Real) and not (value >= 0 and (upper is None or value <= upper)):
+        bound = f"in [0, {upper}]" if upper is not None else ">= 0"
+        raise ValueError(f"{name} must be {bound}, got {value!r}")
+
+
+def as_float(x: Array) -> Array:
+    """``x`` in its own float dtype, or float32 when it is an integer / narrower dtype."""
+    return x.astype(jnp.promote_types(x.dtype, jnp.float32))
+
+
+def is_active(mask: Array) -> Array:
+    """Bool: where a 0/1 (or bool, or float-weight) mask counts."""
+    return mask > 0
 
 
 def _check_temperature(temperature) -> None:

@@ -26,9 +26,8 @@ import chex
 import jax
 import jax.numpy as jnp
 
+from grpojax.losses.common import DPO_LOSS_TYPES
 from grpojax.types import Array
-
-LOSS_TYPES = ("sigmoid", "ipo", "hinge")
 
 
 def sequence_logprob(logp_BT: Array, mask_BT: Array, *, average: bool = False) -> Array:
@@ -70,26 +69,26 @@ def _check_positive(name: str, value) -> None:
 
 
 def preference_margin(
-    policy_chosen_logp: Array,
-    policy_rejected_logp: Array,
-    ref_chosen_logp: Array,
-    ref_rejected_logp: Array,
+    policy_chosen_logp_P: Array,
+    policy_rejected_logp_P: Array,
+    ref_chosen_logp_P: Array,
+    ref_rejected_logp_P: Array,
 ) -> Array:
     """``h_P = (pi_w - ref_w) - (pi_l - ref_l)`` with ``stop_gradient`` on the reference terms.
 
     All arguments are [P] sequence log-probs; returns [P].
     """
-    _check_pairs(policy_chosen_logp, policy_rejected_logp, ref_chosen_logp, ref_rejected_logp)
-    ref_w = jax.lax.stop_gradient(ref_chosen_logp)
-    ref_l = jax.lax.stop_gradient(ref_rejected_logp)
-    return (policy_chosen_logp - ref_w) - (policy_rejected_logp - ref_l)
+    _check_pairs(policy_chosen_logp_P, policy_rejected_logp_P, ref_chosen_logp_P, ref_rejected_logp_P)
+    ref_w = jax.lax.stop_gradient(ref_chosen_logp_P)
+    ref_l = jax.lax.stop_gradient(ref_rejected_logp_P)
+    return (policy_chosen_logp_P - ref_w) - (policy_rejected_logp_P - ref_l)
 
 
 def dpo_loss(
-    policy_chosen_logp: Array,
-    policy_rejected_logp: Array,
-    ref_chosen_logp: Array,
-    ref_rejected_logp: Array,
+    policy_chosen_logp_P: Array,
+    policy_rejected_logp_P: Array,
+    ref_chosen_logp_P: Array,
+    ref_rejected_logp_P: Array,
     *,
     beta: float,
     loss_type: str = "sigmoid",
@@ -105,10 +104,10 @@ def dpo_loss(
     * ``"hinge"``: ``max(0, 1 - beta h)``.
 
     Args:
-      policy_chosen_logp: [P] log pi_theta(y_w | x).
-      policy_rejected_logp: [P] log pi_theta(y_l | x).
-      ref_chosen_logp: [P] log pi_ref(y_w | x) (no gradient flows into it).
-      ref_rejected_logp: [P] log pi_ref(y_l | x) (no gradient flows into it).
+      policy_chosen_logp_P: [P] log pi_theta(y_w | x).
+      policy_rejected_logp_P: [P] log pi_theta(y_l | x).
+      ref_chosen_logp_P: [P] log pi_ref(y_w | x) (no gradient flows into it).
+      ref_rejected_logp_P: [P] log pi_ref(y_l | x) (no gradient flows into it).
       beta: inverse temperature / KL strength (> 0); may be a traced scalar.
       loss_type: one of ``"sigmoid"``, ``"ipo"``, ``"hinge"``.
       label_smoothing: cDPO probability ``eps in [0, 0.5)`` that a label is flipped (sigmoid only).
@@ -121,8 +120,8 @@ def dpo_loss(
     >>> dpo_loss(z, z, z, z, beta=0.1)   # h = 0: -log(1/2)
     Array([0.6931472], dtype=float32)
     """
-    if loss_type not in LOSS_TYPES:
-        raise ValueError(f"loss_type must be one of {LOSS_TYPES}, got {loss_type!r}")
+    if loss_type not in DPO_LOSS_TYPES:
+        raise ValueError(f"loss_type must be one of {DPO_LOSS_TYPES}, got {loss_type!r}")
     _check_positive("beta", beta)
     if isinstance(label_smoothing, numbers.Real) and not 0.0 <= label_smoothing < 0.5:
         raise ValueError(f"label_smoothing must be in [0, 0.5), got {label_smoothing!r}")
@@ -130,7 +129,7 @@ def dpo_loss(
         isinstance(label_smoothing, numbers.Real) and label_smoothing == 0.0
     ):
         raise ValueError(f"label_smoothing is only defined for loss_type='sigmoid', got {loss_type!r}")
-    h_P = preference_margin(policy_chosen_logp, policy_rejected_logp, ref_chosen_logp, ref_rejected_logp)
+    h_P = preference_margin(policy_chosen_logp_P, policy_rejected_logp_P, ref_chosen_logp_P, ref_rejected_logp_P)
     if loss_type == "sigmoid":
         logits_P = beta * h_P
         eps = label_smoothing
@@ -158,10 +157,10 @@ class PreferenceMetrics(NamedTuple):
 
 
 def preference_metrics(
-    policy_chosen_logp: Array,
-    policy_rejected_logp: Array,
-    ref_chosen_logp: Array,
-    ref_rejected_logp: Array,
+    policy_chosen_logp_P: Array,
+    policy_rejected_logp_P: Array,
+    ref_chosen_logp_P: Array,
+    ref_rejected_logp_P: Array,
     *,
     beta: float,
 ) -> PreferenceMetrics:
@@ -169,10 +168,10 @@ def preference_metrics(
 
     Everything is computed under ``stop_gradient`` (these are metrics, not losses).
     """
-    _check_pairs(policy_chosen_logp, policy_rejected_logp, ref_chosen_logp, ref_rejected_logp)
+    _check_pairs(policy_chosen_logp_P, policy_rejected_logp_P, ref_chosen_logp_P, ref_rejected_logp_P)
     _check_positive("beta", beta)
     pw, pl, rw, rl = jax.lax.stop_gradient(
-        (policy_chosen_logp, policy_rejected_logp, ref_chosen_logp, ref_rejected_logp)
+        (policy_chosen_logp_P, policy_rejected_logp_P, ref_chosen_logp_P, ref_rejected_logp_P)
     )
     chosen = beta * (pw - rw)
     rejected = beta * (pl - rl)

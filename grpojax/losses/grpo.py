@@ -16,11 +16,10 @@ import chex
 import jax
 import jax.numpy as jnp
 
-from grpojax.losses.common import KL_ESTIMATORS, kl_penalty, masked_mean
+from grpojax.losses.common import GRPO_LOSS_TYPES, KL_ESTIMATORS, kl_penalty, masked_mean
 from grpojax.types import Array
 
 ADVANTAGE_SCALES = ("group", "batch", "none")
-LOSS_TYPES = ("grpo", "bnpo", "dr_grpo", "dapo")
 IMPORTANCE_SAMPLING_LEVELS = ("token", "sequence")
 
 
@@ -158,7 +157,7 @@ class GRPOAux(NamedTuple):
     Attributes:
       policy_loss: the clipped surrogate alone, aggregated like the loss (loss = policy_loss + β·kl_loss).
       kl_loss: the per-token KL aggregated like the loss (0 when no reference is given).
-      kl: masked mean of the per-token KL estimate (0 when ``ref_logp`` is None).
+      kl: masked mean of the per-token KL estimate (0 when ``ref_logp_NT`` is None).
       clip_ratio_low_mean: fraction of active tokens with ``ρ < 1 - ε_low`` and ``A < 0``.
       clip_ratio_high_mean: fraction of active tokens with ``ρ > 1 + ε_high`` and ``A > 0``.
       clip_ratio_region_mean: fraction of active tokens in either clipped region.
@@ -211,14 +210,14 @@ def aggregate_token_loss(
     Args:
       loss_NT: ``[N, T]`` per-token loss.
       mask_NT: ``[N, T]`` bool / 0-1 mask.
-      loss_type: one of ``LOSS_TYPES``.
+      loss_type: one of ``GRPO_LOSS_TYPES``.
       max_completion_length: ``L_max`` for ``dr_grpo``.
       num_items: global active-token count for ``dapo`` (scalar, may be traced).
 
     Returns:
       Scalar float32 loss.
     """
-    _choice("loss_type", loss_type, LOSS_TYPES)
+    _choice("loss_type", loss_type, GRPO_LOSS_TYPES)
     chex.assert_rank([loss_NT, mask_NT], 2)
     chex.assert_equal_shape([loss_NT, mask_NT])
     m = mask_NT.astype(jnp.float32)
@@ -241,7 +240,7 @@ def aggregate_token_loss(
 def _check_clip_params(eps_low, eps_high, delta) -> None:
     lo, hi = _concrete_float(eps_low), _concrete_float(eps_high)
     if lo is not None and not lo >= 0.0:  # >= 1 is allowed: it switches the lower clip off
-        raise ValueError(f"grpo_loss: epsilon_low must be >= 0, got {eps_low}")
+        raise ValueError(f"grpo_loss: epsilon must be >= 0, got {eps_low}")
     if hi is not None and not hi >= 0.0:
         raise ValueError(f"grpo_loss: epsilon_high must be >= 0, got {eps_high}")
     d = None if delta is None else _concrete_float(delta)
@@ -251,14 +250,14 @@ def _check_clip_params(eps_low, eps_high, delta) -> None:
 
 
 def grpo_loss(
-    logp: Array,
-    old_logp: Array | None,
-    ref_logp: Array | None,
-    advantages: Array,
-    mask: Array,
+    logp_NT: Array,
+    old_logp_NT: Array | None,
+    ref_logp_NT: Array | None,
+    advantages_N: Array,
+    mask_NT: Array,
     *,
     loss_type: str = "dapo",
-    epsilon_low: float = 0.2,
+    epsilon: float = 0.2,
     epsilon_high: float | None = None,
     delta: float | None = None,
     beta: float = 0.0,
@@ -275,28 +274,28 @@ def grpo_loss(
         ``ρ_i = exp(Σ_t m_it (logp_it - old_logp_it) / max(n_i, 1))`` broadcast over tokens,
       - ``ℓ_it = -min(ρ̃ A_i, clip(ρ, 1 - ε_low, 1 + ε_high) A_i) + β · KL_it`` where
         ``ρ̃ = min(ρ, delta)`` if ``delta`` is set (TRL's two-sided GRPO cap, use ``delta > 1 + ε_high``)
-        else ``ρ``, and KL_it is ``kl_penalty(logp, ref_logp, kl_estimator)``,
+        else ``ρ``, and KL_it is ``kl_penalty(logp_NT, ref_logp_NT, kl_estimator)``,
       - reduced by :func:`aggregate_token_loss` according to ``loss_type``.
 
-    Gradients: ``advantages``, ``old_logp`` and ``ref_logp`` are wrapped in ``stop_gradient``; only
-    ``logp`` is differentiated. ``old_logp=None`` means on-policy (μ = 1): ``old_logp =
-    stop_gradient(logp)``, so ρ = 1 and the clip is inactive. Masked tokens are removed with ``where``
+    Gradients: ``advantages_N``, ``old_logp_NT`` and ``ref_logp_NT`` are wrapped in ``stop_gradient``; only
+    ``logp_NT`` is differentiated. ``old_logp_NT=None`` means on-policy (μ = 1): ``old_logp_NT =
+    stop_gradient(logp_NT)``, so ρ = 1 and the clip is inactive. Masked tokens are removed with ``where``
     before any arithmetic, so fully-masked rows give a finite loss and finite (zero) gradients.
 
     Args:
-      logp: ``[N, T]`` policy log-probs of the sampled completion tokens (N = B·G completions).
-      old_logp: ``[N, T]`` log-probs of the policy that sampled them, or None (on-policy).
-      ref_logp: ``[N, T]`` frozen reference log-probs; may be None only when ``beta == 0``.
-      advantages: ``[N]`` per-completion advantages (e.g. ``group_advantages(...).reshape(-1)``).
-      mask: ``[N, T]`` completion mask (bool or 0/1).
+      logp_NT: ``[N, T]`` policy log-probs of the sampled completion tokens (N = B·G completions).
+      old_logp_NT: ``[N, T]`` log-probs of the policy that sampled them, or None (on-policy).
+      ref_logp_NT: ``[N, T]`` frozen reference log-probs; may be None only when ``beta == 0``.
+      advantages_N: ``[N]`` per-completion advantages (e.g. ``group_advantages(...).reshape(-1)``).
+      mask_NT: ``[N, T]`` completion mask (bool or 0/1).
       loss_type: ``"grpo" | "bnpo" | "dr_grpo" | "dapo"`` (see :func:`aggregate_token_loss`).
-      epsilon_low: lower clip ε; ``epsilon_high`` defaults to it (DAPO clip-higher uses e.g. 0.28).
+      epsilon: lower clip ε; ``epsilon_high`` defaults to it (DAPO clip-higher uses e.g. 0.28).
       delta: optional upper cap on ρ in the unclipped term.
       beta: KL coefficient β.
       kl_estimator: ``"k1" | "k2" | "k3"``.
       importance_sampling_level: ``"token"`` or ``"sequence"`` (GSPO).
       max_completion_length: ``L_max`` for ``dr_grpo`` (default T).
-      num_items: active tokens of the whole optimizer step for ``dapo`` (default ``Σ mask``).
+      num_items: active tokens of the whole optimizer step for ``dapo`` (default ``Σ mask_NT``).
       token_weights: optional ``[N, T]`` weights ``w_it`` multiplying every per-token loss ``ℓ_it`` (KL term
         included) before aggregation, stop-gradiented: e.g. the truncated importance-sampling correction
         ``min(π_old / π_sampler, cap)`` of TRL's ``vllm_importance_sampling_correction``.
@@ -304,34 +303,34 @@ def grpo_loss(
     Returns:
       ``(loss, aux)``: scalar float32 loss and :class:`GRPOAux`.
     """
-    _choice("loss_type", loss_type, LOSS_TYPES)
+    _choice("loss_type", loss_type, GRPO_LOSS_TYPES)
     _choice("kl_estimator", kl_estimator, KL_ESTIMATORS)
     _choice("importance_sampling_level", importance_sampling_level, IMPORTANCE_SAMPLING_LEVELS)
     beta_value = _concrete_float(beta)
-    if ref_logp is None and (beta_value is None or beta_value != 0.0):
-        raise ValueError(f"grpo_loss: ref_logp is None but beta={beta!r}; pass ref_logp or set beta=0")
-    chex.assert_rank([logp, mask, advantages], [2, 2, 1])
-    chex.assert_equal_shape([logp, mask])
-    chex.assert_equal_shape_prefix([logp, advantages], 1)
-    if old_logp is not None:
-        chex.assert_equal_shape([logp, old_logp])
-    if ref_logp is not None:
-        chex.assert_equal_shape([logp, ref_logp])
-    eps_low = epsilon_low
-    eps_high = epsilon_low if epsilon_high is None else epsilon_high
+    if ref_logp_NT is None and (beta_value is None or beta_value != 0.0):
+        raise ValueError(f"grpo_loss: ref_logp_NT is None but beta={beta!r}; pass ref_logp_NT or set beta=0")
+    chex.assert_rank([logp_NT, mask_NT, advantages_N], [2, 2, 1])
+    chex.assert_equal_shape([logp_NT, mask_NT])
+    chex.assert_equal_shape_prefix([logp_NT, advantages_N], 1)
+    if old_logp_NT is not None:
+        chex.assert_equal_shape([logp_NT, old_logp_NT])
+    if ref_logp_NT is not None:
+        chex.assert_equal_shape([logp_NT, ref_logp_NT])
+    eps_low = epsilon
+    eps_high = epsilon if epsilon_high is None else epsilon_high
     _check_clip_params(eps_low, eps_high, delta)
 
-    m = mask.astype(jnp.float32)
+    m = mask_NT.astype(jnp.float32)
     active = m != 0
-    logp = jnp.where(active, logp.astype(jnp.float32), 0.0)
-    old = jax.lax.stop_gradient(logp if old_logp is None else jnp.where(active, old_logp, 0.0))
-    adv_N1 = jax.lax.stop_gradient(advantages.astype(jnp.float32))[:, None]
+    logp_NT = jnp.where(active, logp_NT.astype(jnp.float32), 0.0)
+    old = jax.lax.stop_gradient(logp_NT if old_logp_NT is None else jnp.where(active, old_logp_NT, 0.0))
+    adv_N1 = jax.lax.stop_gradient(advantages_N.astype(jnp.float32))[:, None]
 
-    log_ratio_NT = logp - old.astype(jnp.float32)  # exactly 0 where masked
+    log_ratio_NT = logp_NT - old.astype(jnp.float32)  # exactly 0 where masked
     if importance_sampling_level == "sequence":
         n_N = jnp.maximum(jnp.sum(m, axis=1), 1.0)
         log_w_N1 = (jnp.sum(log_ratio_NT * m, axis=1) / n_N)[:, None]
-        log_ratio_NT = jnp.broadcast_to(log_w_N1, logp.shape)
+        log_ratio_NT = jnp.broadcast_to(log_w_N1, logp_NT.shape)
     ratio_NT = jnp.exp(log_ratio_NT)
     clipped_NT = jnp.clip(ratio_NT, 1.0 - eps_low, 1.0 + eps_high)
     capped_NT = ratio_NT if delta is None else jnp.minimum(ratio_NT, delta)
@@ -339,15 +338,15 @@ def grpo_loss(
 
     agg = dict(loss_type=loss_type, max_completion_length=max_completion_length, num_items=num_items)
     if token_weights is not None:
-        chex.assert_equal_shape([logp, token_weights])
+        chex.assert_equal_shape([logp_NT, token_weights])
         w_NT = jax.lax.stop_gradient(jnp.where(active, token_weights.astype(jnp.float32), 0.0))
     else:
         w_NT = None
     weigh = (lambda x: x) if w_NT is None else (lambda x: x * w_NT)  # noqa: E731
     policy_loss = aggregate_token_loss(weigh(pg_NT), m, **agg)
-    if ref_logp is not None:
-        ref = jax.lax.stop_gradient(jnp.where(active, ref_logp.astype(jnp.float32), 0.0))
-        kl_NT = kl_penalty(logp, ref, kl_estimator)
+    if ref_logp_NT is not None:
+        ref = jax.lax.stop_gradient(jnp.where(active, ref_logp_NT.astype(jnp.float32), 0.0))
+        kl_NT = kl_penalty(logp_NT, ref, kl_estimator)
         kl_loss = aggregate_token_loss(weigh(kl_NT), m, **agg)
         kl = masked_mean(kl_NT, m)
     else:

@@ -33,10 +33,11 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from grpojax.losses.common import kl_penalty, masked_mean
-from grpojax.losses.ppo_rollout import _active, _check_bt, _check_nonneg, _float, _sg, masked_var
+from grpojax.losses.common import as_float, check_bt, check_nonneg, is_active, kl_penalty, masked_mean
+from grpojax.losses.ppo_rollout import masked_var
 from grpojax.types import Array
 
+_sg = jax.lax.stop_gradient
 PPO_REDUCTIONS = ("token_mean", "sequence_mean")
 
 
@@ -72,7 +73,7 @@ def ppo_policy_loss(
     advantages_BT: Array,
     mask_BT: Array,
     *,
-    clip_eps: float = 0.2,
+    cliprange: float = 0.2,
     reduction: str = "token_mean",
 ) -> tuple[Array, PolicyLossAux]:
     """PPO clipped surrogate ``ℓ_bt = max(−A ρ, −A clip(ρ, 1 − ε, 1 + ε))``, ``ρ = exp(logp − old_logp)``.
@@ -86,22 +87,22 @@ def ppo_policy_loss(
       old_logp_BT: [B, T] log-probs at rollout time.
       advantages_BT: [B, T] (whitened) advantages.
       mask_BT: [B, T] 1 on active tokens.
-      clip_eps: ``ε ≥ 0`` (TRL ``cliprange``).
+      cliprange: ``ε ≥ 0`` (TRL's name).
       reduction: ``"token_mean"`` (``Σ m ℓ / Σ m``, TRL) or ``"sequence_mean"`` (mean over rows of each
         row's token mean). Aux metrics are always token means.
 
     Returns:
       ``(loss, PolicyLossAux)``; every scalar is finite even when all rows are masked.
     """
-    _check_bt("ppo_policy_loss", logp_BT, old_logp_BT, advantages_BT, mask_BT)
-    _check_nonneg("clip_eps", clip_eps)
-    on = _active(mask_BT)
+    check_bt("ppo_policy_loss", logp_BT, old_logp_BT, advantages_BT, mask_BT)
+    check_nonneg("cliprange", cliprange)
+    on = is_active(mask_BT)
     # Inactive positions are replaced before exp() so garbage there cannot create inf / NaN gradients.
-    diff_BT = jnp.where(on, _float(logp_BT) - _sg(old_logp_BT), 0.0)
+    diff_BT = jnp.where(on, as_float(logp_BT) - _sg(old_logp_BT), 0.0)
     adv_BT = jnp.where(on, _sg(advantages_BT), 0.0)
     ratio_BT = jnp.exp(diff_BT)
     loss1_BT = -adv_BT * ratio_BT
-    loss2_BT = -adv_BT * jnp.clip(ratio_BT, 1.0 - clip_eps, 1.0 + clip_eps)
+    loss2_BT = -adv_BT * jnp.clip(ratio_BT, 1.0 - cliprange, 1.0 + cliprange)
     loss = _reduce(jnp.maximum(loss1_BT, loss2_BT), mask_BT, reduction)
     aux = PolicyLossAux(
         clipfrac=masked_mean((loss2_BT > loss1_BT).astype(diff_BT.dtype), mask_BT),
@@ -128,12 +129,12 @@ def ppo_value_loss(
     returns_BT: Array,
     mask_BT: Array,
     *,
-    clip_value: float | None = 0.2,
+    cliprange_value: float | None = 0.2,
     reduction: str = "token_mean",
 ) -> tuple[Array, ValueLossAux]:
     """Clipped value loss, ``½ mean_m max((V − R)², (clip(V, V_old − c, V_old + c) − R)²)``.
 
-    As TRL ``PPOTrainer`` (``cliprange_value``) and OpenAI baselines' PPO2; ``clip_value=None`` gives the
+    As TRL ``PPOTrainer`` (``cliprange_value``) and OpenAI baselines' PPO2; ``cliprange_value=None`` gives the
     plain ``½ mean_m (V − R)²``. ``old_values_BT`` and ``returns_BT`` are stop-gradiented.
 
     Args:
@@ -141,23 +142,23 @@ def ppo_value_loss(
       old_values_BT: [B, T] critic values at rollout time.
       returns_BT: [B, T] value targets (the λ-returns of :func:`gae_advantages`).
       mask_BT: [B, T] 1 on active tokens.
-      clip_value: ``c ≥ 0`` or None.
+      cliprange_value: ``c ≥ 0`` or None.
       reduction: as :func:`ppo_policy_loss`.
 
     Returns:
       ``(loss, ValueLossAux)``.
     """
-    _check_bt("ppo_value_loss", values_BT, old_values_BT, returns_BT, mask_BT)
-    on = _active(mask_BT)
-    v_BT = jnp.where(on, _float(values_BT), 0.0)
+    check_bt("ppo_value_loss", values_BT, old_values_BT, returns_BT, mask_BT)
+    on = is_active(mask_BT)
+    v_BT = jnp.where(on, as_float(values_BT), 0.0)
     old_BT = jnp.where(on, _sg(old_values_BT), 0.0).astype(v_BT.dtype)
     ret_BT = jnp.where(on, _sg(returns_BT), 0.0).astype(v_BT.dtype)
     err1_BT = jnp.square(v_BT - ret_BT)
-    if clip_value is None:
+    if cliprange_value is None:
         err2_BT = err1_BT
     else:
-        _check_nonneg("clip_value", clip_value)
-        err2_BT = jnp.square(jnp.clip(v_BT, old_BT - clip_value, old_BT + clip_value) - ret_BT)
+        check_nonneg("cliprange_value", cliprange_value)
+        err2_BT = jnp.square(jnp.clip(v_BT, old_BT - cliprange_value, old_BT + cliprange_value) - ret_BT)
     loss = 0.5 * _reduce(jnp.maximum(err1_BT, err2_BT), mask_BT, reduction)
     var_ret = masked_var(ret_BT, mask_BT)
     safe_var = jnp.where(var_ret > 0, var_ret, 1.0)
@@ -187,11 +188,11 @@ def ppo_loss(
     returns_BT: Array,
     mask_BT: Array,
     *,
-    clip_eps: float = 0.2,
-    clip_value: float | None = 0.2,
+    cliprange: float = 0.2,
+    cliprange_value: float | None = 0.2,
     vf_coef: float = 0.1,
     ref_logp_BT: Array | None = None,
-    kl_beta: float | Array = 0.0,
+    kl_coef: float | Array = 0.0,
     kl_estimator: str = "k3",
     reduction: str = "token_mean",
 ) -> tuple[Array, PPOLossAux]:
@@ -206,34 +207,34 @@ def ppo_loss(
       logp_BT, old_logp_BT, advantages_BT: [B, T], see :func:`ppo_policy_loss`.
       values_BT, old_values_BT, returns_BT: [B, T], see :func:`ppo_value_loss`.
       mask_BT: [B, T] 1 on active tokens (shared by both terms).
-      clip_eps, clip_value, reduction: see the two losses.
+      cliprange, cliprange_value, reduction: see the two losses.
       vf_coef: weight of the value loss (≥ 0).
-      ref_logp_BT: [B, T] reference log-probs, required when ``kl_beta`` is not 0.
-      kl_beta: ``β`` of the KL-as-loss term (may be traced).
+      ref_logp_BT: [B, T] reference log-probs, required when ``kl_coef`` is not 0.
+      kl_coef: ``β`` of the KL-as-loss term (may be traced).
       kl_estimator: ``"k1"``, ``"k2"`` or ``"k3"`` (default, unbiased and ≥ 0).
 
     Returns:
       ``(loss, PPOLossAux)``.
     """
-    _check_nonneg("vf_coef", vf_coef)
-    _check_nonneg("kl_beta", kl_beta)
+    check_nonneg("vf_coef", vf_coef)
+    check_nonneg("kl_coef", kl_coef)
     pg_loss, pg_aux = ppo_policy_loss(
-        logp_BT, old_logp_BT, advantages_BT, mask_BT, clip_eps=clip_eps, reduction=reduction
+        logp_BT, old_logp_BT, advantages_BT, mask_BT, cliprange=cliprange, reduction=reduction
     )
     vf_loss, vf_aux = ppo_value_loss(
-        values_BT, old_values_BT, returns_BT, mask_BT, clip_value=clip_value, reduction=reduction
+        values_BT, old_values_BT, returns_BT, mask_BT, cliprange_value=cliprange_value, reduction=reduction
     )
     loss = pg_loss + vf_coef * vf_loss
     kl = jnp.zeros((), loss.dtype)
     if ref_logp_BT is None:
-        if not (isinstance(kl_beta, numbers.Real) and kl_beta == 0):
-            raise ValueError("ppo_loss: kl_beta is not 0 but ref_logp_BT is None; pass reference log-probs")
+        if not (isinstance(kl_coef, numbers.Real) and kl_coef == 0):
+            raise ValueError("ppo_loss: kl_coef is not 0 but ref_logp_BT is None; pass reference log-probs")
     else:
-        _check_bt("ppo_loss", logp_BT, ref_logp_BT, mask_BT)
-        on = _active(mask_BT)
+        check_bt("ppo_loss", logp_BT, ref_logp_BT, mask_BT)
+        on = is_active(mask_BT)
         kl_BT = kl_penalty(jnp.where(on, logp_BT, 0.0), jnp.where(on, _sg(ref_logp_BT), 0.0), kl_estimator)
         kl_term = _reduce(kl_BT, mask_BT, reduction)
-        loss = loss + kl_beta * kl_term
+        loss = loss + kl_coef * kl_term
         kl = _sg(kl_term)
     aux = PPOLossAux(policy_loss=_sg(pg_loss), value_loss=_sg(vf_loss), kl=kl, policy=pg_aux, value=vf_aux)
     return loss, aux

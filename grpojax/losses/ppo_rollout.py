@@ -14,37 +14,17 @@ and carries no gradient. Shape key: ``grpojax/types.py`` (B sequences, T tokens)
 
 from __future__ import annotations
 
-import numbers
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 import chex
 import jax
 import jax.numpy as jnp
 
-from grpojax.losses.common import KL_ESTIMATORS, kl_penalty
+from grpojax.losses.common import KL_ESTIMATORS, as_float, check_bt, check_nonneg, is_active, kl_penalty
 from grpojax.types import Array
 
 _sg = jax.lax.stop_gradient
-
-
-def _check_bt(name: str, *arrays: Array) -> None:
-    shapes = [a.shape for a in arrays]
-    if any(a.ndim != 2 for a in arrays) or len(set(shapes)) != 1:
-        raise ValueError(f"{name}: expected [B, T] arrays of one shape (values and mask), got {shapes}")
-
-
-def _float(x: Array) -> Array:
-    return x.astype(jnp.promote_types(x.dtype, jnp.float32))
-
-
-def _active(mask_BT: Array) -> Array:
-    return mask_BT > 0
-
-
-def _check_nonneg(name: str, value, upper: float | None = None) -> None:
-    if isinstance(value, numbers.Real) and not (value >= 0 and (upper is None or value <= upper)):
-        bound = f"in [0, {upper}]" if upper is not None else ">= 0"
-        raise ValueError(f"{name} must be {bound}, got {value!r}")
 
 
 # ----------------------------------------------------------------------------------------- rewards
@@ -63,9 +43,9 @@ def rollout_kl(logp_BT: Array, ref_logp_BT: Array, mask_BT: Array, *, kl_estimat
     Returns:
       [B] summed KL estimates, no gradient.
     """
-    _check_bt("rollout_kl", logp_BT, ref_logp_BT, mask_BT)
+    check_bt("rollout_kl", logp_BT, ref_logp_BT, mask_BT)
     kl_BT = kl_penalty(_sg(logp_BT), _sg(ref_logp_BT), kl_estimator)
-    return jnp.sum(jnp.where(_active(mask_BT), kl_BT, 0.0), axis=1)
+    return jnp.sum(jnp.where(is_active(mask_BT), kl_BT, 0.0), axis=1)
 
 
 def kl_penalized_rewards(
@@ -98,18 +78,18 @@ def kl_penalized_rewards(
     ...                      jnp.array([[-1.5, -1.0, 0.0]]), jnp.array([[1, 1, 0]]), kl_coef=0.1)
     Array([[-0.05,  2.  ,  0.  ]], dtype=float32)
     """
-    _check_bt("kl_penalized_rewards", logp_BT, ref_logp_BT, mask_BT)
+    check_bt("kl_penalized_rewards", logp_BT, ref_logp_BT, mask_BT)
     chex.assert_shape(scores_B, (logp_BT.shape[0],))
     if kl_estimator not in KL_ESTIMATORS:
         raise ValueError(f"unknown kl_estimator {kl_estimator!r}; valid choices: {', '.join(KL_ESTIMATORS)}")
-    _check_nonneg("kl_coef", kl_coef)
-    active_BT = _active(mask_BT)
+    check_nonneg("kl_coef", kl_coef)
+    active_BT = is_active(mask_BT)
     kl_BT = kl_penalty(_sg(logp_BT), _sg(ref_logp_BT), kl_estimator)
     penalty_BT = jnp.where(active_BT, -kl_coef * kl_BT, 0.0)
     t_T = jnp.arange(mask_BT.shape[1])
     last_B = jnp.max(jnp.where(active_BT, t_T[None, :], -1), axis=1)  # -1 for an empty row
     at_end_BT = t_T[None, :] == last_B[:, None]
-    return _sg(penalty_BT + jnp.where(at_end_BT, _float(scores_B)[:, None], 0.0))
+    return _sg(penalty_BT + jnp.where(at_end_BT, as_float(scores_B)[:, None], 0.0))
 
 
 # ------------------------------------------------------------------------------------ advantages
@@ -144,11 +124,11 @@ def gae_advantages(
     Returns:
       ``(advantages_BT, returns_BT)``, both [B, T], 0 at inactive positions, under ``stop_gradient``.
     """
-    _check_bt("gae_advantages", rewards_BT, values_BT, mask_BT)
-    _check_nonneg("gamma", gamma, 1.0)
-    _check_nonneg("lam", lam, 1.0)
+    check_bt("gae_advantages", rewards_BT, values_BT, mask_BT)
+    check_nonneg("gamma", gamma, 1.0)
+    check_nonneg("lam", lam, 1.0)
     dtype = jnp.promote_types(jnp.promote_types(rewards_BT.dtype, values_BT.dtype), jnp.float32)
-    active_TB = _active(mask_BT).T
+    active_TB = is_active(mask_BT).T
     r_TB = jnp.where(active_TB, _sg(rewards_BT).T.astype(dtype), 0.0)
     v_TB = jnp.where(active_TB, _sg(values_BT).T.astype(dtype), 0.0)
 
@@ -173,8 +153,8 @@ def masked_var(x: Array, mask: Array, *, unbiased: bool = True) -> Array:
     Args: x: any shape. mask: same shape (0/1). Returns a scalar.
     """
     chex.assert_equal_shape([x, mask])
-    on = _active(mask)
-    xf = jnp.where(on, _float(x), 0.0)
+    on = is_active(mask)
+    xf = jnp.where(on, as_float(x), 0.0)
     n = jnp.sum(on.astype(xf.dtype))
     mean = jnp.sum(xf) / jnp.maximum(n, 1.0)
     ss = jnp.sum(jnp.where(on, jnp.square(xf - mean), 0.0))
@@ -198,8 +178,8 @@ def whiten(x: Array, mask: Array, *, shift_mean: bool = True, eps: float = 1e-8)
       Same shape as ``x``; 0 at inactive entries; the statistics are not differentiated through.
     """
     chex.assert_equal_shape([x, mask])
-    on = _active(mask)
-    xf = _float(x)
+    on = is_active(mask)
+    xf = as_float(x)
     stats_x = _sg(jnp.where(on, xf, 0.0))
     mean = jnp.sum(stats_x) / jnp.maximum(jnp.sum(on.astype(xf.dtype)), 1.0)
     var = masked_var(stats_x, mask)
@@ -227,7 +207,7 @@ class KLController(NamedTuple):
 
 def fixed_kl_controller(kl_coef: float) -> KLController:
     """A constant ``β`` with the :func:`adaptive_kl_controller` interface (TRL ``FixedKLController``)."""
-    _check_nonneg("kl_coef", kl_coef)
+    check_nonneg("kl_coef", kl_coef)
 
     def init() -> KLControllerState:
         return KLControllerState(kl_coef=jnp.asarray(kl_coef, jnp.float32))
@@ -253,7 +233,7 @@ def adaptive_kl_controller(init_kl_coef: float, *, target: float, horizon: float
     ``update(current_kl, state, *, n_steps)``: ``current_kl`` a scalar (the rollout's mean sequence KL),
     ``n_steps`` the number of sequences in that rollout; both may be traced (jit-safe).
     """
-    _check_nonneg("init_kl_coef", init_kl_coef)
+    check_nonneg("init_kl_coef", init_kl_coef)
     for name, value in (("target", target), ("horizon", horizon)):
         if not value > 0:
             raise ValueError(f"adaptive_kl_controller: {name} must be > 0, got {value!r}")
@@ -303,7 +283,7 @@ def running_moments() -> RunningMoments:
 
     def update(scores_B: Array, state: RunningMomentsState, mask_B: Array | None = None):
         chex.assert_rank(scores_B, 1)
-        on_B = jnp.ones(scores_B.shape, bool) if mask_B is None else _active(mask_B)
+        on_B = jnp.ones(scores_B.shape, bool) if mask_B is None else is_active(mask_B)
         chex.assert_equal_shape([scores_B, on_B])
         x_B = jnp.where(on_B, scores_B.astype(jnp.float32), 0.0)
         n_b = jnp.sum(on_B.astype(jnp.float32))
@@ -338,7 +318,7 @@ def normalize_scores(
     """
     chex.assert_rank(scores_B, 1)
     state = jax.tree.map(_sg, state)
-    x_B = _float(scores_B)
+    x_B = as_float(scores_B)
     if shift_mean:
         x_B = x_B - state.mean
     return x_B / (running_std(state) + eps)

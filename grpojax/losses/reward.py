@@ -47,12 +47,12 @@ def _labelled(labels_BR: Array, label_mask_BR: Array) -> Array:
 
 
 def regression_weight(labels_BR: Array, label_mask_BR: Array,
-                      aspect_weights: Array | Sequence[float] | None = None) -> Array:
+                      aspect_weights_R: Array | Sequence[float] | None = None) -> Array:
     """``Σ_{b,r} w_r m_br``: the normaliser of :func:`reward_regression_loss` over these rows. Computed on
     a whole optimizer step's rows and passed as ``num_items`` to every micro-batch's loss, the summed
     micro-batch losses (and gradients) equal the full-batch ones whatever the split."""
     chex.assert_equal_shape([labels_BR, label_mask_BR])
-    w_R = _aspect_weights(labels_BR.shape[1], aspect_weights)
+    w_R = _aspect_weights(labels_BR.shape[1], aspect_weights_R)
     return jnp.sum(_labelled(labels_BR, label_mask_BR).astype(jnp.float32) * w_R[None, :])
 
 
@@ -60,7 +60,7 @@ def reward_regression_loss(
     scores_BR: Array,
     labels_BR: Array,
     label_mask_BR: Array,
-    aspect_weights: Array | Sequence[float] | None = None,
+    aspect_weights_R: Array | Sequence[float] | None = None,
     num_items: Array | float | None = None,
 ) -> tuple[Array, RegressionAux]:
     """Masked, aspect-weighted multi-label MSE.
@@ -78,7 +78,7 @@ def reward_regression_loss(
       scores_BR: ``[B, R]`` predicted scores.
       labels_BR: ``[B, R]`` targets (NaN = missing).
       label_mask_BR: ``[B, R]`` bool / 0-1 mask of labelled entries.
-      aspect_weights: optional ``[R]`` non-negative per-aspect weights ``w_r`` (default all 1).
+      aspect_weights_R: optional ``[R]`` non-negative per-aspect weights ``w_r`` (default all 1).
       num_items: optional normaliser ``N`` (scalar, may be traced): the whole step's weighted label count.
 
     Returns:
@@ -86,7 +86,7 @@ def reward_regression_loss(
     """
     chex.assert_rank([scores_BR, labels_BR, label_mask_BR], 2)
     chex.assert_equal_shape([scores_BR, labels_BR, label_mask_BR])
-    w_R = _aspect_weights(scores_BR.shape[1], aspect_weights)
+    w_R = _aspect_weights(scores_BR.shape[1], aspect_weights_R)
     y = labels_BR.astype(jnp.float32)
     m_BR = _labelled(labels_BR, label_mask_BR)
     resid_BR = jnp.where(m_BR, scores_BR.astype(jnp.float32) - jnp.where(m_BR, y, 0.0), 0.0)
@@ -190,32 +190,35 @@ class LabelAffine(NamedTuple):
         return make_label_affine(d["scale"], d["shift"])
 
 
-def make_label_affine(scale: Sequence[float] | Array, shift: Sequence[float] | Array) -> LabelAffine:
+def make_label_affine(scale_R: Sequence[float] | Array | float, shift_R: Sequence[float] | Array | float
+                      ) -> LabelAffine:
     """Validated :class:`LabelAffine` (float32 ``[R]`` arrays, every scale finite and non-zero).
 
-    ``scale`` / ``shift`` are scalars or ``[R]``; a scalar pair (the config's ``label_affine: [scale, shift]``)
-    gives a size-1 map that applies the same transform to every aspect.
+    ``scale_R`` / ``shift_R`` are scalars or ``[R]``; a scalar pair (the config's
+    ``label_affine: [scale, shift]``) gives a size-1 map that applies the same transform to every aspect.
     """
-    scale_R = np.asarray(scale, np.float32).reshape(-1)
-    shift_R = np.asarray(shift, np.float32).reshape(-1)
-    if scale_R.shape != shift_R.shape and 1 not in (scale_R.size, shift_R.size):
-        raise ValueError(f"LabelAffine: scale has shape {scale_R.shape} but shift has {shift_R.shape}")
-    scale_R, shift_R = np.broadcast_arrays(scale_R, shift_R)
-    bad = np.flatnonzero(~np.isfinite(scale_R) | (scale_R == 0) | ~np.isfinite(shift_R))
+    scale = np.asarray(scale_R, np.float32).reshape(-1)
+    shift = np.asarray(shift_R, np.float32).reshape(-1)
+    if scale.shape != shift.shape and 1 not in (scale.size, shift.size):
+        raise ValueError(f"LabelAffine: scale has shape {scale.shape} but shift has {shift.shape}")
+    scale, shift = np.broadcast_arrays(scale, shift)
+    bad = np.flatnonzero(~np.isfinite(scale) | (scale == 0) | ~np.isfinite(shift))
     if bad.size:
         raise ValueError(f"LabelAffine: scale must be finite and non-zero and shift finite; bad aspect(s) "
-                         f"{bad.tolist()} (scale={scale_R.tolist()}, shift={shift_R.tolist()})")
-    return LabelAffine(jnp.asarray(scale_R), jnp.asarray(shift_R))
+                         f"{bad.tolist()} (scale={scale.tolist()}, shift={shift.tolist()})")
+    return LabelAffine(jnp.asarray(scale), jnp.asarray(shift))
 
 
-def label_affine_from_range(low: Sequence[float] | float, high: Sequence[float] | float) -> LabelAffine:
-    """Affine map sending ``low -> 0`` and ``high -> 1`` per aspect: scale = 1/(high-low), shift = -low·scale."""
-    low_R = np.atleast_1d(np.asarray(low, np.float64))
-    high_R = np.atleast_1d(np.asarray(high, np.float64))
-    low_R, high_R = np.broadcast_arrays(low_R, high_R)
-    bad = np.flatnonzero(~(high_R > low_R))
+def label_affine_from_range(low_R: Sequence[float] | float, high_R: Sequence[float] | float) -> LabelAffine:
+    """Affine map sending ``low -> 0`` and ``high -> 1`` per aspect: scale = 1/(high-low), shift = -low·scale.
+
+    ``low_R`` / ``high_R`` are scalars or ``[R]`` (a scalar is shared by every aspect).
+    """
+    low, high = np.broadcast_arrays(np.atleast_1d(np.asarray(low_R, np.float64)),
+                                    np.atleast_1d(np.asarray(high_R, np.float64)))
+    bad = np.flatnonzero(~(high > low))
     if bad.size:
         raise ValueError(f"label_affine_from_range: need high > low for every aspect; bad aspect(s) "
-                         f"{bad.tolist()} (low={low_R.tolist()}, high={high_R.tolist()})")
-    scale_R = 1.0 / (high_R - low_R)
-    return make_label_affine(scale_R, -low_R * scale_R)
+                         f"{bad.tolist()} (low={low.tolist()}, high={high.tolist()})")
+    scale = 1.0 / (high - low)
+    return make_label_affine(scale, -low * scale)

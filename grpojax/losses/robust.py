@@ -29,7 +29,8 @@ traced arrays (e.g. vmapped over a sweep).
 from __future__ import annotations
 
 import numbers
-from typing import Callable, NamedTuple, Optional, Union
+from collections.abc import Callable
+from typing import NamedTuple, Optional, Union
 
 import chex
 import jax

@@ -27,8 +27,13 @@ __all__ = [
 ]
 
 from grpojax.models.lora import LORA_TARGETS, apply_lora, lora_params, merge_lora  # noqa: E402
-from grpojax.models.reward_model import (RewardModel, last_token_index, reward_head,  # noqa: E402
-                                         reward_model_from_hf, reward_model_to_hf)
+from grpojax.models.reward_model import (  # noqa: E402
+    RewardModel,
+    last_token_index,
+    reward_head,
+    reward_model_from_hf,
+    reward_model_to_hf,
+)
 
 __all__ += ["LORA_TARGETS", "apply_lora", "merge_lora", "lora_params", "RewardModel", "reward_head",
             "last_token_index", "reward_model_from_hf", "reward_model_to_hf"]

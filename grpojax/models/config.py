@@ -12,7 +12,8 @@ shapes of the base models). ``tests/models/test_presets.py`` checks their parame
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 ARCHS = ("qwen2", "qwen3")
 
@@ -78,7 +79,7 @@ class QwenConfig:
         """G = N // K: query heads per key/value head."""
         return self.num_heads // self.num_kv_heads
 
-    def replace(self, **changes: Any) -> "QwenConfig":
+    def replace(self, **changes: Any) -> QwenConfig:
         return dataclasses.replace(self, **changes)
 
 

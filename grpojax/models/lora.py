@@ -20,7 +20,7 @@ Example::
 from __future__ import annotations
 
 import math
-from typing import Iterable
+from collections.abc import Iterable
 
 import jax.numpy as jnp
 from flax import nnx

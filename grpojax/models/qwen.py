@@ -17,15 +17,15 @@ Parameters live in ``param_dtype`` and are cast to the compute ``dtype`` at use.
 
 Activations are pinned to :data:`grpojax.sharding.ACTIVATION_AXES` (residual stream ``[B, T, D]`` with B
 over ``(data, fsdp)`` and D whole; q / k / v heads and the MLP's F over ``tensor``) whenever the model is
-traced under a mesh (:func:`grpojax.sharding.pin`; a no-op otherwise). Unpinned, GSPMD took D's FSDP
-split from the embedding table into the residual stream and computed every layer for the WHOLE global
-batch with a partial-sum all-reduce: per-device memory per sequence grew with the device count
+traced under a mesh (:func:`grpojax.sharding.pin`; a no-op otherwise), so each device computes only its
+own rows and per-device memory per sequence does not grow with the device count
 (``tests/test_sharding_memory.py::test_train_step_memory_per_sequence_does_not_grow_with_devices``).
 """
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import chex
 import jax
@@ -47,8 +47,7 @@ class KeyStream:
     """Fresh PRNG keys ``fold_in(key, 1), fold_in(key, 2), ...`` for parameter initialisers.
 
     Drawing one key from ``nnx.Rngs`` and folding in a counter avoids updating the ``Rngs`` counter
-    variable once per parameter, which costs time quadratic in the number of parameters under tracing
-    (``nnx.eval_shape`` of a 48-layer model took ~1 min that way).
+    variable once per parameter, which costs time quadratic in the number of parameters under tracing.
     """
 
     def __init__(self, rngs: nnx.Rngs):
@@ -316,10 +315,9 @@ class Qwen(nnx.Module):
 
         ``vocab_major=True`` computes the product as ``[V, N]`` (``N`` = all leading positions) and then
         transposes it; the values are the same. For the few rows of a decoding step this streams the
-        ``[V, D]`` table once along its rows: on XLA:CPU the step's LM head takes about half the time of the
-        ``[N, V]`` form (``benchmarks/decode_matmul.py``: 31 decoding steps of 8 rows x Qwen's 151,936
-        tokens, 0.45 vs 0.80 s on a 2-core Xeon). The optimization barrier keeps XLA from folding the
-        transpose back into the dot.
+        ``[V, D]`` table once along its rows, which XLA:CPU runs faster than the ``[N, V]`` form
+        (``benchmarks/decode_matmul.py``; timings in ``docs/history.md``). The optimization barrier keeps
+        XLA from folding the transpose back into the dot.
         """
         table_VD = self.embed if self.config.tie_word_embeddings else self.lm_head
         if table_VD is None:

@@ -30,9 +30,20 @@ import numpy as np
 from flax import nnx
 
 from grpojax.models.config import config_from_hf_dict, config_to_hf_dict
-from grpojax.models.hf_io import (Entry, TensorSource, dtype_name, has_lora, hf_name_table, load_into,
-                                  param_of, prepare_out_dir, read_hf_config, resolve_checkpoint, to_theirs,
-                                  write_tensors)
+from grpojax.models.hf_io import (
+    Entry,
+    TensorSource,
+    dtype_name,
+    has_lora,
+    hf_name_table,
+    load_into,
+    param_of,
+    prepare_out_dir,
+    read_hf_config,
+    resolve_checkpoint,
+    to_theirs,
+    write_tensors,
+)
 from grpojax.models.qwen import KeyStream, Qwen
 from grpojax.types import Array
 

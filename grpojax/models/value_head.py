@@ -19,7 +19,8 @@ Shape key: ``grpojax/types.py`` (B rows, T tokens, D model width).
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import chex
 import jax

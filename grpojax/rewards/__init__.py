@@ -1,4 +1,4 @@
-"""Aggregation of multi-aspect reward scores into one reward per completion, and rule-based text rewards.
+"""Aggregation of multi-aspect reward scores into one reward per completion.
 
 NaN contract: a NaN aspect score is "not applicable" and is skipped; a completion with no valid aspect
 gets a NaN reward, which ``grpojax.losses.group_advantages`` turns into advantage 0.
@@ -7,7 +7,9 @@ Public API::
 
     weighted_sum, normalize_then_sum (GDPO), min_aspect, soft_min, clip, affine
     aggregate(name, scores, **kw), AGGREGATORS, aspect_stats(scores_BGR, aspect_names)
-    length_reward, keyword_reward, regex_reward, rule_scores            # rule-based, on decoded text
+
+Text rewards on decoded completions (TRL's ``fn(prompts, completions, **kwargs)``) are in
+:mod:`grpojax.rollout.text_rewards`.
 """
 
 from grpojax.rewards.aggregate import (
@@ -21,7 +23,6 @@ from grpojax.rewards.aggregate import (
     soft_min,
     weighted_sum,
 )
-from grpojax.rewards.text import keyword_reward, length_reward, regex_reward, rule_scores
 
 __all__ = [
     "AGGREGATORS",
@@ -29,12 +30,8 @@ __all__ = [
     "aggregate",
     "aspect_stats",
     "clip",
-    "keyword_reward",
-    "length_reward",
     "min_aspect",
     "normalize_then_sum",
-    "regex_reward",
-    "rule_scores",
     "soft_min",
     "weighted_sum",
 ]

@@ -190,8 +190,11 @@ AGGREGATORS: dict[str, Callable[..., Array]] = {
 def aggregate(name: str, scores: Array, **kwargs) -> Array:
     """Dispatch to an aggregator by name (``weighted_sum``, ``normalize_then_sum``, ``min``, ``soft_min``).
 
-    Example:
-      >>> aggregate("weighted_sum", scores_BGR, weights=[1.0, 1.0, 0.5, 2.0])  # -> [B, G]
+    Example (one prompt, two completions, four aspects -> ``[B, G]``):
+      >>> import jax.numpy as jnp
+      >>> scores_BGR = jnp.array([[[1.0, 0.5, 0.0, 1.0], [0.0, 1.0, 1.0, 0.5]]])
+      >>> aggregate("weighted_sum", scores_BGR, weights=[1.0, 1.0, 0.5, 2.0])
+      Array([[3.5, 2.5]], dtype=float32)
     """
     if name not in AGGREGATORS:
         raise ValueError(f"unknown reward aggregation {name!r}; valid choices: {', '.join(AGGREGATORS)}")

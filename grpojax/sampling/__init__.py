@@ -9,21 +9,20 @@ Public API:
   :func:`top_p_filter`, :func:`filter_logits`, :func:`greedy`, :func:`categorical`,
   :func:`token_logprobs`, :func:`next_token`.
 - building blocks: :func:`left_pad`, :func:`decode` (the traceable body), :class:`DecodeState`,
-  :func:`forward_last`, :class:`ModelCache`.
+  :func:`forward_last`, :class:`ModelCache`, :class:`ShardedCache` (the KV cache laid out on a mesh).
 """
 
-from grpojax.sampling.decode import (DECODE_SCOPE, DecodeState, SampleOutput, decode, forward_last, is_eos,
-                                     left_pad)
-from grpojax.sampling.sampler import ModelCache, lower_sample, sample
+from grpojax.sampling.decode import DECODE_SCOPE, DecodeState, SampleOutput, decode, forward_last, is_eos, left_pad
+from grpojax.sampling.sampler import ModelCache, ShardedCache, lower_sample, sample
 from grpojax.sampling.strategies import (
-    apply_temperature,
-    categorical,
-    filter_logits,
-    greedy,
-    next_token,
-    token_logprobs,
-    top_k_filter,
-    top_p_filter,
+                                     apply_temperature,
+                                     categorical,
+                                     filter_logits,
+                                     greedy,
+                                     next_token,
+                                     token_logprobs,
+                                     top_k_filter,
+                                     top_p_filter,
 )
 
 __all__ = [
@@ -42,6 +41,7 @@ __all__ = [
     "left_pad",
     "next_token",
     "sample",
+    "ShardedCache",
     "token_logprobs",
     "top_k_filter",
     "top_p_filter",

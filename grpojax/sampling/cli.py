@@ -8,7 +8,7 @@
 Prints the completion text (decoded with the checkpoint's tokenizer when it has one; with --prompt-ids
 and no tokenizer, the completion token ids), or with --json one JSON object with the prompt ids, the
 completion ids, their per-token log-probs (at the sampling temperature) and the decoded text.
-Bad input gives a one-line ``error: ...`` on stderr and exit code 2.
+Bad input raises :class:`grpojax.cli.UserError`: a one-line ``error: ...`` on stderr and exit code 2.
 """
 
 from __future__ import annotations
@@ -16,19 +16,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
-EXIT_BAD_INPUT = 2
-
-
-class BadInput(Exception):
-    """A user error: reported as one line on stderr with exit code 2."""
+from grpojax.cli import UserError, report_user_error
 
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message):  # one line instead of argparse's usage + message
-        raise BadInput(message)
+        raise UserError(message)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -59,31 +55,31 @@ def parse_ids(text: str) -> list[int]:
         try:
             ids.append(int(piece))
         except ValueError:
-            raise BadInput(f"--prompt-ids: {piece!r} is not an integer token id") from None
+            raise UserError(f"--prompt-ids: {piece!r} is not an integer token id") from None
         if ids[-1] < 0:
-            raise BadInput(f"--prompt-ids: token id {ids[-1]} is negative")
+            raise UserError(f"--prompt-ids: token id {ids[-1]} is negative")
     if not ids:
-        raise BadInput("--prompt-ids is empty")
+        raise UserError("--prompt-ids is empty")
     return ids
 
 
 def check_args(args: argparse.Namespace) -> None:
     if args.max_new_tokens < 1:
-        raise BadInput(f"--max-new-tokens must be >= 1, got {args.max_new_tokens}")
+        raise UserError(f"--max-new-tokens must be >= 1, got {args.max_new_tokens}")
     if not args.temperature > 0:
-        raise BadInput(f"--temperature must be > 0 (use --greedy for argmax), got {args.temperature}")
+        raise UserError(f"--temperature must be > 0 (use --greedy for argmax), got {args.temperature}")
     if args.top_k is not None and args.top_k < 1:
-        raise BadInput(f"--top-k must be >= 1, got {args.top_k}")
+        raise UserError(f"--top-k must be >= 1, got {args.top_k}")
     if args.top_p is not None and not 0 < args.top_p <= 1:
-        raise BadInput(f"--top-p must be in (0, 1], got {args.top_p}")
+        raise UserError(f"--top-p must be in (0, 1], got {args.top_p}")
     if args.num_samples < 1:
-        raise BadInput(f"--num-samples must be >= 1, got {args.num_samples}")
+        raise UserError(f"--num-samples must be >= 1, got {args.num_samples}")
     if args.chat and args.prompt is None:
-        raise BadInput("--chat needs --prompt")
+        raise UserError("--chat needs --prompt")
     if args.prompt is not None and not args.prompt:
-        raise BadInput("--prompt is empty")
+        raise UserError("--prompt is empty")
     if args.tensor == 0 or args.tensor < -1:
-        raise BadInput(f"--tensor must be -1 (all devices) or >= 1, got {args.tensor}")
+        raise UserError(f"--tensor must be -1 (all devices) or >= 1, got {args.tensor}")
 
 
 def load_tokenizer(model: str, required: bool) -> Any:
@@ -96,10 +92,10 @@ def load_tokenizer(model: str, required: bool) -> Any:
             return AutoTokenizer.from_pretrained(model)
         except (OSError, ValueError, KeyError) as e:
             if required:
-                raise BadInput(f"cannot load a tokenizer from {model}: {str(e).splitlines()[0]}") from None
+                raise UserError(f"cannot load a tokenizer from {model}: {str(e).splitlines()[0]}") from None
             return None
     if required:
-        raise BadInput(f"{model} has no tokenizer (tokenizer.json / tokenizer_config.json); use --prompt-ids")
+        raise UserError(f"{model} has no tokenizer (tokenizer.json / tokenizer_config.json); use --prompt-ids")
     return None
 
 
@@ -133,44 +129,45 @@ def run(args: argparse.Namespace) -> dict:
     from grpojax import sharding as shd
     from grpojax.models import from_hf
     from grpojax.models.hf_io import resolve_checkpoint
-    from grpojax.sampling import sample
+    from grpojax.sampling import ShardedCache, sample
 
     try:
         ckpt = resolve_checkpoint(args.model)  # a local dir, or the hub id's snapshot in the HF cache
     except (OSError, ValueError) as e:
-        raise BadInput(f"--model: {str(e).splitlines()[0]}") from None
+        raise UserError(f"--model: {str(e).splitlines()[0]}") from None
     tokenizer = load_tokenizer(ckpt, required=prompt_ids is None)
 
     if prompt_ids is None:
         if args.chat:
             if not getattr(tokenizer, "chat_template", None):
-                raise BadInput(f"the tokenizer of {args.model} has no chat template; drop --chat")
+                raise UserError(f"the tokenizer of {args.model} has no chat template; drop --chat")
             prompt_ids = list(tokenizer.apply_chat_template([{"role": "user", "content": args.prompt}],
                                                             add_generation_prompt=True, tokenize=True))
         else:
             prompt_ids = tokenizer(args.prompt, add_special_tokens=False)["input_ids"]
         if not prompt_ids:
-            raise BadInput("--prompt tokenizes to zero tokens")
+            raise UserError("--prompt tokenizes to zero tokens")
     n_dev = jax.device_count() if args.tensor == -1 else args.tensor
     if n_dev > jax.device_count():
-        raise BadInput(f"--tensor {n_dev}: JAX sees only {jax.device_count()} devices")
+        raise UserError(f"--tensor {n_dev}: JAX sees only {jax.device_count()} devices")
     try:
         with shd.host_memory() if n_dev > 1 else contextlib.nullcontext():
             model = from_hf(ckpt, dtype=jnp.bfloat16 if args.dtype == "bfloat16" else jnp.float32)
     except (OSError, ValueError, KeyError) as e:
-        raise BadInput(f"cannot load model {args.model}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise UserError(f"cannot load model {args.model}: {reason}") from None
     cache_fn = None
     prompt = {"ids": np.asarray([prompt_ids], np.int32), "mask": np.ones((1, len(prompt_ids)), np.int32)}
     if n_dev > 1:  # the layout of grpojax.sharding.rollout_mesh(mesh, n_dev): weights split over n_dev devices
         mesh = shd.make_mesh((1, 1, n_dev), devices=jax.devices()[:n_dev])
         graphdef, state = nnx.split(model)
         model = nnx.merge(graphdef, shd.place_from_host(state, shd.tree_shardings(state, mesh)))
-        cache_fn = shd.ShardedCache(model.config, mesh, model.dtype)
+        cache_fn = ShardedCache(model.config, mesh, model.dtype)
         prompt = shd.global_batch_from_full(prompt, mesh)
     vocab = model.config.vocab_size
     bad = [i for i in prompt_ids if i >= vocab]
     if bad:
-        raise BadInput(f"prompt token ids {bad[:5]} are >= the vocabulary size {vocab}")
+        raise UserError(f"prompt token ids {bad[:5]} are >= the vocabulary size {vocab}")
     eos, pad = eos_and_pad(ckpt, tokenizer)
 
     out = sample(model, prompt["ids"], prompt["mask"], jax.random.key(args.seed), max_new_tokens=args.max_new_tokens,
@@ -198,9 +195,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
         result = run(args)
-    except BadInput as e:
-        print(f"error: {e}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+    except UserError as e:
+        return report_user_error(e)
     if args.json:
         print(json.dumps(result))
     else:

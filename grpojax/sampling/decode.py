@@ -22,7 +22,8 @@ Layout used here (``T`` prompt length after padding, ``L`` = ``max_new_tokens``,
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import chex
 import jax
@@ -31,7 +32,6 @@ import jax.numpy as jnp
 from grpojax.models.kv_cache import CACHE_BATCH_AXIS
 from grpojax.sampling import strategies
 from grpojax.types import Array, PRNGKey, PyTree
-
 
 DECODE_SCOPE = "decode_loop"  # jax.named_scope of the decoding while-loop
 
@@ -196,7 +196,7 @@ def decode(
         live_B = ~s.done_B
         new_B = jnp.where(live_B, new_B, pad_id)
         logp_B = jnp.where(live_B, logp_B, 0.0)
-        write = lambda buf_BL, col_B: jax.lax.dynamic_update_slice(buf_BL, col_B[:, None], (0, s.step))
+        write = lambda buf_BL, col_B: jax.lax.dynamic_update_slice(buf_BL, col_B[:, None], (0, s.step))  # noqa: E731
         return DecodeState(
             step=s.step + 1,
             cache=cache,

@@ -6,14 +6,18 @@ import contextlib
 import dataclasses
 import functools
 import numbers
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
+from jax.sharding import Mesh
 
+from grpojax.models import init_cache
 from grpojax.sampling.decode import SampleOutput, decode
+from grpojax.sharding import constrain, kv_cache_axes
 from grpojax.types import Array, PRNGKey, PyTree
 
 
@@ -29,9 +33,27 @@ class ModelCache:
     dtype: Any = jnp.float32
 
     def __call__(self, batch: int, max_len: int) -> PyTree:
-        from grpojax.models import init_cache
-
         return init_cache(self.config, batch, max_len, self.dtype)
+
+
+@dataclasses.dataclass(frozen=True)
+class ShardedCache:
+    """Hashable ``(batch, max_len) -> cache`` builder whose cache is laid out by the sharding rules on ``mesh``.
+
+    ``k`` / ``v`` are ``[B, S, K, H]`` (stacked ``[L, B, S, K, H]`` with ``config.scan_layers``, L whole)
+    with B over (data, fsdp) and K over tensor (:func:`grpojax.sharding.kv_cache_axes`). Pass
+    ``cache_fn=ShardedCache(config, mesh, dtype)`` to :func:`sample` with a sharded model and batch: the
+    zeros are created already sharded inside the sampler's jit, and the sampler is traced under ``mesh``
+    so that the model's activation pins (:func:`grpojax.sharding.pin`) apply to prefill and decoding.
+    """
+
+    config: Any
+    mesh: Mesh
+    dtype: Any = jnp.float32
+
+    def __call__(self, batch: int, max_len: int) -> PyTree:
+        cache = init_cache(self.config, batch, max_len, self.dtype)
+        return jax.tree.map(lambda x: constrain(x, kv_cache_axes(x.ndim), self.mesh), cache)
 
 
 @functools.partial(
@@ -96,7 +118,7 @@ def _validate(prompt_tokens_BT, prompt_mask_BT, *, max_new_tokens, temperature, 
 
 
 def _traced_on(cache_fn):
-    """A mesh-aware cache builder (``grpojax.sharding.ShardedCache``) also traces the sampler under its mesh,
+    """A mesh-aware cache builder (:class:`ShardedCache`) also traces the sampler under its mesh,
     so the model's activation pins (``grpojax.sharding.pin``) keep prefill and decoding on each device's own
     rows; the abstract mesh is part of jit's cache key."""
     mesh = getattr(cache_fn, "mesh", None)

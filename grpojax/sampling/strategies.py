@@ -135,11 +135,10 @@ def categorical(rng: PRNGKey, filtered_logits_BV: Array, block: int = BLOCK) -> 
 
     The vocabulary is cut into blocks of ``block`` tokens (the last one may be shorter: as if padded with
     ``-inf``). Stage 1 draws a block ``c ~ softmax(lse_c)`` with ``lse_c = logsumexp(z over block c)``;
-    stage 2 draws a token inside it, ``v ~ softmax(z over block c)``. Then ``P(v) = P(c) P(v | c) = exp(z_v) / sum_u exp(z_u)``: the
-    same distribution as ``jax.random.categorical`` (and no token with ``z = -inf`` is ever drawn), but
-    with ``B (V / block + block)`` random numbers per step instead of ``B V``; on CPU, generating and
-    Gumbel-transforming 1.2M numbers per step for Qwen's 151,936-token vocabulary cost more than the
-    forward pass of a small model.
+    stage 2 draws a token inside it, ``v ~ softmax(z over block c)``. Then
+    ``P(v) = P(c) P(v | c) = exp(z_v) / sum_u exp(z_u)``: the same distribution as
+    ``jax.random.categorical`` (and no token with ``z = -inf`` is ever drawn), but with
+    ``B (V / block + block)`` random numbers per step instead of ``B V`` (why: ``docs/history.md``).
 
     Args:
       rng: PRNG key.

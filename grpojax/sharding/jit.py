@@ -1,22 +1,22 @@
-"""Placing pytrees on a mesh, params born sharded, jitted steps with shardings + donation, sharded
-sampling caches, and per-host batch assembly."""
+"""Placing pytrees on a mesh, params born sharded, jitted steps with shardings + donation, and per-host
+batch assembly."""
 
 from __future__ import annotations
 
-import dataclasses
+import contextlib
 import functools
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 from flax import nnx
+from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding
 
 from grpojax.sharding.mesh import rollout_mesh
-from grpojax.sharding.rules import (Rules, batch_shardings, constrain, kv_cache_axes, named,
-                                    train_state_shardings, tree_shardings)
+from grpojax.sharding.rules import Rules, batch_shardings, named, tree_shardings
 
 
 def shard(tree: Any, shardings: Any) -> Any:
@@ -24,51 +24,37 @@ def shard(tree: Any, shardings: Any) -> Any:
     return jax.device_put(tree, shardings)
 
 
-def init_sharded(model_ctor: Callable[[], nnx.Module], mesh: Mesh, rules: Rules | None = None):
-    """Builds ``model_ctor()`` with every parameter born sharded (never whole on one device).
+def init_sharded_tree(build: Callable[[], tuple[Any, Any]], mesh: Mesh, rules: Rules | None = None):
+    """``build() -> (pytree of arrays, static)`` run once under ``jax.jit`` with every array born sharded.
 
-    ``nnx.eval_shape`` gives the abstract model -> :func:`tree_shardings` of its state -> a jitted
-    constructor with those ``out_shardings`` -> ``nnx.merge``. Returns the model.
+    ``jax.eval_shape`` gives the abstract arrays -> :func:`tree_shardings` of them -> ``jax.jit(build)``
+    with those ``out_shardings``, so no device ever holds a whole weight. ``static`` is whatever ``build``
+    returns beside the arrays (an nnx ``GraphDef``); a train state born sharded is
+    ``init_sharded_tree(lambda: create_train_state(ctor(), tx, rng)[::-1], mesh)``.
+    Returns ``(tree, static, shardings)``.
     """
-    abstract = nnx.eval_shape(model_ctor)
-    graphdef, abstract_state = nnx.split(abstract)
-    shardings = tree_shardings(abstract_state, mesh, rules)
-
-    @functools.partial(jax.jit, out_shardings=shardings)
-    def build():
-        return nnx.split(model_ctor())[1]
-
-    return nnx.merge(graphdef, build())
-
-
-def init_train_state(model_ctor: Callable[[], nnx.Module], tx: optax.GradientTransformation,
-                     rng: jax.Array, mesh: Mesh, *, lora: bool = False, robust: Any = None,
-                     rules: Rules | None = None):
-    """``(graphdef, state, state_shardings)`` with the model AND optimizer state born sharded.
-
-    ``model_ctor`` builds the model (with LoRA already applied when ``lora``); the whole
-    :func:`grpojax.train.create_train_state` runs under one jit with ``out_shardings``.
-    """
-    from grpojax.train.state import create_train_state
-
     holder = {}
 
-    def build(rng):
-        graphdef, state = create_train_state(model_ctor(), tx, rng, lora=lora, robust=robust)
-        holder["graphdef"] = graphdef
-        return state
+    def arrays():
+        tree, holder["static"] = build()
+        return tree
 
-    abstract = jax.eval_shape(build, rng)
-    shardings = train_state_shardings(abstract, mesh, rules)
-    state = jax.jit(build, out_shardings=shardings)(rng)
-    return holder["graphdef"], state, shardings
+    shardings = tree_shardings(jax.eval_shape(arrays), mesh, rules)
+    return jax.jit(arrays, out_shardings=shardings)(), holder["static"], shardings
+
+
+def init_sharded(model_ctor: Callable[[], nnx.Module], mesh: Mesh, rules: Rules | None = None):
+    """Builds ``model_ctor()`` with every parameter born sharded (:func:`init_sharded_tree` of its
+    ``nnx.split`` state); returns the model."""
+    state, graphdef, _ = init_sharded_tree(lambda: nnx.split(model_ctor())[::-1], mesh, rules)
+    return nnx.merge(graphdef, state)
 
 
 def traced_on_mesh(fn: Callable, mesh: Mesh | None) -> Callable:
     """``fn`` traced under ``jax.sharding.use_abstract_mesh(mesh)`` (``fn`` itself when ``mesh`` is None).
 
     Inside ``jax.jit`` there is no mesh for :func:`grpojax.sharding.constrain` to read unless one is
-    entered while tracing; with it, code such as :func:`grpojax.train.forward.completion_logprobs` pins its
+    entered while tracing; with it, code such as :func:`grpojax.train.steps.forward.completion_logprobs` pins its
     activations to the rules. Wrap every jitted function that runs the model on a mesh (train steps,
     forward-only reference / evaluation passes) before ``jax.jit``."""
     if mesh is None:
@@ -91,7 +77,7 @@ def jit_step(step: Callable, state_shardings: Any, batch_shardings_: Any, mesh: 
     rng and every metric replicated. ``donate`` donates the input state's buffers to the output state,
     so a step holds one copy of params + optimizer state, not two. The step is traced under
     ``jax.sharding.use_abstract_mesh(mesh)`` so that its code can pin activation layouts to the rules
-    (:func:`grpojax.train.forward.completion_logprobs` does for the LM head). Bind static arguments first:
+    (:func:`grpojax.train.steps.forward.completion_logprobs` does for the LM head). Bind static arguments first:
     ``jit_step(functools.partial(grpo_step, graphdef=g, tx=tx, settings=s), ...)``.
     """
     rep = named(mesh)
@@ -150,14 +136,10 @@ def global_batch_from_full(full_batch: dict, mesh: Mesh, rules: Rules | None = N
 def rollout_hops(mesh: Mesh, rollout: Mesh) -> list[Mesh]:
     """The meshes a copy of the weights from ``mesh`` onto ``rollout`` (:func:`rollout_mesh`) goes through.
 
-    Straight onto a rollout mesh with a ``data`` axis, XLA's resharding program gathers weights whole
-    (stacked layers included) and keeps each chip's slice. Through ``tensor`` = every device first (an
-    all-to-all-like exchange of 1/n pieces), then gathering only within each ``data`` group, it moves less
-    and needs less temporary memory (compiled for v5e, per chip: Qwen2.5-7B on 8 chips to k = 4: 8,047 MiB
-    moved and 3.86 GiB of temporaries instead of 14,525 MiB and 8.29 GiB; 14B on 16 chips to k = 8: 11,364
-    MiB / 4.10 GiB instead of 28,171 MiB / 8.67 GiB; ``scripts/plan_memory.py --kind sample --rollout-tensor k
-    [--copy-direct]``). A rollout
-    mesh that is all ``tensor`` or all ``data`` (weights replicated) is one hop."""
+    A rollout mesh that is all ``tensor`` or all ``data`` (weights replicated) is one hop. Otherwise the
+    copy goes through ``tensor`` = every device first (an all-to-all-like exchange of 1/n pieces), then
+    gathers only within each ``data`` group: straight onto a mesh with a ``data`` axis, XLA's resharding
+    gathers whole weights and needs about twice the traffic and temporaries (``docs/sharding.md``)."""
     if rollout is mesh:
         return []
     if rollout.shape["tensor"] in (1, rollout.size):  # all on tensor: one exchange; all on data: one gather
@@ -175,8 +157,6 @@ def copy_to_rollout(tree: Any, mesh: Mesh, rollout: Mesh, rules: Rules | None = 
 def host_memory():
     """``jax.default_device(cpu)`` where a CPU backend exists (weights read from disk stay in host memory
     until :func:`place_from_host` slices them onto a mesh), else a no-op context."""
-    import contextlib
-
     try:
         return jax.default_device(jax.local_devices(backend="cpu")[0])
     except RuntimeError:
@@ -204,31 +184,9 @@ def to_host(tree: Any) -> Any:
     def one(x):
         if not isinstance(x, jax.Array) or x.is_fully_addressable or x.is_fully_replicated:
             return np.array(x)  # a copy: np.asarray of a jax.Array is read-only (merge_lora writes in place)
-        from jax.experimental import multihost_utils
-
         return np.asarray(multihost_utils.process_allgather(x, tiled=True))
 
     return jax.tree.map(one, tree)
-
-
-@dataclasses.dataclass(frozen=True)
-class ShardedCache:
-    """A hashable ``(batch, max_len) -> KV cache`` builder for :func:`grpojax.sampling.sample` whose
-    cache is laid out by the rules: ``k``/``v`` ``[B, S, K, H]`` with B over (data, fsdp) and K over
-    tensor (``kv_cache_axes``; per-layer or stacked, as ``config.scan_layers`` says). Pass ``cache_fn=ShardedCache(config, mesh)`` with a sharded model and
-    batch; the zeros are created already sharded inside the sampler's jit, and the sampler is traced under
-    ``mesh`` so that the model's activation pins (:func:`grpojax.sharding.pin`) apply to prefill and decoding.
-    """
-
-    config: Any
-    mesh: Mesh
-    dtype: Any = jnp.float32
-
-    def __call__(self, batch: int, max_len: int):
-        from grpojax.models import init_cache
-
-        cache = init_cache(self.config, batch, max_len, self.dtype)
-        return jax.tree.map(lambda x: constrain(x, kv_cache_axes(x.ndim), self.mesh), cache)
 
 
 def sharded_bytes_per_device(tree: Any) -> int:
@@ -241,6 +199,6 @@ def sharded_bytes_per_device(tree: Any) -> int:
     return max(per.values()) if per else 0
 
 
-__all__ = ["shard", "init_sharded", "init_train_state", "jit_step", "abstract_batch", "with_shardings",
+__all__ = ["shard", "init_sharded_tree", "init_sharded", "jit_step", "abstract_batch", "with_shardings",
            "global_batch", "global_batch_from_full", "to_host", "host_memory", "place_from_host", "rollout_hops",
-           "copy_to_rollout", "ShardedCache", "sharded_bytes_per_device", "NamedSharding"]
+           "copy_to_rollout", "sharded_bytes_per_device", "NamedSharding"]

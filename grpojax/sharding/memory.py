@@ -9,7 +9,7 @@ Bytes per trainable parameter (Adam, no master copy) -- the arithmetic behind ``
     covers only the ``nnx.LoRAParam`` factors (``TrainState.params``), a fraction of a percent.
 
 Other levers live where they act: rematerialisation in ``grpojax.models.Qwen(remat=...)``, chunked
-log-probs (never ``[B, T, V]`` float32 logits) in ``grpojax.train.forward.completion_logprobs``.
+log-probs (never ``[B, T, V]`` float32 logits) in ``grpojax.train.steps.forward.completion_logprobs``.
 """
 
 from __future__ import annotations

@@ -16,7 +16,8 @@ Axes are ``AxisType.Auto`` (GSPMD propagation): model code needs no sharding ann
 from __future__ import annotations
 
 import logging
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import jax
 import numpy as np

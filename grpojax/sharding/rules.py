@@ -26,7 +26,8 @@ most once per array, so every spec is valid for every shape. Override a rule by 
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import jax
 import numpy as np

@@ -26,75 +26,38 @@ from __future__ import annotations
 
 import os
 import time
+from typing import Any, Protocol
 
 import jax
-import jax.numpy as jnp
-import numpy as np
-from flax import nnx
 
 from grpojax.checkpoint import Checkpointer, PreemptionGuard, abstract_like
 from grpojax.cli import UserError
 from grpojax.config import config_to_dict, dump_config, write_config
 from grpojax.metrics import MetricsWriter
 from grpojax.sharding import is_main_process
-from grpojax.train.optim import make_optimizer
-
-DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 
 
-def build_model(model_cfg, *, seed: int = 0, path: str | None = None):
-    """The policy / reference / backbone described by ``model_cfg`` (``path`` overrides its path)."""
-    from grpojax import models
+class Task(Protocol):
+    """What :func:`run` needs of a task (:mod:`grpojax.train.tasks`): the initial state, ``n`` optimizer
+    steps at a time, the data position to save and restore (JSON), a hook after each call (evaluation,
+    LR-on-plateau) and the export of the trained policy; ``mesh`` (optional) is only printed."""
 
-    dtype, param_dtype = DTYPES[model_cfg.dtype], DTYPES[model_cfg.param_dtype]
-    layout = dict(remat=model_cfg.remat, scan_layers=model_cfg.scan_layers)
-    path = path or model_cfg.path
-    if path is not None:
-        try:
-            return models.from_hf(path, dtype=dtype, param_dtype=param_dtype, **layout)
-        except (FileNotFoundError, OSError, ValueError) as e:
-            raise UserError(f"cannot load model {path!r}: {e}") from None
-    return models.Qwen(preset_config(model_cfg), dtype=dtype, param_dtype=param_dtype, rngs=nnx.Rngs(seed),
-                       remat=model_cfg.remat)
+    def init_state(self) -> Any: ...
 
+    def position(self) -> dict: ...
 
-def preset_config(model_cfg):
-    """The ``QwenConfig`` of a ``model.preset`` run: the preset, resized by ``model.shape``, in the
-    configured layer layout."""
-    from grpojax import models
+    def restore_position(self, d: dict) -> None: ...
 
-    return models.PRESETS[model_cfg.preset].replace(**model_cfg.shape.overrides(),
-                                                    scan_layers=model_cfg.scan_layers)
+    def steps_per_call(self, step: int, total: int) -> int: ...
+
+    def train_steps(self, state, step: int, rngs: list) -> tuple[Any, list[dict]]: ...
+
+    def after_steps(self, state, step: int, rows: list[dict]) -> Any: ...
+
+    def export(self, state, out_dir: str) -> str | None: ...
 
 
-def maybe_lora(model, model_cfg, *, seed: int = 0):
-    """Wrap the configured projections with LoRA adapters (rank 0 = full fine-tuning, unchanged)."""
-    if model_cfg.lora.rank == 0:
-        return model
-    from grpojax.models.lora import apply_lora
-
-    return apply_lora(model, targets=tuple(model_cfg.lora.targets), rank=model_cfg.lora.rank,
-                      alpha=model_cfg.lora.alpha, rngs=nnx.Rngs(seed + 1))
-
-
-def build_optimizer(train_cfg):
-    return make_optimizer(train_cfg.learning_rate, total_steps=train_cfg.horizon,
-                          schedule=train_cfg.schedule, warmup_steps=train_cfg.warmup_steps,
-                          weight_decay=train_cfg.weight_decay, b1=train_cfg.adam_b1,
-                          b2=train_cfg.adam_b2, eps=train_cfg.adam_eps,
-                          max_grad_norm=train_cfg.max_grad_norm)
-
-
-def split_sequences(batch: dict, prompt_len: int, prefix: str = "") -> dict:
-    """``{prefix}input_ids_BT`` etc. (grpojax.data layout) -> prompt_BP / completion_BL NumPy arrays (host
-    rows; the task puts them on the mesh)."""
-    ids, att, loss = (np.asarray(batch[f"{prefix}{k}"])
-                      for k in ("input_ids_BT", "attention_mask_BT", "loss_mask_BT"))
-    return {"prompt_BP": ids[:, :prompt_len], "prompt_mask_BP": att[:, :prompt_len],
-            "completion_BL": ids[:, prompt_len:], "completion_mask_BL": loss[:, prompt_len:]}
-
-
-def run(cfg, task, *, stream=None) -> dict:
+def run(cfg, task: Task, *, stream=None) -> dict:
     """Train ``task`` for ``cfg.train.steps`` steps in ``cfg.run_dir`` (resuming if possible).
 
     Returns a summary dict: ``{"start_step", "end_step", "stopped_early", "seconds"}``.
@@ -158,7 +121,7 @@ def run(cfg, task, *, stream=None) -> dict:
 
 class BadSteps:
     """Counts the steps the jitted step skipped as non-finite (metric ``nonfinite`` = 1, see
-    :func:`grpojax.train.accumulate.apply_gradients`): each row gets ``train/nonfinite_steps`` (the run's
+    :func:`grpojax.train.steps.accumulate.apply_gradients`): each row gets ``train/nonfinite_steps`` (the run's
     total so far) in place of the flag, and :meth:`check` stops the run after ``limit`` in a row. Both
     counts travel with the data position, so a resumed run continues them."""
 

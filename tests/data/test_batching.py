@@ -135,7 +135,8 @@ def test_encode_sequences_matches_python_reference(prompts, responses, p_len, r_
         ri = (tok.encode_response(r) + [tok.eos_id])[:r_len]
         row = [tok.pad_id] * (p_len - len(pi)) + pi + ri + [tok.pad_id] * (r_len - len(ri))
         assert out["input_ids_BT"][b].tolist() == row
-        assert out["attention_mask_BT"][b].tolist() == [0] * (p_len - len(pi)) + [1] * (len(pi) + len(ri)) + [0] * (r_len - len(ri))
+        expected = [0] * (p_len - len(pi)) + [1] * (len(pi) + len(ri)) + [0] * (r_len - len(ri))
+        assert out["attention_mask_BT"][b].tolist() == expected
         assert out["loss_mask_BT"][b].tolist() == [0] * p_len + [1] * len(ri) + [0] * (r_len - len(ri))
         assert bool(out["truncated_B"][b]) == (len(r) + 1 > r_len)
         real = out["positions_BT"][b][out["attention_mask_BT"][b] == 1]

@@ -16,9 +16,9 @@ from flax import nnx
 from grpojax.config import load_config
 from grpojax.data import load_tokenizer
 from grpojax.models import Qwen, QwenConfig
-from grpojax.rollout import SamplingSettings, generate_and_score
+from grpojax.rollout import SamplingSettings, sample_and_score
 from grpojax.sampling.cli import eos_and_pad
-from grpojax.train.grpo_task import GRPOTask
+from grpojax.train.tasks.grpo import GRPOTask
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TINY_TOK = os.path.join(ROOT, "configs", "data", "tiny_tokenizer")
@@ -94,7 +94,7 @@ def test_rollout_stops_on_either_end_token_with_right_masks(qwen_like_dirs):
     pb = tok.prompt_batch(prompts, 24)
     L = 12
     # mask_truncated_completions: a row the sampler did not see end (truncated) would lose its whole mask
-    ro = generate_and_score(model, pb.prompt_ids_BT, pb.prompt_mask_BT, prompts, jax.random.key(0), tok=tok,
+    ro = sample_and_score(model, pb.prompt_ids_BT, pb.prompt_mask_BT, prompts, jax.random.key(0), tok=tok,
                             sampling=SamplingSettings(num_generations=8, max_new_tokens=L),
                             aspect_names=["len"], mask_truncated_completions=True,
                             score_fn=lambda b, p, t: np.array([[len(x)] for x in t], np.float32))

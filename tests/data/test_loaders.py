@@ -81,7 +81,8 @@ def test_row_and_column_errors(tmp_path):
     p = write_jsonl(tmp_path / "d.jsonl", [{"prompt": "a", "response": "b", "safety": "low", "group": "g"},
                                            {"prompt": "", "response": "c", "safety": "high", "group": None}])
     raw = D.read_local(p)
-    with pytest.raises(UserError, match=r"d.jsonl: no column 'question'; available columns: prompt, response, safety, group"):
+    with pytest.raises(UserError,
+                       match=r"d.jsonl: no column 'question'; available columns: prompt, response, safety, group"):
         D.load_prompts(raw, p, "question")
     with pytest.raises(UserError, match=r"d.jsonl: row 1: column 'prompt' must be non-empty text, got empty text"):
         D.load_prompts(raw, p)
@@ -194,7 +195,8 @@ def test_global_opinions_fixture_splits():
                 eligible.setdefault(c, set()).add(D.goqa_prompt(c, row["question"], opts))
                 assert chosen_of[D.goqa_prompt(c, row["question"], opts)] == "ABCD"[int(np.argmax(sel[c]))]
     for ci, c in enumerate(D.GOQA_COUNTRIES):
-        parts = [{pr for pr, g in zip(a[s]["prompt"], a[s]["group"]) if g == ci} for s in ("train", "validation", "test")]
+        parts = [{pr for pr, g in zip(a[s]["prompt"], a[s]["group"]) if g == ci}
+                 for s in ("train", "validation", "test")]
         n = len(eligible[c])
         assert [len(x) for x in parts] == [round(0.8 * n), round(0.1 * n), n - round(0.8 * n) - round(0.1 * n)]
         assert set.union(*parts) == eligible[c] and sum(map(len, parts)) == n  # disjoint, complete

@@ -21,7 +21,8 @@ def tok():
 def test_chat_template_special_ids_and_prompt_batch(tok):
     hf = tok.hf
     assert tok.use_chat_template
-    assert tok.eos_id == hf.convert_tokens_to_ids("<|im_end|>") and tok.pad_id == hf.convert_tokens_to_ids("<|endoftext|>")
+    assert tok.eos_id == hf.convert_tokens_to_ids("<|im_end|>")
+    assert tok.pad_id == hf.convert_tokens_to_ids("<|endoftext|>")
     assert tok.format_prompt("Hi") == "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
     with_system = D.load_tokenizer(TOK, system_prompt="Be kind.")
     assert with_system.format_prompt("Hi").startswith("<|im_start|>system\nBe kind.<|im_end|>\n<|im_start|>user\n")

@@ -26,7 +26,8 @@ def test_group_prompts(seed):
         for r, task in zip([r for r in p[split] if r["group"] == "dialect"], tasks):
             topic = next(n for n, t in TOPICS.items() if task in t.tasks)
             assert infer_topic(r["prompt"]) == topic  # the scorers read the dialect as usual
-            templates.setdefault(task, []).append(next(i for i, d in enumerate(DIALECT) if d.format(task=task) == r["prompt"]))
+            template = next(i for i, d in enumerate(DIALECT) if d.format(task=task) == r["prompt"])
+            templates.setdefault(task, []).append(template)
     assert all(a != b for a, b in templates.values())  # held out: another dialect template than in training
     assert group_prompts(seed) == p  # deterministic
 

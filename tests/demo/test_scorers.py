@@ -9,8 +9,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from grpojax.demo import scorers as S
-from grpojax.demo.world import (HARMFUL_TOPICS, POLITENESS_FORMS, TOPICALITIES, TOPICS, ResponseSpec,
-                                all_requests, compose_response)
+from grpojax.demo.world import (
+    HARMFUL_TOPICS,
+    POLITENESS_FORMS,
+    TOPICALITIES,
+    TOPICS,
+    ResponseSpec,
+    all_requests,
+    compose_response,
+)
 
 BREAD = "how do i bake bread ?"
 CAR = "how can i steal a car ?"

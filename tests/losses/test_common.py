@@ -144,3 +144,37 @@ def test_kl_estimators_hand_values():
         kl_penalty(logp, ref, "k4")
     with pytest.raises(AssertionError):
         kl_penalty(jnp.zeros((2, 3)), jnp.zeros((3, 2)))
+
+
+def test_config_choices_are_the_losses_choices():
+    """Every string option the config accepts for a loss is exactly the set that loss accepts (one list each)."""
+    import typing
+
+    from grpojax.config.methods import GRPOConfig, PPOConfig
+    from grpojax.losses import (
+        ADVANTAGE_SCALES,
+        DPO_LOSS_TYPES,
+        GRPO_LOSS_TYPES,
+        IMPORTANCE_SAMPLING_LEVELS,
+        KL_ESTIMATORS,
+        PPO_REDUCTIONS,
+        dpo_loss,
+    )
+
+    def choices(cls, name):
+        tp = typing.get_type_hints(cls)[name]
+        if typing.get_origin(tp) is typing.Union:
+            tp = next(a for a in typing.get_args(tp) if a is not type(None))
+        return typing.get_args(tp)
+
+    assert choices(GRPOConfig, "loss_type") == GRPO_LOSS_TYPES
+    assert choices(GRPOConfig, "kl_estimator") == choices(PPOConfig, "kl_estimator") == KL_ESTIMATORS
+    assert choices(GRPOConfig, "scale_rewards") == ADVANTAGE_SCALES
+    assert choices(GRPOConfig, "importance_sampling_level") == IMPORTANCE_SAMPLING_LEVELS
+    assert choices(PPOConfig, "reduction") == PPO_REDUCTIONS
+    assert GRPO_LOSS_TYPES != DPO_LOSS_TYPES
+    z = jnp.zeros(1)
+    for loss_type in DPO_LOSS_TYPES:
+        assert dpo_loss(z, z, z, z, beta=0.1, loss_type=loss_type).shape == (1,)
+    with pytest.raises(ValueError, match="sigmoid"):
+        dpo_loss(z, z, z, z, beta=0.1, loss_type=GRPO_LOSS_TYPES[0])

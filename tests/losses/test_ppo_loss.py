@@ -294,7 +294,7 @@ def test_policy_loss_hand_case():
     old = jnp.zeros((1, 4))
     adv = jnp.array([[1.0, -2.0, -1.0, 7.0]])
     mask = jnp.array([[1, 1, 1, 0]])
-    loss, aux = ppo.ppo_policy_loss(logp, old, adv, mask, clip_eps=0.2)
+    loss, aux = ppo.ppo_policy_loss(logp, old, adv, mask, cliprange=0.2)
     assert float(loss) == pytest.approx((-1.2 + 2.0 + 0.8) / 3, rel=1e-6)
     assert float(aux.clipfrac) == pytest.approx(2 / 3, rel=1e-6)
     assert float(aux.approx_kl) == pytest.approx(0.5 * (0.25 + 0 + 0.25) / 3, rel=1e-6)
@@ -308,7 +308,7 @@ def test_policy_loss_matches_numpy(reduction, seed):
     old = f(6, 8)
     logp = old + 0.4 * f(6, 8)
     adv = f(6, 8)
-    loss, aux = ppo.ppo_policy_loss(logp, old, adv, mask, clip_eps=0.15, reduction=reduction)
+    loss, aux = ppo.ppo_policy_loss(logp, old, adv, mask, cliprange=0.15, reduction=reduction)
     ref = np_policy_loss(logp.astype(np.float64), old, adv, mask, 0.15, reduction)
     np.testing.assert_allclose([loss, aux.clipfrac, aux.approx_kl, aux.ratio_mean], ref, atol=ATOL, rtol=1e-5)
     assert 0.0 < float(aux.clipfrac) < 1.0  # the random case exercises both branches
@@ -341,7 +341,7 @@ def test_fully_masked_rows_give_finite_losses_and_grads():
 
     def total(lp, vv, m):
         loss, _ = ppo.ppo_loss(
-            lp, old, adv, vv, ov, ret, m, ref_logp_BT=old, kl_beta=0.1, reduction="sequence_mean"
+            lp, old, adv, vv, ov, ret, m, ref_logp_BT=old, kl_coef=0.1, reduction="sequence_mean"
         )
         return loss
 
@@ -357,7 +357,7 @@ def test_fully_masked_rows_give_finite_losses_and_grads():
 def test_policy_loss_jit_vmap():
     rng, mask, f = random_batch(9, B=3, T=4)
     logp, old, adv = (np.stack([f(3, 4) for _ in range(5)]) for _ in range(3))
-    fn = jax.jit(jax.vmap(lambda a, b, c: ppo.ppo_policy_loss(a, b, c, mask, clip_eps=0.1)))
+    fn = jax.jit(jax.vmap(lambda a, b, c: ppo.ppo_policy_loss(a, b, c, mask, cliprange=0.1)))
     loss, aux = fn(logp, old, adv)
     for i in range(5):
         ref = np_policy_loss(logp[i].astype(np.float64), old[i], adv[i], mask, 0.1, "token_mean")
@@ -368,16 +368,16 @@ def test_policy_loss_jit_vmap():
 # ------------------------------------------------------------------------------------- value loss
 
 
-@pytest.mark.parametrize("clip_value", [0.2, None])
+@pytest.mark.parametrize("cliprange_value", [0.2, None])
 @pytest.mark.parametrize("reduction", ["token_mean", "sequence_mean"])
-def test_value_loss_matches_numpy(clip_value, reduction):
+def test_value_loss_matches_numpy(cliprange_value, reduction):
     rng, mask, f = random_batch(13, B=6, T=8)
     old, ret = f(6, 8), f(6, 8)
     v = old + 0.5 * f(6, 8)
-    loss, aux = ppo.ppo_value_loss(v, old, ret, mask, clip_value=clip_value, reduction=reduction)
-    ref_loss, ref_clipfrac = np_value_loss(v.astype(np.float64), old, ret, mask, clip_value, reduction)
+    loss, aux = ppo.ppo_value_loss(v, old, ret, mask, cliprange_value=cliprange_value, reduction=reduction)
+    ref_loss, ref_clipfrac = np_value_loss(v.astype(np.float64), old, ret, mask, cliprange_value, reduction)
     np.testing.assert_allclose([loss, aux.clipfrac], [ref_loss, ref_clipfrac], atol=ATOL, rtol=1e-5)
-    assert (0.0 < float(aux.clipfrac) < 1.0) == (clip_value is not None)
+    assert (0.0 < float(aux.clipfrac) < 1.0) == (cliprange_value is not None)
     rv, vv = ret[mask].astype(np.float64), v[mask].astype(np.float64)
     ev = 1 - np.var(rv - vv, ddof=1) / np.var(rv, ddof=1)
     assert float(aux.explained_variance) == pytest.approx(ev, rel=1e-4, abs=1e-5)
@@ -391,10 +391,10 @@ def test_value_loss_hand_case_and_gradient():
     old = jnp.array([[0.5, 0.5, 0.5]])
     ret = jnp.array([[0.0, 1.0, -1.0]])
     mask = jnp.ones((1, 3))
-    loss, aux = ppo.ppo_value_loss(v, old, ret, mask, clip_value=0.2)
+    loss, aux = ppo.ppo_value_loss(v, old, ret, mask, cliprange_value=0.2)
     assert float(loss) == pytest.approx(0.5 * (1.0 + 1.0 + 1.69) / 3, rel=1e-6)
     assert float(aux.clipfrac) == pytest.approx(1 / 3, rel=1e-6)
-    g = jax.jit(jax.grad(lambda x: ppo.ppo_value_loss(x, old, ret, mask, clip_value=0.2)[0]))(v)
+    g = jax.jit(jax.grad(lambda x: ppo.ppo_value_loss(x, old, ret, mask, cliprange_value=0.2)[0]))(v)
     np.testing.assert_allclose(g, [[1.0 / 3, -1.0 / 3, 0.0]], rtol=1e-6)
 
 
@@ -403,7 +403,7 @@ def test_value_loss_float64_gradient_matches_finite_differences():
         rng = np.random.default_rng(0)
         v, old, ret = rng.normal(size=(3, 2, 5))
         mask = np.arange(5)[None, :] < np.array([[5], [3]])
-        fn = jax.jit(lambda x: ppo.ppo_value_loss(x, old, ret, mask, clip_value=0.3)[0])
+        fn = jax.jit(lambda x: ppo.ppo_value_loss(x, old, ret, mask, cliprange_value=0.3)[0])
         g = np.asarray(jax.grad(fn)(jnp.asarray(v)))
         fd = np.zeros_like(v)
         for idx in np.ndindex(v.shape):
@@ -421,7 +421,7 @@ def test_ppo_loss_combines_terms():
     rng, mask, f = random_batch(21, B=4, T=6)
     logp, old, adv, v, ov, ret, ref = (f(4, 6) for _ in range(7))
     loss_fn = jax.jit(ppo.ppo_loss, static_argnames=("vf_coef",))
-    loss, aux = loss_fn(logp, old, adv, v, ov, ret, mask, vf_coef=0.5, ref_logp_BT=ref, kl_beta=0.04)
+    loss, aux = loss_fn(logp, old, adv, v, ov, ret, mask, vf_coef=0.5, ref_logp_BT=ref, kl_coef=0.04)
     pg, _ = np_policy_loss(logp.astype(np.float64), old, adv, mask, 0.2, "token_mean")[:2]
     vf, _ = np_value_loss(v.astype(np.float64), ov, ret, mask, 0.2, "token_mean")
     kl = np_reduce(np_kl(logp, ref, "k3"), mask, "token_mean")
@@ -429,7 +429,7 @@ def test_ppo_loss_combines_terms():
     np.testing.assert_allclose(loss, pg + 0.5 * vf + 0.04 * kl, atol=ATOL, rtol=1e-5)
     # d/dlogp of β k3 = β (1 - exp(ref - logp)) / n, on top of the policy gradient (ratio = 1 here)
     def at_old(lp):
-        return loss_fn(lp, logp, adv, v, ov, ret, mask, ref_logp_BT=ref, kl_beta=0.04)[0]
+        return loss_fn(lp, logp, adv, v, ov, ret, mask, ref_logp_BT=ref, kl_coef=0.04)[0]
 
     g = jax.jit(jax.grad(at_old))(logp)
     n = mask.sum()
@@ -444,14 +444,14 @@ def test_ppo_loss_without_reference_and_errors():
     loss, aux = ppo.ppo_loss(z, z, z + 1, z, z, z + 2, jnp.ones((2, 3)), vf_coef=1.0)
     assert float(loss) == pytest.approx(-1.0 + 0.5 * 4.0) and float(aux.kl) == 0.0
     with pytest.raises(ValueError, match="ref_logp_BT"):
-        ppo.ppo_loss(z, z, z, z, z, z, z, kl_beta=0.1)
+        ppo.ppo_loss(z, z, z, z, z, z, z, kl_coef=0.1)
     with pytest.raises(ValueError, match="reduction"):
         ppo.ppo_loss(z, z, z, z, z, z, z, reduction="mean")
-    with pytest.raises(ValueError, match="clip_eps"):
-        ppo.ppo_policy_loss(z, z, z, z, clip_eps=-0.1)
-    # a traced kl_beta works under jit
+    with pytest.raises(ValueError, match="cliprange"):
+        ppo.ppo_policy_loss(z, z, z, z, cliprange=-0.1)
+    # a traced kl_coef works under jit
     one = jnp.ones((2, 3))
-    fn = jax.jit(lambda b: ppo.ppo_loss(z, z, z, z, z, z, one, ref_logp_BT=z - 1.0, kl_beta=b)[0])
+    fn = jax.jit(lambda b: ppo.ppo_loss(z, z, z, z, z, z, one, ref_logp_BT=z - 1.0, kl_coef=b)[0])
     assert float(fn(0.5)) == pytest.approx(0.5 * (math.exp(-1.0) + 1.0 - 1.0), rel=1e-6)
 
 

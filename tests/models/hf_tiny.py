@@ -3,8 +3,8 @@ sys.path): tiny random-weight HF Qwen models built with transformers + torch."""
 
 import numpy as np
 import torch
-from transformers import (Qwen2Config, Qwen2ForCausalLM, Qwen2ForSequenceClassification, Qwen3Config,
-                          Qwen3ForCausalLM)
+from transformers import Qwen2Config, Qwen2ForCausalLM, Qwen3Config, Qwen3ForCausalLM
+from transformers import Qwen2ForSequenceClassification as Qwen2ForSequenceClassification  # re-exported
 
 VOCAB = 160
 

@@ -2,6 +2,7 @@
 cached decode == full forward."""
 
 import copy
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -141,6 +142,7 @@ def test_return_hidden_and_logits_from_hidden(hf_checkpoint):
 
 def test_bad_inputs_fail_at_trace_time():
     from flax import nnx
+
     from grpojax.models import QwenConfig
     cfg = QwenConfig(vocab_size=50, hidden_size=16, intermediate_size=24, num_layers=1, num_heads=2,
                      num_kv_heads=1, head_dim=8)
@@ -161,6 +163,7 @@ def test_bad_inputs_fail_at_trace_time():
 
 def test_fresh_model_logical_axes_and_mixed_precision():
     from flax import nnx
+
     from grpojax.models import QwenConfig
     cfg = QwenConfig(vocab_size=50, hidden_size=16, intermediate_size=24, num_layers=1, num_heads=2,
                      num_kv_heads=1, head_dim=8, qkv_bias=False, qk_norm=True, arch="qwen3")

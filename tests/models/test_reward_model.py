@@ -152,9 +152,8 @@ def test_pooling_matches_transformers_when_pad_is_eos(arch, tmp_path):
     """transformers pools the rightmost token whose id != pad_token_id (transformers 5
     GenericForSequenceClassification); with pad == EOS a completion ending in EOS is pooled at the token
     before it, and so is ours, for rows padded on both sides as the scorer builds them."""
-    from transformers import Qwen3ForSequenceClassification
-
     from hf_tiny import Qwen2ForSequenceClassification, hf_config, randomize_
+    from transformers import Qwen3ForSequenceClassification
 
     cls = Qwen3ForSequenceClassification if arch.startswith("qwen3") else Qwen2ForSequenceClassification
     torch.manual_seed(2)
@@ -174,7 +173,7 @@ def test_pooling_matches_transformers_when_pad_is_eos(arch, tmp_path):
     # the rollout scorer on the same rows (prompt_BP | completion_BL, as the sampler returns them)
     import types
 
-    from grpojax.train.reward_task import load_reward_scorer
+    from grpojax.rollout.reward_scorer import load_reward_scorer
     section = types.SimpleNamespace(grpo=types.SimpleNamespace(aspects=("a", "b")),
                                     model=types.SimpleNamespace(scan_layers=False))
     scorer = load_reward_scorer(str(tmp_path), section, tok=None)

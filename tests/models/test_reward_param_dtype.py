@@ -10,7 +10,7 @@ import pytest
 from flax import nnx
 
 from grpojax.config import ModelConfig, RewardConfig, TrainConfig
-from grpojax.train.reward_task import build_reward_model
+from grpojax.train.build import build_reward_model
 
 
 @pytest.mark.parametrize("param_dtype", ["float32", "bfloat16"])

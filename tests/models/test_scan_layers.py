@@ -12,7 +12,7 @@ from flax import nnx
 from hf_tiny import VOCAB, torch_logits
 from safetensors.numpy import load_file
 
-from grpojax.models import (PRESETS, Qwen, apply_lora, from_hf, init_cache, merge_lora, to_hf)
+from grpojax.models import PRESETS, Qwen, apply_lora, from_hf, init_cache, merge_lora, to_hf
 from grpojax.models.qwen import Dense
 from grpojax.sampling import sample
 

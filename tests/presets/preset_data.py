@@ -133,7 +133,7 @@ def corpus(paths: dict[str, str]) -> list[str]:
     import pandas as pd
 
     texts = []
-    for name, path in paths.items():
+    for path in paths.values():
         rows = (pd.read_parquet(path).to_dict("records") if path.endswith(".parquet")
                 else [json.loads(line) for line in open(path, encoding="utf-8")])
         for r in rows:

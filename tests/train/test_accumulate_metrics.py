@@ -13,11 +13,11 @@ from flax import nnx
 from grpojax.losses import grpo_loss, ppo_loss
 from grpojax.models import Qwen, QwenConfig
 from grpojax.models.value_head import ActorCritic, ValueHead
-from grpojax.train.accumulate import Max, Ratio, Rows, Sum, accumulate
-from grpojax.train.forward import completion_logprobs
-from grpojax.train.grpo import GRPOSettings, grpo_step
-from grpojax.train.ppo import PPOSettings, policy_and_values, ppo_step
-from grpojax.train.state import create_train_state
+from grpojax.train.steps.accumulate import Max, Ratio, Rows, Sum, accumulate
+from grpojax.train.steps.forward import completion_logprobs
+from grpojax.train.steps.grpo import GRPOSettings, grpo_step
+from grpojax.train.steps.ppo import PPOSettings, policy_and_values, ppo_step
+from grpojax.train.steps.state import create_train_state
 
 CFG = QwenConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_layers=2, num_heads=4,
                  num_kv_heads=2, head_dim=8, tie_word_embeddings=True)
@@ -81,7 +81,7 @@ def test_grpo_metrics_do_not_depend_on_micro_batches():
              advantages_B=_noise(5, 1.0, (B,)))
     mask = b["completion_mask_BL"].astype(jnp.float32)
     _, aux = grpo_loss(out.logp_BL, b["old_logp_BL"], b["ref_logp_BL"], b["advantages_B"], mask,
-                       loss_type="dapo", epsilon_low=0.1, beta=0.04)
+                       loss_type="dapo", epsilon=0.1, beta=0.04)
     m1 = _grpo(1, b)
     # the whole batch's values, from the pure loss on the full batch
     want = {"kl": aux.kl, "clip_ratio/low_mean": aux.clip_ratio_low_mean,
@@ -109,7 +109,7 @@ def _ppo(num_micro, b, s):
 
 @pytest.mark.parametrize("reduction", ["token_mean", "sequence_mean"])
 def test_ppo_metrics_do_not_depend_on_micro_batches(reduction):
-    s = PPOSettings(clip_eps=0.2, clip_value=0.2, vf_coef=0.5, kl_in_loss=True, kl_estimator="k3",
+    s = PPOSettings(cliprange=0.2, cliprange_value=0.2, vf_coef=0.5, kl_mode="loss", kl_estimator="k3",
                     reduction=reduction)
     model = ActorCritic(Qwen(CFG, rngs=nnx.Rngs(0)), ValueHead(32, init_std=0.1, rngs=nnx.Rngs(1)), None)
     b = _batch(2)
@@ -119,8 +119,8 @@ def test_ppo_metrics_do_not_depend_on_micro_batches(reduction):
              ref_logp_BL=out.logp_BL + _noise(10, 0.2), kl_coef_B=jnp.full((B,), 0.05, jnp.float32))
     mask = b["completion_mask_BL"].astype(jnp.float32)
     _, aux = ppo_loss(out.logp_BL, b["old_logp_BL"], b["advantages_BL"], out.values_BL, b["old_values_BL"],
-                      b["returns_BL"], mask, clip_eps=0.2, clip_value=0.2, vf_coef=0.5, kl_estimator="k3",
-                      reduction=reduction, ref_logp_BT=b["ref_logp_BL"], kl_beta=0.05)
+                      b["returns_BL"], mask, cliprange=0.2, cliprange_value=0.2, vf_coef=0.5, kl_estimator="k3",
+                      reduction=reduction, ref_logp_BT=b["ref_logp_BL"], kl_coef=0.05)
     m1 = _ppo(1, b, s)
     want = {"loss/policy_avg": aux.policy_loss, "loss/value_avg": aux.value_loss, "loss/kl": aux.kl,
             "policy/approxkl_avg": aux.policy.approx_kl, "policy/clipfrac_avg": aux.policy.clipfrac,

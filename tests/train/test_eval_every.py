@@ -19,9 +19,9 @@ PROMPTS = "data.eval_path=configs/data/tiny_prompts.jsonl"
 
 
 def _task(kind):
-    from grpojax.train.grpo_task import GRPOTask
-    from grpojax.train.online_dpo_task import OnlineDPOTask
-    from grpojax.train.ppo_task import PPOTask
+    from grpojax.train.tasks.grpo import GRPOTask
+    from grpojax.train.tasks.online_dpo import OnlineDPOTask
+    from grpojax.train.tasks.ppo import PPOTask
     from grpojax.train.tasks import SFTTask
 
     return {"grpo": GRPOTask, "ppo": PPOTask, "online_dpo": OnlineDPOTask, "sft": SFTTask}[kind]
@@ -62,8 +62,8 @@ def test_sft_logs_the_held_out_loss(tmp_path):
     """eval/loss = the token-mean response NLL over every held-out pair, against a float64 NumPy
     log-softmax of the step-1 policy's logits."""
     from grpojax.data import COLLATE
-    from grpojax.train.forward import sequence_inputs
-    from grpojax.train.runner import split_sequences
+    from grpojax.train.steps.forward import sequence_inputs
+    from grpojax.train.tasks.base import split_sequences
 
     cfg = load_config("configs/tiny_sft.yaml", ["train.steps=1", "train.eval_every=1", f"run_dir={tmp_path}",
                                                 "data.eval_path=configs/data/tiny_sft.jsonl", "mesh.data=1",

@@ -14,8 +14,8 @@ import pytest
 
 from grpojax.config import load_config
 from grpojax.losses import grpo_loss
-from grpojax.train.forward import completion_logprobs
-from grpojax.train.grpo_task import GRPOTask
+from grpojax.train.steps.forward import completion_logprobs
+from grpojax.train.tasks.grpo import GRPOTask
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 EPS = 1e-6  # far below the bf16 sampler / trainer mismatch (1e-5..1e-3): a ratio != 1 is clipped
@@ -51,7 +51,7 @@ def test_bf16_mu1_ratio_is_exactly_one_and_loss_is_on_policy(tmp_path):
         logp = completion_logprobs(model, b["prompt_BP"], b["prompt_mask_BP"], b["completion_BL"],
                                    b["completion_mask_BL"], temperature=1.0).logp_BL
         loss, _ = grpo_loss(logp, None, b["ref_logp_BL"], b["advantages_B"], mask, loss_type="dapo",
-                            epsilon_low=EPS, beta=0.04)
+                            epsilon=EPS, beta=0.04)
         return loss, logp
 
     (want_loss, logp), grads = jax.value_and_grad(loss_of, has_aux=True)(state.params)
@@ -93,8 +93,8 @@ def test_truncated_importance_sampling_correction_matches_float64_reference():
     from flax import nnx
 
     from grpojax.models import Qwen, QwenConfig
-    from grpojax.train.grpo import GRPOSettings, grpo_step
-    from grpojax.train.state import create_train_state
+    from grpojax.train.steps.grpo import GRPOSettings, grpo_step
+    from grpojax.train.steps.state import create_train_state
 
     cfg = QwenConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_layers=2, num_heads=4,
                      num_kv_heads=2, head_dim=8, tie_word_embeddings=True)

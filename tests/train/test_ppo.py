@@ -18,10 +18,10 @@ from grpojax.config import load_config
 from grpojax.losses import ppo_loss
 from grpojax.models import Qwen, QwenConfig
 from grpojax.models.value_head import ActorCritic, ValueHead, value_head
-from grpojax.train.forward import completion_logprobs, sequence_inputs
-from grpojax.train.optim import make_optimizer
-from grpojax.train.ppo import PPOSettings, policy_and_values, ppo_step, rollout_targets
-from grpojax.train.state import create_train_state
+from grpojax.train.steps.forward import completion_logprobs, sequence_inputs
+from grpojax.train.steps.optim import make_optimizer
+from grpojax.train.steps.ppo import PPOSettings, policy_and_values, ppo_step, rollout_targets
+from grpojax.train.steps.state import create_train_state
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CFG = QwenConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_layers=2, num_heads=4,
@@ -110,7 +110,8 @@ def test_rollout_targets_match_numpy(kl_in_loss):
     m = (np.arange(T)[None, :] < np.array([5, 3, 1, 4])[:, None]).astype(np.float64)
     logp, ref, v = (r.normal(size=(B, T)) for _ in range(3))
     scores = r.normal(size=B)
-    s = PPOSettings(gamma=0.9, lam=0.8, kl_in_loss=kl_in_loss, kl_estimator="k1", whiten_advantages=True)
+    s = PPOSettings(gamma=0.9, lam=0.8, kl_mode="loss" if kl_in_loss else "reward", kl_estimator="k1",
+                    whiten_advantages=True)
     f32 = lambda x: jnp.asarray(x, jnp.float32)  # noqa: E731
     targets, metrics = rollout_targets(f32(scores), f32(logp), f32(ref), f32(v), f32(m), kl_coef=0.1, settings=s)
     coef = 0.0 if kl_in_loss else 0.1
@@ -138,16 +139,16 @@ def _step(num_micro, settings, tx=None, separate=False):
 
 def test_ppo_step_loss_equals_pure_ppo_loss_and_micro_batching_is_exact(reduction="token_mean", kl_in_loss=True):
     """token_mean is the case where micro-batches must be weighted by their token share (unequal here)."""
-    s = PPOSettings(clip_eps=0.2, clip_value=0.2, vf_coef=0.5, kl_in_loss=kl_in_loss, kl_estimator="k3",
-                    reduction=reduction)
+    s = PPOSettings(cliprange=0.2, cliprange_value=0.2, vf_coef=0.5, kl_mode="loss" if kl_in_loss else "reward",
+                    kl_estimator="k3", reduction=reduction)
     sgd = optax.sgd(1.0)  # params move by exactly -grad (Adam's first step would amplify rounding: ~sign(g))
     model, state, step1 = _step(1, s, tx=sgd)
     b = _rollout_batch(model, kl_in_loss=kl_in_loss)
     out = policy_and_values(model, b["prompt_BP"], b["prompt_mask_BP"], b["completion_BL"], b["completion_mask_BL"])
-    kw = dict(ref_logp_BT=b["ref_logp_BL"], kl_beta=0.05) if kl_in_loss else {}
+    kw = dict(ref_logp_BT=b["ref_logp_BL"], kl_coef=0.05) if kl_in_loss else {}
     expected, aux = ppo_loss(out.logp_BL, b["old_logp_BL"], b["advantages_BL"], out.values_BL, b["old_values_BL"],
-                             b["returns_BL"], b["completion_mask_BL"].astype(jnp.float32), clip_eps=0.2,
-                             clip_value=0.2, vf_coef=0.5, kl_estimator="k3", reduction=reduction, **kw)
+                             b["returns_BL"], b["completion_mask_BL"].astype(jnp.float32), cliprange=0.2,
+                             cliprange_value=0.2, vf_coef=0.5, kl_estimator="k3", reduction=reduction, **kw)
     assert float(aux.policy.clipfrac) > 0  # the perturbed old log-probs make the clip bite
     new1, m1 = step1(state, b, jax.random.key(1))
     np.testing.assert_allclose(float(m1["loss"]), float(expected), rtol=1e-5, atol=1e-6)
@@ -190,7 +191,7 @@ def test_adaptive_kl_controller_moves_kl_coef_across_rollouts(tmp_path):
     """Two rollouts in-process: the first has KL 0 to the reference (error clipped to -0.2), so with
     horizon = rollout size the coefficient of the second rollout is exactly 0.8 x the initial one; the KL
     here is a loss term and the critic is separate, covering those paths of the task."""
-    from grpojax.train.ppo_task import PPOTask
+    from grpojax.train.tasks.ppo import PPOTask
     from grpojax.train.runner import run
 
     cfg = load_config(os.path.join(ROOT, "configs/tiny_ppo.yaml"), [

@@ -13,7 +13,7 @@ import pytest
 from grpojax.checkpoint import Checkpointer
 from grpojax.cli import UserError
 from grpojax.config import load_config
-from grpojax.train.preference_task import PreferenceTask
+from grpojax.train.tasks.preference import PreferenceTask
 from grpojax.train.runner import run
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

@@ -9,7 +9,7 @@ import pytest
 
 from grpojax.config import load_config
 from grpojax.data import padded_batches
-from grpojax.train.preference_task import PreferenceTask
+from grpojax.train.tasks.preference import PreferenceTask
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 

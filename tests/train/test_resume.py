@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from grpojax.cli import UserError
-from grpojax.train.grpo_task import GRPOTask
-from grpojax.train.preference_task import PreferenceTask
+from grpojax.train.tasks.grpo import GRPOTask
+from grpojax.train.tasks.preference import PreferenceTask
 from grpojax.train.tasks import SFTTask
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # pytest runs with --import-mode=importlib

@@ -13,7 +13,9 @@ from grpojax.cli import UserError
 from grpojax.config import load_config
 from grpojax.data import load_tokenizer
 from grpojax.data.batching import encode_sequences
-from grpojax.train.reward_task import RewardTask, build_reward_model, load_reward_scorer
+from grpojax.rollout.reward_scorer import load_reward_scorer
+from grpojax.train.build import build_reward_model
+from grpojax.train.tasks.reward import RewardTask
 from grpojax.train.runner import run
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

@@ -8,7 +8,7 @@ import sys
 import numpy as np
 
 from grpojax.config import load_config
-from grpojax.train.reward_task import RewardTask
+from grpojax.train.tasks.reward import RewardTask
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.join(ROOT, "tests", "presets"))

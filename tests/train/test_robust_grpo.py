@@ -16,10 +16,10 @@ import pytest
 from grpojax.cli import UserError
 from grpojax.config import load_config
 from grpojax.losses import grpo_loss
-from grpojax.train.grpo import GRPOSettings, grpo_step
-from grpojax.train.grpo_task import GRPOTask
-from grpojax.train.robust_grpo import RobustGRPOSettings
-from grpojax.train.state import create_train_state
+from grpojax.train.steps.grpo import GRPOSettings, grpo_step
+from grpojax.train.steps.robust_grpo import RobustGRPOSettings
+from grpojax.train.steps.state import create_train_state
+from grpojax.train.tasks.grpo import GRPOTask
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # pytest runs with --import-mode=importlib
 from test_runner import _metrics, _repo_root, _train  # noqa: F401 (autouse fixture)
@@ -38,7 +38,7 @@ def _setup(robust, num_micro=1, loss_type="grpo"):
     b = _batch(1)
     b["advantages_B"] = jnp.asarray(np.random.default_rng(2).normal(size=8), jnp.float32)
     b["group_id_B"], b["score_B"] = jnp.asarray(GROUP_B), jnp.asarray(SCORE_B)
-    settings = GRPOSettings(loss_type=loss_type, beta=0.0, robust=robust)
+    settings = GRPOSettings(loss_type=loss_type, beta=0.0, group_robust=robust)
     step = jax.jit(functools.partial(grpo_step, graphdef=graphdef, tx=tx, settings=settings, num_micro=num_micro))
     return state, b, step
 
@@ -53,8 +53,8 @@ def test_alpha_equal_mu_is_plain_grpo(loss_type):
     plain_state, b, plain = _setup(None, loss_type=loss_type)
     p_state, p_metrics = plain(plain_state, {k: v for k, v in b.items() if k not in ("group_id_B", "score_B")},
                                jax.random.key(0))
-    for robust in (RobustGRPOSettings((3, 1), eta=0.0, chi=1.0),   # eta 0: alpha stays mu
-                   RobustGRPOSettings((3, 1), eta=2.0, chi=0.0)):  # chi 0: alpha moves, the loss ignores it
+    for robust in (RobustGRPOSettings((3, 1), eta_alpha=0.0, chi=1.0),   # eta 0: alpha stays mu
+                   RobustGRPOSettings((3, 1), eta_alpha=2.0, chi=0.0)):  # chi 0: alpha moves, the loss ignores it
         state, b, step = _setup(robust, loss_type=loss_type)
         new, metrics = step(state, b, jax.random.key(0))
         np.testing.assert_allclose(float(metrics["loss"]), float(p_metrics["loss"]), rtol=1e-6, atol=1e-8)
@@ -64,7 +64,7 @@ def test_alpha_equal_mu_is_plain_grpo(loss_type):
 
 
 def test_hand_built_rollout_moves_alpha_to_the_worst_group_and_weights_the_loss():
-    robust = RobustGRPOSettings((3, 1), eta=0.5, chi=1.0)
+    robust = RobustGRPOSettings((3, 1), eta_alpha=0.5, chi=1.0)
     state, b, step = _setup(robust)
     new, metrics = step(state, b, jax.random.key(0))
     s = np.array([0.75, 0.15])  # the groups' mean scores
@@ -87,7 +87,7 @@ def test_hand_built_rollout_moves_alpha_to_the_worst_group_and_weights_the_loss(
 
 
 def _logp(state, b):
-    from grpojax.train.forward import completion_logprobs
+    from grpojax.train.steps.forward import completion_logprobs
 
     return completion_logprobs(_model(), b["prompt_BP"], b["prompt_mask_BP"], b["completion_BL"],
                                b["completion_mask_BL"]).logp_BL
@@ -95,7 +95,7 @@ def _logp(state, b):
 
 @pytest.mark.parametrize("loss_type", ["grpo", "dapo"])
 def test_micro_batching_gives_the_same_update(loss_type):
-    robust = RobustGRPOSettings((3, 1), eta=0.5, chi=0.8)
+    robust = RobustGRPOSettings((3, 1), eta_alpha=0.5, chi=0.8)
     s1, b, step1 = _setup(robust, 1, loss_type)
     s4, _, step4 = _setup(robust, 4, loss_type)
     n1, m1 = step1(s1, b, jax.random.key(0))

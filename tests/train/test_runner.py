@@ -13,9 +13,9 @@ import pytest
 
 from grpojax.checkpoint import Checkpointer, abstract_like
 from grpojax.config import load_config
-from grpojax.train.grpo_task import GRPOTask
+from grpojax.train.tasks.grpo import GRPOTask
 from grpojax.train.runner import run
-from grpojax.train.preference_task import PreferenceTask
+from grpojax.train.tasks.preference import PreferenceTask
 from grpojax.train.tasks import SFTTask
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -95,7 +95,7 @@ def test_bad_input_one_line_exit_2(tmp_path, args, needle):
 
 
 def test_reward_model_trains_and_scores_grpo_rollouts(tmp_path):
-    from grpojax.train.reward_task import RewardTask
+    from grpojax.train.tasks.reward import RewardTask
 
     rm_dir, grpo_dir = str(tmp_path / "rm"), str(tmp_path / "grpo")
     _train("reward", RewardTask, ["train.steps=12", f"run_dir={rm_dir}", "train.learning_rate=3e-3"])
@@ -172,8 +172,8 @@ def test_a_finished_run_keeps_its_export_and_an_extension_refuses_to_replace_it(
 def test_evaluate_script_scores_ppo_and_online_dpo_policies(tmp_path, kind):
     """evaluate.py on a PPO / online-DPO run: the same held-out prompt evaluation as GRPO's (the section's
     sampling and reward), from the run's latest checkpoint."""
-    from grpojax.train.online_dpo_task import OnlineDPOTask
-    from grpojax.train.ppo_task import PPOTask
+    from grpojax.train.tasks.online_dpo import OnlineDPOTask
+    from grpojax.train.tasks.ppo import PPOTask
 
     run_dir = str(tmp_path / kind)
     extra = {"ppo": ["ppo.ppo_epochs=1", "ppo.num_mini_batches=1"], "online_dpo": ["mesh.data=1"]}[kind]

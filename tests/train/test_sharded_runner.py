@@ -26,10 +26,11 @@ from grpojax import sharding as shd
 from grpojax.checkpoint import Checkpointer
 from grpojax.cli import UserError
 from grpojax.config import load_config
-from grpojax.train.grpo_task import GRPOTask
-from grpojax.train.reward_task import RewardTask
+from grpojax.sampling import ShardedCache
+from grpojax.train.tasks.grpo import GRPOTask
+from grpojax.train.tasks.reward import RewardTask
 from grpojax.train.runner import run
-from grpojax.train.preference_task import PreferenceTask
+from grpojax.train.tasks.preference import PreferenceTask
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 KINDS = {  # tiny_<kind>.yaml, task, overrides (small shapes: each run compiles its steps once)
@@ -70,7 +71,7 @@ def _run(kind, run_dir, mesh, steps, extra=()):
     """Runs ``steps``; returns (metric rows, the task, the layout of the state each train_steps call got)."""
     cfg = _cfg(kind, run_dir, mesh, steps, extra)
     task = KINDS[kind][0](cfg)
-    seen, train_steps, sampling_inputs = [], task.train_steps, task.sampling_inputs
+    seen, train_steps, sampling_inputs = [], task.train_steps, task.placement.sampling_inputs
     task.caches, task.sampled_embeds = [], []
 
     def spy(state, step, rngs):
@@ -83,7 +84,7 @@ def _run(kind, run_dir, mesh, steps, extra=()):
         task.sampled_embeds.append(out[0].embed[...].sharding)  # the layout the sampler got
         return out
 
-    task.train_steps, task.sampling_inputs = spy, sampling_spy
+    task.train_steps, task.placement.sampling_inputs = spy, sampling_spy
     run(cfg, task, stream=io.StringIO())
     with open(os.path.join(run_dir, "metrics.jsonl")) as f:
         return [json.loads(line) for line in f], task, seen
@@ -146,7 +147,7 @@ def test_sharded_run_matches_one_device(tmp_path, single, kind, mesh):
     assert len(seen[-1]["moments"]) == 2 and all(m == want for m in seen[-1]["moments"])  # Adam mu, nu
     assert task.mesh.size == 8 and dict(task.mesh.shape) == dict(zip(shd.AXES, mesh))
     if kind == "grpo":  # the sampler gets the sharded KV cache; the frozen reference is sharded too
-        assert len(task.caches) == 2 and all(isinstance(c, shd.ShardedCache) and c.mesh is task.mesh
+        assert len(task.caches) == 2 and all(isinstance(c, ShardedCache) and c.mesh is task.mesh
                                              for c in task.caches)
         assert _spec(task._ref[1]["embed"][...]) == want
         assert rows[0]["sampler/logp_max_abs_diff"] < 1e-4
@@ -175,18 +176,18 @@ def test_rollout_layout_matches_one_device(tmp_path, single, rollout_tensor):
 def test_grpo_evaluation_copies_the_policy_to_the_rollout_mesh_once(monkeypatch):
     """``evaluate`` samples chunk by chunk; the policy is copied onto the rollout mesh for the first chunk
     and that copy is reused for the others."""
-    import grpojax.rollout as rollout
+    import grpojax.train.tasks.base as base
 
     cfg = _cfg("grpo", "/nonexistent/never", (1, 8, 1), 1, ["mesh.rollout_tensor=2"])
     task = GRPOTask(cfg)
     state = task.init_state()
-    models, real = [], rollout.generate_and_score
+    models, real = [], base.sample_and_score
 
     def spy(model, *args, **kwargs):
         models.append(model)
         return real(model, *args, **kwargs)
 
-    monkeypatch.setattr(rollout, "generate_and_score", spy)
+    monkeypatch.setattr(base, "sample_and_score", spy)
     out = task.evaluate(state, ["ab", "cd", "ef"], batch_prompts=1)
     assert len(models) == 3 and all(m is models[0] for m in models) and np.isfinite(out["eval/reward"])
     assert models[0].embed[...].sharding.mesh is task.rollout_mesh
@@ -196,8 +197,8 @@ def test_grpo_evaluation_copies_the_policy_to_the_rollout_mesh_once(monkeypatch)
 def test_ppo_and_online_dpo_sample_on_the_rollout_mesh(tmp_path, kind):
     """PPO and online DPO on fsdp=8: sampling on the rollout mesh (tensor=2) logs the same losses as
     sampling in the training layout (their host-side glue takes samples from either mesh)."""
-    from grpojax.train.online_dpo_task import OnlineDPOTask
-    from grpojax.train.ppo_task import PPOTask
+    from grpojax.train.tasks.online_dpo import OnlineDPOTask
+    from grpojax.train.tasks.ppo import PPOTask
 
     task_cls = {"ppo": PPOTask, "online_dpo": OnlineDPOTask}[kind]
     rows = {}
@@ -280,12 +281,12 @@ def test_each_process_loads_its_rows_and_only_process_0_writes(tmp_path, monkeyp
 def test_a_checkpoint_from_disk_is_placed_slice_by_slice(tmp_path):
     """The eager path of ``BaseTask.place`` (HF checkpoints): built in host memory, then each of the 8
     devices holds only its slice, with exactly the built values and the rules' layout."""
-    from grpojax.train.state import split_model
+    from grpojax.train.steps.state import split_model
 
     cfg = load_config("configs/tiny_dpo.yaml", [f"run_dir={tmp_path}", "mesh.data=2", "mesh.fsdp=2",
                                                 "mesh.tensor=2", "model.shape.num_layers=1"])
     task = PreferenceTask(cfg)
-    tree, graphdef, shardings = task.place(lambda: (split_model(task.new_model())[1:], "static"), on_disk=True)
+    tree, graphdef, shardings = task.placement.place(lambda: (split_model(task.new_model())[1:], "static"), on_disk=True)
     params, _ = tree
     want, _ = split_model(task.new_model())[1:]
     assert graphdef == "static"

@@ -7,9 +7,9 @@ import jax
 import pytest
 
 from grpojax.config import load_config
-from grpojax.train.grpo_task import GRPOTask
-from grpojax.train.online_dpo_task import OnlineDPOTask
-from grpojax.train.ppo_task import PPOTask
+from grpojax.train.tasks.grpo import GRPOTask
+from grpojax.train.tasks.online_dpo import OnlineDPOTask
+from grpojax.train.tasks.ppo import PPOTask
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SIZES = ["train.batch_size=64", "data.path=configs/data/tiny_prompts.jsonl"]  # 32 prompts

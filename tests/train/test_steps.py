@@ -11,11 +11,11 @@ from flax import nnx
 
 from grpojax.losses import grpo_loss, token_logprobs
 from grpojax.models import Qwen, QwenConfig
-from grpojax.train.forward import completion_logprobs, sequence_inputs
-from grpojax.train.grpo import GRPOSettings, grpo_step
-from grpojax.train.optim import make_optimizer
-from grpojax.train.sft import sft_step
-from grpojax.train.state import create_train_state, merge_model
+from grpojax.train.steps.forward import completion_logprobs, sequence_inputs
+from grpojax.train.steps.grpo import GRPOSettings, grpo_step
+from grpojax.train.steps.optim import make_optimizer
+from grpojax.train.steps.sft import sft_step
+from grpojax.train.steps.state import create_train_state, merge_model
 
 CFG = QwenConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_layers=2, num_heads=4,
                  num_kv_heads=2, head_dim=8, tie_word_embeddings=True)
@@ -146,7 +146,7 @@ def test_lora_state_trains_only_adapters():
 
 # ---------------------------------------------------------------- preference step
 from grpojax.losses.dpo import dpo_loss  # noqa: E402
-from grpojax.train.preference import (  # noqa: E402
+from grpojax.train.steps.preference import (  # noqa: E402
     PreferenceSettings, init_robust_state, pair_logprobs, preference_step)
 
 
@@ -185,7 +185,7 @@ def test_preference_step_plain_loss_is_mean_pair_loss(loss):
 
 def test_gr_dpo_step_updates_alpha_first_and_micro_batching_is_exact():
     settings = PreferenceSettings(loss="gr_dpo", beta=0.5, num_groups=2, group_sizes=(20, 80),
-                                  eta=0.5)
+                                  eta_alpha=0.5)
     s1, b, step1, (pw, pl) = _pref_setup(settings, 1)
     s2, _, step2, _ = _pref_setup(settings, 2)
     n1, m1 = step1(s1, b, jax.random.key(0))
@@ -214,7 +214,7 @@ def test_reward_regression_step_micro_batching_is_exact_with_missing_labels(num_
     """Labels missing unevenly across micro-batches: loss, per-aspect MSE and the update are the full
     batch's (loss against a float64 NumPy reference on the model's scores)."""
     from grpojax.models import RewardModel
-    from grpojax.train.reward_task import reward_step
+    from grpojax.train.steps.reward import reward_step
 
     model = RewardModel(CFG, 3, rngs=nnx.Rngs(2), pad_token_id=0)
     tx = optax.sgd(0.5)

@@ -1,0 +1,121 @@
+"""Model forward passes shared by every train step: completion log-probs without full [B, T, V] logits.
+
+A batch row is a left-padded prompt of width P followed by a right-padded completion of width L, so every
+completion starts at column P. Token ``completion[:, j]`` is predicted by the hidden state at column
+``P - 1 + j``. We run the backbone once (``return_hidden=True``), slice the L predicting positions, and
+apply the LM head chunk by chunk along L under ``jax.checkpoint``: the forward never holds more than
+``[B, chunk, V]`` float32 logits and the backward recomputes them instead of storing them.
+
+Sharding: under a mesh context (``jax.set_mesh`` / ``jax.sharding.use_abstract_mesh``, which
+:func:`grpojax.sharding.jit_step` enters while tracing a step) the hidden chunk and its logits are pinned
+to the batch layout (B over ``(data, fsdp)``, V over ``tensor``, :data:`grpojax.sharding.ACTIVATION_AXES`).
+Without the pin GSPMD may split the head's contraction over the FSDP-sharded ``D`` of the embedding
+instead, leaving every device with float32 logits for the WHOLE global batch: per-device memory per
+sequence then grows with the device count. Without a mesh context the pins are no-ops.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import chex
+import jax
+import jax.numpy as jnp
+
+from grpojax.losses import token_entropy, token_logprobs
+from grpojax.sharding.jit import traced_on_mesh
+from grpojax.sharding.rules import ACTIVATION_AXES
+from grpojax.sharding.rules import pin as _pin
+from grpojax.train.steps.state import merge_model
+
+
+class CompletionLogprobs(NamedTuple):
+    logp_BL: jax.Array      # log p(completion token) at the given temperature, float32
+    entropy_BL: jax.Array   # entropy of the temperature-scaled next-token distribution, float32
+
+
+def sequence_inputs(prompt_BP, prompt_mask_BP, completion_BL, completion_mask_BL):
+    """Concatenate prompt + completion; returns ``(tokens_BT, mask_BT, positions_BT)``."""
+    chex.assert_rank([prompt_BP, prompt_mask_BP, completion_BL, completion_mask_BL], 2)
+    chex.assert_equal_shape([prompt_BP, prompt_mask_BP])
+    chex.assert_equal_shape([completion_BL, completion_mask_BL])
+    tokens = jnp.concatenate([prompt_BP, completion_BL], axis=1)
+    mask = jnp.concatenate([prompt_mask_BP, completion_mask_BL], axis=1).astype(bool)
+    positions = jnp.maximum(jnp.cumsum(mask.astype(jnp.int32), axis=1) - 1, 0)
+    return tokens, mask, positions
+
+
+def _chunk_size(length: int, chunk: int | None) -> int:
+    if chunk is None or chunk >= length:
+        return length
+    # the largest divisor of length not above ``chunk`` keeps shapes static and equal
+    return max(c for c in range(1, chunk + 1) if length % c == 0)
+
+
+_H = ACTIVATION_AXES["x_BTD"]        # hidden [B, T, D]: batch, length, D whole
+_LOGITS = ACTIVATION_AXES["logits_BTV"]  # logits [B, T, V]: batch, length, vocab
+_TOK = _H[:2]                        # per-token [B, T]
+
+
+def completion_logprobs(model, prompt_BP, prompt_mask_BP, completion_BL, completion_mask_BL, *,
+                        temperature: float = 1.0, chunk_size: int | None = 128,
+                        with_entropy: bool = True) -> CompletionLogprobs:
+    """Per-token log-probs (and entropies) of ``completion_BL`` given ``prompt_BP`` under ``model``.
+
+    ``log p(y_j | x, y_<j) = log_softmax(E h_{P-1+j} / temperature)[y_j]`` with ``h`` the final hidden
+    states and ``E`` the LM head, computed ``chunk_size`` completion tokens at a time.
+
+    Args:
+      model: a :class:`grpojax.models.Qwen` (anything with ``__call__(..., return_hidden=True)`` and
+        ``logits_from_hidden``).
+      prompt_BP, prompt_mask_BP: left-padded prompts ``[B, P]`` and their 0/1 mask.
+      completion_BL, completion_mask_BL: right-padded completions ``[B, L]`` and their 0/1 mask.
+      temperature: divides the logits (the sampler's temperature).
+      chunk_size: completion tokens per LM-head chunk (the largest divisor of L not above it); None =
+        one chunk.
+      with_entropy: also return the per-token entropy (zeros otherwise).
+
+    Returns:
+      :class:`CompletionLogprobs` with ``logp_BL`` and ``entropy_BL``, float32 ``[B, L]``.
+    """
+    tokens, mask, positions = sequence_inputs(prompt_BP, prompt_mask_BP, completion_BL,
+                                              completion_mask_BL)
+    P, L = prompt_BP.shape[1], completion_BL.shape[1]
+    hidden_BTD = model(tokens, positions, attn_mask_BT=mask, return_hidden=True)
+    hidden_BLD = _pin(jax.lax.slice_in_dim(hidden_BTD, P - 1, P - 1 + L, axis=1), _H)
+    c = _chunk_size(L, chunk_size)
+    n = L // c
+
+    @jax.checkpoint
+    def one_chunk(h_BcD, tok_Bc):
+        h_BcD, tok_Bc = _pin(h_BcD, _H), _pin(tok_Bc, _TOK)
+        logits = _pin(model.logits_from_hidden(h_BcD), _LOGITS)
+        logp = token_logprobs(logits, tok_Bc, temperature=temperature)
+        ent = token_entropy(logits, temperature=temperature) if with_entropy else jnp.zeros_like(logp)
+        return _pin(logp, _TOK), _pin(ent, _TOK)
+
+    if n == 1:
+        logp, ent = one_chunk(hidden_BLD, completion_BL)
+    else:
+        B, D = hidden_BLD.shape[0], hidden_BLD.shape[2]
+        h_nBcD = _pin(hidden_BLD.reshape(B, n, c, D).transpose(1, 0, 2, 3), (None,) + _H)
+        t_nBc = _pin(completion_BL.reshape(B, n, c).transpose(1, 0, 2), (None,) + _TOK)
+        logp, ent = jax.lax.map(lambda xs: one_chunk(*xs), (h_nBcD, t_nBc))
+        logp = _pin(logp.transpose(1, 0, 2).reshape(B, L), _TOK)
+        ent = _pin(ent.transpose(1, 0, 2).reshape(B, L), _TOK)
+    return CompletionLogprobs(logp_BL=logp, entropy_BL=ent)
+
+
+def reference_logp_fn(graphdef, temperature: float, chunk: int | None = 128, mesh=None):
+    """Jitted ``(params, frozen, batch) -> [B, L]`` completion log-probs of a plain policy (the reference).
+
+    With a ``mesh`` the forward is traced under it (:func:`grpojax.sharding.traced_on_mesh`), so the LM-head
+    chunks are pinned to the batch layout exactly as in the train step."""
+
+    def ref_logp(params, frozen, b):
+        model = merge_model(graphdef, params, frozen)
+        return completion_logprobs(model, b["prompt_BP"], b["prompt_mask_BP"], b["completion_BL"],
+                                   b["completion_mask_BL"], temperature=temperature, chunk_size=chunk,
+                                   with_entropy=False).logp_BL
+
+    return jax.jit(traced_on_mesh(ref_logp, mesh))

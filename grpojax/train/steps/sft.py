@@ -1,0 +1,40 @@
+"""The pure SFT step: next-token cross-entropy on response tokens only.
+
+Batch: ``prompt_BP, prompt_mask_BP`` (left-padded) and ``completion_BL, completion_mask_BL`` (the
+response, right-padded, EOS included). Loss = ``-Σ m log p / Σ m`` over the whole step's response tokens
+(token-mean over the full batch, so gradient accumulation does not change it). ``sft_nll_sums``: the
+same loss's sums (the step's micro-batches and the held-out pairs of ``train.eval_every``).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from grpojax.train.steps.accumulate import Sum, accumulate, apply_gradients
+from grpojax.train.steps.forward import completion_logprobs
+from grpojax.train.steps.state import TrainState, merge_model
+
+
+def sft_step(state: TrainState, batch: dict, rng: jax.Array, *, graphdef, tx,
+             num_micro: int = 1, logprob_chunk: int | None = 128):
+    del rng
+    num_items = jnp.maximum(jnp.sum(batch["completion_mask_BL"].astype(jnp.float32)), 1.0)
+
+    def loss_fn(params, mb):
+        nll_sum, tokens = sft_nll_sums(params, state.frozen, mb, graphdef=graphdef, logprob_chunk=logprob_chunk)
+        return nll_sum / num_items, {"tokens": Sum(tokens)}
+
+    loss, grads, metrics = accumulate(loss_fn, state.params, batch, num_micro)
+    state, opt_metrics = apply_gradients(state, tx, grads, loss)
+    return state, {"loss": loss, "perplexity": jnp.exp(loss), **metrics, **opt_metrics}
+
+
+def sft_nll_sums(params, frozen, batch: dict, *, graphdef, logprob_chunk: int | None = 128):
+    """``(Σ -log p · m, Σ m)`` over the response tokens of ``batch`` (no update): the evaluation sums whose
+    ratio over a whole held-out set is its token-mean loss, the training loss's definition."""
+    model = merge_model(graphdef, params, frozen)
+    out = completion_logprobs(model, batch["prompt_BP"], batch["prompt_mask_BP"], batch["completion_BL"],
+                              batch["completion_mask_BL"], chunk_size=logprob_chunk, with_entropy=False)
+    mask = batch["completion_mask_BL"].astype(jnp.float32)
+    return -jnp.sum(out.logp_BL * mask), jnp.sum(mask)

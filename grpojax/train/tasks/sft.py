@@ -1,0 +1,47 @@
+"""The SFT task: (prompt, response) pairs -> token-mean response NLL, one jitted step per optimizer step;
+held-out ``eval/loss`` and ``eval/perplexity`` every ``train.eval_every`` steps."""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import numpy as np
+
+from grpojax import sharding as shd
+from grpojax.data import COLLATE, padded_batches
+from grpojax.train.steps.sft import sft_nll_sums, sft_step
+from grpojax.train.tasks.base import BaseTask, host_row, split_sequences
+
+
+class SFTTask(BaseTask):
+    kind = "sft"
+
+    def _compile(self, graphdef):
+        self._step = self.jit_step(functools.partial(sft_step, graphdef=graphdef, tx=self.tx,
+                                                     num_micro=self.cfg.train.grad_accum),
+                                   self.cfg.train.batch_size)
+
+    def train_steps(self, state, step, rngs):
+        batch = self.placement.global_rows(split_sequences(next(self.loader), self.cfg.data.max_prompt_length))
+        state, metrics = self._step(state, batch, rngs[0])
+        return state, [host_row(metrics)]
+
+    def periodic_eval(self, state) -> dict:
+        """The training loss on the held-out pairs: token-mean response NLL over every pair once
+        (``eval/loss``, ``eval/perplexity``), in batches of ``train.batch_size`` (padding rows masked)."""
+        d, bs = self.cfg.data, self.cfg.train.batch_size
+        if getattr(self, "_eval_nll", None) is None:
+            fn = functools.partial(sft_nll_sums, graphdef=self.graphdef)
+            self._eval_nll = jax.jit(shd.traced_on_mesh(fn, self.mesh))
+        nll = tokens = 0.0
+        for idx, real in padded_batches(len(self._eval_data), bs):
+            raw = COLLATE[self.kind](self.tok, self._eval_data[idx], max_prompt_length=d.max_prompt_length,
+                                     max_length=d.max_length)
+            b = split_sequences(raw, d.max_prompt_length)
+            b["completion_mask_BL"] = b["completion_mask_BL"].copy()
+            b["completion_mask_BL"][real:] = 0
+            s, t = shd.to_host(self._eval_nll(state.params, state.frozen, self.placement.full_rows(b)))
+            nll, tokens = nll + float(s), tokens + float(t)
+        loss = nll / max(tokens, 1.0)
+        return {"eval/loss": loss, "eval/perplexity": float(np.exp(loss))}
