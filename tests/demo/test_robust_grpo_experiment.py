@@ -32,9 +32,14 @@ def test_group_prompts(seed):
     assert group_prompts(seed) == p  # deterministic
 
 
+def _groups(standard, dialect):
+    return {"standard": {"reward": standard, "samples": 29 * 32}, "dialect": {"reward": dialect, "samples": 29 * 32}}
+
+
 def _result(seed, alpha_dialect):
-    g = lambda s, d: {"standard": {"reward": s, "samples": 29 * 32}, "dialect": {"reward": d, "samples": 29 * 32}}
-    return {"seed": seed, "settings": {"eta_alpha": 0.03, "chi": 1.0}, "steps": 60, "mu": {"standard": 0.8, "dialect": 0.2},
+    g = _groups
+    return {"seed": seed, "settings": {"eta_alpha": 0.03, "chi": 1.0}, "steps": 60,
+            "mu": {"standard": 0.8, "dialect": 0.2},
             "before": g(0.65, 0.55), "after": {"grpo": g(0.9, 0.7), "robust_grpo": g(0.85, 0.75 + seed / 100)},
             "alpha": {"step": [1, 2], "standard": [0.8, 1 - alpha_dialect], "dialect": [0.2, alpha_dialect]}}
 
