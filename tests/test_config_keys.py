@@ -55,6 +55,9 @@ def _load(kind, overrides):
     ("grpo", ["data.response_column=r"], "data.response_column"),
     ("grpo", ["data.chosen_column=c"], "data.chosen_column"),
     ("grpo", ["train.plateau.min_delta=0.1"], "train.plateau.min_delta"),
+    ("grpo", ["grpo.robust.eta_alpha=0.5"], "grpo.robust.eta_alpha"),  # group-robust GRPO off
+    ("grpo", ["grpo.robust.chi=0.5"], "grpo.robust.chi"),
+    ("grpo", ["grpo.robust.score=char_frac"], "grpo.robust.score"),
     ("ppo", ["ppo.kl_target=3.0"], "ppo.kl_target"),
     ("ppo", ["ppo.kl_horizon=100.0"], "ppo.kl_horizon"),
     ("ppo", ["data.group_column=g"], "data.group_column"),
@@ -99,8 +102,15 @@ def test_a_rollout_max_length_must_hold_prompt_and_completion():
     ("sft", ["data.format=pku_saferlhf", "data.pku_preference=safer"]),
     ("grpo", ["grpo.beta=0.04", "model.ref_path=ref", "grpo.kl_estimator=k1", "mesh.rollout_tensor=1", EVAL,
               "grpo.use_bias_correction_kl=true"]),
+    ("grpo", ["grpo.robust.group_column=g", "grpo.robust.eta_alpha=0.5", "grpo.robust.chi=0.5",
+              "grpo.robust.score=char_frac"]),
     ("ppo", ["ppo.adaptive_kl=true", "ppo.kl_target=3.0", "model.ref_path=ref", EVAL]),
     ("online_dpo", ["model.ref_path=ref", "preference.label_smoothing=0.1", "train.eval_every=1", EVAL]),
 ])
 def test_the_same_keys_are_accepted_where_they_have_an_effect(kind, overrides):
     _load(kind, overrides)
+
+
+def test_dynamic_sampling_and_group_robust_grpo_are_not_combined():
+    with pytest.raises(UserError, match="dynamic_sampling_max_rounds: cannot be combined with grpo.robust"):
+        _load("grpo", ["grpo.robust.group_column=g", "grpo.dynamic_sampling_max_rounds=2"])

@@ -3,10 +3,30 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal, Union
 
 from grpojax.config.checks import check, non_negative, positive
+
+
+@dataclass(frozen=True)
+class RobustGRPOConfig:
+    """Group-robust GRPO (ALGORITHMS.md 3; ``grpojax.losses.robust_grpo``), on when ``group_column`` is set:
+    the prompts' groups come from that column of the prompt data (``harm_category`` with
+    ``data.format: pku_saferlhf``: the first harm category flagged in the prompt's responses, else
+    ``none``); alpha starts at the groups' shares mu and moves by exponentiated gradient with step
+    ``eta_alpha`` on each rollout's per-group mean ``score`` (``reward`` = the aggregated reward, or one
+    name of ``grpo.aspects`` / ``grpo.reward_funcs``); each completion's loss is weighted by
+    ``((1 - chi) mu_g + chi alpha_g) / mu_g``."""
+
+    group_column: Union[str, None] = None
+    eta_alpha: float = 0.1
+    chi: float = 1.0
+    score: str = "reward"
+
+    def __post_init__(self):
+        non_negative(self, "eta_alpha")
+        check(0.0 <= self.chi <= 1.0, "chi", f"must be in [0, 1], got {self.chi}")
 
 
 @dataclass(frozen=True)
@@ -72,6 +92,8 @@ class GRPOConfig:
     """Multiply each token's KL term by the differentiated ratio pi_theta / pi_old (TRL's name; DeepSeek-V3.2)."""
     dynamic_sampling_max_rounds: int = 0
     """DAPO dynamic sampling: up to this many rollouts per step to replace zero-spread groups (0 = off)."""
+    robust: RobustGRPOConfig = field(default_factory=RobustGRPOConfig)
+    """Group-robust GRPO (ALGORITHMS.md 3): groups from a data column, alpha by exponentiated gradient."""
 
     def __post_init__(self):
         check(self.num_generations >= 2, "num_generations",
@@ -90,6 +112,9 @@ class GRPOConfig:
               f"{self.scale_rewards} cannot follow grpo.aggregation=normalize_then_sum: GDPO z-scores each aspect "
               "in its group and the weighted sum over the batch, and that is the advantage (a group re-scaling "
               "would undo it); remove grpo.scale_rewards")
+        check(self.robust.group_column is None or not self.dynamic_sampling_max_rounds, "dynamic_sampling_max_rounds",
+              "cannot be combined with grpo.robust (the group weights are computed per rollout of the step's own "
+              "prompts); set one of them")
 
 
 @dataclass(frozen=True)

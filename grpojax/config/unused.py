@@ -71,6 +71,8 @@ RULES = [
     ("data.group_names", lambda c: c.kind != "dpo", "only preference (dpo) runs use groups"),
     ("data.pku_preference", lambda c: c.data.format != "pku_saferlhf" or not (c.kind == "sft" or _reads_pairs(c)),
      "it picks the preferred PKU-SafeRLHF response of sft / preference data (data.format=pku_saferlhf)"),
+    *[(f"grpo.robust.{k}", lambda c: c.kind == "grpo" and c.grpo.robust.group_column is None,
+       "group-robust GRPO is off: set grpo.robust.group_column") for k in ("eta_alpha", "chi", "score")],
     ("mesh.rollout_tensor", lambda c: c.kind not in ROLLOUT, "{kind} runs do not sample"),
     ("mesh.heartbeat_timeout_seconds", lambda c: not c.mesh.multihost,
      "a single-process run has no heartbeat (set mesh.distributed or mesh.coordinator_address)"),

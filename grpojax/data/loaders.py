@@ -212,20 +212,49 @@ def global_opinions(ds, source, seed: int = 0, countries: Sequence[str] = GOQA_C
     return {s: S.make_preference(*splits[s][:3], splits[s][3], group_names=countries) for s in GOQA_SPLITS}
 
 
+def prompt_group_column(raw, source: str, column: str, fmt: str, prompt_column: str = "prompt") -> list[str]:
+    """The group name of every prompt row of ``raw`` as :func:`load_from_config` builds the prompts.
+
+    ``columns``: the value of ``column`` in each row. ``pku_saferlhf`` (unique prompts in first-seen order):
+    the value in the prompt's first row, or with ``column="harm_category"`` the first category flagged
+    true in ``response_0_harm_category`` then ``response_1_harm_category`` of that row, ``"none"`` if
+    neither response has one.
+    """
+    if fmt == "pku_saferlhf":
+        prompts = S.text_column(raw, "prompt", source)
+        if column == "harm_category":
+            maps = [raw[f"response_{k}_harm_category"] for k in (0, 1)]
+            values = []
+            for i in range(len(prompts)):
+                flagged = [name for m in (maps[0][i], maps[1][i]) for name, on in (m or {}).items() if on]
+                values.append(flagged[0] if flagged else "none")
+        else:
+            values = S.group_values(raw, column, source)
+        first = {}
+        for p, v in zip(prompts, values):
+            first.setdefault(p, v)
+        return list(first.values())
+    return S.group_values(raw, column, source)
+
+
 # ---------------------------------------------------------------- from a config
 _TASK = {"grpo": "prompts", "reward": "reward", "dpo": "preference", "sft": "sft"}
 _HUB = {"pku_saferlhf": PKU_ID, "hh_rlhf": HH_ID, "global_opinions": GOQA_ID}
 
 
 def load_from_config(data_cfg, kind: str, split: str | None = None, aspects: Sequence[str] = ("safety",),
-                     cache_dir: str | None = None) -> datasets.Dataset:
+                     cache_dir: str | None = None, prompt_groups: str | None = None) -> datasets.Dataset:
     """The normalised dataset for script ``kind`` (grpo | reward | dpo | sft) described by ``data_cfg``.
 
     ``split`` None = ``data_cfg.split``. For local files a ``split`` other than ``data_cfg.split`` reads
     ``data_cfg.eval_path``. GlobalOpinionQA splits (``train`` / ``validation`` / ``test``) are built from
-    the one table, local or hub.
+    the one table, local or hub. ``prompt_groups`` (prompt data only; group-robust GRPO) names a column whose
+    values become a string column ``group`` of the prompts (:func:`prompt_group_column`).
     """
     task = _TASK[kind]
+    if prompt_groups is not None and (task != "prompts" or data_cfg.format not in ("columns", "pku_saferlhf")):
+        raise UserError(f"grpo.robust.group_column={prompt_groups!r}: groups are read from prompt data of "
+                        f"data.format columns or pku_saferlhf, not {data_cfg.format} for a {kind} run")
     split = split or data_cfg.split
     path = data_cfg.path or _HUB.get(data_cfg.format)
     if split != data_cfg.split and S._is_local(path) and data_cfg.format != "global_opinions":
@@ -261,6 +290,8 @@ def load_from_config(data_cfg, kind: str, split: str | None = None, aspects: Seq
         else:
             ds = load_preference(raw, source, data_cfg.prompt_column, data_cfg.chosen_column,
                                  data_cfg.rejected_column, data_cfg.group_column, data_cfg.group_names)
+        if prompt_groups is not None:
+            ds = ds.add_column("group", prompt_group_column(raw, source, prompt_groups, fmt, data_cfg.prompt_column))
     if data_cfg.max_examples is not None and len(ds) > data_cfg.max_examples:
         ds = ds.select(range(data_cfg.max_examples))
     if len(ds) == 0:

@@ -6,7 +6,8 @@ GRPO side (``common``, ``grpo``, ``reward``)::
     group_advantages, group_reward_stats, grpo_loss, aggregate_token_loss   # GRPO (DeepSeekMath / TRL)
     reward_regression_loss, bradley_terry_loss, LabelAffine, ...            # reward-model training
 
-Preference side (``dpo``, ``robust``): DPO / IPO per-pair losses and the group-robust weights.
+Preference side (``dpo``, ``robust``): DPO / IPO per-pair losses and the group-robust weights;
+``robust_grpo``: the group weights of group-robust GRPO.
 """
 
 from grpojax.losses.common import (
@@ -85,6 +86,13 @@ from grpojax.losses.robust import (
     group_sums,
     robust_weights,
 )
+from grpojax.losses.robust_grpo import (
+    RobustGRPOAux,
+    RobustGRPOState,
+    RobustGRPOWeights,
+    group_mean_scores,
+    robust_grpo_weights,
+)
 
 __all__ = [
     "DPO_LOSS_TYPES", "GRPO_LOSS_TYPES", "KL_ESTIMATORS", "kl_penalty", "masked_mean", "masked_sum",
@@ -98,5 +106,6 @@ __all__ = [
     "whiten", "BradleyTerryAux", "LabelAffine", "RegressionAux", "bradley_terry_loss",
     "label_affine_from_range", "make_label_affine", "regression_weight", "reward_regression_loss",
     "GroupMetrics", "RobustAux", "RobustWeights", "RobustWeightsState", "group_metrics", "group_one_hot",
-    "group_sums", "robust_weights",
+    "group_sums", "robust_weights", "RobustGRPOAux", "RobustGRPOState", "RobustGRPOWeights", "group_mean_scores",
+    "robust_grpo_weights",
 ]

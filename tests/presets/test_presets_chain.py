@@ -81,6 +81,8 @@ def plan(data: dict) -> list[dict]:
     for s in SIZES:
         add("a", f"grpo-{s}", f"configs/grpo_qwen2.5-{s}.yaml", "train_grpo.py", f"configs/grpo_qwen2.5-{s}.yaml",
             *pku, *_sizes("grpo", s))
+    add("a", "grpo_robust-0.5b", "configs/grpo_robust_qwen2.5-0.5b.yaml", "train_grpo.py",  # harm categories
+        "configs/grpo_robust_qwen2.5-0.5b.yaml", *pku, *_sizes("grpo", "0.5b"))
     add("a", "evaluate-grpo-0.5b", "configs/grpo_qwen2.5-0.5b.yaml", "evaluate.py",
         "configs/grpo_qwen2.5-0.5b.yaml", *pku, *_sizes("grpo", "0.5b"), "--out", "runs/grpo_qwen2.5-0.5b/eval.json")
     for s in ("0.5b",):  # the method comparison on the reward model of the chain (7b / 14b: EXCLUDED)
@@ -172,6 +174,16 @@ def test_evaluate_scores_the_grpo_run(chain):
         result = json.load(f)
     assert result["step"] == 1 and result["eval/num_prompts"] == 16
     assert math.isfinite(result["eval/reward"])
+
+
+def test_group_robust_preset_logs_alpha_over_harm_categories(chain):
+    """The group-robust preset's groups are PKU-SafeRLHF's harm categories (the stand-in flags one of 19
+    per unsafe response): alpha over them sums to 1 and the step logged the worst group's reward."""
+    _check_rc(chain, "grpo_robust-0.5b")
+    row = _metrics(chain["world"]["dir"], "runs/grpo_robust_qwen2.5-0.5b")[-1]
+    alpha = {k: v for k, v in row.items() if k.startswith("robust/alpha/")}
+    assert len(alpha) > 5 and "robust/alpha/none" in alpha and sum(alpha.values()) == pytest.approx(1.0, abs=1e-5)
+    assert math.isfinite(row["robust/worst_group_reward"])
 
 
 def test_compare_writes_its_table(chain):

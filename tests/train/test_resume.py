@@ -19,6 +19,8 @@ from test_runner import _final_state_leaves, _metrics, _repo_root, _train  # noq
 
 @pytest.mark.parametrize("kind,task_cls,extra", [
     ("grpo", GRPOTask, ["grpo.beta=0.04", "grpo.num_iterations=2", "train.batch_size=8"]),
+    ("grpo", GRPOTask, ["grpo.num_iterations=2", "train.batch_size=8", "grpo.robust.group_column=group",  # alpha
+                        "grpo.robust.eta_alpha=2.0", "data.path=tests/data/fixtures/tiny_prompt_groups.jsonl"]),
     ("dpo", PreferenceTask, ["train.eval_every=3", "data.eval_path=configs/data/tiny_preference.jsonl",
                              "train.plateau.enabled=true", "train.plateau.patience=1",
                              "train.plateau.factor=0.5", "preference.eta_alpha_decay_on_lr_cut=0.5"]),
@@ -35,6 +37,8 @@ def test_resume_is_bit_identical(tmp_path, kind, task_cls, extra):
     ma, mb = _metrics(a), _metrics(b)
     assert [r["step"] for r in ma] == list(range(1, 9))
     assert ma == mb
+    if "grpo.robust.group_column=group" in extra:  # alpha moved, is in the checkpoint, and resumed exactly
+        assert ma[-1]["robust/alpha/minority"] != pytest.approx(0.25)
     if kind == "dpo":  # evaluation rows, and the plateau counters survive the resume
         assert {"eval/worst_group/loss", "eval/group_loss/casual", "robust/alpha/formal"} <= set(ma[2])
         assert [r["lr_scale"] for r in ma] == [r["lr_scale"] for r in mb]

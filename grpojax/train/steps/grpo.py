@@ -8,6 +8,8 @@ The batch is one optimizer step's worth of scored rollouts (ALGORITHMS.md 1.3-1.
     ref_logp_BL                         log-probs under the frozen reference (only when beta > 0)
     old_logp_BL                         optional: the trainer's log-probs before the rollout's first update
     sampler_logp_BL                     optional: the sampler's log-probs (logged, never in the loss)
+    group_id_B, score_B                 group-robust GRPO only (``settings.group_robust``;
+                                        ``grpojax.train.steps.robust_grpo``): each completion's group, score
 
 Old log-probs (ALGORITHMS.md 1.4): without ``old_logp_BL`` the step is on-policy, ``old_logp =
 stop_gradient(logp)`` of this very forward, so the ratio is exactly 1 whatever the dtype (mu = 1, and
@@ -36,6 +38,7 @@ import jax.numpy as jnp
 from grpojax.losses import grpo_loss, masked_sum
 from grpojax.train.steps.accumulate import Max, Ratio, Rows, accumulate, apply_gradients, ratio_of
 from grpojax.train.steps.forward import completion_logprobs
+from grpojax.train.steps.robust_grpo import RobustGRPOSettings, step_metrics, step_weights
 from grpojax.train.steps.state import TrainState, merge_model
 
 
@@ -56,6 +59,7 @@ class GRPOSettings:
     emit_logp: bool = False  # return this forward's log-probs as ``old_logp_BL`` (on-policy steps only)
     sampler_is_cap: float | None = None  # truncated IS correction min(pi_old / pi_sampler, cap); None = off
     use_bias_correction_kl: bool = False  # the KL term times the differentiated ratio (TRL / DeepSeek-V3.2)
+    group_robust: RobustGRPOSettings | None = None  # group-robust GRPO (alpha in ``state.robust``); None = off
 
 
 def grpo_step(state: TrainState, batch: dict, rng: jax.Array, *, graphdef, tx,
@@ -66,6 +70,12 @@ def grpo_step(state: TrainState, batch: dict, rng: jax.Array, *, graphdef, tx,
     del rng
     on_policy = "old_logp_BL" not in batch
     num_items = jnp.maximum(jnp.sum(batch["completion_mask_BL"].astype(jnp.float32)), 1.0)
+    robust_state, robust_metrics = state.robust, {}
+    if settings.group_robust is not None:  # alpha from the whole batch (a rollout's first update), w_g per row
+        weights_B, robust_state, robust_aux = step_weights(settings.group_robust, state.robust, batch,
+                                                           update=on_policy)
+        batch = {**batch, "robust_weight_B": weights_B}
+        robust_metrics = step_metrics(robust_aux)
 
     def loss_fn(params, mb):
         model = merge_model(graphdef, params, state.frozen)
@@ -75,9 +85,12 @@ def grpo_step(state: TrainState, batch: dict, rng: jax.Array, *, graphdef, tx,
                                   chunk_size=settings.logprob_chunk)
         mask = mb["completion_mask_BL"].astype(jnp.float32)
         old_BL = jax.lax.stop_gradient(out.logp_BL) if on_policy else mb["old_logp_BL"]
-        weights = None
+        weights = is_w = None
         if settings.sampler_is_cap is not None:  # the sampler drew the tokens, pi_old is the trainer's
-            weights = jnp.minimum(jnp.exp(old_BL - mb["sampler_logp_BL"]), settings.sampler_is_cap)
+            weights = is_w = jnp.minimum(jnp.exp(old_BL - mb["sampler_logp_BL"]), settings.sampler_is_cap)
+        if "robust_weight_B" in mb:  # group-robust GRPO: every token of completion i weighted by w_g(i)
+            w_BL = jnp.broadcast_to(mb["robust_weight_B"][:, None], mask.shape)
+            weights = w_BL if weights is None else weights * w_BL
         loss, aux = grpo_loss(
             out.logp_BL, None if on_policy else mb["old_logp_BL"], mb.get("ref_logp_BL"), mb["advantages_B"],
             mask, loss_type=settings.loss_type, epsilon=settings.epsilon,
@@ -100,14 +113,15 @@ def grpo_step(state: TrainState, batch: dict, rng: jax.Array, *, graphdef, tx,
             diff = jnp.where(mask != 0, jnp.abs(out.logp_BL - mb["sampler_logp_BL"]), 0.0)
             metrics["sampler/logp_max_abs_diff"] = Max(jnp.max(diff))
             metrics["sampler/logp_mean_abs_diff"] = Ratio(jnp.sum(diff), n)
-        if weights is not None:
-            metrics["sampler/is_weight_mean"] = Ratio(masked_sum(weights, mask), n)
-            metrics["sampler/is_capped_frac"] = Ratio(masked_sum((weights >= settings.sampler_is_cap)
+        if is_w is not None:
+            metrics["sampler/is_weight_mean"] = Ratio(masked_sum(is_w, mask), n)
+            metrics["sampler/is_capped_frac"] = Ratio(masked_sum((is_w >= settings.sampler_is_cap)
                                                                  .astype(jnp.float32), mask), n)
         if settings.emit_logp and on_policy:
             metrics["old_logp_BL"] = Rows(jax.lax.stop_gradient(out.logp_BL))
         return loss, metrics
 
     loss, grads, metrics = accumulate(loss_fn, state.params, batch, num_micro)
-    state, opt_metrics = apply_gradients(state, tx, grads, loss)
-    return state, {"loss": loss, **metrics, **opt_metrics}
+    extra = {} if settings.group_robust is None else {"robust": robust_state}
+    state, opt_metrics = apply_gradients(state, tx, grads, loss, **extra)
+    return state, {"loss": loss, **metrics, **opt_metrics, **robust_metrics}

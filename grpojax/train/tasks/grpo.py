@@ -7,7 +7,10 @@ checkpoints are written at rollout boundaries. The old log-probs are the trainer
 returns its forward's log-probs, which are the old log-probs of the mu - 1 updates that follow. The
 sampler / trainer mismatch is logged on the first update (``sampler/logp_max_abs_diff`` / ``_mean_abs_diff``).
 The reference for the KL term is the initial policy (``model.ref_path`` to use another checkpoint; under
-LoRA the initial adapters are zero, so the reference is the base model).
+LoRA the initial adapters are zero, so the reference is the base model). With ``grpo.robust.group_column``
+the run is group-robust GRPO (:mod:`grpojax.rollout.groups`, :mod:`grpojax.train.steps.robust_grpo`):
+each rollout carries its completions' groups and scores, and the step weights the groups' losses by
+alpha / mu.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import numpy as np
 from grpojax.rollout.records import completion_records
 from grpojax.rollout import text_rewards
 from grpojax.rollout.dynamic_sampling import dynamic_sample
+from grpojax.rollout.groups import drop_absent, prompt_groups, robust_batch, score_column
 from grpojax.rollout.scoring import Scorer
 from grpojax.train.steps.forward import reference_logp_fn
 from grpojax.train.steps.grpo import GRPOSettings, grpo_step
@@ -36,15 +40,23 @@ class GRPOTask(BaseTask):
         self.G = g.num_generations
         self.scorer = Scorer(cfg, self.tok, reward_model_scorer, mesh=self.mesh)
         text_rewards.check_columns(self.scorer.funcs, self.dataset.column_names, cfg.data.path or cfg.data.format)
-        self.settings = from_section(GRPOSettings, g, emit_logp=g.num_iterations > 1)
+        self.group_names, robust = None, None
+        if g.robust.group_column is not None:
+            self.group_names, _, robust = prompt_groups(cfg, self.dataset)
+            self.score_col = score_column(cfg, self.scorer.names)
+        self.settings = from_section(GRPOSettings, g, emit_logp=g.num_iterations > 1, group_robust=robust)
         self._rollout = None
         self._samples = None  # (prompts, Rollout, host advantages) of the latest rollout, for sample_records
+
+    def data_options(self) -> dict:
+        return {"prompt_groups": self.cfg.grpo.robust.group_column}
 
     def loader_rows(self) -> int:
         return self.cfg.train.batch_size // self.cfg.grpo.num_generations  # prompts per step
 
     def init_state(self):
-        state = super().init_state()
+        robust = self.settings.group_robust
+        state = super().init_state(robust=None if robust is None else robust.weights().init())
         if self.settings.beta > 0:
             self._ref = self.frozen_reference(state)
             self._ref_logp = reference_logp_fn(self._ref.graphdef, self.settings.temperature, mesh=self.mesh)
@@ -70,6 +82,10 @@ class GRPOTask(BaseTask):
             holder["model"], ro = self.sample_prompts(holder["model"], list(rows["prompt"]), round_rng, g, self.scorer,
                                                       columns=rows, scale_rewards=g.scale_rewards,
                                                       mask_truncated_completions=g.mask_truncated_completions)
+            if self.settings.group_robust is not None:
+                ids = np.repeat([self.group_names.index(str(v)) for v in rows["group"]], self.G)
+                ro.batch.update(robust_batch(ro.scores_NR, ids, aggregation=g.aggregation,
+                                             weights=g.reward_weights or None, column=self.score_col))
             return ro
 
         if g.dynamic_sampling_max_rounds:
@@ -113,7 +129,7 @@ class GRPOTask(BaseTask):
                 keep = self.settings.sampler_is_cap is not None  # the IS correction needs the sampler's
                 batch = {k: v for k, v in ro.batch.items() if keep or k != "sampler_logp_BL"}
                 batch["old_logp_BL"] = self.placement.full_rows(old_logp)
-            row = host_row(metrics)
+            row = drop_absent(host_row(metrics, self.group_names))
             if i > 0:  # the sampler / trainer mismatch is the rollout's, measured before its first update
                 row = {k: v for k, v in row.items() if k not in ("sampler/logp_max_abs_diff",
                                                                  "sampler/logp_mean_abs_diff")}
