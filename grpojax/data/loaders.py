@@ -290,7 +290,8 @@ def load_from_config(data_cfg, kind: str, split: str | None = None, aspects: Seq
         else:
             ds = load_preference(raw, source, data_cfg.prompt_column, data_cfg.chosen_column,
                                  data_cfg.rejected_column, data_cfg.group_column, data_cfg.group_names)
-        if prompt_groups is not None:
+        if prompt_groups is not None:  # the group names as strings (a data column named "group" is replaced)
+            ds = ds.remove_columns([c for c in ("group",) if c in ds.column_names])
             ds = ds.add_column("group", prompt_group_column(raw, source, prompt_groups, fmt, data_cfg.prompt_column))
     if data_cfg.max_examples is not None and len(ds) > data_cfg.max_examples:
         ds = ds.select(range(data_cfg.max_examples))

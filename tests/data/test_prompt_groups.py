@@ -19,7 +19,7 @@ def test_group_column_of_local_prompts():
     assert ds.column_names == ["prompt", "group"] and len(ds) == 32
     assert ds["group"].count("minority") == 8 and ds["group"][3] == "minority"
     plain = load_from_config(DataConfig(path=os.path.join(FIX, "tiny_prompt_groups.jsonl")), "grpo")
-    assert plain.column_names == ["prompt"]
+    assert plain.column_names == ["prompt", "group"]  # every data column is kept for the reward functions
 
 
 def test_pku_harm_category_is_the_first_flagged_category_of_the_prompts_first_row():
