@@ -34,8 +34,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from grpojax import sharding as shd  # noqa: E402
 from grpojax.models import PRESETS, Qwen  # noqa: E402
 from grpojax.sampling import ShardedCache, sample  # noqa: E402
-from grpojax.train.steps.grpo import GRPOSettings, grpo_step  # noqa: E402
 from grpojax.train.placement import init_train_state  # noqa: E402
+from grpojax.train.steps.grpo import GRPOSettings, grpo_step  # noqa: E402
 
 # dense bf16 peak FLOP/s per device (vendor datasheets; sparsity excluded)
 PEAKS = {

@@ -142,8 +142,8 @@ def demo_sources(a, seed: int, sdir: str) -> dict:
                 "heldout": os.path.join(d, "data", "grpo_heldout.jsonl")}
     from grpojax.demo import pipeline as P
     from grpojax.demo import pipeline_stages as S
-    from grpojax.train.tasks.reward import RewardTask
     from grpojax.train.tasks import SFTTask
+    from grpojax.train.tasks.reward import RewardTask
 
     _log(f"seed {seed}: demo stages world / data / policy_sft / reward in {sdir}")
     world = P.world_at(sdir, seed)

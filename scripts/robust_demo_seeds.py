@@ -29,8 +29,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 sys.path.insert(0, HERE)
 
-from grpojax import cli
-from grpojax.cli import UserError
+from grpojax import cli  # noqa: E402
+from grpojax.cli import UserError  # noqa: E402
 
 PAIRS = (("ipo", "gr_ipo"), ("dpo", "gr_dpo"))
 LABEL = {"ipo": "IPO", "gr_ipo": "GR-IPO", "dpo": "DPO", "gr_dpo": "GR-DPO"}
@@ -108,16 +108,20 @@ def pair_table(rows: dict[int, dict], plain: str, robust: str) -> str:
         lines.append(f"| {s} | {r['plain']['worst']:.3f} | {r['robust']['worst']:.3f} | {r['diff_worst']:+.3f} | "
                      f"{r['plain']['mean']:.3f} | {r['robust']['mean']:.3f} | {r['diff_mean']:+.3f} | "
                      f"{r['plain']['worst_acc']:.3f} / {r['robust']['worst_acc']:.3f} | {alpha} |")
-    col = lambda k, m: _ms([r[k][m] for r in rows.values()])
+    def col(k, m):
+        return _ms([r[k][m] for r in rows.values()])
+
     lines.append(f"| mean ± std | {col('plain', 'worst')} | {col('robust', 'worst')} | "
-                 f"{_ms([r['diff_worst'] for r in rows.values()])} | {col('plain', 'mean')} | {col('robust', 'mean')} | "
+                 f"{_ms([r['diff_worst'] for r in rows.values()])} | {col('plain', 'mean')} | "
+                 f"{col('robust', 'mean')} | "
                  f"{_ms([r['diff_mean'] for r in rows.values()])} | {col('plain', 'worst_acc')} / "
                  f"{col('robust', 'worst_acc')} | |")
     st = summarise(rows)
     dw, dm = st["diff_worst"], st["diff_mean"]
     lines.append("")
     lines.append(f"{R} has the lower worst-group test loss on {st['robust_lower_worst']} of {st['seeds']} seeds; "
-                 f"paired difference {R} - {P}: mean {dw['mean']:+.3f} (standard error {dw['sem']:.3f}), std {dw['std']:.3f}, "
+                 f"paired difference {R} - {P}: mean {dw['mean']:+.3f} (standard error {dw['sem']:.3f}), "
+                 f"std {dw['std']:.3f}, "
                  f"median {dw['median']:+.3f}, range {dw['min']:+.3f} .. {dw['max']:+.3f}; sign test p = "
                  f"{dw['sign_test_p']:.2f}. Mean-group loss lower on "
                  f"{st['robust_lower_mean']} of {st['seeds']}; difference mean {dm['mean']:+.3f}, std {dm['std']:.3f}.")

@@ -260,8 +260,7 @@ def test_diff_configs_lists_changed_keys():
 def test_model_remat_and_scan_layers_reach_the_built_model(tmp_path, remat, scan):
     """``model.remat`` / ``model.scan_layers`` of a run config are what the runner builds (the policy, and
     the reward task's backbone)."""
-    from grpojax.train.build import build_reward_model
-    from grpojax.train.build import build_model
+    from grpojax.train.build import build_model, build_reward_model
 
     shape = {"vocab_size": 64, "hidden_size": 16, "intermediate_size": 32, "num_layers": 3, "num_heads": 2,
              "num_kv_heads": 1, "head_dim": 8}

@@ -18,9 +18,9 @@ from flax import nnx
 from grpojax import sharding as shd
 from grpojax.models import Qwen, QwenConfig
 from grpojax.sampling import ShardedCache, sample
+from grpojax.train.placement import init_train_state
 from grpojax.train.steps.grpo import GRPOSettings, grpo_step
 from grpojax.train.steps.preference import PreferenceSettings, init_robust_state, preference_step
-from grpojax.train.placement import init_train_state
 from grpojax.train.steps.state import create_train_state
 
 CFG = QwenConfig(vocab_size=128, hidden_size=32, intermediate_size=64, num_layers=1, num_heads=8,

@@ -113,9 +113,9 @@ def run_pipeline(out: str = "runs/demo", seed: int = 0, quick: bool = False, ove
         return finished_run(summary_path, seed, quick, dpo)
     from grpojax.compilation import use_compilation_cache
     from grpojax.demo.pipeline_report import report_text, write_plots
+    from grpojax.train.tasks import SFTTask
     from grpojax.train.tasks.grpo import GRPOTask
     from grpojax.train.tasks.reward import RewardTask
-    from grpojax.train.tasks import SFTTask
 
     if overwrite:
         _clear(out)

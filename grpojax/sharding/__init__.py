@@ -58,7 +58,8 @@ from grpojax.sharding.rules import (
 
 __all__ = [
     "AXES", "BATCH_AXES", "make_mesh", "mesh_sizes", "rollout_mesh", "batch_axis_size", "maybe_initialize_distributed",
-    "use_gloo_on_cpu", "is_main_process", "host_batch_slice", "RULES", "KV_CACHE_AXES", "kv_cache_axes", "ACTIVATION_AXES",
+    "use_gloo_on_cpu", "is_main_process", "host_batch_slice", "RULES", "KV_CACHE_AXES", "kv_cache_axes",
+    "ACTIVATION_AXES",
     "logical_to_spec", "tree_shardings",
     "train_state_shardings", "batch_shardings", "batch_spec", "cache_shardings", "constrain", "pin", "named",
     "describe", "shard", "init_sharded_tree", "init_sharded", "jit_step", "traced_on_mesh", "abstract_batch",

@@ -13,7 +13,8 @@ then placed (a checkpoint on disk); on a 1-device mesh it is the plain eager bui
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp

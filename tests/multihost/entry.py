@@ -4,9 +4,10 @@ ARGS`` would, recording for ``tests/multihost`` what this process did (``python 
 With ``GRPOJAX_RECORD=<file>`` set, the process writes a JSON object there when it exits:
 ``rows`` -- the dataset rows each ``DataLoader`` batch of this process held (its own rows of every global
 batch), ``writes`` -- every path the process opened for writing from Python (``open`` / ``os.open``, seen
-by an audit hook), ``process`` -- ``[jax.process_index(), jax.process_count()]`` when training started. Nothing of the script
-is changed: with ``GRPOJAX_HOLD_BEFORE_RUN=<seconds>`` the process writes ``<file>.ready`` once
-start-up (``jax.distributed``, the task) is done and pauses that long before training; the loader's ``__next__`` and ``runner.run`` are wrapped, not replaced.
+by an audit hook), ``process`` -- ``[jax.process_index(), jax.process_count()]`` when training started.
+Nothing of the script is changed: with ``GRPOJAX_HOLD_BEFORE_RUN=<seconds>`` the process writes ``<file>.ready`` once
+start-up (``jax.distributed``, the task) is done and pauses that long before training; the loader's
+``__next__`` and ``runner.run`` are wrapped, not replaced.
 """
 
 import atexit

@@ -33,9 +33,9 @@ from launch import ROOT, finish, launch, rows_of, send, wait_for_step
 
 from grpojax.checkpoint import Checkpointer, abstract_like
 from grpojax.config import load_config
+from grpojax.train.runner import run
 from grpojax.train.tasks.grpo import GRPOTask
 from grpojax.train.tasks.preference import PreferenceTask
-from grpojax.train.runner import run
 from grpojax.train.tasks.sft import SFTTask
 
 full = pytest.mark.skipif(os.environ.get("GRPOJAX_MULTIHOST_FULL") != "1",
@@ -117,7 +117,8 @@ def _two_process_run(kind, reference, tmp_path):
         assert r.returncode == 0, f"process {i}: {r.stderr[-3000:]}"
         assert r.record["process"] == [i, 2]
     _same_rows(rows_of(os.path.join(d, "metrics.jsonl")), ref_rows[:2])
-    diff = _same_params(_params(d, 2, target), _params(ref_dir, 2, target))  # a 2-process checkpoint restored in 1 process
+    # a 2-process checkpoint restored in 1 process
+    diff = _same_params(_params(d, 2, target), _params(ref_dir, 2, target))
     print(f"{kind}: 2 processes x 4 devices vs 1 x 8: max |param diff| {diff:.3g} "
           f"({res[0].seconds:.0f} s, {res[1].seconds:.0f} s)")
     # process 0 writes the run's files; process 1 opens nothing for writing outside checkpoints/
@@ -159,7 +160,8 @@ def test_one_process_checkpoint_resumes_in_two(kind, reference, tmp_path):
     assert all(r.returncode == 0 for r in res), res[0].stderr[-3000:] + res[1].stderr[-3000:]
     assert f"resumed from {d}/checkpoints/2" in res[0].stdout
     _same_rows(rows_of(os.path.join(d, "metrics.jsonl")), ref_rows)
-    print(f"{kind}: 1 -> 2 processes: max |param diff| {_same_params(_params(d, 3, target), _params(ref_dir, 3, target)):.3g}")
+    diff = _same_params(_params(d, 3, target), _params(ref_dir, 3, target))
+    print(f"{kind}: 1 -> 2 processes: max |param diff| {diff:.3g}")
 
 
 def test_sigterm_to_one_process_stops_both_at_the_same_step(reference, tmp_path):
@@ -213,7 +215,7 @@ def test_a_dead_process_stops_the_other_and_a_restart_resumes(tmp_path, victim):
         other.popen.wait(timeout=120)
     except subprocess.TimeoutExpired:
         other.popen.kill()
-        raise AssertionError(f"process {1 - victim} still running 120 s after process {victim} was killed")
+        raise AssertionError(f"process {1 - victim} still running 120 s after process {victim} was killed") from None
     stopped = time.monotonic() - killed
     res = finish(procs)
     assert res[1 - victim].returncode != 0

@@ -47,8 +47,8 @@ def test_heartbeat_of_a_single_process_run_is_refused():
 
 def test_script_exits_2_on_a_bad_process_id(tmp_path):
     proc = subprocess.run([sys.executable, "scripts/sft.py", "configs/tiny_sft.yaml", f"run_dir={tmp_path}/r",
-                           "mesh.num_processes=2", "mesh.process_id=5"], check=False, cwd=ROOT, capture_output=True, text=True,
-                          timeout=300, env=dict(os.environ, JAX_PLATFORMS="cpu"))
+                           "mesh.num_processes=2", "mesh.process_id=5"], check=False, cwd=ROOT, capture_output=True,
+                          text=True, timeout=300, env=dict(os.environ, JAX_PLATFORMS="cpu"))
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and "mesh.process_id" in lines[0], lines

@@ -19,10 +19,10 @@ PROMPTS = "data.eval_path=configs/data/tiny_prompts.jsonl"
 
 
 def _task(kind):
+    from grpojax.train.tasks import SFTTask
     from grpojax.train.tasks.grpo import GRPOTask
     from grpojax.train.tasks.online_dpo import OnlineDPOTask
     from grpojax.train.tasks.ppo import PPOTask
-    from grpojax.train.tasks import SFTTask
 
     return {"grpo": GRPOTask, "ppo": PPOTask, "online_dpo": OnlineDPOTask, "sft": SFTTask}[kind]
 

@@ -27,7 +27,7 @@ def _repo_root(monkeypatch):
 
 
 def _task(tmp_path, mu, extra=()):
-    cfg = load_config("configs/tiny_grpo.yaml", [*extra, 
+    cfg = load_config("configs/tiny_grpo.yaml", [*extra,
         "model.dtype=bfloat16", f"grpo.epsilon={EPS}", f"grpo.num_iterations={mu}", "grpo.loss_type=dapo",
         "grpo.beta=0.04", "train.learning_rate=0.05", "mesh.data=1", f"run_dir={tmp_path}"])
     task = GRPOTask(cfg)

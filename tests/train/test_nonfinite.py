@@ -13,10 +13,10 @@ import pytest
 
 from grpojax.cli import UserError
 from grpojax.config import load_config
+from grpojax.train.runner import run
 from grpojax.train.steps import sft as sft_module
 from grpojax.train.steps.grpo import GRPOSettings, grpo_step
 from grpojax.train.steps.optim import make_optimizer
-from grpojax.train.runner import run
 from grpojax.train.steps.sft import sft_step
 from grpojax.train.steps.state import create_train_state
 from grpojax.train.tasks import SFTTask

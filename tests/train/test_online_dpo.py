@@ -16,9 +16,9 @@ from flax import nnx
 
 from grpojax.config import load_config
 from grpojax.models import Qwen, QwenConfig
-from grpojax.train.tasks.online_dpo import best_worst_pairs, pair_batch
 from grpojax.train.steps.preference import PreferenceSettings, pair_logprobs, preference_step
 from grpojax.train.steps.state import create_train_state
+from grpojax.train.tasks.online_dpo import best_worst_pairs, pair_batch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 NAN = float("nan")

@@ -191,8 +191,8 @@ def test_adaptive_kl_controller_moves_kl_coef_across_rollouts(tmp_path):
     """Two rollouts in-process: the first has KL 0 to the reference (error clipped to -0.2), so with
     horizon = rollout size the coefficient of the second rollout is exactly 0.8 x the initial one; the KL
     here is a loss term and the critic is separate, covering those paths of the task."""
-    from grpojax.train.tasks.ppo import PPOTask
     from grpojax.train.runner import run
+    from grpojax.train.tasks.ppo import PPOTask
 
     cfg = load_config(os.path.join(ROOT, "configs/tiny_ppo.yaml"), [
         f"run_dir={tmp_path}/run", "train.steps=2", "train.batch_size=8", "ppo.ppo_epochs=1",

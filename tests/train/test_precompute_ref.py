@@ -13,8 +13,8 @@ import pytest
 from grpojax.checkpoint import Checkpointer
 from grpojax.cli import UserError
 from grpojax.config import load_config
-from grpojax.train.tasks.preference import PreferenceTask
 from grpojax.train.runner import run
+from grpojax.train.tasks.preference import PreferenceTask
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 

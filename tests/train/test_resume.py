@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from grpojax.cli import UserError
+from grpojax.train.tasks import SFTTask
 from grpojax.train.tasks.grpo import GRPOTask
 from grpojax.train.tasks.preference import PreferenceTask
-from grpojax.train.tasks import SFTTask
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # pytest runs with --import-mode=importlib
 from test_runner import _final_state_leaves, _metrics, _repo_root, _train  # noqa: E402,F401 (autouse fixture)

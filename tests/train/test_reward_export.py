@@ -15,8 +15,8 @@ from grpojax.data import load_tokenizer
 from grpojax.data.batching import encode_sequences
 from grpojax.rollout.reward_scorer import load_reward_scorer
 from grpojax.train.build import build_reward_model
-from grpojax.train.tasks.reward import RewardTask
 from grpojax.train.runner import run
+from grpojax.train.tasks.reward import RewardTask
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 ASPECTS = ["politeness", "meaningfulness", "actionability", "safety"]

@@ -1,7 +1,6 @@
 """A reward run on PKU-SafeRLHF (``data.format=pku_saferlhf``, as the reward presets' comment says) labels
 the safety aspect in ``reward.aspects`` order and leaves the others missing (NaN, masked)."""
 
-import json
 import os
 import sys
 

@@ -10,8 +10,8 @@ from flax import nnx
 from grpojax.cli import UserError
 from grpojax.models import QwenConfig
 from grpojax.models.reward_model import RewardModel, reward_model_to_hf
-from grpojax.train.steps.forward import sequence_inputs
 from grpojax.rollout.reward_scorer import load_reward_scorer
+from grpojax.train.steps.forward import sequence_inputs
 
 CFG = QwenConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_layers=2, num_heads=4,
                  num_kv_heads=2, head_dim=8, tie_word_embeddings=True)

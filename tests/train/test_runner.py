@@ -13,10 +13,10 @@ import pytest
 
 from grpojax.checkpoint import Checkpointer, abstract_like
 from grpojax.config import load_config
-from grpojax.train.tasks.grpo import GRPOTask
 from grpojax.train.runner import run
-from grpojax.train.tasks.preference import PreferenceTask
 from grpojax.train.tasks import SFTTask
+from grpojax.train.tasks.grpo import GRPOTask
+from grpojax.train.tasks.preference import PreferenceTask
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "JAX_PLATFORMS": "cpu",
@@ -116,8 +116,8 @@ def test_evaluate_script_scores_a_grpo_policy(tmp_path):
     task = GRPOTask(cfg)
     run(cfg, task)
     # the exported HF directory holds the trained policy (same logits) and the tokenizer
-    from grpojax.models import from_hf
     from grpojax.data import load_tokenizer
+    from grpojax.models import from_hf
 
     with Checkpointer(run_dir, save_every=1, keep=10) as ck:
         state = ck.restore_latest(abstract_like(task.init_state())).state

@@ -27,10 +27,10 @@ from grpojax.checkpoint import Checkpointer
 from grpojax.cli import UserError
 from grpojax.config import load_config
 from grpojax.sampling import ShardedCache
-from grpojax.train.tasks.grpo import GRPOTask
-from grpojax.train.tasks.reward import RewardTask
 from grpojax.train.runner import run
+from grpojax.train.tasks.grpo import GRPOTask
 from grpojax.train.tasks.preference import PreferenceTask
+from grpojax.train.tasks.reward import RewardTask
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 KINDS = {  # tiny_<kind>.yaml, task, overrides (small shapes: each run compiles its steps once)
@@ -206,8 +206,9 @@ def test_ppo_and_online_dpo_sample_on_the_rollout_mesh(tmp_path, kind):
         cfg = load_config(f"configs/tiny_{kind}.yaml", [
             f"run_dir={tmp_path}/{rt}", "train.steps=2", f"{kind}.max_completion_length=4",
             "mesh.data=1", "mesh.fsdp=8", f"mesh.rollout_tensor={rt}", "train.adam_eps=1e-4",
-            "model.shape.num_layers=1", *({"ppo": ["train.batch_size=8", "ppo.ppo_epochs=1", "ppo.num_mini_batches=1"],
-                                           "online_dpo": ["train.batch_size=16", "online_dpo.num_generations=2"]}[kind])])
+            "model.shape.num_layers=1",
+            *({"ppo": ["train.batch_size=8", "ppo.ppo_epochs=1", "ppo.num_mini_batches=1"],
+               "online_dpo": ["train.batch_size=16", "online_dpo.num_generations=2"]}[kind])])
         task = task_cls(cfg)
         assert (task.rollout_mesh is task.mesh) == (rt == "null")
         run(cfg, task, stream=io.StringIO())
@@ -286,7 +287,8 @@ def test_a_checkpoint_from_disk_is_placed_slice_by_slice(tmp_path):
     cfg = load_config("configs/tiny_dpo.yaml", [f"run_dir={tmp_path}", "mesh.data=2", "mesh.fsdp=2",
                                                 "mesh.tensor=2", "model.shape.num_layers=1"])
     task = PreferenceTask(cfg)
-    tree, graphdef, shardings = task.placement.place(lambda: (split_model(task.new_model())[1:], "static"), on_disk=True)
+    tree, graphdef, shardings = task.placement.place(lambda: (split_model(task.new_model())[1:], "static"),
+                                                     on_disk=True)
     params, _ = tree
     want, _ = split_model(task.new_model())[1:]
     assert graphdef == "static"

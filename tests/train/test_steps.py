@@ -146,8 +146,7 @@ def test_lora_state_trains_only_adapters():
 
 # ---------------------------------------------------------------- preference step
 from grpojax.losses.dpo import dpo_loss  # noqa: E402
-from grpojax.train.steps.preference import (  # noqa: E402
-    PreferenceSettings, init_robust_state, pair_logprobs, preference_step)
+from grpojax.train.steps.preference import PreferenceSettings, init_robust_state, pair_logprobs, preference_step  # noqa: E402
 
 
 def _pref_batch(seed=5, B=8):

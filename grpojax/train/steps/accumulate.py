@@ -18,7 +18,8 @@ micro-batch (``micro_batch_size = batch_size``):
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp

@@ -20,7 +20,8 @@ log-probs, before the update) for the later updates on the same rollout (TRL com
 rollout with the current params likewise). ``sampler/logp_max_abs_diff`` / ``_mean_abs_diff`` log the
 sampler / trainer mismatch of this forward given ``sampler_logp_BL`` (the task logs the first update's).
 ``settings.sampler_is_cap`` corrects for it (TRL's ``vllm_importance_sampling_correction``, token level,
-truncated): every per-token loss is weighted by ``min(exp(old_logp - sampler_logp), cap)`` (``sampler_logp_BL`` required).
+truncated): every per-token loss is weighted by ``min(exp(old_logp - sampler_logp), cap)``
+(``sampler_logp_BL`` required).
 
 ``num_micro`` micro-batches are accumulated inside the step; with ``loss_type="dapo"`` the token
 normaliser is the active-token count of the whole batch, so the update is independent of ``num_micro``.

@@ -47,7 +47,7 @@ class Plateau:
     def state(self) -> dict:
         return {"best": self.best if math.isfinite(self.best) else None, "bad": self.bad, "cuts": self.cuts}
 
-    def restore(self, d: dict) -> "Plateau":
+    def restore(self, d: dict) -> Plateau:
         self.best = math.inf if d.get("best") is None else float(d["best"])
         self.bad, self.cuts = int(d.get("bad", 0)), int(d.get("cuts", 0))
         return self

@@ -20,10 +20,10 @@ import functools
 import jax
 import numpy as np
 
-from grpojax.rollout.records import completion_records
 from grpojax.rollout import text_rewards
 from grpojax.rollout.dynamic_sampling import dynamic_sample
 from grpojax.rollout.groups import drop_absent, prompt_groups, robust_batch, score_column
+from grpojax.rollout.records import completion_records
 from grpojax.rollout.scoring import Scorer
 from grpojax.train.steps.forward import reference_logp_fn
 from grpojax.train.steps.grpo import GRPOSettings, grpo_step

@@ -89,7 +89,8 @@ class RewardTask(BaseTask):
         for r, name in enumerate(self.aspects):
             sel = m[:, r] > 0
             row[f"eval/mse/{name}"] = float(np.mean((p[sel, r] - y[sel, r]) ** 2))
-            row[f"eval/pearson/{name}"] = float(np.corrcoef(p[sel, r], y[sel, r])[0, 1]) if sel.sum() > 2 else float("nan")
+            r_xy = float(np.corrcoef(p[sel, r], y[sel, r])[0, 1]) if sel.sum() > 2 else float("nan")
+            row[f"eval/pearson/{name}"] = r_xy
         row["eval/mse"] = float(np.mean([row[f"eval/mse/{a}"] for a in self.aspects]))
         return row
 
