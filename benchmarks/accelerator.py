@@ -110,12 +110,12 @@ def main(argv=None):
     B, P = args.batch, args.seq // 2
     Lc = args.seq - P
     r = np.random.default_rng(0)
-    batch = {"prompt_BP": r.integers(0, cfg.vocab_size, (B, P), dtype=np.int32),
-             "prompt_mask_BP": np.ones((B, P), np.int32),
-             "completion_BL": r.integers(0, cfg.vocab_size, (B, Lc), dtype=np.int32),
-             "completion_mask_BL": np.ones((B, Lc), np.int32),
-             "old_logp_BL": np.full((B, Lc), -5.0, np.float32),
-             "ref_logp_BL": np.full((B, Lc), -5.0, np.float32),
+    batch = {"prompt_BQ": r.integers(0, cfg.vocab_size, (B, P), dtype=np.int32),
+             "prompt_mask_BQ": np.ones((B, P), np.int32),
+             "completion_BC": r.integers(0, cfg.vocab_size, (B, Lc), dtype=np.int32),
+             "completion_mask_BC": np.ones((B, Lc), np.int32),
+             "old_logp_BC": np.full((B, Lc), -5.0, np.float32),
+             "ref_logp_BC": np.full((B, Lc), -5.0, np.float32),
              "advantages_B": r.standard_normal(B).astype(np.float32)}
     batch_sh = shd.batch_shardings(batch, mesh)
     batch = shd.shard(batch, batch_sh)
@@ -151,7 +151,7 @@ def main(argv=None):
 
     def run_sample():
         return sample(model, prompts, mask, jax.random.key(2), max_new_tokens=args.new_tokens,
-                      temperature=1.0, cache_fn=cache_fn).completion_tokens_BT
+                      temperature=1.0, cache_fn=cache_fn).completion_tokens_BC
 
     t = time.perf_counter()
     jax.block_until_ready(run_sample())

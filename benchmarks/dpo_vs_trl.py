@@ -82,10 +82,10 @@ def worker_ours(args) -> None:
     for i in range(0, args.num_pairs - PAIRS_PER_STEP + 1, PAIRS_PER_STEP):
         sl = slice(i, i + PAIRS_PER_STEP)
         pb = tok.prompt_batch(data["prompt"][sl], args.prompt_len)
-        b = {"prompt_BP": pb.prompt_ids_BT, "prompt_mask_BP": pb.prompt_mask_BT,
-             "chosen_BL": rows(data["chosen"][sl]), "rejected_BL": rows(data["rejected"][sl])}
-        b["chosen_mask_BL"] = np.ones_like(b["chosen_BL"])
-        b["rejected_mask_BL"] = np.ones_like(b["rejected_BL"])
+        b = {"prompt_BQ": pb.prompt_ids_BT, "prompt_mask_BQ": pb.prompt_mask_BT,
+             "chosen_BC": rows(data["chosen"][sl]), "rejected_BC": rows(data["rejected"][sl])}
+        b["chosen_mask_BC"] = np.ones_like(b["chosen_BC"])
+        b["rejected_mask_BC"] = np.ones_like(b["rejected_BC"])
         b = jax.device_put(b)
         b["ref_chosen_logp_B"], b["ref_rejected_logp_B"] = ref_fn(state.params, state.frozen, b)
         batches.append(b)
@@ -98,9 +98,9 @@ def worker_ours(args) -> None:
         holder["state"], metrics = step(holder["state"], b, jax.random.key(0))
         row = host_row(metrics)
         holder["i"] += 1
-        width = b["prompt_BP"].shape[1] + b["chosen_BL"].shape[1]
-        return {"loss": row["loss"], "rows": 2 * b["prompt_BP"].shape[0], "width": int(width),
-                "completion_tokens": int(b["chosen_mask_BL"].sum() + b["rejected_mask_BL"].sum())}
+        width = b["prompt_BQ"].shape[1] + b["chosen_BC"].shape[1]
+        return {"loss": row["loss"], "rows": 2 * b["prompt_BQ"].shape[0], "width": int(width),
+                "completion_tokens": int(b["chosen_mask_BC"].sum() + b["rejected_mask_BC"].sum())}
 
     serve(one_step, {"setup_s": time.perf_counter() - t_setup})
 

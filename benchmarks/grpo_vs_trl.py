@@ -253,15 +253,15 @@ def worker_ours(args, serve_fn=serve) -> None:
                                 score_fn=score,
                                 aggregation="weighted_sum", scale_rewards="group")
         t1 = time.perf_counter()
-        ro.batch["ref_logp_BL"] = jax.block_until_ready(ref_logp(ref_params, s.frozen, ro.batch))
+        ro.batch["ref_logp_BC"] = jax.block_until_ready(ref_logp(ref_params, s.frozen, ro.batch))
         t2 = time.perf_counter()
         holder["state"], metrics = step(s, ro.batch, r_step)
         row = host_row(metrics)
         t3 = time.perf_counter()
         holder["i"] += 1
         return {"rollout_s": t1 - t0, "ref_s": t2 - t1, "update_s": t3 - t2, "loss": row["loss"],
-                "completion_tokens": int(ro.batch["completion_mask_BL"].sum()),
-                "rows": int(ro.batch["completion_BL"].shape[0])}
+                "completion_tokens": int(ro.batch["completion_mask_BC"].sum()),
+                "rows": int(ro.batch["completion_BC"].shape[0])}
 
     serve_fn(one_step, {"setup_s": time.perf_counter() - t_setup, "prompt_len": args.prompt_len})
 

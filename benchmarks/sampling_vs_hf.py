@@ -111,12 +111,12 @@ def bench_size(size: str, args) -> dict:
         return gen
 
     timings = common.alternate({"ours": run_ours, "hf": run_hf}, repeats=args.repeats)
-    ours_tokens = np.asarray(results["ours"].completion_tokens_BT)
+    ours_tokens = np.asarray(results["ours"].completion_tokens_BC)
     hf_tokens = results["hf"][:, args.prompt_len:].numpy()
-    ours_active = int(np.asarray(results["ours"].completion_mask_BT).sum())
+    ours_active = int(np.asarray(results["ours"].completion_mask_BC).sum())
     if hf_tokens.shape != (args.batch, L) or ours_active != args.batch * L:
         raise RuntimeError(f"not a fixed-length run: ours mask sum "
-                           f"{int(np.asarray(results['ours'].completion_mask_BT).sum())}, HF shape {hf_tokens.shape}")
+                           f"{int(np.asarray(results['ours'].completion_mask_BC).sum())}, HF shape {hf_tokens.shape}")
     new_tokens = args.batch * L
     row = {
         "size": size,

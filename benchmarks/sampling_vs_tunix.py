@@ -97,8 +97,8 @@ def worker_ours(args) -> None:
         out = sampling.sample(model, ids, mask, jax.random.key(args.seed), max_new_tokens=args.new_tokens,
                               greedy=True, pad_id=0)
         jax.block_until_ready(out)
-        last["tokens"] = np.asarray(out.completion_tokens_BT)
-        if int(np.asarray(out.completion_mask_BT).sum()) != args.batch * args.new_tokens:
+        last["tokens"] = np.asarray(out.completion_tokens_BC)
+        if int(np.asarray(out.completion_mask_BC).sum()) != args.batch * args.new_tokens:
             raise RuntimeError("ours: not a fixed-length run")
         return {"tokens": last["tokens"].tolist()}
 

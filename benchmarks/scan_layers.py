@@ -85,7 +85,7 @@ def main(argv=None) -> int:
         mask = np.ones_like(prompts)
         decode = {name: (lambda m=model: jax.block_until_ready(
                       sample(m, prompts, mask, jax.random.key(2), max_new_tokens=args.new_tokens,  # noqa: B023 (run within this iteration)
-                             temperature=1.0).completion_tokens_BT))
+                             temperature=1.0).completion_tokens_BC))
                   for name, (model, state, toks, grad) in built.items()}
         same = np.array_equal(decode["per_layer"](), decode["scanned"]())
         for what, fns in (("train_step", train), ("decode", decode)):

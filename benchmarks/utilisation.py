@@ -119,12 +119,12 @@ def xla_flops_check(size: str = "small", *, rows: int = 8, prompt_len: int = 16,
         graphdef, state = create_train_state(from_hf(d), tx, jax.random.key(0))
     r = np.random.default_rng(0)
     V = COMMON["vocab_size"]
-    batch = {"prompt_BP": r.integers(0, V, (rows, prompt_len)).astype(np.int32),
-             "prompt_mask_BP": np.ones((rows, prompt_len), np.int32),
-             "completion_BL": r.integers(0, V, (rows, completion_len)).astype(np.int32),
-             "completion_mask_BL": np.ones((rows, completion_len), np.int32),
-             "old_logp_BL": np.full((rows, completion_len), -12.0, np.float32),
-             "ref_logp_BL": np.full((rows, completion_len), -12.0, np.float32),
+    batch = {"prompt_BQ": r.integers(0, V, (rows, prompt_len)).astype(np.int32),
+             "prompt_mask_BQ": np.ones((rows, prompt_len), np.int32),
+             "completion_BC": r.integers(0, V, (rows, completion_len)).astype(np.int32),
+             "completion_mask_BC": np.ones((rows, completion_len), np.int32),
+             "old_logp_BC": np.full((rows, completion_len), -12.0, np.float32),
+             "ref_logp_BC": np.full((rows, completion_len), -12.0, np.float32),
              "advantages_B": r.standard_normal(rows).astype(np.float32)}
     settings = GRPOSettings(loss_type="grpo", beta=grpo_vs_trl.BETA, max_completion_length=completion_len)
     step = jax.jit(functools.partial(grpo_step, graphdef=graphdef, tx=tx, settings=settings))

@@ -154,10 +154,10 @@ def test_two_stage_categorical_draws_as_if_the_last_block_were_padded():
     def padded(rng, z_BV, block):
         batch, vocab = z_BV.shape
         n = -(-vocab // block)
-        z_BCK = jnp.pad(z_BV, ((0, 0), (0, n * block - vocab)), constant_values=-jnp.inf).reshape(batch, n, block)
+        z_BnK = jnp.pad(z_BV, ((0, 0), (0, n * block - vocab)), constant_values=-jnp.inf).reshape(batch, n, block)
         rng_block, rng_token = jax.random.split(rng)
-        c_B = jax.random.categorical(rng_block, jax.nn.logsumexp(z_BCK, axis=-1), axis=-1)
-        z_BK = jnp.take_along_axis(z_BCK, c_B[:, None, None], axis=1)[:, 0, :]
+        c_B = jax.random.categorical(rng_block, jax.nn.logsumexp(z_BnK, axis=-1), axis=-1)
+        z_BK = jnp.take_along_axis(z_BnK, c_B[:, None, None], axis=1)[:, 0, :]
         return c_B * block + jax.random.categorical(rng_token, z_BK, axis=-1)
 
     z = np.random.default_rng(1).normal(size=(64, 1026)) * 2
@@ -265,9 +265,9 @@ def test_greedy_matches_numpy_reference(side):
                           temperature=1.0, cache_fn=toy_cache, pad_id=0)
     for i, p in enumerate(PROMPTS):
         ref, ref_logp = np_greedy(model, p, steps, eos=())
-        np.testing.assert_array_equal(out.completion_tokens_BT[i], ref)
-        np.testing.assert_allclose(out.completion_logp_BT[i], ref_logp, rtol=1e-5, atol=1e-5)
-    assert np.all(np.asarray(out.completion_mask_BT) == 1) and np.all(out.truncated_B)
+        np.testing.assert_array_equal(out.completion_tokens_BC[i], ref)
+        np.testing.assert_allclose(out.completion_logp_BC[i], ref_logp, rtol=1e-5, atol=1e-5)
+    assert np.all(np.asarray(out.completion_mask_BC) == 1) and np.all(out.truncated_B)
     np.testing.assert_array_equal(out.prompt_tokens_BT, pad_batch(PROMPTS, "left")[0])
 
 
@@ -282,10 +282,10 @@ def test_eos_stops_rows_and_loop():
     for i, p in enumerate(PROMPTS):
         ref, _ = np_greedy(model, p, steps, eos=(eos,))
         n = len(ref)
-        np.testing.assert_array_equal(out.completion_tokens_BT[i, :n], ref)
-        np.testing.assert_array_equal(out.completion_tokens_BT[i, n:], 10)
-        np.testing.assert_array_equal(out.completion_mask_BT[i], [1] * n + [0] * (steps - n))
-        assert np.all(np.asarray(out.completion_logp_BT[i, n:]) == 0)
+        np.testing.assert_array_equal(out.completion_tokens_BC[i, :n], ref)
+        np.testing.assert_array_equal(out.completion_tokens_BC[i, n:], 10)
+        np.testing.assert_array_equal(out.completion_mask_BC[i], [1] * n + [0] * (steps - n))
+        assert np.all(np.asarray(out.completion_logp_BC[i, n:]) == 0)
         assert bool(out.truncated_B[i]) == (ref[-1] != eos)
     lengths = [len(np_greedy(model, p, steps, eos=(eos,))[0]) for p in PROMPTS]
     expected_steps = steps if any(r[-1] != eos for r in (np_greedy(model, p, steps, (eos,))[0] for p in PROMPTS)) \
@@ -299,7 +299,7 @@ def test_loop_stops_early_when_all_done():
     ref, _ = np_greedy(model, PROMPTS[0], 3, eos=())
     out = sampling.sample(model, toks, mask, jax.random.key(0), max_new_tokens=20, greedy=True,
                           eos_ids=(ref[1], ref[0]) if ref[0] != ref[1] else ref[0], cache_fn=toy_cache)
-    assert int(out.num_steps) <= 2 and int(out.completion_mask_BT.sum()) == int(out.num_steps)
+    assert int(out.num_steps) <= 2 and int(out.completion_mask_BC.sum()) == int(out.num_steps)
     assert not bool(out.truncated_B[0])
 
 
@@ -312,17 +312,17 @@ def test_samples_logp_groups_and_determinism():
     other = sampling.sample(model, toks, mask, jax.random.key(43), **kw)
     for a, b in zip(out, again):
         np.testing.assert_array_equal(a, b)
-    assert out.completion_tokens_BT.shape == (12, 6)
-    assert not np.array_equal(out.completion_tokens_BT, other.completion_tokens_BT)
+    assert out.completion_tokens_BC.shape == (12, 6)
+    assert not np.array_equal(out.completion_tokens_BC, other.completion_tokens_BC)
     # prompt-major: rows 3b..3b+2 share prompt b; log-probs at tau of the sampled tokens, un-truncated
     for row in range(12):
         prompt = PROMPTS[row // 3]
         np.testing.assert_array_equal(out.prompt_tokens_BT[row], pad_batch([prompt], "left")[0][0])
-        comp = [int(x) for x in out.completion_tokens_BT[row]]
+        comp = [int(x) for x in out.completion_tokens_BC[row]]
         for i, tok in enumerate(comp):
             ref = np_log_softmax(np_toy_logits(model, prompt, comp[:i])[None] / np.float32(0.7))[0, tok]
-            np.testing.assert_allclose(out.completion_logp_BT[row, i], ref, rtol=1e-5, atol=1e-5)
-    assert len({tuple(np.asarray(r)) for r in out.completion_tokens_BT}) > 4  # groups are not copies
+            np.testing.assert_allclose(out.completion_logp_BC[row, i], ref, rtol=1e-5, atol=1e-5)
+    assert len({tuple(np.asarray(r)) for r in out.completion_tokens_BC}) > 4  # groups are not copies
 
 
 def test_first_token_distribution_matches_softmax():
@@ -331,7 +331,7 @@ def test_first_token_distribution_matches_softmax():
     tau, g = 1.5, 4000
     out = sampling.sample(model, np.array([prompt], np.int32), np.ones((1, 2), np.int32), jax.random.key(9),
                           max_new_tokens=1, temperature=tau, num_samples=g, cache_fn=toy_cache)
-    counts = np.bincount(np.asarray(out.completion_tokens_BT[:, 0]), minlength=V)
+    counts = np.bincount(np.asarray(out.completion_tokens_BC[:, 0]), minlength=V)
     probs = np.exp(np_log_softmax(np_toy_logits(model, prompt, [])[None] / tau))[0]
     keep = probs * g >= 5  # pool the rare tokens into one chi-square cell
     obs = np.append(counts[keep], counts[~keep].sum())
@@ -391,4 +391,4 @@ def test_top_k_one_and_tiny_top_p_equal_greedy_in_the_loop():
     for extra in (dict(top_k=1), dict(top_p=1e-6)):
         got = sampling.sample(model, toks, mask, jax.random.key(5), temperature=0.9, max_new_tokens=8,
                               cache_fn=toy_cache, num_samples=2, **extra)
-        np.testing.assert_array_equal(got.completion_tokens_BT, ref)
+        np.testing.assert_array_equal(got.completion_tokens_BC, ref)

@@ -75,10 +75,10 @@ def padded(prompts, side, pad=0):
     return toks, mask
 
 
-def full_forward_logits(model, prompt_BT, prompt_mask_BT, completion_BL, completion_mask_BL):
+def full_forward_logits(model, prompt_BT, prompt_mask_BT, completion_BC, completion_mask_BC):
     """Training-style forward over [prompt | completion] (no cache): float32 logits [B, T+L, V]."""
-    tokens = jnp.concatenate([prompt_BT, completion_BL], axis=1)
-    mask = jnp.concatenate([prompt_mask_BT, completion_mask_BL], axis=1)
+    tokens = jnp.concatenate([prompt_BT, completion_BC], axis=1)
+    mask = jnp.concatenate([prompt_mask_BT, completion_mask_BC], axis=1)
     positions = jnp.maximum(jnp.cumsum(mask, axis=1) - 1, 0)
     return model(tokens, positions, attn_mask_BT=mask.astype(bool))
 
@@ -88,9 +88,9 @@ def test_cached_decode_equals_full_forward(qwen2_pair):
     toks, mask = padded(PROMPTS, "right")
     prompt_BT, pmask_BT, pos_BT = sampling.left_pad(jnp.asarray(toks), jnp.asarray(mask), pad_id=0)
     steps = 6
-    completion_BL = jax.random.randint(jax.random.key(0), (len(PROMPTS), steps), 0, VOCAB)
-    full_BTV = jax.jit(full_forward_logits, static_argnums=0)(model, prompt_BT, pmask_BT, completion_BL,
-                                                              jnp.ones_like(completion_BL))
+    completion_BC = jax.random.randint(jax.random.key(0), (len(PROMPTS), steps), 0, VOCAB)
+    full_BTV = jax.jit(full_forward_logits, static_argnums=0)(model, prompt_BT, pmask_BT, completion_BC,
+                                                              jnp.ones_like(completion_BC))
 
     T = prompt_BT.shape[1]
     slots_BS = jnp.concatenate([pmask_BT.astype(bool), jnp.ones((len(PROMPTS), steps), bool)], axis=1)
@@ -100,7 +100,7 @@ def test_cached_decode_equals_full_forward(qwen2_pair):
     cached = [prefill_BTV]
     lens_B = pmask_BT.sum(1)
     for i in range(steps):
-        logits_B1V, cache = step(completion_BL[:, i : i + 1], (lens_B + i)[:, None], cache, T + i)
+        logits_B1V, cache = step(completion_BC[:, i : i + 1], (lens_B + i)[:, None], cache, T + i)
         cached.append(logits_B1V)
     cached_BTV = jnp.concatenate(cached, axis=1)
     real = np.concatenate([np.asarray(pmask_BT, bool), np.ones((len(PROMPTS), steps), bool)], axis=1)
@@ -131,14 +131,14 @@ def test_greedy_equals_transformers_generate(pair, side):
     toks, mask = padded(PROMPTS, side, pad)
     out = sampling.sample(model, toks, mask, jax.random.key(0), max_new_tokens=steps, greedy=True,
                           eos_ids=eos, pad_id=pad)
-    np.testing.assert_array_equal(out.completion_tokens_BT, ref)
+    np.testing.assert_array_equal(out.completion_tokens_BC, ref)
     for i in range(len(PROMPTS)):
         hit = np.flatnonzero(ref[i] == eos)
         n = hit[0] + 1 if hit.size else steps
-        np.testing.assert_array_equal(out.completion_mask_BT[i], [1] * n + [0] * (steps - n))
+        np.testing.assert_array_equal(out.completion_mask_BC[i], [1] * n + [0] * (steps - n))
         assert bool(out.truncated_B[i]) == (hit.size == 0)
     assert not out.truncated_B[1] and int(out.num_steps) == (steps if out.truncated_B.any() else
-                                                             int(out.completion_mask_BT.sum(1).max()))
+                                                             int(out.completion_mask_BC.sum(1).max()))
 
 
 @pytest.mark.parametrize("tau", [0.7, 1.3])
@@ -148,16 +148,16 @@ def test_sampler_logp_equals_training_logp(qwen2_pair, tau):
     kwargs = dict(temperature=tau, top_k=40, top_p=0.95)
     out = sampling.sample(model, toks, mask, jax.random.key(7), max_new_tokens=8, num_samples=3,
                           eos_ids=[1, 2, 3, 4, 5], pad_id=0, **kwargs)
-    T, L = out.prompt_tokens_BT.shape[1], out.completion_tokens_BT.shape[1]
+    T, L = out.prompt_tokens_BT.shape[1], out.completion_tokens_BC.shape[1]
     logits = jax.jit(full_forward_logits, static_argnums=0)(model, out.prompt_tokens_BT, out.prompt_mask_BT,
-                                                            out.completion_tokens_BT, out.completion_mask_BT)
+                                                            out.completion_tokens_BC, out.completion_mask_BC)
     logp_all = jax.nn.log_softmax(logits[:, T - 1 : T + L - 1] / tau, axis=-1)
-    train_logp = jnp.take_along_axis(logp_all, out.completion_tokens_BT[:, :, None], axis=-1)[:, :, 0]
-    m = np.asarray(out.completion_mask_BT, bool)
-    diff = np.abs(np.asarray(train_logp) - np.asarray(out.completion_logp_BT))[m]
+    train_logp = jnp.take_along_axis(logp_all, out.completion_tokens_BC[:, :, None], axis=-1)[:, :, 0]
+    m = np.asarray(out.completion_mask_BC, bool)
+    diff = np.abs(np.asarray(train_logp) - np.asarray(out.completion_logp_BC))[m]
     print(f"max |sampler logp - training logp| = {diff.max():.3g} over {m.sum()} tokens ({kwargs})")
     assert diff.max() < 2e-5
-    assert np.all(np.asarray(out.completion_logp_BT)[~m] == 0)
+    assert np.all(np.asarray(out.completion_logp_BC)[~m] == 0)
     # G rows per prompt share the prompt, and groups are not copies of each other
     np.testing.assert_array_equal(out.prompt_tokens_BT[0], out.prompt_tokens_BT[2])
-    assert len({tuple(r) for r in np.asarray(out.completion_tokens_BT)}) > len(PROMPTS)
+    assert len({tuple(r) for r in np.asarray(out.completion_tokens_BC)}) > len(PROMPTS)

@@ -52,18 +52,18 @@ def _right_mask(rng, rows, width):
 
 def grpo_batch():
     r = np.random.default_rng(0)
-    return {"prompt_BP": _tokens(r, (B, P)), "prompt_mask_BP": _left_mask(r, B, P),
-            "completion_BL": _tokens(r, (B, L)), "completion_mask_BL": _right_mask(r, B, L),
-            "old_logp_BL": (-3.0 - r.random((B, L))).astype(np.float32),
-            "ref_logp_BL": (-3.0 - r.random((B, L))).astype(np.float32),
+    return {"prompt_BQ": _tokens(r, (B, P)), "prompt_mask_BQ": _left_mask(r, B, P),
+            "completion_BC": _tokens(r, (B, L)), "completion_mask_BC": _right_mask(r, B, L),
+            "old_logp_BC": (-3.0 - r.random((B, L))).astype(np.float32),
+            "ref_logp_BC": (-3.0 - r.random((B, L))).astype(np.float32),
             "advantages_B": r.standard_normal(B).astype(np.float32)}
 
 
 def dpo_batch():
     r = np.random.default_rng(1)
-    return {"prompt_BP": _tokens(r, (B, P)), "prompt_mask_BP": _left_mask(r, B, P),
-            "chosen_BL": _tokens(r, (B, L)), "chosen_mask_BL": _right_mask(r, B, L),
-            "rejected_BL": _tokens(r, (B, L)), "rejected_mask_BL": _right_mask(r, B, L),
+    return {"prompt_BQ": _tokens(r, (B, P)), "prompt_mask_BQ": _left_mask(r, B, P),
+            "chosen_BC": _tokens(r, (B, L)), "chosen_mask_BC": _right_mask(r, B, L),
+            "rejected_BC": _tokens(r, (B, L)), "rejected_mask_BC": _right_mask(r, B, L),
             "ref_chosen_logp_B": (-20.0 - r.random(B)).astype(np.float32),
             "ref_rejected_logp_B": (-20.0 - r.random(B)).astype(np.float32),
             "group_id_B": np.array([0, 1, 1, 0, 1, 1, 0, 1], np.int32)}
@@ -134,9 +134,9 @@ def test_sampler_sharded_matches_unsharded():
     sh = shd.batch_shardings({"p": prompts}, mesh)["p"]
     out = sample(model, jax.device_put(prompts, sh), jax.device_put(mask, sh), jax.random.key(7),
                  cache_fn=ShardedCache(CFG, mesh), **kw)
-    np.testing.assert_array_equal(np.asarray(out.completion_tokens_BT), np.asarray(ref.completion_tokens_BT))
-    np.testing.assert_array_equal(np.asarray(out.completion_mask_BT), np.asarray(ref.completion_mask_BT))
-    np.testing.assert_allclose(np.asarray(out.completion_logp_BT), np.asarray(ref.completion_logp_BT),
+    np.testing.assert_array_equal(np.asarray(out.completion_tokens_BC), np.asarray(ref.completion_tokens_BC))
+    np.testing.assert_array_equal(np.asarray(out.completion_mask_BC), np.asarray(ref.completion_mask_BC))
+    np.testing.assert_allclose(np.asarray(out.completion_logp_BC), np.asarray(ref.completion_logp_BC),
                                rtol=1e-5, atol=1e-5)
 
 
@@ -178,8 +178,8 @@ def test_scanned_layers_sharded_match_per_layer_single_device():
     sh = shd.batch_shardings({"p": prompts}, mesh)["p"]
     out = sample(model, jax.device_put(prompts, sh), jax.device_put(mask, sh), jax.random.key(7),
                  cache_fn=ShardedCache(model.config, mesh), **kw)
-    np.testing.assert_array_equal(np.asarray(out.completion_tokens_BT), np.asarray(ref.completion_tokens_BT))
-    np.testing.assert_allclose(np.asarray(out.completion_logp_BT), np.asarray(ref.completion_logp_BT),
+    np.testing.assert_array_equal(np.asarray(out.completion_tokens_BC), np.asarray(ref.completion_tokens_BC))
+    np.testing.assert_allclose(np.asarray(out.completion_logp_BC), np.asarray(ref.completion_logp_BC),
                                rtol=1e-5, atol=1e-5)
     cache = jax.eval_shape(lambda: ShardedCache(model.config, mesh)(4, 11))
     assert shd.cache_shardings(cache, mesh)["k"].spec == jax.sharding.PartitionSpec(

@@ -130,7 +130,7 @@ def test_chunked_logprobs_never_hold_full_f32_logits():
         def loss(p, prompt, pm, comp, cm):
             out = completion_logprobs(nnx.merge(graphdef, p), prompt, pm, comp, cm, chunk_size=chunk,
                                       with_entropy=False)
-            return jnp.sum(out.logp_BL)
+            return jnp.sum(out.logp_BC)
         args = (params, i32((B, P), jnp.int32), i32((B, P), jnp.int32), i32((B, L), jnp.int32),
                 i32((B, L), jnp.int32))
         return jax.jit(jax.grad(loss)).lower(*args).compile().memory_analysis().temp_size_in_bytes
@@ -187,7 +187,7 @@ def _head_step_temp_bytes(sizes: dict, seqs_per_device: int, P=8, L=64, chunk=32
         def loss(p):
             out = completion_logprobs(nnx.merge(graphdef, p), b["p"], b["pm"], b["c"], b["cm"], chunk_size=chunk,
                                       with_entropy=False)
-            return jnp.sum(out.logp_BL)
+            return jnp.sum(out.logp_BC)
         val, g = jax.value_and_grad(loss)(p)
         return jax.tree.map(lambda x, d: x - 1e-3 * d, p, g), val
 
@@ -213,7 +213,7 @@ def test_lm_head_pins_only_under_a_mesh():
     i32 = jax.ShapeDtypeStruct((8, 4), jnp.int32)
 
     def f(p, t):
-        return completion_logprobs(nnx.merge(graphdef, p), t, t, t, t, chunk_size=2).logp_BL
+        return completion_logprobs(nnx.merge(graphdef, p), t, t, t, t, chunk_size=2).logp_BC
 
     text = jax.jit(f).lower(params, i32).as_text()
     assert "sharding_constraint" not in text and "fsdp" not in text
@@ -230,7 +230,7 @@ def test_reference_forward_pins_under_the_task_mesh():
     its LM-head chunks carry the batch layout as in the train step; without a mesh it has no pins."""
     graphdef, params, frozen = split_model(nnx.eval_shape(lambda: Qwen(CFG)))
     i32 = jax.ShapeDtypeStruct((8, 4), jnp.int32)
-    batch = {k: i32 for k in ("prompt_BP", "prompt_mask_BP", "completion_BL", "completion_mask_BL")}
+    batch = {k: i32 for k in ("prompt_BQ", "prompt_mask_BQ", "completion_BC", "completion_mask_BC")}
     text = reference_logp_fn(graphdef, 1.0, chunk=2).lower(params, frozen, batch).as_text()
     assert "sharding_constraint" not in text
     mesh = shd.make_mesh({"fsdp": 4, "tensor": 2})
@@ -268,9 +268,9 @@ def _grpo_step_temp_bytes(devices: int, seqs_per_device: int, *, lora: bool, sca
     abstract = jax.eval_shape(init, jax.random.key(0))
     state_sh = shd.train_state_shardings(abstract, mesh)
     B, i32, f32 = seqs_per_device * devices, jnp.int32, jnp.float32
-    batch = shd.abstract_batch({"prompt_BP": ((B, P), i32), "prompt_mask_BP": ((B, P), i32),
-                                "completion_BL": ((B, L), i32), "completion_mask_BL": ((B, L), i32),
-                                "old_logp_BL": ((B, L), f32), "ref_logp_BL": ((B, L), f32),
+    batch = shd.abstract_batch({"prompt_BQ": ((B, P), i32), "prompt_mask_BQ": ((B, P), i32),
+                                "completion_BC": ((B, L), i32), "completion_mask_BC": ((B, L), i32),
+                                "old_logp_BC": ((B, L), f32), "ref_logp_BC": ((B, L), f32),
                                 "advantages_B": ((B,), f32)}, mesh)
     step = functools.partial(grpo_step, graphdef=holder["g"], tx=tx, settings=GRPOSettings(beta=0.04))
     jitted = shd.jit_step(step, state_sh, {k: v.sharding for k, v in batch.items()}, mesh)
@@ -303,7 +303,7 @@ def _sampler_temp_bytes(devices: int, rows_per_device: int, P=64, L=8):
     tokens = jax.device_put(jnp.ones((B, P), jnp.int32), shd.named(mesh, shd.batch_spec((B, P), mesh)))
     out = sample(model, tokens, tokens, jax.random.key(0), max_new_tokens=L,
                  cache_fn=ShardedCache(DECODER_CFG, mesh))
-    assert out.completion_tokens_BT.sharding.spec[0] == "fsdp", out.completion_tokens_BT.sharding
+    assert out.completion_tokens_BC.sharding.spec[0] == "fsdp", out.completion_tokens_BC.sharding
     return _SAMPLER_TEMP[-1]
 
 

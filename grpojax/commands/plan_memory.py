@@ -200,16 +200,16 @@ def build(args, devices):
     B = args.batch
     i32, f32 = jnp.int32, jnp.float32
     if args.kind == "grpo":
-        shapes = {"prompt_BP": ((B, P), i32), "prompt_mask_BP": ((B, P), i32),
-                  "completion_BL": ((B, Lc), i32), "completion_mask_BL": ((B, Lc), i32),
-                  "old_logp_BL": ((B, Lc), f32), "ref_logp_BL": ((B, Lc), f32), "advantages_B": ((B,), f32)}
+        shapes = {"prompt_BQ": ((B, P), i32), "prompt_mask_BQ": ((B, P), i32),
+                  "completion_BC": ((B, Lc), i32), "completion_mask_BC": ((B, Lc), i32),
+                  "old_logp_BC": ((B, Lc), f32), "ref_logp_BC": ((B, Lc), f32), "advantages_B": ((B,), f32)}
         step = functools.partial(grpo_step, graphdef=graphdef, tx=tx, num_micro=args.micro,
                                  settings=GRPOSettings(beta=0.04, logprob_chunk=args.logprob_chunk))
         seqs = B
     else:
-        shapes = {"prompt_BP": ((B, P), i32), "prompt_mask_BP": ((B, P), i32),
-                  "chosen_BL": ((B, Lc), i32), "chosen_mask_BL": ((B, Lc), i32),
-                  "rejected_BL": ((B, Lc), i32), "rejected_mask_BL": ((B, Lc), i32),
+        shapes = {"prompt_BQ": ((B, P), i32), "prompt_mask_BQ": ((B, P), i32),
+                  "chosen_BC": ((B, Lc), i32), "chosen_mask_BC": ((B, Lc), i32),
+                  "rejected_BC": ((B, Lc), i32), "rejected_mask_BC": ((B, Lc), i32),
                   "ref_chosen_logp_B": ((B,), f32), "ref_rejected_logp_B": ((B,), f32)}
         step = functools.partial(preference_step, graphdef=graphdef, tx=tx, num_micro=args.micro,
                                  settings=PreferenceSettings(loss="dpo", logprob_chunk=args.logprob_chunk))

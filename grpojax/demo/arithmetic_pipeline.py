@@ -67,7 +67,7 @@ def heldout_accuracy(policy_dir: str, cfg, rows: list[dict], *, seed: int, num_s
         res = sample(model, pb.prompt_ids_BT, pb.prompt_mask_BT, jax.random.key(seed),
                      max_new_tokens=cfg.grpo.max_completion_length, temperature=1.0, greedy=mode == "greedy",
                      eos_ids=tok.eos_ids, pad_id=tok.pad_id, num_samples=n)
-        tokens, mask = jax.device_get((res.completion_tokens_BT, res.completion_mask_BT))
+        tokens, mask = jax.device_get((res.completion_tokens_BC, res.completion_mask_BC))
         texts = [tok.decode(t[: int(m.sum())]) for t, m in zip(tokens, mask)]
         hits = np.array([answers_match(texts[i], rows[i // n]["answer"]) for i in range(len(texts))], np.float64)
         out[mode] = float(hits.mean())

@@ -120,8 +120,8 @@ class RMSNorm(nnx.Module):
 def attend(q_BTNH: Array, k_BSKH: Array, v_BSKH: Array, mask_BTS: Array) -> Array:
     """Grouped-query attention ``softmax(q k^T / sqrt(H) + mask) v`` (softmax in float32).
 
-    Query head n reads key/value head ``n // G`` (G = N / K), as HF ``repeat_kv``. A query whose keys
-    are all masked gets finite (uniform) weights instead of NaN; callers ignore such rows.
+    Query head n reads key/value head ``n // g`` (g = N / K query heads per KV head), as HF ``repeat_kv``.
+    A query whose keys are all masked gets finite (uniform) weights instead of NaN; callers ignore such rows.
     Shapes: q ``[B, T, N, H]``, k/v ``[B, S, K, H]``, mask ``[B, T, S]`` (bool, True = may attend).
     Returns ``[B, T, N, H]``.
     """
@@ -129,13 +129,13 @@ def attend(q_BTNH: Array, k_BSKH: Array, v_BSKH: Array, mask_BTS: Array) -> Arra
     K = k_BSKH.shape[2]
     chex.assert_equal_shape([k_BSKH, v_BSKH])
     chex.assert_shape(mask_BTS, (B, T, k_BSKH.shape[1]))
-    q_BTKGH = q_BTNH.reshape(B, T, K, N // K, H)
-    logits_BKGTS = jnp.einsum("BTKGH,BSKH->BKGTS", q_BTKGH, k_BSKH.astype(q_BTNH.dtype),
+    q_BTKgH = q_BTNH.reshape(B, T, K, N // K, H)
+    logits_BKgTS = jnp.einsum("BTKGH,BSKH->BKGTS", q_BTKgH, k_BSKH.astype(q_BTNH.dtype),
                               preferred_element_type=jnp.float32) * (H ** -0.5)
-    logits_BKGTS = jnp.where(mask_BTS[:, None, None, :, :], logits_BKGTS, _NEG)
-    probs_BKGTS = jax.nn.softmax(logits_BKGTS, axis=-1).astype(q_BTNH.dtype)
-    out_BTKGH = jnp.einsum("BKGTS,BSKH->BTKGH", probs_BKGTS, v_BSKH.astype(q_BTNH.dtype))
-    return out_BTKGH.reshape(B, T, N, H)
+    logits_BKgTS = jnp.where(mask_BTS[:, None, None, :, :], logits_BKgTS, _NEG)
+    probs_BKgTS = jax.nn.softmax(logits_BKgTS, axis=-1).astype(q_BTNH.dtype)
+    out_BTKgH = jnp.einsum("BKGTS,BSKH->BTKGH", probs_BKgTS, v_BSKH.astype(q_BTNH.dtype))
+    return out_BTKgH.reshape(B, T, N, H)
 
 
 class Attention(nnx.Module):

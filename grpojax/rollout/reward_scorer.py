@@ -8,7 +8,7 @@ the labels' scale (``RewardModel.to_label_space``), the column order of ``<secti
 Which token ids the reward model reads:
 
 * the reward model's tokenizer is the policy's (same vocabulary, pad / EOS / BOS ids and prompt
-  formatting): the sampled ids ``prompt_BP`` + ``completion_BL`` as they are (no host round trip);
+  formatting): the sampled ids ``prompt_BQ`` + ``completion_BC`` as they are (no host round trip);
 * another tokenizer (e.g. a reward model of another family): the prompt texts and decoded completions
   are tokenised again with the reward model's tokenizer exactly as reward training encodes a row
   (:func:`grpojax.data.batching.encode_sequences`: its chat template / system prompt, then the response
@@ -39,7 +39,7 @@ from grpojax.train.build import DTYPES, build_optimizer, build_reward_model
 from grpojax.train.steps.forward import sequence_inputs
 from grpojax.train.steps.state import create_train_state, merge_model
 
-SCORED = ("prompt_BP", "prompt_mask_BP", "completion_BL", "completion_mask_BL")
+SCORED = ("prompt_BQ", "prompt_mask_BQ", "completion_BC", "completion_mask_BC")
 PAD_MULTIPLE = 32
 _PROBE = "Is this the same prompt format?"
 
@@ -88,7 +88,7 @@ class RewardModelScorer:
         """``[N]`` bool: the sampled completion's last token is one of the policy's end ids."""
         tok = self.policy_tokenizer
         ends = {tok.eos_id, *(getattr(tok, "end_ids", None) or ())}
-        ids, mask = to_host((batch["completion_BL"], batch["completion_mask_BL"]))
+        ids, mask = to_host((batch["completion_BC"], batch["completion_mask_BC"]))
         lengths = np.asarray(mask).astype(bool).sum(axis=1)
         last = np.asarray(ids)[np.arange(len(lengths)), np.maximum(lengths - 1, 0)]
         return (lengths > 0) & np.isin(last, list(ends))
@@ -103,7 +103,7 @@ class RewardModelScorer:
         responses = [rtok.encode_response(t) + ([rtok.eos_id] if e else []) for t, e in zip(texts_N, ended)]
         p_ids, p_mask = left_pad(prompts, _round_up(max(map(len, prompts))), rtok.pad_id)
         r_ids, r_mask = right_pad(responses, _round_up(max(map(len, responses))), rtok.pad_id)
-        return {"prompt_BP": p_ids, "prompt_mask_BP": p_mask, "completion_BL": r_ids, "completion_mask_BL": r_mask}
+        return {"prompt_BQ": p_ids, "prompt_mask_BQ": p_mask, "completion_BC": r_ids, "completion_mask_BC": r_mask}
 
 
 def _dtypes(model_cfg) -> dict:

@@ -41,8 +41,8 @@ def sampling_settings(rc) -> SamplingSettings:
 
 
 class Rollout(NamedTuple):
-    batch: dict                 # prompt_BP, prompt_mask_BP, completion_BL, completion_mask_BL,
-                                # sampler_logp_BL, advantages_B  (B = prompts x G rows)
+    batch: dict                 # prompt_BQ, prompt_mask_BQ, completion_BC, completion_mask_BC,
+                                # sampler_logp_BC, advantages_B  (B = prompts x G rows)
     metrics: dict               # host floats
     completions: list           # decoded completion texts, prompt-major
     scores_NR: np.ndarray       # aspect scores, N = prompts x G
@@ -88,7 +88,7 @@ def _reward_math(scores_BGR, *, aggregation, weights, scale, names):
     return rewards_BG, advantages_BG, metrics
 
 
-def sample_and_score(model, prompt_ids_BP, prompt_mask_BP, prompts: Sequence[str], rng, *,
+def sample_and_score(model, prompt_ids_BQ, prompt_mask_BQ, prompts: Sequence[str], rng, *,
                      tok, sampling: SamplingSettings, aspect_names: Sequence[str],
                      score_fn: Callable[[dict, list, list], np.ndarray], aggregation: str = "weighted_sum",
                      reward_weights: Sequence[float] | None = None, scale_rewards: str | None = None,
@@ -98,7 +98,7 @@ def sample_and_score(model, prompt_ids_BP, prompt_mask_BP, prompts: Sequence[str
 
     Args:
       model: the policy (a ``grpojax.models.Qwen``).
-      prompt_ids_BP, prompt_mask_BP: [B, P] left-padded prompt tokens and mask (B prompts).
+      prompt_ids_BQ, prompt_mask_BQ: [B, P] left-padded prompt tokens and mask (B prompts).
       prompts: the B prompt texts (for reward functions).
       rng: PRNG key of this rollout.
       tok: ``grpojax.data.Tokenizer`` (EOS / pad ids, decoding).
@@ -117,15 +117,15 @@ def sample_and_score(model, prompt_ids_BP, prompt_mask_BP, prompts: Sequence[str
     reward functions, aggregation) sees them whole through :func:`grpojax.sharding.to_host`.
     """
     G = sampling.num_generations
-    out = sample(model, jnp.asarray(prompt_ids_BP), jnp.asarray(prompt_mask_BP), rng,
+    out = sample(model, jnp.asarray(prompt_ids_BQ), jnp.asarray(prompt_mask_BQ), rng,
                  max_new_tokens=sampling.max_new_tokens, temperature=sampling.temperature,
                  top_k=sampling.top_k, top_p=sampling.top_p, eos_ids=tok.eos_ids, pad_id=tok.pad_id,
                  num_samples=G, cache_fn=cache_fn)
-    tokens, mask, truncated = to_host((out.completion_tokens_BT, out.completion_mask_BT, out.truncated_B))
+    tokens, mask, truncated = to_host((out.completion_tokens_BC, out.completion_mask_BC, out.truncated_B))
     texts = [tok.decode(row[: int(m.sum())]) for row, m in zip(tokens, mask)]
     prompts_N = [p for p in prompts for _ in range(G)]
-    batch = {"prompt_BP": out.prompt_tokens_BT, "prompt_mask_BP": out.prompt_mask_BT,
-             "completion_BL": out.completion_tokens_BT, "completion_mask_BL": out.completion_mask_BT}
+    batch = {"prompt_BQ": out.prompt_tokens_BT, "prompt_mask_BQ": out.prompt_mask_BT,
+             "completion_BC": out.completion_tokens_BC, "completion_mask_BC": out.completion_mask_BC}
     scores_NR = np.asarray(score_fn(batch, prompts_N, texts), np.float32)
     R = len(aspect_names)
     if scores_NR.shape != (len(texts), R):
@@ -136,8 +136,8 @@ def sample_and_score(model, prompt_ids_BP, prompt_mask_BP, prompts: Sequence[str
                                                      aggregation=aggregation, weights=reward_weights,
                                                      scale=scale_rewards, names=aspect_names)
     loss_mask = mask * (~truncated)[:, None] if mask_truncated_completions else mask
-    batch["completion_mask_BL"] = np.asarray(loss_mask, np.int32)
-    batch["sampler_logp_BL"] = out.completion_logp_BT
+    batch["completion_mask_BC"] = np.asarray(loss_mask, np.int32)
+    batch["sampler_logp_BC"] = out.completion_logp_BC
     batch["advantages_B"] = np.asarray(adv_BG.reshape(B * G), np.float32)
     lengths = mask.sum(axis=1)
     metrics = {**reward_metrics,

@@ -176,11 +176,11 @@ def run(args: argparse.Namespace) -> dict:
     out = out._replace(**{k: shd.to_host(v) for k, v in out._asdict().items() if k != "num_steps"})
     completions = []
     for g in range(args.num_samples):
-        n = int(np.asarray(out.completion_mask_BT[g]).sum())
-        ids = [int(t) for t in np.asarray(out.completion_tokens_BT[g, :n])]
+        n = int(np.asarray(out.completion_mask_BC[g]).sum())
+        ids = [int(t) for t in np.asarray(out.completion_tokens_BC[g, :n])]
         completions.append({
             "completion_ids": ids,
-            "logprobs": [float(x) for x in np.asarray(out.completion_logp_BT[g, :n])],
+            "logprobs": [float(x) for x in np.asarray(out.completion_logp_BC[g, :n])],
             "text": tokenizer.decode(ids, skip_special_tokens=True) if tokenizer is not None else None,
             "finished": bool(ids and ids[-1] in eos),
             "truncated": bool(out.truncated_B[g]),

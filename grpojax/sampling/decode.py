@@ -16,7 +16,7 @@ Layout used here (``T`` prompt length after padding, ``L`` = ``max_new_tokens``,
   even middle-padded rows all work); RoPE positions are ``cumsum(mask) - 1`` (pads get 0);
 * prefill writes the prompt to slots ``[0, T)``; the i-th completion token (i = 0..L-1) has position
   ``n_b + i`` (``n_b`` = real prompt length of row b) and, when fed back, cache slot ``T + i``;
-* slot validity ``slots_BS = [prompt_mask_BT, ones_BL]``: pad slots of the prompt are never attended;
+* slot validity ``slots_BS = [prompt_mask_BT, ones_BC]``: pad slots of the prompt are never attended;
   decode slots are protected by the causal rule ``s <= pos + t`` until written.
 """
 
@@ -42,26 +42,26 @@ class DecodeState(NamedTuple):
     cache: the model's KV-cache pytree (``[..., B, S, K, H]`` leaves).
     last_B: int32 token sampled at ``step - 1``; it is fed to the model next.
     done_B: bool, the row has emitted an EOS (it then emits ``pad_id`` with mask 0).
-    tokens_BL: int32 completion tokens (``pad_id`` where not generated).
-    mask_BL: int32, 1 for generated tokens up to and including the EOS.
-    logp_BL: float32 log-prob of each generated token at the sampling temperature (0 where mask is 0).
+    tokens_BC: int32 completion tokens (``pad_id`` where not generated).
+    mask_BC: int32, 1 for generated tokens up to and including the EOS.
+    logp_BC: float32 log-prob of each generated token at the sampling temperature (0 where mask is 0).
     """
 
     step: Array
     cache: PyTree
     last_B: Array
     done_B: Array
-    tokens_BL: Array
-    mask_BL: Array
-    logp_BL: Array
+    tokens_BC: Array
+    mask_BC: Array
+    logp_BC: Array
 
 
 class SampleOutput(NamedTuple):
     """What :func:`sample` returns. Rows are prompt-major: ``[b0g0, b0g1, ..., b1g0, ...]`` (B * G rows).
 
-    completion_tokens_BT: ``[B*G, L]`` int32, ``pad_id`` after the EOS / for unused slots.
-    completion_mask_BT: ``[B*G, L]`` int32, 1 for every generated token up to and including the EOS.
-    completion_logp_BT: ``[B*G, L]`` float32, ``log_softmax(logits / temperature)`` of the sampled token
+    completion_tokens_BC: ``[B*G, L]`` int32, ``pad_id`` after the EOS / for unused slots.
+    completion_mask_BC: ``[B*G, L]`` int32, 1 for every generated token up to and including the EOS.
+    completion_logp_BC: ``[B*G, L]`` float32, ``log_softmax(logits / temperature)`` of the sampled token
       (un-truncated by top-k / top-p; see ``grpojax.sampling.strategies``), 0 where the mask is 0.
     truncated_B: ``[B*G]`` bool, True when the row hit ``max_new_tokens`` without emitting an EOS.
     prompt_tokens_BT: ``[B*G, T]`` int32, the prompts as used: left-padded with ``pad_id``.
@@ -69,9 +69,9 @@ class SampleOutput(NamedTuple):
     num_steps: scalar int32, completion positions actually decoded (< L when every row stopped early).
     """
 
-    completion_tokens_BT: Array
-    completion_mask_BT: Array
-    completion_logp_BT: Array
+    completion_tokens_BC: Array
+    completion_mask_BC: Array
+    completion_logp_BC: Array
     truncated_B: Array
     prompt_tokens_BT: Array
     prompt_mask_BT: Array
@@ -179,9 +179,9 @@ def decode(
         cache=cache,
         last_B=first_B,
         done_B=is_eos(first_B, eos_ids_E),
-        tokens_BL=jnp.full((rows, steps), pad_id, jnp.int32).at[:, 0].set(first_B),
-        mask_BL=jnp.zeros((rows, steps), jnp.int32).at[:, 0].set(1),
-        logp_BL=jnp.zeros((rows, steps), jnp.float32).at[:, 0].set(first_logp_B),
+        tokens_BC=jnp.full((rows, steps), pad_id, jnp.int32).at[:, 0].set(first_B),
+        mask_BC=jnp.zeros((rows, steps), jnp.int32).at[:, 0].set(1),
+        logp_BC=jnp.zeros((rows, steps), jnp.float32).at[:, 0].set(first_logp_B),
     )
 
     def cond(s: DecodeState) -> Array:
@@ -196,23 +196,23 @@ def decode(
         live_B = ~s.done_B
         new_B = jnp.where(live_B, new_B, pad_id)
         logp_B = jnp.where(live_B, logp_B, 0.0)
-        write = lambda buf_BL, col_B: jax.lax.dynamic_update_slice(buf_BL, col_B[:, None], (0, s.step))  # noqa: E731
+        write = lambda buf_BC, col_B: jax.lax.dynamic_update_slice(buf_BC, col_B[:, None], (0, s.step))  # noqa: E731
         return DecodeState(
             step=s.step + 1,
             cache=cache,
             last_B=new_B,
             done_B=s.done_B | (live_B & is_eos(new_B, eos_ids_E)),
-            tokens_BL=write(s.tokens_BL, new_B),
-            mask_BL=write(s.mask_BL, live_B.astype(jnp.int32)),
-            logp_BL=write(s.logp_BL, logp_B),
+            tokens_BC=write(s.tokens_BC, new_B),
+            mask_BC=write(s.mask_BC, live_B.astype(jnp.int32)),
+            logp_BC=write(s.logp_BC, logp_B),
         )
 
     with jax.named_scope(DECODE_SCOPE):  # names the loop in the HLO (grpojax.sharding.hlo.loop_collective_bytes)
         final = jax.lax.while_loop(cond, body, state)
     return SampleOutput(
-        completion_tokens_BT=final.tokens_BL,
-        completion_mask_BT=final.mask_BL,
-        completion_logp_BT=final.logp_BL,
+        completion_tokens_BC=final.tokens_BC,
+        completion_mask_BC=final.mask_BC,
+        completion_logp_BC=final.logp_BC,
         truncated_B=~final.done_B,
         prompt_tokens_BT=tokens_BT,
         prompt_mask_BT=mask_BT,

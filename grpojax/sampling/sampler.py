@@ -206,7 +206,7 @@ def sample(
 
       out = sample(model, jnp.array([[0, 5, 6], [7, 8, 9]]), jnp.array([[0, 1, 1], [1, 1, 1]]),
                    jax.random.key(0), max_new_tokens=16, eos_ids=2, num_samples=4)
-      out.completion_tokens_BT.shape  # (8, 16)
+      out.completion_tokens_BC.shape  # (8, 16)
     """
     _validate(prompt_tokens_BT, prompt_mask_BT, max_new_tokens=max_new_tokens, temperature=temperature,
               top_k=top_k, top_p=top_p, pad_id=pad_id, num_samples=num_samples)

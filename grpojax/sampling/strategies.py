@@ -153,12 +153,12 @@ def categorical(rng: PRNGKey, filtered_logits_BV: Array, block: int = BLOCK) -> 
     z_BV = filtered_logits_BV.astype(jnp.float32)
     # Block log-masses without padding a copy of the logits (the ragged last block is reduced on its own;
     # padding it with -inf would give the same values at the price of an extra [B, V] copy per step).
-    lse_BC = jax.nn.logsumexp(z_BV[:, :full * block].reshape(batch, full, block), axis=-1)
+    lse_Bn = jax.nn.logsumexp(z_BV[:, :full * block].reshape(batch, full, block), axis=-1)
     if rest:
-        lse_BC = jnp.concatenate([lse_BC, jax.nn.logsumexp(z_BV[:, full * block:], axis=-1, keepdims=True)], 1)
+        lse_Bn = jnp.concatenate([lse_Bn, jax.nn.logsumexp(z_BV[:, full * block:], axis=-1, keepdims=True)], 1)
     # lse is -inf for blocks with no allowed token
     rng_block, rng_token = jax.random.split(rng)
-    c_B = jax.random.categorical(rng_block, lse_BC, axis=-1)
+    c_B = jax.random.categorical(rng_block, lse_Bn, axis=-1)
     idx_BK = c_B[:, None] * block + jnp.arange(block)[None, :]
     z_BK = jnp.where(idx_BK < vocab, jnp.take_along_axis(z_BV, jnp.minimum(idx_BK, vocab - 1), axis=1), NEG_INF)
     k_B = jax.random.categorical(rng_token, z_BK, axis=-1)

@@ -131,7 +131,7 @@ class Placement:
         """A batch every host holds whole (sampler outputs, host-side rewards) -> rows over the batch axes."""
         return shd.global_batch_from_full(batch, self.mesh)
 
-    def sampling_inputs(self, model, prompt_ids_BP, prompt_mask_BP):
+    def sampling_inputs(self, model, prompt_ids_BQ, prompt_mask_BQ):
         """``(model, prompt_ids, prompt_mask, cache_fn)`` for ``grpojax.sampling.sample`` on the rollout mesh.
 
         On the training mesh (``mesh.rollout_tensor`` null) the model is used as it is; otherwise its state
@@ -145,7 +145,7 @@ class Placement:
         leaf = jax.tree.leaves(st)[0]
         if mesh is not self.mesh and leaf.sharding.mesh != mesh:  # not yet copied (evaluate reuses the copy)
             model = nnx.merge(graphdef, shd.copy_to_rollout(st, self.mesh, mesh))
-        rows = shd.global_batch_from_full({"ids": prompt_ids_BP, "mask": prompt_mask_BP}, mesh)
+        rows = shd.global_batch_from_full({"ids": prompt_ids_BQ, "mask": prompt_mask_BQ}, mesh)
         cache_fn = None if mesh.size == 1 else ShardedCache(
             model.config, mesh, jnp.dtype(getattr(model, "dtype", jnp.float32)))
         return model, rows["ids"], rows["mask"], cache_fn

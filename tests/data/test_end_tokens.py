@@ -98,8 +98,8 @@ def test_rollout_stops_on_either_end_token_with_right_masks(qwen_like_dirs):
                             sampling=SamplingSettings(num_generations=8, max_new_tokens=L),
                             aspect_names=["len"], mask_truncated_completions=True,
                             score_fn=lambda b, p, t: np.array([[len(x)] for x in t], np.float32))
-    tokens = np.asarray(ro.batch["completion_BL"])
-    mask = np.asarray(ro.batch["completion_mask_BL"])
+    tokens = np.asarray(ro.batch["completion_BC"])
+    mask = np.asarray(ro.batch["completion_mask_BC"])
     ended_on = {ENDOFTEXT: 0, IM_END: 0}
     for row, m, text in zip(tokens, mask, ro.completions):
         ends = [j for j, t in enumerate(row) if t in (ENDOFTEXT, IM_END)]

@@ -170,15 +170,15 @@ def test_pooling_matches_transformers_when_pad_is_eos(arch, tmp_path):
     err = np.abs(ours - ref).max()
     print(f"\n[reward pooling pad == eos, {arch}] max |scores - HF| = {err:.3e}")
     assert err <= 1e-4
-    # the rollout scorer on the same rows (prompt_BP | completion_BL, as the sampler returns them)
+    # the rollout scorer on the same rows (prompt_BQ | completion_BC, as the sampler returns them)
     import types
 
     from grpojax.rollout.reward_scorer import load_reward_scorer
     section = types.SimpleNamespace(grpo=types.SimpleNamespace(aspects=("a", "b")),
                                     model=types.SimpleNamespace(scan_layers=False))
     scorer = load_reward_scorer(str(tmp_path), section, tok=None)
-    batch = {"prompt_BP": ids[:, :6], "prompt_mask_BP": mask[:, :6], "completion_BL": ids[:, 6:],
-             "completion_mask_BL": mask[:, 6:]}
+    batch = {"prompt_BQ": ids[:, :6], "prompt_mask_BQ": mask[:, :6], "completion_BC": ids[:, 6:],
+             "completion_mask_BC": mask[:, 6:]}
     np.testing.assert_allclose(np.asarray(scorer(batch)), ref, atol=1e-4)
     model.pad_token_id = None  # pooling the last masked token (the EOS) is not what transformers does
     plain = np.asarray(call(model, jnp.asarray(ids), jnp.asarray(mask), jnp.asarray(positions)))

@@ -71,9 +71,9 @@ def test_decoding_gives_the_same_tokens(greedy):
     kw = dict(max_new_tokens=6, temperature=1.0, greedy=greedy, num_samples=1 if greedy else 2)
     sa = sample(a, TOKS, MASK, jax.random.key(3), **kw)
     sb = sample(b, TOKS, MASK, jax.random.key(3), **kw)
-    np.testing.assert_array_equal(sb.completion_tokens_BT, sa.completion_tokens_BT)
-    np.testing.assert_allclose(sb.completion_logp_BT, sa.completion_logp_BT, atol=1e-5)
-    assert len(set(map(tuple, np.asarray(sa.completion_tokens_BT)))) > 1
+    np.testing.assert_array_equal(sb.completion_tokens_BC, sa.completion_tokens_BC)
+    np.testing.assert_allclose(sb.completion_logp_BC, sa.completion_logp_BC, atol=1e-5)
+    assert len(set(map(tuple, np.asarray(sa.completion_tokens_BC)))) > 1
 
 
 def test_stacked_cache_layout_and_wrong_layout_is_an_error():

@@ -31,10 +31,10 @@ def _batch(seed=0):
     plen = r.integers(1, P + 1, B)
     prompt_mask = np.arange(P)[None, :] >= (P - plen)[:, None]
     comp_mask = np.arange(L)[None, :] < LENGTHS[:, None]
-    return dict(prompt_BP=jnp.asarray(np.where(prompt_mask, r.integers(1, 64, (B, P)), 0), jnp.int32),
-                prompt_mask_BP=jnp.asarray(prompt_mask, jnp.int32),
-                completion_BL=jnp.asarray(np.where(comp_mask, r.integers(1, 64, (B, L)), 0), jnp.int32),
-                completion_mask_BL=jnp.asarray(comp_mask, jnp.int32))
+    return dict(prompt_BQ=jnp.asarray(np.where(prompt_mask, r.integers(1, 64, (B, P)), 0), jnp.int32),
+                prompt_mask_BQ=jnp.asarray(prompt_mask, jnp.int32),
+                completion_BC=jnp.asarray(np.where(comp_mask, r.integers(1, 64, (B, L)), 0), jnp.int32),
+                completion_mask_BC=jnp.asarray(comp_mask, jnp.int32))
 
 
 def _noise(seed, scale, shape=(B, L)):
@@ -73,22 +73,22 @@ GRPO_KEYS = ("kl", "entropy", "clip_ratio/low_mean", "clip_ratio/high_mean", "cl
 def test_grpo_metrics_do_not_depend_on_micro_batches():
     b = _batch(1)
     model = Qwen(CFG, rngs=nnx.Rngs(0))
-    out = completion_logprobs(model, b["prompt_BP"], b["prompt_mask_BP"], b["completion_BL"],
-                              b["completion_mask_BL"])
+    out = completion_logprobs(model, b["prompt_BQ"], b["prompt_mask_BQ"], b["completion_BC"],
+                              b["completion_mask_BC"])
     # the (off-policy) old log-probs are perturbed so both clips bite; the sampler's differ by more at the end
-    b.update(old_logp_BL=out.logp_BL + _noise(2, 0.3), ref_logp_BL=out.logp_BL + _noise(3, 0.5),
-             sampler_logp_BL=out.logp_BL + _noise(4, 0.01) + 3.0 * (jnp.arange(B) == 7)[:, None],
+    b.update(old_logp_BC=out.logp_BC + _noise(2, 0.3), ref_logp_BC=out.logp_BC + _noise(3, 0.5),
+             sampler_logp_BC=out.logp_BC + _noise(4, 0.01) + 3.0 * (jnp.arange(B) == 7)[:, None],
              advantages_B=_noise(5, 1.0, (B,)))
-    mask = b["completion_mask_BL"].astype(jnp.float32)
-    _, aux = grpo_loss(out.logp_BL, b["old_logp_BL"], b["ref_logp_BL"], b["advantages_B"], mask,
+    mask = b["completion_mask_BC"].astype(jnp.float32)
+    _, aux = grpo_loss(out.logp_BC, b["old_logp_BC"], b["ref_logp_BC"], b["advantages_B"], mask,
                        loss_type="dapo", epsilon=0.1, beta=0.04)
     m1 = _grpo(1, b)
     # the whole batch's values, from the pure loss on the full batch
     want = {"kl": aux.kl, "clip_ratio/low_mean": aux.clip_ratio_low_mean,
             "clip_ratio/high_mean": aux.clip_ratio_high_mean, "clip_ratio/region_mean": aux.clip_ratio_region_mean,
-            "entropy": jnp.sum(out.entropy_BL * mask) / jnp.sum(mask),
-            "sampler/logp_max_abs_diff": jnp.max(jnp.abs(out.logp_BL - b["sampler_logp_BL"]) * mask),
-            "sampler/logp_mean_abs_diff": jnp.sum(jnp.abs(out.logp_BL - b["sampler_logp_BL"]) * mask) / jnp.sum(mask)}
+            "entropy": jnp.sum(out.entropy_BC * mask) / jnp.sum(mask),
+            "sampler/logp_max_abs_diff": jnp.max(jnp.abs(out.logp_BC - b["sampler_logp_BC"]) * mask),
+            "sampler/logp_mean_abs_diff": jnp.sum(jnp.abs(out.logp_BC - b["sampler_logp_BC"]) * mask) / jnp.sum(mask)}
     for k, v in want.items():
         np.testing.assert_allclose(float(m1[k]), float(v), rtol=1e-4, atol=1e-6, err_msg=k)
     assert 0 < float(m1["clip_ratio/low_mean"]) and 0 < float(m1["clip_ratio/high_mean"])
@@ -113,21 +113,21 @@ def test_ppo_metrics_do_not_depend_on_micro_batches(reduction):
                     reduction=reduction)
     model = ActorCritic(Qwen(CFG, rngs=nnx.Rngs(0)), ValueHead(32, init_std=0.1, rngs=nnx.Rngs(1)), None)
     b = _batch(2)
-    out = policy_and_values(model, b["prompt_BP"], b["prompt_mask_BP"], b["completion_BL"], b["completion_mask_BL"])
-    b.update(old_logp_BL=out.logp_BL + _noise(6, 0.3), old_values_BL=out.values_BL + _noise(7, 0.3),
-             advantages_BL=_noise(8, 1.0), returns_BL=_noise(9, 1.0) + 0.5 * jnp.arange(B)[:, None],
-             ref_logp_BL=out.logp_BL + _noise(10, 0.2), kl_coef_B=jnp.full((B,), 0.05, jnp.float32))
-    mask = b["completion_mask_BL"].astype(jnp.float32)
-    _, aux = ppo_loss(out.logp_BL, b["old_logp_BL"], b["advantages_BL"], out.values_BL, b["old_values_BL"],
-                      b["returns_BL"], mask, cliprange=0.2, cliprange_value=0.2, vf_coef=0.5, kl_estimator="k3",
-                      reduction=reduction, ref_logp_BT=b["ref_logp_BL"], kl_coef=0.05)
+    out = policy_and_values(model, b["prompt_BQ"], b["prompt_mask_BQ"], b["completion_BC"], b["completion_mask_BC"])
+    b.update(old_logp_BC=out.logp_BC + _noise(6, 0.3), old_values_BC=out.values_BC + _noise(7, 0.3),
+             advantages_BC=_noise(8, 1.0), returns_BC=_noise(9, 1.0) + 0.5 * jnp.arange(B)[:, None],
+             ref_logp_BC=out.logp_BC + _noise(10, 0.2), kl_coef_B=jnp.full((B,), 0.05, jnp.float32))
+    mask = b["completion_mask_BC"].astype(jnp.float32)
+    _, aux = ppo_loss(out.logp_BC, b["old_logp_BC"], b["advantages_BC"], out.values_BC, b["old_values_BC"],
+                      b["returns_BC"], mask, cliprange=0.2, cliprange_value=0.2, vf_coef=0.5, kl_estimator="k3",
+                      reduction=reduction, ref_logp_BT=b["ref_logp_BC"], kl_coef=0.05)
     m1 = _ppo(1, b, s)
     want = {"loss/policy_avg": aux.policy_loss, "loss/value_avg": aux.value_loss, "loss/kl": aux.kl,
             "policy/approxkl_avg": aux.policy.approx_kl, "policy/clipfrac_avg": aux.policy.clipfrac,
             "val/ratio": aux.policy.ratio_mean, "val/clipfrac_avg": aux.value.clipfrac,
             "val/explained_variance": aux.value.explained_variance,
-            "policy/entropy_avg": jnp.sum(out.entropy_BL * mask) / jnp.sum(mask),
-            "val/mean": jnp.sum(out.values_BL * mask) / jnp.sum(mask)}
+            "policy/entropy_avg": jnp.sum(out.entropy_BC * mask) / jnp.sum(mask),
+            "val/mean": jnp.sum(out.values_BC * mask) / jnp.sum(mask)}
     for k, v in want.items():
         np.testing.assert_allclose(float(m1[k]), float(v), rtol=1e-4, atol=1e-6, err_msg=k)
     for n in (2, 4):
@@ -140,8 +140,8 @@ def test_grpo_emitted_old_logp_rows_keep_the_batch_order_under_micro_batches():
     """mu > 1: the on-policy first update returns its forward's log-probs [B, L] in row order."""
     b = _batch(3)
     model = Qwen(CFG, rngs=nnx.Rngs(0))
-    want = completion_logprobs(model, b["prompt_BP"], b["prompt_mask_BP"], b["completion_BL"],
-                               b["completion_mask_BL"]).logp_BL
+    want = completion_logprobs(model, b["prompt_BQ"], b["prompt_mask_BQ"], b["completion_BC"],
+                               b["completion_mask_BC"]).logp_BC
     b.update(advantages_B=_noise(11, 1.0, (B,)))
     tx = optax.sgd(1e-2)
     for n in (1, 4):
@@ -149,5 +149,5 @@ def test_grpo_emitted_old_logp_rows_keep_the_batch_order_under_micro_batches():
         settings = GRPOSettings(loss_type="grpo", beta=0.0, emit_logp=True)
         step = jax.jit(functools.partial(grpo_step, graphdef=graphdef, tx=tx, num_micro=n, settings=settings))
         _, m = step(state, b, jax.random.key(1))
-        assert m["old_logp_BL"].shape == (B, L) and float(m["clip_ratio/region_mean"]) == 0.0
-        np.testing.assert_allclose(np.asarray(m["old_logp_BL"]), np.asarray(want), rtol=1e-5, atol=1e-5)
+        assert m["old_logp_BC"].shape == (B, L) and float(m["clip_ratio/region_mean"]) == 0.0
+        np.testing.assert_allclose(np.asarray(m["old_logp_BC"]), np.asarray(want), rtol=1e-5, atol=1e-5)

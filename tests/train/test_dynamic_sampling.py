@@ -21,7 +21,7 @@ def _rounds(*informative):
         good = informative[r]
         adv = np.concatenate([[0.5, -0.5] if ok else [0.0, 0.0] for ok in good]).astype(np.float32)
         ids = np.array([100 * r + i for i in range(len(good) * G)])
-        ro = Rollout(batch={"advantages_B": adv, "row_id": ids, "completion_BL": np.stack([ids, ids], 1)},
+        ro = Rollout(batch={"advantages_B": adv, "row_id": ids, "completion_BC": np.stack([ids, ids], 1)},
                      metrics={"reward": float(r)}, completions=[f"c{i}" for i in ids],
                      scores_NR=ids[:, None].astype(np.float32), rewards_N=ids.astype(np.float32),
                      truncated_N=ids % 3 == 0)
@@ -40,7 +40,7 @@ def test_zero_spread_groups_are_replaced_from_later_rounds():
     assert len(made) == 2
     # round 0 groups 0 and 2, then round 1 groups 1 and 2 (row ids 100 + 2g, 100 + 2g + 1)
     np.testing.assert_array_equal(ro.batch["row_id"], [0, 1, 4, 5, 102, 103, 104, 105])
-    np.testing.assert_array_equal(ro.batch["completion_BL"][:, 0], ro.batch["row_id"])
+    np.testing.assert_array_equal(ro.batch["completion_BC"][:, 0], ro.batch["row_id"])
     assert ro.completions == [f"c{i}" for i in ro.batch["row_id"]]
     np.testing.assert_array_equal(ro.scores_NR[:, 0], ro.batch["row_id"])
     np.testing.assert_array_equal(ro.rewards_N, ro.batch["row_id"])

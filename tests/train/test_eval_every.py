@@ -93,13 +93,13 @@ def test_sft_logs_the_held_out_loss(tmp_path):
     raw = COLLATE["sft"](task.tok, data[list(range(len(data)))], max_prompt_length=d.max_prompt_length,
                          max_length=d.max_length)
     b = {k: jax.numpy.asarray(v) for k, v in split_sequences(raw, d.max_prompt_length).items()}
-    tokens, mask, pos = sequence_inputs(b["prompt_BP"], b["prompt_mask_BP"], b["completion_BL"],
-                                        b["completion_mask_BL"])
-    P, L = b["prompt_BP"].shape[1], b["completion_BL"].shape[1]
+    tokens, mask, pos = sequence_inputs(b["prompt_BQ"], b["prompt_mask_BQ"], b["completion_BC"],
+                                        b["completion_mask_BC"])
+    P, L = b["prompt_BQ"].shape[1], b["completion_BC"].shape[1]
     logits = np.asarray(model(tokens, pos, attn_mask_BT=mask), np.float64)[:, P - 1:P + L - 1]
     logp = logits - np.log(np.sum(np.exp(logits - logits.max(-1, keepdims=True)), -1, keepdims=True)) \
         - logits.max(-1, keepdims=True)
-    comp, m = np.asarray(b["completion_BL"]), np.asarray(b["completion_mask_BL"], np.float64)
+    comp, m = np.asarray(b["completion_BC"]), np.asarray(b["completion_mask_BC"], np.float64)
     nll = -np.take_along_axis(logp, comp[..., None], -1)[..., 0]
     want = float(np.sum(nll * m) / np.sum(m))
     assert row["eval/loss"] == pytest.approx(want, rel=1e-5)

@@ -40,7 +40,7 @@ def test_bf16_mu1_ratio_is_exactly_one_and_loss_is_on_policy(tmp_path):
     pos = task.position()
     ro = task.rollout(state, jax.random.fold_in(rng, 1))
     b = jax.tree.map(np.asarray, ro.batch)
-    mask = b["completion_mask_BL"].astype(np.float32)
+    mask = b["completion_mask_BC"].astype(np.float32)
     assert mask.sum() > 0
 
     # the independent on-policy loss and gradient: old = stop_gradient(logp) of the bf16 trainer forward
@@ -48,15 +48,15 @@ def test_bf16_mu1_ratio_is_exactly_one_and_loss_is_on_policy(tmp_path):
 
     def loss_of(params):
         model = task.model_of(state._replace(params=params))
-        logp = completion_logprobs(model, b["prompt_BP"], b["prompt_mask_BP"], b["completion_BL"],
-                                   b["completion_mask_BL"], temperature=1.0).logp_BL
-        loss, _ = grpo_loss(logp, None, b["ref_logp_BL"], b["advantages_B"], mask, loss_type="dapo",
+        logp = completion_logprobs(model, b["prompt_BQ"], b["prompt_mask_BQ"], b["completion_BC"],
+                                   b["completion_mask_BC"], temperature=1.0).logp_BC
+        loss, _ = grpo_loss(logp, None, b["ref_logp_BC"], b["advantages_B"], mask, loss_type="dapo",
                             epsilon=EPS, beta=0.04)
         return loss, logp
 
     (want_loss, logp), grads = jax.value_and_grad(loss_of, has_aux=True)(state.params)
     want_norm = float(jnp.sqrt(sum(jnp.sum(jnp.square(g.astype(jnp.float32))) for g in jax.tree.leaves(grads))))
-    sampler_gap = float(np.max(np.abs(np.asarray(logp) - b["sampler_logp_BL"]) * mask))
+    sampler_gap = float(np.max(np.abs(np.asarray(logp) - b["sampler_logp_BC"]) * mask))
     assert sampler_gap > 10 * EPS, sampler_gap  # the mismatch is real in bf16 (the defect's trigger)
     del graphdef
 
@@ -102,16 +102,16 @@ def test_truncated_importance_sampling_correction_matches_float64_reference():
     B, P, L = 8, 4, 6
     lengths = np.array([6, 5, 6, 2, 1, 3, 6, 4])
     cmask = np.arange(L)[None, :] < lengths[:, None]
-    b = dict(prompt_BP=jnp.asarray(r.integers(1, 64, (B, P)), jnp.int32), prompt_mask_BP=jnp.ones((B, P), jnp.int32),
-             completion_BL=jnp.asarray(np.where(cmask, r.integers(1, 64, (B, L)), 0), jnp.int32),
-             completion_mask_BL=jnp.asarray(cmask, jnp.int32))
+    b = dict(prompt_BQ=jnp.asarray(r.integers(1, 64, (B, P)), jnp.int32), prompt_mask_BQ=jnp.ones((B, P), jnp.int32),
+             completion_BC=jnp.asarray(np.where(cmask, r.integers(1, 64, (B, L)), 0), jnp.int32),
+             completion_mask_BC=jnp.asarray(cmask, jnp.int32))
     model = Qwen(cfg, rngs=nnx.Rngs(0))
-    logp = np.asarray(completion_logprobs(model, b["prompt_BP"], b["prompt_mask_BP"], b["completion_BL"],
-                                          b["completion_mask_BL"]).logp_BL, np.float64)
+    logp = np.asarray(completion_logprobs(model, b["prompt_BQ"], b["prompt_mask_BQ"], b["completion_BC"],
+                                          b["completion_mask_BC"]).logp_BC, np.float64)
     sampler = logp + r.normal(scale=0.5, size=(B, L))
     ref = logp + r.normal(scale=0.3, size=(B, L))
     adv = r.normal(size=B)
-    b.update(sampler_logp_BL=jnp.asarray(sampler, jnp.float32), ref_logp_BL=jnp.asarray(ref, jnp.float32),
+    b.update(sampler_logp_BC=jnp.asarray(sampler, jnp.float32), ref_logp_BC=jnp.asarray(ref, jnp.float32),
              advantages_B=jnp.asarray(adv, jnp.float32))
     cap, beta = 1.5, 0.04
     w = np.minimum(np.exp(logp - sampler), cap)
@@ -149,10 +149,10 @@ def test_bias_correction_kl_reaches_the_step_gradient():
     r = np.random.default_rng(1)
     B, P, L = 4, 3, 5
     cmask = np.arange(L)[None, :] < np.array([5, 3, 4, 1])[:, None]
-    b = dict(prompt_BP=jnp.asarray(r.integers(1, 64, (B, P)), jnp.int32), prompt_mask_BP=jnp.ones((B, P), jnp.int32),
-             completion_BL=jnp.asarray(np.where(cmask, r.integers(1, 64, (B, L)), 0), jnp.int32),
-             completion_mask_BL=jnp.asarray(cmask, jnp.int32), advantages_B=jnp.asarray(r.normal(size=B), jnp.float32),
-             ref_logp_BL=jnp.asarray(-r.uniform(2.0, 6.0, (B, L)), jnp.float32))
+    b = dict(prompt_BQ=jnp.asarray(r.integers(1, 64, (B, P)), jnp.int32), prompt_mask_BQ=jnp.ones((B, P), jnp.int32),
+             completion_BC=jnp.asarray(np.where(cmask, r.integers(1, 64, (B, L)), 0), jnp.int32),
+             completion_mask_BC=jnp.asarray(cmask, jnp.int32), advantages_B=jnp.asarray(r.normal(size=B), jnp.float32),
+             ref_logp_BC=jnp.asarray(-r.uniform(2.0, 6.0, (B, L)), jnp.float32))
     tx = optax.sgd(1.0)
 
     def norm(tree):
@@ -162,9 +162,9 @@ def test_bias_correction_kl_reaches_the_step_gradient():
         graphdef, params, rest = nnx.split(Qwen(cfg, rngs=nnx.Rngs(0)), nnx.Param, ...)
 
         def loss_of(p):
-            logp = completion_logprobs(nnx.merge(graphdef, p, rest), b["prompt_BP"], b["prompt_mask_BP"],
-                                       b["completion_BL"], b["completion_mask_BL"]).logp_BL
-            return grpo_loss(logp, None, b["ref_logp_BL"], b["advantages_B"], b["completion_mask_BL"], beta=0.5,
+            logp = completion_logprobs(nnx.merge(graphdef, p, rest), b["prompt_BQ"], b["prompt_mask_BQ"],
+                                       b["completion_BC"], b["completion_mask_BC"]).logp_BC
+            return grpo_loss(logp, None, b["ref_logp_BC"], b["advantages_B"], b["completion_mask_BC"], beta=0.5,
                              use_bias_correction_kl=True)[0]
         return norm(jax.jit(jax.grad(loss_of))(params))
 

@@ -34,9 +34,9 @@ def poisoned_sft(monkeypatch):
     on chosen data, traced into the real jitted step."""
     real = sft_module.completion_logprobs
 
-    def patched(model, prompt_BP, *args, **kwargs):
-        out = real(model, prompt_BP, *args, **kwargs)
-        return out._replace(logp_BL=jnp.where(prompt_BP[0, 0] == POISON, jnp.nan, 1.0) * out.logp_BL)
+    def patched(model, prompt_BQ, *args, **kwargs):
+        out = real(model, prompt_BQ, *args, **kwargs)
+        return out._replace(logp_BC=jnp.where(prompt_BQ[0, 0] == POISON, jnp.nan, 1.0) * out.logp_BC)
 
     monkeypatch.setattr(sft_module, "completion_logprobs", patched)
 
@@ -66,7 +66,7 @@ def test_sft_step_skips_a_nan_loss(poisoned_sft):
     graphdef, state = create_train_state(_model(), make_optimizer(1e-2, total_steps=10), jax.random.key(0))
     step = jax.jit(functools.partial(sft_step, graphdef=graphdef, tx=make_optimizer(1e-2, total_steps=10)))
     good = _batch(1)
-    bad = dict(good, prompt_BP=good["prompt_BP"].at[0, 0].set(POISON))
+    bad = dict(good, prompt_BQ=good["prompt_BQ"].at[0, 0].set(POISON))
     states, metrics = _run_steps(step, state, [good, bad, good])
     assert [m["nonfinite"] for m in metrics] == [0.0, 1.0, 0.0]
     assert not np.isfinite(metrics[1]["loss"])
@@ -82,11 +82,11 @@ def test_grpo_step_skips_nan_advantages(num_micro):
     step = jax.jit(functools.partial(grpo_step, graphdef=graphdef, tx=tx, num_micro=num_micro,
                                      settings=GRPOSettings(loss_type="grpo", beta=0.0)))
     b = _batch(2)
-    B, L = b["completion_BL"].shape
-    good = dict(b, old_logp_BL=jnp.full((B, L), -2.0), advantages_B=jnp.linspace(-1.0, 1.0, B))
-    row = int(np.argmax(np.asarray(b["completion_mask_BL"]).sum(1)))  # a row with completion tokens
+    B, L = b["completion_BC"].shape
+    good = dict(b, old_logp_BC=jnp.full((B, L), -2.0), advantages_B=jnp.linspace(-1.0, 1.0, B))
+    row = int(np.argmax(np.asarray(b["completion_mask_BC"]).sum(1)))  # a row with completion tokens
     bad = dict(good, advantages_B=good["advantages_B"].at[row].set(jnp.nan))
-    inf = dict(good, old_logp_BL=good["old_logp_BL"].at[row, 0].set(-jnp.inf))
+    inf = dict(good, old_logp_BC=good["old_logp_BC"].at[row, 0].set(-jnp.inf))
     states, metrics = _run_steps(step, state, [good, bad, inf, good])
     assert [m["nonfinite"] for m in metrics] == [0.0, 1.0, 1.0, 0.0]
     _assert_same(states[2], states[1])
@@ -105,8 +105,8 @@ class PoisonedSFT(SFTTask):
         real = self.global_rows
 
         def poisoned(local):
-            local = dict(local, prompt_BP=np.asarray(local["prompt_BP"]).copy())
-            local["prompt_BP"][0, 0] = POISON
+            local = dict(local, prompt_BQ=np.asarray(local["prompt_BQ"]).copy())
+            local["prompt_BQ"][0, 0] = POISON
             return real(local)
 
         self.global_rows = poisoned

@@ -45,17 +45,17 @@ def test_best_worst_pairs_by_hand():
 def test_pair_batch_picks_rows_of_each_prompt_and_masks_skipped_ones():
     G, B, L = 3, 3, 4
     comp = jnp.arange(B * G * L, dtype=jnp.int32).reshape(B * G, L)
-    sampled = {"prompt_BP": jnp.repeat(jnp.array([[7, 8], [9, 10], [11, 12]]), G, axis=0),
-               "prompt_mask_BP": jnp.ones((B * G, 2), jnp.int32), "completion_BL": comp,
-               "completion_mask_BL": (comp % 2).astype(jnp.int32)}
+    sampled = {"prompt_BQ": jnp.repeat(jnp.array([[7, 8], [9, 10], [11, 12]]), G, axis=0),
+               "prompt_mask_BQ": jnp.ones((B * G, 2), jnp.int32), "completion_BC": comp,
+               "completion_mask_BC": (comp % 2).astype(jnp.int32)}
     pb = pair_batch(sampled, np.array([2, 0, 1]), np.array([1, 0, 2]), np.array([True, False, True]), G)
-    np.testing.assert_array_equal(pb["prompt_BP"], [[7, 8], [9, 10], [11, 12]])
-    np.testing.assert_array_equal(pb["chosen_BL"], comp[jnp.array([2, 3, 7])])
-    np.testing.assert_array_equal(pb["rejected_BL"], comp[jnp.array([1, 3, 8])])
+    np.testing.assert_array_equal(pb["prompt_BQ"], [[7, 8], [9, 10], [11, 12]])
+    np.testing.assert_array_equal(pb["chosen_BC"], comp[jnp.array([2, 3, 7])])
+    np.testing.assert_array_equal(pb["rejected_BC"], comp[jnp.array([1, 3, 8])])
     expect = np.array(comp[jnp.array([1, 3, 8])] % 2)
     expect[1] = 0  # the skipped prompt has no active response token
-    np.testing.assert_array_equal(pb["rejected_mask_BL"], expect)
-    assert int(pb["chosen_mask_BL"][1].sum()) == 0 and int(pb["chosen_mask_BL"][0].sum()) > 0
+    np.testing.assert_array_equal(pb["rejected_mask_BC"], expect)
+    assert int(pb["chosen_mask_BC"][1].sum()) == 0 and int(pb["chosen_mask_BC"][0].sum()) > 0
 
 
 def _pref_setup(loss):
@@ -75,13 +75,13 @@ def test_skipped_rows_contribute_exactly_zero_gradient(loss="dpo"):
     model, state, s, step = _pref_setup(loss)
     r = np.random.default_rng(0)
     B, P, L = 4, 3, 5
-    batch = {"prompt_BP": jnp.asarray(r.integers(1, 64, (B, P)), jnp.int32),
-             "prompt_mask_BP": jnp.ones((B, P), jnp.int32),
-             "chosen_BL": jnp.asarray(r.integers(1, 64, (B, L)), jnp.int32),
-             "rejected_BL": jnp.asarray(r.integers(1, 64, (B, L)), jnp.int32)}
+    batch = {"prompt_BQ": jnp.asarray(r.integers(1, 64, (B, P)), jnp.int32),
+             "prompt_mask_BQ": jnp.ones((B, P), jnp.int32),
+             "chosen_BC": jnp.asarray(r.integers(1, 64, (B, L)), jnp.int32),
+             "rejected_BC": jnp.asarray(r.integers(1, 64, (B, L)), jnp.int32)}
     keep_B1 = jnp.array([1, 0, 1, 0], jnp.int32)[:, None]
-    batch["chosen_mask_BL"] = jnp.ones((B, L), jnp.int32) * keep_B1
-    batch["rejected_mask_BL"] = jnp.ones((B, L), jnp.int32) * keep_B1
+    batch["chosen_mask_BC"] = jnp.ones((B, L), jnp.int32) * keep_B1
+    batch["rejected_mask_BC"] = jnp.ones((B, L), jnp.int32) * keep_B1
     pw, pl = pair_logprobs(model, batch, s)
     batch["ref_chosen_logp_B"], batch["ref_rejected_logp_B"] = jax.lax.stop_gradient(pw) - 0.3 * keep_B1[:, 0], pl
     new, metrics = step(state, batch, jax.random.key(0))
@@ -94,7 +94,7 @@ def test_skipped_rows_contribute_exactly_zero_gradient(loss="dpo"):
     zero = jnp.zeros((1,))
     c = float(dpo_loss(zero, zero, zero, zero, beta=0.1, loss_type="sigmoid" if loss == "dpo" else "ipo")[0])
     np.testing.assert_allclose((4 * float(metrics["loss"]) - 2 * c) / 2, float(metrics_real["loss"]), rtol=1e-5)
-    skipped = dict(batch, chosen_mask_BL=batch["chosen_mask_BL"] * 0, rejected_mask_BL=batch["rejected_mask_BL"] * 0)
+    skipped = dict(batch, chosen_mask_BC=batch["chosen_mask_BC"] * 0, rejected_mask_BC=batch["rejected_mask_BC"] * 0)
     new0, metrics0 = step(state, skipped, jax.random.key(0))
     assert float(metrics0["grad_norm"]) == 0.0
     for a, b in zip(jax.tree.leaves(state.params), jax.tree.leaves(new0.params)):

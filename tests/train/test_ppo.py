@@ -41,23 +41,23 @@ def _batch(seed, B=8):
     prompt_mask = np.arange(P)[None, :] >= (P - plen)[:, None]
     clen = r.integers(1, L + 1, B)
     comp_mask = np.arange(L)[None, :] < clen[:, None]
-    return dict(prompt_BP=jnp.asarray(np.where(prompt_mask, r.integers(1, 64, (B, P)), 0), jnp.int32),
-                prompt_mask_BP=jnp.asarray(prompt_mask, jnp.int32),
-                completion_BL=jnp.asarray(np.where(comp_mask, r.integers(1, 64, (B, L)), 0), jnp.int32),
-                completion_mask_BL=jnp.asarray(comp_mask, jnp.int32))
+    return dict(prompt_BQ=jnp.asarray(np.where(prompt_mask, r.integers(1, 64, (B, P)), 0), jnp.int32),
+                prompt_mask_BQ=jnp.asarray(prompt_mask, jnp.int32),
+                completion_BC=jnp.asarray(np.where(comp_mask, r.integers(1, 64, (B, L)), 0), jnp.int32),
+                completion_mask_BC=jnp.asarray(comp_mask, jnp.int32))
 
 
 def _rollout_batch(model, seed=1, kl_in_loss=False):
     """A PPO batch whose old log-probs / values are the model's, perturbed so clipping is exercised."""
     b = _batch(seed)
-    out = policy_and_values(model, b["prompt_BP"], b["prompt_mask_BP"], b["completion_BL"],
-                            b["completion_mask_BL"])
+    out = policy_and_values(model, b["prompt_BQ"], b["prompt_mask_BQ"], b["completion_BC"],
+                            b["completion_mask_BC"])
     r = np.random.default_rng(seed + 100)
     noise = lambda s: jnp.asarray(r.normal(scale=s, size=(8, L)), jnp.float32)  # noqa: E731
-    b.update(old_logp_BL=out.logp_BL + noise(0.3), old_values_BL=out.values_BL + noise(0.3),
-             advantages_BL=noise(1.0), returns_BL=noise(1.0))
+    b.update(old_logp_BC=out.logp_BC + noise(0.3), old_values_BC=out.values_BC + noise(0.3),
+             advantages_BC=noise(1.0), returns_BC=noise(1.0))
     if kl_in_loss:
-        b.update(ref_logp_BL=out.logp_BL + noise(0.2), kl_coef_B=jnp.full((8,), 0.05, jnp.float32))
+        b.update(ref_logp_BC=out.logp_BC + noise(0.2), kl_coef_B=jnp.full((8,), 0.05, jnp.float32))
     return b
 
 
@@ -78,17 +78,17 @@ def test_value_head_hand_case_shapes_and_gradient():
 def test_policy_and_values_match_direct_forward(separate):
     model = _actor_critic(separate)
     b = _batch(0)
-    out = policy_and_values(model, b["prompt_BP"], b["prompt_mask_BP"], b["completion_BL"],
-                            b["completion_mask_BL"], temperature=0.7)
-    ref = completion_logprobs(model.policy, b["prompt_BP"], b["prompt_mask_BP"], b["completion_BL"],
-                              b["completion_mask_BL"], temperature=0.7)
-    np.testing.assert_allclose(np.asarray(out.logp_BL), np.asarray(ref.logp_BL), atol=1e-6)
-    tokens, mask, pos = sequence_inputs(b["prompt_BP"], b["prompt_mask_BP"], b["completion_BL"],
-                                        b["completion_mask_BL"])
+    out = policy_and_values(model, b["prompt_BQ"], b["prompt_mask_BQ"], b["completion_BC"],
+                            b["completion_mask_BC"], temperature=0.7)
+    ref = completion_logprobs(model.policy, b["prompt_BQ"], b["prompt_mask_BQ"], b["completion_BC"],
+                              b["completion_mask_BC"], temperature=0.7)
+    np.testing.assert_allclose(np.asarray(out.logp_BC), np.asarray(ref.logp_BC), atol=1e-6)
+    tokens, mask, pos = sequence_inputs(b["prompt_BQ"], b["prompt_mask_BQ"], b["completion_BC"],
+                                        b["completion_mask_BC"])
     backbone = model.critic if separate else model.policy
     hidden = backbone(tokens, pos, attn_mask_BT=mask, return_hidden=True)
     expected = value_head(model.value_head.params(), hidden)[:, P - 1:P - 1 + L]
-    np.testing.assert_allclose(np.asarray(out.values_BL), np.asarray(expected), atol=1e-6)
+    np.testing.assert_allclose(np.asarray(out.values_BC), np.asarray(expected), atol=1e-6)
 
 
 def _np_gae(r, v, m, gamma, lam):
@@ -121,9 +121,9 @@ def test_rollout_targets_match_numpy(kl_in_loss):
     adv, ret = _np_gae(rew, v, m, 0.9, 0.8)
     on = m > 0
     white = np.where(on, (adv - adv[on].mean()) / np.sqrt(adv[on].var(ddof=1) + 1e-8), 0.0)
-    np.testing.assert_allclose(np.asarray(targets["rewards_BL"]), rew, atol=1e-5)
-    np.testing.assert_allclose(np.asarray(targets["returns_BL"]), ret, atol=1e-5)
-    np.testing.assert_allclose(np.asarray(targets["advantages_BL"]), white, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(targets["rewards_BC"]), rew, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(targets["returns_BC"]), ret, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(targets["advantages_BC"]), white, atol=1e-5)
     kl_seq = ((logp - ref) * m).sum(axis=1)
     np.testing.assert_allclose(float(metrics["objective/kl"]), kl_seq.mean(), rtol=1e-5)
     np.testing.assert_allclose(float(metrics["objective/rlhf_reward"]), (scores - coef * kl_seq).mean(), rtol=1e-5)
@@ -144,10 +144,10 @@ def test_ppo_step_loss_equals_pure_ppo_loss_and_micro_batching_is_exact(reductio
     sgd = optax.sgd(1.0)  # params move by exactly -grad (Adam's first step would amplify rounding: ~sign(g))
     model, state, step1 = _step(1, s, tx=sgd)
     b = _rollout_batch(model, kl_in_loss=kl_in_loss)
-    out = policy_and_values(model, b["prompt_BP"], b["prompt_mask_BP"], b["completion_BL"], b["completion_mask_BL"])
-    kw = dict(ref_logp_BT=b["ref_logp_BL"], kl_coef=0.05) if kl_in_loss else {}
-    expected, aux = ppo_loss(out.logp_BL, b["old_logp_BL"], b["advantages_BL"], out.values_BL, b["old_values_BL"],
-                             b["returns_BL"], b["completion_mask_BL"].astype(jnp.float32), cliprange=0.2,
+    out = policy_and_values(model, b["prompt_BQ"], b["prompt_mask_BQ"], b["completion_BC"], b["completion_mask_BC"])
+    kw = dict(ref_logp_BT=b["ref_logp_BC"], kl_coef=0.05) if kl_in_loss else {}
+    expected, aux = ppo_loss(out.logp_BC, b["old_logp_BC"], b["advantages_BC"], out.values_BC, b["old_values_BC"],
+                             b["returns_BC"], b["completion_mask_BC"].astype(jnp.float32), cliprange=0.2,
                              cliprange_value=0.2, vf_coef=0.5, kl_estimator="k3", reduction=reduction, **kw)
     assert float(aux.policy.clipfrac) > 0  # the perturbed old log-probs make the clip bite
     new1, m1 = step1(state, b, jax.random.key(1))

@@ -38,7 +38,7 @@ def _run(run_dir, precompute, mesh=("mesh.data=1",)):
         ref_logps = task._ref_logps
 
         def counting(*args):
-            calls.append(args[-1]["prompt_BP"].shape[0])
+            calls.append(args[-1]["prompt_BQ"].shape[0])
             return ref_logps(*args)
 
         task._ref_logps = counting

@@ -51,8 +51,8 @@ def _batch(tok):
     enc = encode_sequences(tok, [r["prompt"] for r in rows], [r["response"] for r in rows], 32, 56)
     P = 32
     ids, mask = enc["input_ids_BT"], enc["attention_mask_BT"]
-    batch = {"prompt_BP": ids[:, :P], "prompt_mask_BP": mask[:, :P], "completion_BL": ids[:, P:],
-             "completion_mask_BL": mask[:, P:]}
+    batch = {"prompt_BQ": ids[:, :P], "prompt_mask_BQ": mask[:, :P], "completion_BC": ids[:, P:],
+             "completion_mask_BC": mask[:, P:]}
     return ids, mask, batch
 
 

@@ -23,12 +23,12 @@ def test_hf_reward_model_scorer_matches_model(tmp_path):
     reward_model_to_hf(model, str(tmp_path / "rm"), pad_token_id=0)
     cfg = types.SimpleNamespace(grpo=types.SimpleNamespace(aspects=("a", "b", "c")), model=PER_LAYER)
     scorer = load_reward_scorer(str(tmp_path / "rm"), cfg, tok=None)
-    batch = {"prompt_BP": jnp.asarray([[0, 5, 6], [7, 8, 9]], jnp.int32),
-             "prompt_mask_BP": jnp.asarray([[0, 1, 1], [1, 1, 1]], jnp.int32),
-             "completion_BL": jnp.asarray([[10, 11, 0], [12, 0, 0]], jnp.int32),
-             "completion_mask_BL": jnp.asarray([[1, 1, 0], [1, 0, 0]], jnp.int32)}
-    tokens, mask, positions = sequence_inputs(batch["prompt_BP"], batch["prompt_mask_BP"],
-                                              batch["completion_BL"], batch["completion_mask_BL"])
+    batch = {"prompt_BQ": jnp.asarray([[0, 5, 6], [7, 8, 9]], jnp.int32),
+             "prompt_mask_BQ": jnp.asarray([[0, 1, 1], [1, 1, 1]], jnp.int32),
+             "completion_BC": jnp.asarray([[10, 11, 0], [12, 0, 0]], jnp.int32),
+             "completion_mask_BC": jnp.asarray([[1, 1, 0], [1, 0, 0]], jnp.int32)}
+    tokens, mask, positions = sequence_inputs(batch["prompt_BQ"], batch["prompt_mask_BQ"],
+                                              batch["completion_BC"], batch["completion_mask_BC"])
     expected = model.to_label_space(model(tokens, mask, positions))
     np.testing.assert_allclose(np.asarray(scorer(batch)), np.asarray(expected), atol=1e-5)
 
@@ -46,9 +46,9 @@ def test_scorer_reads_the_aspects_of_its_own_section(tmp_path, section):
     reward_model_to_hf(model, str(tmp_path / "rm"), pad_token_id=0)
     cfg = types.SimpleNamespace(**{section: types.SimpleNamespace(aspects=("a", "b"))}, model=PER_LAYER)
     scorer = load_reward_scorer(str(tmp_path / "rm"), cfg, tok=None, section=section)
-    batch = {"prompt_BP": jnp.asarray([[1, 2]], jnp.int32), "prompt_mask_BP": jnp.asarray([[1, 1]], jnp.int32),
-             "completion_BL": jnp.asarray([[3, 4]], jnp.int32),
-             "completion_mask_BL": jnp.asarray([[1, 1]], jnp.int32)}
+    batch = {"prompt_BQ": jnp.asarray([[1, 2]], jnp.int32), "prompt_mask_BQ": jnp.asarray([[1, 1]], jnp.int32),
+             "completion_BC": jnp.asarray([[3, 4]], jnp.int32),
+             "completion_mask_BC": jnp.asarray([[1, 1]], jnp.int32)}
     assert np.asarray(scorer(batch)).shape == (1, 2)
 
 
@@ -66,10 +66,10 @@ def test_hf_reward_model_follows_the_run_layer_layout(tmp_path, monkeypatch):
         return loaded[-1]
 
     monkeypatch.setattr(rm_mod, "reward_model_from_hf", recording)
-    batch = {"prompt_BP": jnp.asarray([[0, 5, 6], [7, 8, 9]], jnp.int32),
-             "prompt_mask_BP": jnp.asarray([[0, 1, 1], [1, 1, 1]], jnp.int32),
-             "completion_BL": jnp.asarray([[10, 11, 0], [12, 0, 0]], jnp.int32),
-             "completion_mask_BL": jnp.asarray([[1, 1, 0], [1, 0, 0]], jnp.int32)}
+    batch = {"prompt_BQ": jnp.asarray([[0, 5, 6], [7, 8, 9]], jnp.int32),
+             "prompt_mask_BQ": jnp.asarray([[0, 1, 1], [1, 1, 1]], jnp.int32),
+             "completion_BC": jnp.asarray([[10, 11, 0], [12, 0, 0]], jnp.int32),
+             "completion_mask_BC": jnp.asarray([[1, 1, 0], [1, 0, 0]], jnp.int32)}
     scores = {}
     for scan in (False, True):
         cfg = types.SimpleNamespace(grpo=types.SimpleNamespace(aspects=("a", "b")),
@@ -93,12 +93,12 @@ def test_scorer_takes_samples_from_another_mesh(tmp_path):
     train = shd.make_mesh({"fsdp": 4}, devices=jax.devices()[:4])
     scorer = load_reward_scorer(str(tmp_path / "rm"), cfg, tok=None, mesh=train)
     rng = np.random.default_rng(0)
-    host = {"prompt_BP": rng.integers(1, 64, (4, 3)).astype(np.int32), "prompt_mask_BP": np.ones((4, 3), np.int32),
-            "completion_BL": rng.integers(1, 64, (4, 2)).astype(np.int32),
-            "completion_mask_BL": np.ones((4, 2), np.int32)}
+    host = {"prompt_BQ": rng.integers(1, 64, (4, 3)).astype(np.int32), "prompt_mask_BQ": np.ones((4, 3), np.int32),
+            "completion_BC": rng.integers(1, 64, (4, 2)).astype(np.int32),
+            "completion_mask_BC": np.ones((4, 2), np.int32)}
     rollout = shd.rollout_mesh(train, 2)  # data=2 x tensor=2 over the same 4 devices
     sampled = shd.global_batch_from_full(host, rollout)
-    assert sampled["prompt_BP"].sharding.mesh is rollout
+    assert sampled["prompt_BQ"].sharding.mesh is rollout
     np.testing.assert_allclose(np.asarray(scorer(sampled)), np.asarray(scorer(host)), atol=1e-6)
 
 
@@ -138,8 +138,8 @@ def test_reward_model_with_another_tokenizer_scores_its_own_tokenization(tmp_pat
     for i, c in enumerate(comps):
         comp[i, :len(c)], comp_mask[i, :len(c)] = c, 1
     texts = [policy.decode(c) for c in comps]
-    batch = {"prompt_BP": pb.prompt_ids_BT, "prompt_mask_BP": pb.prompt_mask_BT, "completion_BL": comp,
-             "completion_mask_BL": comp_mask}
+    batch = {"prompt_BQ": pb.prompt_ids_BT, "prompt_mask_BQ": pb.prompt_mask_BT, "completion_BC": comp,
+             "completion_mask_BC": comp_mask}
     cfg = types.SimpleNamespace(grpo=types.SimpleNamespace(aspects=("a", "b")), model=PER_LAYER)
     scorer = load_reward_scorer(rm_dir, cfg, policy)
     assert scorer.retokenize
@@ -180,10 +180,10 @@ def test_hf_reward_model_takes_the_run_dtypes(tmp_path, monkeypatch):
     reward_model_to_hf(model, str(tmp_path / "rm"), pad_token_id=0)
     loaded, real = [], rm_mod.reward_model_from_hf
     monkeypatch.setattr(rm_mod, "reward_model_from_hf", lambda *a, **k: loaded.append(real(*a, **k)) or loaded[-1])
-    batch = {"prompt_BP": jnp.asarray([[0, 5, 6]], jnp.int32),
-             "prompt_mask_BP": jnp.asarray([[0, 1, 1]], jnp.int32),
-             "completion_BL": jnp.asarray([[10, 11]], jnp.int32),
-             "completion_mask_BL": jnp.asarray([[1, 1]], jnp.int32)}
+    batch = {"prompt_BQ": jnp.asarray([[0, 5, 6]], jnp.int32),
+             "prompt_mask_BQ": jnp.asarray([[0, 1, 1]], jnp.int32),
+             "completion_BC": jnp.asarray([[10, 11]], jnp.int32),
+             "completion_mask_BC": jnp.asarray([[1, 1]], jnp.int32)}
     scores = {}
     for dt in ("float32", "bfloat16"):
         cfg = types.SimpleNamespace(grpo=types.SimpleNamespace(aspects=("a", "b")),

@@ -76,12 +76,12 @@ def test_hand_built_rollout_moves_alpha_to_the_worst_group_and_weights_the_loss(
     assert alpha[1] > 0.25  # toward the group with the lower reward
     w = (alpha / np.array([0.75, 0.25]))[GROUP_B]
     logp = _logp(state, b)  # on-policy: ratio 1, the loss is -mean_i(w_i A_i) with the grpo aggregation
-    mask = b["completion_mask_BL"].astype(jnp.float32)
+    mask = b["completion_mask_BC"].astype(jnp.float32)
     expected, _ = grpo_loss(logp, logp, None, b["advantages_B"], mask, loss_type="grpo",
                             token_weights=jnp.broadcast_to(jnp.asarray(w, jnp.float32)[:, None], mask.shape))
     np.testing.assert_allclose(float(metrics["loss"]), float(expected), rtol=1e-5, atol=1e-7)
     # a later update on the same rollout (old log-probs given, num_iterations > 1) keeps that rollout's alpha
-    again, metrics2 = step(new, {**b, "old_logp_BL": logp}, jax.random.key(1))
+    again, metrics2 = step(new, {**b, "old_logp_BC": logp}, jax.random.key(1))
     np.testing.assert_array_equal(np.asarray(again.robust.log_alpha_M), np.asarray(new.robust.log_alpha_M))
     np.testing.assert_allclose(metrics2["robust/weight"], alpha / np.array([0.75, 0.25]), rtol=1e-6)
 
@@ -89,8 +89,8 @@ def test_hand_built_rollout_moves_alpha_to_the_worst_group_and_weights_the_loss(
 def _logp(state, b):
     from grpojax.train.steps.forward import completion_logprobs
 
-    return completion_logprobs(_model(), b["prompt_BP"], b["prompt_mask_BP"], b["completion_BL"],
-                               b["completion_mask_BL"]).logp_BL
+    return completion_logprobs(_model(), b["prompt_BQ"], b["prompt_mask_BQ"], b["completion_BC"],
+                               b["completion_mask_BC"]).logp_BC
 
 
 @pytest.mark.parametrize("loss_type", ["grpo", "dapo"])

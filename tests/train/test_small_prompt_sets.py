@@ -28,7 +28,7 @@ def test_grpo_trains_on_32_prompts_with_batch_64_and_8_generations(tmp_path):
     state = task.init_state()
     for step in range(5):  # past the end of the 4-step epoch
         state, rows = task.train_steps(state, step, [jax.random.key(step)])
-        assert task._rollout.batch["completion_BL"].shape[0] == 64
+        assert task._rollout.batch["completion_BC"].shape[0] == 64
     assert task.loader.iterator.epoch == 1 and "reward" in rows[0]
 
 

@@ -35,22 +35,22 @@ def _batch(rng, B=8, P=5, L=6):
     clen = r.integers(0, L + 1, B)
     comp_mask = np.arange(L)[None, :] < clen[:, None]
     comp = np.where(comp_mask, comp, 0)
-    return dict(prompt_BP=jnp.asarray(prompt, jnp.int32), prompt_mask_BP=jnp.asarray(prompt_mask),
-                completion_BL=jnp.asarray(comp, jnp.int32), completion_mask_BL=jnp.asarray(comp_mask))
+    return dict(prompt_BQ=jnp.asarray(prompt, jnp.int32), prompt_mask_BQ=jnp.asarray(prompt_mask),
+                completion_BC=jnp.asarray(comp, jnp.int32), completion_mask_BC=jnp.asarray(comp_mask))
 
 
 def test_completion_logprobs_match_full_forward_and_chunking():
     model = _model()
     b = _batch(0)
-    tokens, mask, pos = sequence_inputs(b["prompt_BP"], b["prompt_mask_BP"], b["completion_BL"],
-                                        b["completion_mask_BL"])
+    tokens, mask, pos = sequence_inputs(b["prompt_BQ"], b["prompt_mask_BQ"], b["completion_BC"],
+                                        b["completion_mask_BC"])
     logits = model(tokens, pos, attn_mask_BT=mask)
     P, L = 5, 6
-    ref = token_logprobs(logits[:, P - 1:P + L - 1], b["completion_BL"], temperature=0.7)
+    ref = token_logprobs(logits[:, P - 1:P + L - 1], b["completion_BC"], temperature=0.7)
     for chunk in (None, 2, 4):  # 4 -> largest divisor 3
-        out = completion_logprobs(model, b["prompt_BP"], b["prompt_mask_BP"], b["completion_BL"],
-                                  b["completion_mask_BL"], temperature=0.7, chunk_size=chunk)
-        np.testing.assert_allclose(np.asarray(out.logp_BL), np.asarray(ref), atol=1e-5, rtol=1e-5)
+        out = completion_logprobs(model, b["prompt_BQ"], b["prompt_mask_BQ"], b["completion_BC"],
+                                  b["completion_mask_BC"], temperature=0.7, chunk_size=chunk)
+        np.testing.assert_allclose(np.asarray(out.logp_BC), np.asarray(ref), atol=1e-5, rtol=1e-5)
 
 
 def _grpo_setup(num_micro, loss_type="dapo", tx=None):
@@ -58,10 +58,10 @@ def _grpo_setup(num_micro, loss_type="dapo", tx=None):
     tx = tx or make_optimizer(1e-2, total_steps=10, max_grad_norm=None)
     graphdef, state = create_train_state(model, tx, jax.random.key(0))
     b = _batch(1)
-    out = completion_logprobs(model, b["prompt_BP"], b["prompt_mask_BP"], b["completion_BL"],
-                              b["completion_mask_BL"])
-    b["old_logp_BL"] = out.logp_BL
-    b["ref_logp_BL"] = out.logp_BL
+    out = completion_logprobs(model, b["prompt_BQ"], b["prompt_mask_BQ"], b["completion_BC"],
+                              b["completion_mask_BC"])
+    b["old_logp_BC"] = out.logp_BC
+    b["ref_logp_BC"] = out.logp_BC
     b["advantages_B"] = jnp.asarray(np.random.default_rng(2).normal(size=8), jnp.float32)
     settings = GRPOSettings(loss_type=loss_type, beta=0.04)
     step = jax.jit(functools.partial(grpo_step, graphdef=graphdef, tx=tx, settings=settings,
@@ -73,8 +73,8 @@ def _grpo_setup(num_micro, loss_type="dapo", tx=None):
 def test_grpo_step_loss_equals_pure_loss(loss_type):
     graphdef, state, b, step = _grpo_setup(1, loss_type)
     new_state, metrics = step(state, b, jax.random.key(1))
-    mask = b["completion_mask_BL"].astype(jnp.float32)
-    expected, _ = grpo_loss(b["old_logp_BL"], b["old_logp_BL"], b["ref_logp_BL"], b["advantages_B"],
+    mask = b["completion_mask_BC"].astype(jnp.float32)
+    expected, _ = grpo_loss(b["old_logp_BC"], b["old_logp_BC"], b["ref_logp_BC"], b["advantages_B"],
                             mask, loss_type=loss_type, beta=0.04)
     np.testing.assert_allclose(float(metrics["loss"]), float(expected), rtol=1e-5, atol=1e-6)
     assert int(new_state.step) == 1
@@ -102,10 +102,10 @@ def test_grpo_step_raises_logprob_of_positive_advantage_completion():
     for _ in range(5):
         state, _ = step(state, b, jax.random.key(0))
     model = merge_model(graphdef, state.params, state.frozen)
-    new = completion_logprobs(model, b["prompt_BP"], b["prompt_mask_BP"], b["completion_BL"],
-                              b["completion_mask_BL"]).logp_BL
-    mask = b["completion_mask_BL"]
-    delta = np.asarray(jnp.sum((new - b["old_logp_BL"]) * mask, axis=1))
+    new = completion_logprobs(model, b["prompt_BQ"], b["prompt_mask_BQ"], b["completion_BC"],
+                              b["completion_mask_BC"]).logp_BC
+    mask = b["completion_mask_BC"]
+    delta = np.asarray(jnp.sum((new - b["old_logp_BC"]) * mask, axis=1))
     has = np.asarray(mask.sum(1) > 0)
     assert np.all(delta[(np.arange(8) % 2 == 0) & has] > 0)
     assert np.all(delta[(np.arange(8) % 2 == 1) & has] < 0)
@@ -121,7 +121,7 @@ def test_sft_step_lowers_nll_and_micro_batching_is_exact():
     _, m1 = step1(state, b, jax.random.key(0))
     _, m2 = step2(state, b, jax.random.key(0))
     np.testing.assert_allclose(float(m1["loss"]), float(m2["loss"]), rtol=1e-5)
-    assert float(m1["tokens"]) == float(m2["tokens"]) == float(jnp.sum(b["completion_mask_BL"]))
+    assert float(m1["tokens"]) == float(m2["tokens"]) == float(jnp.sum(b["completion_mask_BC"]))
     first = float(m1["loss"])
     for _ in range(30):
         state, m = step1(state, b, jax.random.key(0))
@@ -151,9 +151,9 @@ from grpojax.train.steps.preference import PreferenceSettings, init_robust_state
 
 def _pref_batch(seed=5, B=8):
     a, c = _batch(seed, B=B), _batch(seed + 100, B=B)
-    b = dict(prompt_BP=a["prompt_BP"], prompt_mask_BP=a["prompt_mask_BP"],
-             chosen_BL=a["completion_BL"], chosen_mask_BL=a["completion_mask_BL"],
-             rejected_BL=c["completion_BL"], rejected_mask_BL=c["completion_mask_BL"],
+    b = dict(prompt_BQ=a["prompt_BQ"], prompt_mask_BQ=a["prompt_mask_BQ"],
+             chosen_BC=a["completion_BC"], chosen_mask_BC=a["completion_mask_BC"],
+             rejected_BC=c["completion_BC"], rejected_mask_BC=c["completion_mask_BC"],
              group_id_B=jnp.asarray([0, 1, 1, 1, 0, 1, 1, 1], jnp.int32))
     return b
 

@@ -30,17 +30,17 @@ from grpojax.train.steps.state import merge_model
 
 
 class CompletionLogprobs(NamedTuple):
-    logp_BL: jax.Array      # log p(completion token) at the given temperature, float32
-    entropy_BL: jax.Array   # entropy of the temperature-scaled next-token distribution, float32
+    logp_BC: jax.Array      # log p(completion token) at the given temperature, float32
+    entropy_BC: jax.Array   # entropy of the temperature-scaled next-token distribution, float32
 
 
-def sequence_inputs(prompt_BP, prompt_mask_BP, completion_BL, completion_mask_BL):
+def sequence_inputs(prompt_BQ, prompt_mask_BQ, completion_BC, completion_mask_BC):
     """Concatenate prompt + completion; returns ``(tokens_BT, mask_BT, positions_BT)``."""
-    chex.assert_rank([prompt_BP, prompt_mask_BP, completion_BL, completion_mask_BL], 2)
-    chex.assert_equal_shape([prompt_BP, prompt_mask_BP])
-    chex.assert_equal_shape([completion_BL, completion_mask_BL])
-    tokens = jnp.concatenate([prompt_BP, completion_BL], axis=1)
-    mask = jnp.concatenate([prompt_mask_BP, completion_mask_BL], axis=1).astype(bool)
+    chex.assert_rank([prompt_BQ, prompt_mask_BQ, completion_BC, completion_mask_BC], 2)
+    chex.assert_equal_shape([prompt_BQ, prompt_mask_BQ])
+    chex.assert_equal_shape([completion_BC, completion_mask_BC])
+    tokens = jnp.concatenate([prompt_BQ, completion_BC], axis=1)
+    mask = jnp.concatenate([prompt_mask_BQ, completion_mask_BC], axis=1).astype(bool)
     positions = jnp.maximum(jnp.cumsum(mask.astype(jnp.int32), axis=1) - 1, 0)
     return tokens, mask, positions
 
@@ -57,10 +57,10 @@ _LOGITS = ACTIVATION_AXES["logits_BTV"]  # logits [B, T, V]: batch, length, voca
 _TOK = _H[:2]                        # per-token [B, T]
 
 
-def completion_logprobs(model, prompt_BP, prompt_mask_BP, completion_BL, completion_mask_BL, *,
+def completion_logprobs(model, prompt_BQ, prompt_mask_BQ, completion_BC, completion_mask_BC, *,
                         temperature: float = 1.0, chunk_size: int | None = 128,
                         with_entropy: bool = True) -> CompletionLogprobs:
-    """Per-token log-probs (and entropies) of ``completion_BL`` given ``prompt_BP`` under ``model``.
+    """Per-token log-probs (and entropies) of ``completion_BC`` given ``prompt_BQ`` under ``model``.
 
     ``log p(y_j | x, y_<j) = log_softmax(E h_{P-1+j} / temperature)[y_j]`` with ``h`` the final hidden
     states and ``E`` the LM head, computed ``chunk_size`` completion tokens at a time.
@@ -68,21 +68,21 @@ def completion_logprobs(model, prompt_BP, prompt_mask_BP, completion_BL, complet
     Args:
       model: a :class:`grpojax.models.Qwen` (anything with ``__call__(..., return_hidden=True)`` and
         ``logits_from_hidden``).
-      prompt_BP, prompt_mask_BP: left-padded prompts ``[B, P]`` and their 0/1 mask.
-      completion_BL, completion_mask_BL: right-padded completions ``[B, L]`` and their 0/1 mask.
+      prompt_BQ, prompt_mask_BQ: left-padded prompts ``[B, P]`` and their 0/1 mask.
+      completion_BC, completion_mask_BC: right-padded completions ``[B, L]`` and their 0/1 mask.
       temperature: divides the logits (the sampler's temperature).
       chunk_size: completion tokens per LM-head chunk (the largest divisor of L not above it); None =
         one chunk.
       with_entropy: also return the per-token entropy (zeros otherwise).
 
     Returns:
-      :class:`CompletionLogprobs` with ``logp_BL`` and ``entropy_BL``, float32 ``[B, L]``.
+      :class:`CompletionLogprobs` with ``logp_BC`` and ``entropy_BC``, float32 ``[B, L]``.
     """
-    tokens, mask, positions = sequence_inputs(prompt_BP, prompt_mask_BP, completion_BL,
-                                              completion_mask_BL)
-    P, L = prompt_BP.shape[1], completion_BL.shape[1]
+    tokens, mask, positions = sequence_inputs(prompt_BQ, prompt_mask_BQ, completion_BC,
+                                              completion_mask_BC)
+    P, L = prompt_BQ.shape[1], completion_BC.shape[1]
     hidden_BTD = model(tokens, positions, attn_mask_BT=mask, return_hidden=True)
-    hidden_BLD = _pin(jax.lax.slice_in_dim(hidden_BTD, P - 1, P - 1 + L, axis=1), _H)
+    hidden_BCD = _pin(jax.lax.slice_in_dim(hidden_BTD, P - 1, P - 1 + L, axis=1), _H)
     c = _chunk_size(L, chunk_size)
     n = L // c
 
@@ -95,15 +95,15 @@ def completion_logprobs(model, prompt_BP, prompt_mask_BP, completion_BL, complet
         return _pin(logp, _TOK), _pin(ent, _TOK)
 
     if n == 1:
-        logp, ent = one_chunk(hidden_BLD, completion_BL)
+        logp, ent = one_chunk(hidden_BCD, completion_BC)
     else:
-        B, D = hidden_BLD.shape[0], hidden_BLD.shape[2]
-        h_nBcD = _pin(hidden_BLD.reshape(B, n, c, D).transpose(1, 0, 2, 3), (None,) + _H)
-        t_nBc = _pin(completion_BL.reshape(B, n, c).transpose(1, 0, 2), (None,) + _TOK)
+        B, D = hidden_BCD.shape[0], hidden_BCD.shape[2]
+        h_nBcD = _pin(hidden_BCD.reshape(B, n, c, D).transpose(1, 0, 2, 3), (None,) + _H)
+        t_nBc = _pin(completion_BC.reshape(B, n, c).transpose(1, 0, 2), (None,) + _TOK)
         logp, ent = jax.lax.map(lambda xs: one_chunk(*xs), (h_nBcD, t_nBc))
         logp = _pin(logp.transpose(1, 0, 2).reshape(B, L), _TOK)
         ent = _pin(ent.transpose(1, 0, 2).reshape(B, L), _TOK)
-    return CompletionLogprobs(logp_BL=logp, entropy_BL=ent)
+    return CompletionLogprobs(logp_BC=logp, entropy_BC=ent)
 
 
 def reference_logp_fn(graphdef, temperature: float, chunk: int | None = 128, mesh=None):
@@ -114,8 +114,8 @@ def reference_logp_fn(graphdef, temperature: float, chunk: int | None = 128, mes
 
     def ref_logp(params, frozen, b):
         model = merge_model(graphdef, params, frozen)
-        return completion_logprobs(model, b["prompt_BP"], b["prompt_mask_BP"], b["completion_BL"],
-                                   b["completion_mask_BL"], temperature=temperature, chunk_size=chunk,
-                                   with_entropy=False).logp_BL
+        return completion_logprobs(model, b["prompt_BQ"], b["prompt_mask_BQ"], b["completion_BC"],
+                                   b["completion_mask_BC"], temperature=temperature, chunk_size=chunk,
+                                   with_entropy=False).logp_BC
 
     return jax.jit(traced_on_mesh(ref_logp, mesh))

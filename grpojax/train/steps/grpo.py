@@ -2,26 +2,26 @@
 
 The batch is one optimizer step's worth of scored rollouts (ALGORITHMS.md 1.3-1.4):
 
-    prompt_BP, prompt_mask_BP           left-padded prompts (one row per completion)
-    completion_BL, completion_mask_BL   right-padded completions; mask 1 up to and including EOS
+    prompt_BQ, prompt_mask_BQ           left-padded prompts (one row per completion)
+    completion_BC, completion_mask_BC   right-padded completions; mask 1 up to and including EOS
     advantages_B                        group-relative advantages, one per completion
-    ref_logp_BL                         log-probs under the frozen reference (only when beta > 0)
-    old_logp_BL                         optional: the trainer's log-probs before the rollout's first update
-    sampler_logp_BL                     optional: the sampler's log-probs (logged, never in the loss)
+    ref_logp_BC                         log-probs under the frozen reference (only when beta > 0)
+    old_logp_BC                         optional: the trainer's log-probs before the rollout's first update
+    sampler_logp_BC                     optional: the sampler's log-probs (logged, never in the loss)
     group_id_B, score_B                 group-robust GRPO only (``settings.group_robust``;
                                         ``grpojax.train.steps.robust_grpo``): each completion's group, score
 
-Old log-probs (ALGORITHMS.md 1.4): without ``old_logp_BL`` the step is on-policy, ``old_logp =
+Old log-probs (ALGORITHMS.md 1.4): without ``old_logp_BC`` the step is on-policy, ``old_logp =
 stop_gradient(logp)`` of this very forward, so the ratio is exactly 1 whatever the dtype (mu = 1, and
 the first of mu > 1 updates on a rollout). The sampler's log-probs are NOT the old log-probs: in bf16
 the KV-cache decode and the training forward round differently (~1e-3), which would make the ratio differ
-from 1 and switch the clip on. With ``settings.emit_logp`` the step returns ``old_logp_BL`` (this forward's
+from 1 and switch the clip on. With ``settings.emit_logp`` the step returns ``old_logp_BC`` (this forward's
 log-probs, before the update) for the later updates on the same rollout (TRL computes them once per
 rollout with the current params likewise). ``sampler/logp_max_abs_diff`` / ``_mean_abs_diff`` log the
-sampler / trainer mismatch of this forward given ``sampler_logp_BL`` (the task logs the first update's).
+sampler / trainer mismatch of this forward given ``sampler_logp_BC`` (the task logs the first update's).
 ``settings.sampler_is_cap`` corrects for it (TRL's ``vllm_importance_sampling_correction``, token level,
 truncated): every per-token loss is weighted by ``min(exp(old_logp - sampler_logp), cap)``
-(``sampler_logp_BL`` required).
+(``sampler_logp_BC`` required).
 
 ``num_micro`` micro-batches are accumulated inside the step; with ``loss_type="dapo"`` the token
 normaliser is the active-token count of the whole batch, so the update is independent of ``num_micro``.
@@ -57,7 +57,7 @@ class GRPOSettings:
     temperature: float = 1.0
     max_completion_length: int | None = None
     logprob_chunk: int | None = 128
-    emit_logp: bool = False  # return this forward's log-probs as ``old_logp_BL`` (on-policy steps only)
+    emit_logp: bool = False  # return this forward's log-probs as ``old_logp_BC`` (on-policy steps only)
     sampler_is_cap: float | None = None  # truncated IS correction min(pi_old / pi_sampler, cap); None = off
     use_bias_correction_kl: bool = False  # the KL term times the differentiated ratio (TRL / DeepSeek-V3.2)
     group_robust: RobustGRPOSettings | None = None  # group-robust GRPO (alpha in ``state.robust``); None = off
@@ -66,11 +66,11 @@ class GRPOSettings:
 def grpo_step(state: TrainState, batch: dict, rng: jax.Array, *, graphdef, tx,
               settings: GRPOSettings, num_micro: int = 1):
     """One GRPO optimizer update on a batch of scored completions (module docstring); ``rng`` is unused
-    (no dropout). Returns ``(state, metrics)``; metrics hold ``old_logp_BL`` [B, L] when
-    ``settings.emit_logp`` and the batch has no ``old_logp_BL``."""
+    (no dropout). Returns ``(state, metrics)``; metrics hold ``old_logp_BC`` [B, L] when
+    ``settings.emit_logp`` and the batch has no ``old_logp_BC``."""
     del rng
-    on_policy = "old_logp_BL" not in batch
-    num_items = jnp.maximum(jnp.sum(batch["completion_mask_BL"].astype(jnp.float32)), 1.0)
+    on_policy = "old_logp_BC" not in batch
+    num_items = jnp.maximum(jnp.sum(batch["completion_mask_BC"].astype(jnp.float32)), 1.0)
     robust_state, robust_metrics = state.robust, {}
     if settings.group_robust is not None:  # alpha from the whole batch (a rollout's first update), w_g per row
         weights_B, robust_state, robust_aux = step_weights(settings.group_robust, state.robust, batch,
@@ -80,20 +80,20 @@ def grpo_step(state: TrainState, batch: dict, rng: jax.Array, *, graphdef, tx,
 
     def loss_fn(params, mb):
         model = merge_model(graphdef, params, state.frozen)
-        out = completion_logprobs(model, mb["prompt_BP"], mb["prompt_mask_BP"],
-                                  mb["completion_BL"], mb["completion_mask_BL"],
+        out = completion_logprobs(model, mb["prompt_BQ"], mb["prompt_mask_BQ"],
+                                  mb["completion_BC"], mb["completion_mask_BC"],
                                   temperature=settings.temperature,
                                   chunk_size=settings.logprob_chunk)
-        mask = mb["completion_mask_BL"].astype(jnp.float32)
-        old_BL = jax.lax.stop_gradient(out.logp_BL) if on_policy else mb["old_logp_BL"]
+        mask = mb["completion_mask_BC"].astype(jnp.float32)
+        old_BC = jax.lax.stop_gradient(out.logp_BC) if on_policy else mb["old_logp_BC"]
         weights = is_w = None
         if settings.sampler_is_cap is not None:  # the sampler drew the tokens, pi_old is the trainer's
-            weights = is_w = jnp.minimum(jnp.exp(old_BL - mb["sampler_logp_BL"]), settings.sampler_is_cap)
+            weights = is_w = jnp.minimum(jnp.exp(old_BC - mb["sampler_logp_BC"]), settings.sampler_is_cap)
         if "robust_weight_B" in mb:  # group-robust GRPO: every token of completion i weighted by w_g(i)
-            w_BL = jnp.broadcast_to(mb["robust_weight_B"][:, None], mask.shape)
-            weights = w_BL if weights is None else weights * w_BL
+            w_BC = jnp.broadcast_to(mb["robust_weight_B"][:, None], mask.shape)
+            weights = w_BC if weights is None else weights * w_BC
         loss, aux = grpo_loss(
-            out.logp_BL, None if on_policy else mb["old_logp_BL"], mb.get("ref_logp_BL"), mb["advantages_B"],
+            out.logp_BC, None if on_policy else mb["old_logp_BC"], mb.get("ref_logp_BC"), mb["advantages_B"],
             mask, loss_type=settings.loss_type, epsilon=settings.epsilon,
             epsilon_high=settings.epsilon_high, delta=settings.delta, beta=settings.beta,
             kl_estimator=settings.kl_estimator,
@@ -105,13 +105,13 @@ def grpo_step(state: TrainState, batch: dict, rng: jax.Array, *, graphdef, tx,
         n = aux.num_tokens
         metrics = {
             "kl": ratio_of(aux.kl, n),
-            "entropy": Ratio(masked_sum(out.entropy_BL, mask), n),
+            "entropy": Ratio(masked_sum(out.entropy_BC, mask), n),
             "clip_ratio/low_mean": ratio_of(aux.clip_ratio_low_mean, n),
             "clip_ratio/high_mean": ratio_of(aux.clip_ratio_high_mean, n),
             "clip_ratio/region_mean": ratio_of(aux.clip_ratio_region_mean, n),
         }
-        if "sampler_logp_BL" in mb:  # this forward vs the sampler (the task logs it before any update)
-            diff = jnp.where(mask != 0, jnp.abs(out.logp_BL - mb["sampler_logp_BL"]), 0.0)
+        if "sampler_logp_BC" in mb:  # this forward vs the sampler (the task logs it before any update)
+            diff = jnp.where(mask != 0, jnp.abs(out.logp_BC - mb["sampler_logp_BC"]), 0.0)
             metrics["sampler/logp_max_abs_diff"] = Max(jnp.max(diff))
             metrics["sampler/logp_mean_abs_diff"] = Ratio(jnp.sum(diff), n)
         if is_w is not None:
@@ -119,7 +119,7 @@ def grpo_step(state: TrainState, batch: dict, rng: jax.Array, *, graphdef, tx,
             metrics["sampler/is_capped_frac"] = Ratio(masked_sum((is_w >= settings.sampler_is_cap)
                                                                  .astype(jnp.float32), mask), n)
         if settings.emit_logp and on_policy:
-            metrics["old_logp_BL"] = Rows(jax.lax.stop_gradient(out.logp_BL))
+            metrics["old_logp_BC"] = Rows(jax.lax.stop_gradient(out.logp_BC))
         return loss, metrics
 
     loss, grads, metrics = accumulate(loss_fn, state.params, batch, num_micro)

@@ -3,11 +3,11 @@
 A rollout batch holds B completions (one row each) and, per token, everything computed once at rollout
 time (``grpojax.losses.ppo`` gives the formulas):
 
-    prompt_BP, prompt_mask_BP           left-padded prompts
-    completion_BL, completion_mask_BL   right-padded completions; mask 1 up to and including EOS
-    old_logp_BL, old_values_BL          policy log-probs and critic values at rollout time
-    advantages_BL, returns_BL           GAE advantages (whitened) and lambda-returns (value targets)
-    ref_logp_BL, kl_coef_B              reference log-probs and the KL coefficient (kl_mode="loss" only)
+    prompt_BQ, prompt_mask_BQ           left-padded prompts
+    completion_BC, completion_mask_BC   right-padded completions; mask 1 up to and including EOS
+    old_logp_BC, old_values_BC          policy log-probs and critic values at rollout time
+    advantages_BC, returns_BC           GAE advantages (whitened) and lambda-returns (value targets)
+    ref_logp_BC, kl_coef_B              reference log-probs and the KL coefficient (kl_mode="loss" only)
 
 :func:`rollout_targets` turns scores, log-probs and values into those targets (Ziegler et al. 2019,
 arXiv 1909.08593; GAE, Schulman et al. 2016, arXiv 1506.02438). :func:`ppo_step` is one optimizer update
@@ -62,9 +62,9 @@ class PPOSettings:
 
 
 class PolicyValues(NamedTuple):
-    logp_BL: jax.Array      # [B, L] log-probs of the completion tokens at the sampling temperature
-    entropy_BL: jax.Array   # [B, L] entropies of the next-token distributions
-    values_BL: jax.Array    # [B, L] critic values of the states that predict each completion token
+    logp_BC: jax.Array      # [B, L] log-probs of the completion tokens at the sampling temperature
+    entropy_BC: jax.Array   # [B, L] entropies of the next-token distributions
+    values_BC: jax.Array    # [B, L] critic values of the states that predict each completion token
 
 
 class _HiddenTap:
@@ -83,7 +83,7 @@ class _HiddenTap:
         return self.model.logits_from_hidden(hidden, **kwargs)
 
 
-def policy_and_values(model, prompt_BP, prompt_mask_BP, completion_BL, completion_mask_BL, *,
+def policy_and_values(model, prompt_BQ, prompt_mask_BQ, completion_BC, completion_mask_BC, *,
                       temperature: float = 1.0, chunk_size: int | None = 128,
                       with_entropy: bool = True) -> PolicyValues:
     """Completion log-probs, entropies and values of an :class:`grpojax.models.value_head.ActorCritic`.
@@ -94,20 +94,20 @@ def policy_and_values(model, prompt_BP, prompt_mask_BP, completion_BL, completio
 
     Args:
       model: ``ActorCritic``.
-      prompt_BP, prompt_mask_BP: [B, P] left-padded prompts. completion_BL, completion_mask_BL: [B, L].
+      prompt_BQ, prompt_mask_BQ: [B, P] left-padded prompts. completion_BC, completion_mask_BC: [B, L].
       temperature, chunk_size, with_entropy: as :func:`grpojax.train.steps.forward.completion_logprobs`.
     """
     tap = _HiddenTap(model.policy)
-    out = completion_logprobs(tap, prompt_BP, prompt_mask_BP, completion_BL, completion_mask_BL,
+    out = completion_logprobs(tap, prompt_BQ, prompt_mask_BQ, completion_BC, completion_mask_BC,
                               temperature=temperature, chunk_size=chunk_size, with_entropy=with_entropy)
-    tokens, mask, positions = sequence_inputs(prompt_BP, prompt_mask_BP, completion_BL, completion_mask_BL)
+    tokens, mask, positions = sequence_inputs(prompt_BQ, prompt_mask_BQ, completion_BC, completion_mask_BC)
     values_BT = model.values(tokens, positions, mask, policy_hidden_BTD=tap.hidden_BTD)
-    P, L = prompt_BP.shape[1], completion_BL.shape[1]
-    values_BL = jax.lax.slice_in_dim(values_BT, P - 1, P - 1 + L, axis=1)
-    return PolicyValues(out.logp_BL, out.entropy_BL, values_BL)
+    P, L = prompt_BQ.shape[1], completion_BC.shape[1]
+    values_BC = jax.lax.slice_in_dim(values_BT, P - 1, P - 1 + L, axis=1)
+    return PolicyValues(out.logp_BC, out.entropy_BC, values_BC)
 
 
-def rollout_targets(scores_B, logp_BL, ref_logp_BL, values_BL, mask_BL, *, kl_coef,
+def rollout_targets(scores_B, logp_BC, ref_logp_BC, values_BC, mask_BC, *, kl_coef,
                     settings: PPOSettings) -> tuple[dict, dict]:
     """Per-token rewards, GAE advantages and returns of one rollout, plus TRL-named rollout metrics.
 
@@ -117,32 +117,32 @@ def rollout_targets(scores_B, logp_BL, ref_logp_BL, values_BL, mask_BL, *, kl_co
 
     Args:
       scores_B: [B] sequence scores (aggregated reward, after any penalty).
-      logp_BL, ref_logp_BL: [B, L] rollout-policy and reference log-probs of the sampled tokens.
-      values_BL: [B, L] critic values at rollout time. mask_BL: [B, L] 1 on active completion tokens.
+      logp_BC, ref_logp_BC: [B, L] rollout-policy and reference log-probs of the sampled tokens.
+      values_BC: [B, L] critic values at rollout time. mask_BC: [B, L] 1 on active completion tokens.
       kl_coef: scalar KL coefficient (the controller's current value; may be traced).
       settings: :class:`PPOSettings`.
 
     Returns:
-      ``(targets, metrics)``: targets ``rewards_BL``, ``advantages_BL``, ``returns_BL``; metrics
+      ``(targets, metrics)``: targets ``rewards_BC``, ``advantages_BC``, ``returns_BC``; metrics
       ``objective/kl`` (mean per-sequence KL), ``objective/non_score_reward`` (mean per-sequence KL
       penalty), ``objective/rlhf_reward`` (scores + penalty), ``objective/scores``, ``val/mean_return``.
     """
     s = settings
-    mask = mask_BL.astype(jnp.float32)
+    mask = mask_BC.astype(jnp.float32)
     reward_coef = jnp.zeros((), jnp.float32) if s.kl_in_loss else jnp.asarray(kl_coef, jnp.float32)
-    rewards_BL = kl_penalized_rewards(scores_B, logp_BL, ref_logp_BL, mask, kl_coef=reward_coef,
+    rewards_BC = kl_penalized_rewards(scores_B, logp_BC, ref_logp_BC, mask, kl_coef=reward_coef,
                                       kl_estimator=s.kl_estimator)
-    kl_B = rollout_kl(logp_BL, ref_logp_BL, mask, kl_estimator=s.kl_estimator)
+    kl_B = rollout_kl(logp_BC, ref_logp_BC, mask, kl_estimator=s.kl_estimator)
     non_score_B = -reward_coef * kl_B
     if s.whiten_rewards:
-        rewards_BL = whiten(rewards_BL, mask, shift_mean=False)
-    adv_BL, ret_BL = gae_advantages(rewards_BL, values_BL, mask, gamma=s.gamma, lam=s.lam)
+        rewards_BC = whiten(rewards_BC, mask, shift_mean=False)
+    adv_BC, ret_BC = gae_advantages(rewards_BC, values_BC, mask, gamma=s.gamma, lam=s.lam)
     if s.whiten_advantages:
-        adv_BL = whiten(adv_BL, mask)
+        adv_BC = whiten(adv_BC, mask)
     metrics = {"objective/kl": jnp.mean(kl_B), "objective/non_score_reward": jnp.mean(non_score_B),
                "objective/rlhf_reward": jnp.mean(scores_B + non_score_B), "objective/scores": jnp.mean(scores_B),
-               "val/mean_return": masked_mean(ret_BL, mask)}
-    return {"rewards_BL": rewards_BL, "advantages_BL": adv_BL, "returns_BL": ret_BL}, metrics
+               "val/mean_return": masked_mean(ret_BC, mask)}
+    return {"rewards_BC": rewards_BC, "advantages_BC": adv_BC, "returns_BC": ret_BC}, metrics
 
 
 def ppo_step(state: TrainState, batch: dict, rng: jax.Array, *, graphdef, tx, settings: PPOSettings,
@@ -156,19 +156,19 @@ def ppo_step(state: TrainState, batch: dict, rng: jax.Array, *, graphdef, tx, se
     """
     del rng
     s = settings
-    rows = batch["completion_BL"].shape[0]
-    n_tokens = jnp.maximum(jnp.sum(batch["completion_mask_BL"].astype(jnp.float32)), 1.0)
+    rows = batch["completion_BC"].shape[0]
+    n_tokens = jnp.maximum(jnp.sum(batch["completion_mask_BC"].astype(jnp.float32)), 1.0)
 
     def loss_fn(params, mb):
         model = merge_model(graphdef, params, state.frozen)
-        out = policy_and_values(model, mb["prompt_BP"], mb["prompt_mask_BP"], mb["completion_BL"],
-                                mb["completion_mask_BL"], temperature=s.temperature, chunk_size=s.logprob_chunk)
-        mask = mb["completion_mask_BL"].astype(jnp.float32)
+        out = policy_and_values(model, mb["prompt_BQ"], mb["prompt_mask_BQ"], mb["completion_BC"],
+                                mb["completion_mask_BC"], temperature=s.temperature, chunk_size=s.logprob_chunk)
+        mask = mb["completion_mask_BC"].astype(jnp.float32)
         kl_kwargs = {}
         if s.kl_in_loss:
-            kl_kwargs = dict(ref_logp_BT=mb["ref_logp_BL"], kl_coef=mb["kl_coef_B"][0])
-        loss, aux = ppo_loss(out.logp_BL, mb["old_logp_BL"], mb["advantages_BL"], out.values_BL,
-                             mb["old_values_BL"], mb["returns_BL"], mask, cliprange=s.cliprange,
+            kl_kwargs = dict(ref_logp_BT=mb["ref_logp_BC"], kl_coef=mb["kl_coef_B"][0])
+        loss, aux = ppo_loss(out.logp_BC, mb["old_logp_BC"], mb["advantages_BC"], out.values_BC,
+                             mb["old_values_BC"], mb["returns_BC"], mask, cliprange=s.cliprange,
                              cliprange_value=s.cliprange_value, vf_coef=s.vf_coef, kl_estimator=s.kl_estimator,
                              reduction=s.reduction, **kl_kwargs)
         n = jnp.sum(mask)
@@ -178,10 +178,10 @@ def ppo_step(state: TrainState, batch: dict, rng: jax.Array, *, graphdef, tx, se
         metrics = {"loss/policy_avg": ratio_of(aux.policy_loss, w), "loss/value_avg": ratio_of(aux.value_loss, w),
                    "loss/kl": ratio_of(aux.kl, w), "policy/approxkl_avg": ratio_of(aux.policy.approx_kl, n),
                    "policy/clipfrac_avg": ratio_of(aux.policy.clipfrac, n),
-                   "policy/entropy_avg": Ratio(masked_sum(out.entropy_BL, mask), n),
+                   "policy/entropy_avg": Ratio(masked_sum(out.entropy_BC, mask), n),
                    "val/ratio": ratio_of(aux.policy.ratio_mean, n), "val/clipfrac_avg": ratio_of(aux.value.clipfrac, n),
-                   "val/mean": Ratio(masked_sum(out.values_BL, mask), n),
-                   **explained_variance_moments(out.values_BL, mb["returns_BL"], mask)}
+                   "val/mean": Ratio(masked_sum(out.values_BC, mask), n),
+                   **explained_variance_moments(out.values_BC, mb["returns_BC"], mask)}
         return loss * share, metrics
 
     loss, grads, metrics = accumulate(loss_fn, state.params, batch, num_micro)
@@ -190,12 +190,12 @@ def ppo_step(state: TrainState, batch: dict, rng: jax.Array, *, graphdef, tx, se
     return state, {"loss": loss, **metrics, **opt_metrics}
 
 
-def explained_variance_moments(values_BL, returns_BL, mask_BL) -> dict:
+def explained_variance_moments(values_BC, returns_BC, mask_BC) -> dict:
     """Sums of ``R``, ``R^2``, ``R - V``, ``(R - V)^2`` and the token count over the active tokens, from
     which :func:`explained_variance` computes ``1 - Var(R - V) / Var(R)`` over the whole step."""
-    on = mask_BL != 0
-    r = jnp.where(on, returns_BL.astype(jnp.float32), 0.0)
-    e = jnp.where(on, r - values_BL.astype(jnp.float32), 0.0)
+    on = mask_BC != 0
+    r = jnp.where(on, returns_BC.astype(jnp.float32), 0.0)
+    e = jnp.where(on, r - values_BC.astype(jnp.float32), 0.0)
     return {f"_ev/{k}": Sum(v) for k, v in {"n": jnp.sum(on.astype(jnp.float32)), "r": jnp.sum(r),
                                            "r2": jnp.sum(r * r), "e": jnp.sum(e), "e2": jnp.sum(e * e)}.items()}
 

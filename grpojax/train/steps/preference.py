@@ -2,9 +2,9 @@
 
 Batch (P pairs; the prompt is shared by the two responses of a pair):
 
-    prompt_BP, prompt_mask_BP                 left-padded prompts
-    chosen_BL, chosen_mask_BL                 right-padded chosen responses (EOS included)
-    rejected_BL, rejected_mask_BL             right-padded rejected responses
+    prompt_BQ, prompt_mask_BQ                 left-padded prompts
+    chosen_BC, chosen_mask_BC                 right-padded chosen responses (EOS included)
+    rejected_BC, rejected_mask_BC             right-padded rejected responses
     ref_chosen_logp_B, ref_rejected_logp_B    reference sequence log-probs (precomputed, frozen)
     group_id_B                                int group of each pair (robust / IS losses only)
 
@@ -86,14 +86,14 @@ def init_robust_state(settings: PreferenceSettings):
 
 def pair_logprobs(model, mb, settings: PreferenceSettings):
     """Sequence log-probs ``(chosen_B, rejected_B)`` of one micro-batch in a single [2B] forward."""
-    P = mb["prompt_BP"]
+    P = mb["prompt_BQ"]
     two = lambda a, b: jnp.concatenate([a, b], axis=0)  # noqa: E731
-    out = completion_logprobs(model, two(P, P), two(mb["prompt_mask_BP"], mb["prompt_mask_BP"]),
-                              two(mb["chosen_BL"], mb["rejected_BL"]),
-                              two(mb["chosen_mask_BL"], mb["rejected_mask_BL"]),
+    out = completion_logprobs(model, two(P, P), two(mb["prompt_mask_BQ"], mb["prompt_mask_BQ"]),
+                              two(mb["chosen_BC"], mb["rejected_BC"]),
+                              two(mb["chosen_mask_BC"], mb["rejected_mask_BC"]),
                               chunk_size=settings.logprob_chunk, with_entropy=False)
-    mask = two(mb["chosen_mask_BL"], mb["rejected_mask_BL"]).astype(jnp.float32)
-    seq = sequence_logprob(out.logp_BL, mask, average=settings.average_logprobs)
+    mask = two(mb["chosen_mask_BC"], mb["rejected_mask_BC"]).astype(jnp.float32)
+    seq = sequence_logprob(out.logp_BC, mask, average=settings.average_logprobs)
     B = P.shape[0]
     return seq[:B], seq[B:]
 
@@ -119,7 +119,7 @@ def _pair_losses(model, mb, settings):
 def preference_step(state: TrainState, batch: dict, rng: jax.Array, *, graphdef, tx,
                     settings: PreferenceSettings, num_micro: int = 1):
     del rng
-    B = batch["prompt_BP"].shape[0]
+    B = batch["prompt_BQ"].shape[0]
     cuts = jnp.round(jnp.log(state.lr_scale) / jnp.log(settings.plateau_factor))
     eta_scale = settings.eta_alpha_decay_on_lr_cut ** cuts
     rw = settings.robust() if settings.weighted else None

@@ -1,6 +1,6 @@
 """The pure SFT step: next-token cross-entropy on response tokens only.
 
-Batch: ``prompt_BP, prompt_mask_BP`` (left-padded) and ``completion_BL, completion_mask_BL`` (the
+Batch: ``prompt_BQ, prompt_mask_BQ`` (left-padded) and ``completion_BC, completion_mask_BC`` (the
 response, right-padded, EOS included). Loss = ``-Σ m log p / Σ m`` over the whole step's response tokens
 (token-mean over the full batch, so gradient accumulation does not change it). ``sft_nll_sums``: the
 same loss's sums (the step's micro-batches and the held-out pairs of ``train.eval_every``).
@@ -19,7 +19,7 @@ from grpojax.train.steps.state import TrainState, merge_model
 def sft_step(state: TrainState, batch: dict, rng: jax.Array, *, graphdef, tx,
              num_micro: int = 1, logprob_chunk: int | None = 128):
     del rng
-    num_items = jnp.maximum(jnp.sum(batch["completion_mask_BL"].astype(jnp.float32)), 1.0)
+    num_items = jnp.maximum(jnp.sum(batch["completion_mask_BC"].astype(jnp.float32)), 1.0)
 
     def loss_fn(params, mb):
         nll_sum, tokens = sft_nll_sums(params, state.frozen, mb, graphdef=graphdef, logprob_chunk=logprob_chunk)
@@ -34,7 +34,7 @@ def sft_nll_sums(params, frozen, batch: dict, *, graphdef, logprob_chunk: int | 
     """``(Σ -log p · m, Σ m)`` over the response tokens of ``batch`` (no update): the evaluation sums whose
     ratio over a whole held-out set is its token-mean loss, the training loss's definition."""
     model = merge_model(graphdef, params, frozen)
-    out = completion_logprobs(model, batch["prompt_BP"], batch["prompt_mask_BP"], batch["completion_BL"],
-                              batch["completion_mask_BL"], chunk_size=logprob_chunk, with_entropy=False)
-    mask = batch["completion_mask_BL"].astype(jnp.float32)
-    return -jnp.sum(out.logp_BL * mask), jnp.sum(mask)
+    out = completion_logprobs(model, batch["prompt_BQ"], batch["prompt_mask_BQ"], batch["completion_BC"],
+                              batch["completion_mask_BC"], chunk_size=logprob_chunk, with_entropy=False)
+    mask = batch["completion_mask_BC"].astype(jnp.float32)
+    return -jnp.sum(out.logp_BC * mask), jnp.sum(mask)

@@ -246,9 +246,9 @@ class BaseTask(abc.ABC):
 
 
 def split_sequences(batch: dict, prompt_len: int, prefix: str = "") -> dict:
-    """``{prefix}input_ids_BT`` etc. (grpojax.data layout) -> prompt_BP / completion_BL NumPy arrays (host
+    """``{prefix}input_ids_BT`` etc. (grpojax.data layout) -> prompt_BQ / completion_BC NumPy arrays (host
     rows; the task puts them on the mesh)."""
     ids, att, loss = (np.asarray(batch[f"{prefix}{k}"])
                       for k in ("input_ids_BT", "attention_mask_BT", "loss_mask_BT"))
-    return {"prompt_BP": ids[:, :prompt_len], "prompt_mask_BP": att[:, :prompt_len],
-            "completion_BL": ids[:, prompt_len:], "completion_mask_BL": loss[:, prompt_len:]}
+    return {"prompt_BQ": ids[:, :prompt_len], "prompt_mask_BQ": att[:, :prompt_len],
+            "completion_BC": ids[:, prompt_len:], "completion_mask_BC": loss[:, prompt_len:]}

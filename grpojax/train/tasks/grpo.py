@@ -97,12 +97,12 @@ class GRPOTask(BaseTask):
         if len(holder["prompts"]) == 1:
             prompts = holder["prompts"][0]
         else:  # dynamic sampling mixed the rounds' groups: each group's prompt as the policy saw it
-            ids, mask = np.asarray(ro.batch["prompt_BP"]), np.asarray(ro.batch["prompt_mask_BP"]).astype(bool)
+            ids, mask = np.asarray(ro.batch["prompt_BQ"]), np.asarray(ro.batch["prompt_mask_BQ"]).astype(bool)
             prompts = [self.tok.decode(ids[i][mask[i]].tolist()) for i in range(0, ids.shape[0], self.G)]
         self._samples = (prompts, ro, np.asarray(ro.batch["advantages_B"], np.float32))  # host copies
         ro = ro._replace(batch=self.placement.full_rows(ro.batch))
         if self.settings.beta > 0:
-            ro.batch["ref_logp_BL"] = self.placement.full_rows(self._ref_logp(*self.ref_arrays(state), ro.batch))
+            ro.batch["ref_logp_BC"] = self.placement.full_rows(self._ref_logp(*self.ref_arrays(state), ro.batch))
         return ro
 
     def steps_per_call(self, step: int, total: int) -> int:
@@ -124,11 +124,11 @@ class GRPOTask(BaseTask):
         rows, batch = [], ro.batch
         for i, rng in enumerate(rngs):
             state, metrics = self._step(state, batch, rng)
-            old_logp = metrics.pop("old_logp_BL", None)
+            old_logp = metrics.pop("old_logp_BC", None)
             if i == 0 and len(rngs) > 1:  # the later updates reuse the first (pre-update) forward's log-probs
                 keep = self.settings.sampler_is_cap is not None  # the IS correction needs the sampler's
-                batch = {k: v for k, v in ro.batch.items() if keep or k != "sampler_logp_BL"}
-                batch["old_logp_BL"] = self.placement.full_rows(old_logp)
+                batch = {k: v for k, v in ro.batch.items() if keep or k != "sampler_logp_BC"}
+                batch["old_logp_BC"] = self.placement.full_rows(old_logp)
             row = drop_absent(host_row(metrics, self.group_names))
             if i > 0:  # the sampler / trainer mismatch is the rollout's, measured before its first update
                 row = {k: v for k, v in row.items() if k not in ("sampler/logp_max_abs_diff",

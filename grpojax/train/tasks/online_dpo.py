@@ -68,13 +68,13 @@ def pair_batch(sampled: dict, best_B: np.ndarray, worst_B: np.ndarray, valid_B: 
     (chosen, rejected) as NumPy; rows that are not ``valid_B`` get all-zero response masks (skipped with
     exactly zero gradient). Host-side on purpose: eager gathers on sharded device arrays are cross-device
     collectives run op by op."""
-    s = {k: np.asarray(sampled[k]) for k in ("prompt_BP", "prompt_mask_BP", "completion_BL", "completion_mask_BL")}
+    s = {k: np.asarray(sampled[k]) for k in ("prompt_BQ", "prompt_mask_BQ", "completion_BC", "completion_mask_BC")}
     base = np.arange(best_B.shape[0]) * G
     c, r = base + best_B, base + worst_B
-    keep_B1 = np.asarray(valid_B, s["completion_mask_BL"].dtype)[:, None]
-    return {"prompt_BP": s["prompt_BP"][base], "prompt_mask_BP": s["prompt_mask_BP"][base],
-            "chosen_BL": s["completion_BL"][c], "chosen_mask_BL": s["completion_mask_BL"][c] * keep_B1,
-            "rejected_BL": s["completion_BL"][r], "rejected_mask_BL": s["completion_mask_BL"][r] * keep_B1}
+    keep_B1 = np.asarray(valid_B, s["completion_mask_BC"].dtype)[:, None]
+    return {"prompt_BQ": s["prompt_BQ"][base], "prompt_mask_BQ": s["prompt_mask_BQ"][base],
+            "chosen_BC": s["completion_BC"][c], "chosen_mask_BC": s["completion_mask_BC"][c] * keep_B1,
+            "rejected_BC": s["completion_BC"][r], "rejected_mask_BC": s["completion_mask_BC"][r] * keep_B1}
 
 
 class OnlineDPOTask(BaseTask):

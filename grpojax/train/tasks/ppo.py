@@ -109,10 +109,10 @@ class PPOTask(BaseTask):
                                                      num_micro=self.num_micro), self.mini)
 
         def evaluate(params, frozen, b):
-            out = policy_and_values(merge_model(graphdef, params, frozen), b["prompt_BP"], b["prompt_mask_BP"],
-                                    b["completion_BL"], b["completion_mask_BL"], temperature=s.temperature,
+            out = policy_and_values(merge_model(graphdef, params, frozen), b["prompt_BQ"], b["prompt_mask_BQ"],
+                                    b["completion_BC"], b["completion_mask_BC"], temperature=s.temperature,
                                     chunk_size=s.logprob_chunk, with_entropy=False)
-            return out.logp_BL, out.values_BL
+            return out.logp_BC, out.values_BC
 
         self._evaluate = jax.jit(traced_on_mesh(evaluate, self.mesh))
         self._targets = jax.jit(functools.partial(rollout_targets, settings=s))
@@ -146,9 +146,9 @@ class PPOTask(BaseTask):
         scores = np.nan_to_num(ro.rewards_N, nan=0.0)
         if p.missing_eos_penalty is not None:
             scores = scores - p.missing_eos_penalty * ro.truncated_N
-        sampled = {k: v for k, v in ro.batch.items() if k not in ("sampler_logp_BL", "advantages_B")}
+        sampled = {k: v for k, v in ro.batch.items() if k not in ("sampler_logp_BC", "advantages_B")}
         b = self.placement.full_rows(sampled)
-        mask = b["completion_mask_BL"]
+        mask = b["completion_mask_BC"]
         logp, values = self.placement.full_rows(self._evaluate(state.params, state.frozen, b))
         if self.use_ref:
             ref_logp = self.placement.full_rows(self._ref_logp(*self.ref_arrays(state), b))
@@ -158,13 +158,13 @@ class PPOTask(BaseTask):
         targets, obj = self._targets(self.placement.full_rows(np.asarray(scores, np.float32)), logp, ref_logp, values,
                                      mask, kl_coef=kl_coef)
         targets = self.placement.full_rows(targets)
-        b.update(old_logp_BL=logp, old_values_BL=values, advantages_BL=targets["advantages_BL"],
-                 returns_BL=targets["returns_BL"])
+        b.update(old_logp_BC=logp, old_values_BC=values, advantages_BC=targets["advantages_BC"],
+                 returns_BC=targets["returns_BC"])
         if self.settings.kl_in_loss:
-            b.update(ref_logp_BL=ref_logp,
+            b.update(ref_logp_BC=ref_logp,
                      kl_coef_B=self.placement.full_rows(np.full((mask.shape[0],), float(kl_coef), np.float32)))
         # on the host: the sampler's log-probs may live on the rollout mesh, the trainer's on the training mesh
-        logp_h, sampler_h, mask_h = to_host((logp, ro.batch["sampler_logp_BL"], mask))
+        logp_h, sampler_h, mask_h = to_host((logp, ro.batch["sampler_logp_BC"], mask))
         diff = np.max(np.abs(logp_h - sampler_h) * mask_h)
         metrics = {**completion_reward_metrics(ro), **host_row(obj), "kl_coef": float(kl_coef),
                    "frac_reward_nan": float(np.isnan(ro.rewards_N).mean()),
@@ -176,7 +176,7 @@ class PPOTask(BaseTask):
     def train_steps(self, state, step, rngs):
         p = self.cfg.ppo
         batch, ro_metrics = self.rollout(state, jax.random.fold_in(rngs[0], 1))
-        N = batch["completion_BL"].shape[0]
+        N = batch["completion_BC"].shape[0]
         shuffle_key = jax.random.fold_in(rngs[0], 2)
         host = to_host(batch)  # mini-batches are cut on the host: an eager gather of sharded rows is a collective
         rows = []

@@ -97,9 +97,9 @@ class PreferenceTask(BaseTask):
         """Collated pairs -> the step's sequence arrays on the mesh (this host's rows when ``local``)."""
         P = self.cfg.data.max_prompt_length
         c, r = split_sequences(raw, P, "chosen_"), split_sequences(raw, P, "rejected_")
-        batch = {"prompt_BP": c["prompt_BP"], "prompt_mask_BP": c["prompt_mask_BP"],
-                 "chosen_BL": c["completion_BL"], "chosen_mask_BL": c["completion_mask_BL"],
-                 "rejected_BL": r["completion_BL"], "rejected_mask_BL": r["completion_mask_BL"],
+        batch = {"prompt_BQ": c["prompt_BQ"], "prompt_mask_BQ": c["prompt_mask_BQ"],
+                 "chosen_BC": c["completion_BC"], "chosen_mask_BC": c["completion_mask_BC"],
+                 "rejected_BC": r["completion_BC"], "rejected_mask_BC": r["completion_mask_BC"],
                  "group_id_B": np.asarray(raw["group_B"], np.int32)}
         return self.placement.global_rows(batch) if local else self.placement.full_rows(batch)
 

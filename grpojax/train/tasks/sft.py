@@ -39,8 +39,8 @@ class SFTTask(BaseTask):
             raw = COLLATE[self.kind](self.tok, self._eval_data[idx], max_prompt_length=d.max_prompt_length,
                                      max_length=d.max_length)
             b = split_sequences(raw, d.max_prompt_length)
-            b["completion_mask_BL"] = b["completion_mask_BL"].copy()
-            b["completion_mask_BL"][real:] = 0
+            b["completion_mask_BC"] = b["completion_mask_BC"].copy()
+            b["completion_mask_BC"][real:] = 0
             s, t = shd.to_host(self._eval_nll(state.params, state.frozen, self.placement.full_rows(b)))
             nll, tokens = nll + float(s), tokens + float(t)
         loss = nll / max(tokens, 1.0)
