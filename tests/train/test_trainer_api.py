@@ -32,6 +32,7 @@ def tiny_checkpoint(tmp_path_factory):
 def test_the_notebook_example_runs_verbatim(tiny_checkpoint, tmp_path, monkeypatch, capsys):
     text = open(os.path.join(ROOT, "docs", "python_api.md")).read()
     (code,) = re.findall(r"```python\n(.*?)```", text, re.S)
+    assert f"```python\n{code}```" in open(os.path.join(ROOT, "README.md")).read()  # the README shows this block
     assert code.startswith(FIRST_LINE + "\n") and len([x for x in code.splitlines() if x.strip()]) <= 14
     monkeypatch.chdir(tmp_path)
     scope = {}
