@@ -265,7 +265,7 @@ def grpo_loss(
     importance_sampling_level: str = "token",
     max_completion_length: int | None = None,
     num_items: Array | float | None = None,
-    token_weights: Array | None = None,
+    token_weights_NT: Array | None = None,
     use_bias_correction_kl: bool = False,
 ) -> tuple[Array, GRPOAux]:
     """Clipped GRPO policy loss with optional KL penalty (DeepSeekMath eq. 3; TRL ``GRPOTrainer``).
@@ -301,7 +301,7 @@ def grpo_loss(
       importance_sampling_level: ``"token"`` or ``"sequence"`` (GSPO).
       max_completion_length: ``L_max`` for ``dr_grpo`` (default T).
       num_items: active tokens of the whole optimizer step for ``dapo`` (default ``Σ mask_NT``).
-      token_weights: optional ``[N, T]`` weights ``w_it`` multiplying every per-token loss ``ℓ_it`` (KL term
+      token_weights_NT: optional ``[N, T]`` weights ``w_it`` multiplying every per-token loss ``ℓ_it`` (KL term
         included) before aggregation, stop-gradiented: e.g. the truncated importance-sampling correction
         ``min(π_old / π_sampler, cap)`` of TRL's ``vllm_importance_sampling_correction``.
       use_bias_correction_kl: multiply each token's KL by the differentiated ratio ρ (above); ``aux.kl`` is
@@ -344,9 +344,9 @@ def grpo_loss(
     pg_NT = -jnp.minimum(capped_NT * adv_N1, clipped_NT * adv_N1)
 
     agg = dict(loss_type=loss_type, max_completion_length=max_completion_length, num_items=num_items)
-    if token_weights is not None:
-        chex.assert_equal_shape([logp_NT, token_weights])
-        w_NT = jax.lax.stop_gradient(jnp.where(active, token_weights.astype(jnp.float32), 0.0))
+    if token_weights_NT is not None:
+        chex.assert_equal_shape([logp_NT, token_weights_NT])
+        w_NT = jax.lax.stop_gradient(jnp.where(active, token_weights_NT.astype(jnp.float32), 0.0))
     else:
         w_NT = None
     weigh = (lambda x: x) if w_NT is None else (lambda x: x * w_NT)  # noqa: E731

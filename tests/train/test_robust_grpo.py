@@ -78,7 +78,7 @@ def test_hand_built_rollout_moves_alpha_to_the_worst_group_and_weights_the_loss(
     logp = _logp(state, b)  # on-policy: ratio 1, the loss is -mean_i(w_i A_i) with the grpo aggregation
     mask = b["completion_mask_BC"].astype(jnp.float32)
     expected, _ = grpo_loss(logp, logp, None, b["advantages_B"], mask, loss_type="grpo",
-                            token_weights=jnp.broadcast_to(jnp.asarray(w, jnp.float32)[:, None], mask.shape))
+                            token_weights_NT=jnp.broadcast_to(jnp.asarray(w, jnp.float32)[:, None], mask.shape))
     np.testing.assert_allclose(float(metrics["loss"]), float(expected), rtol=1e-5, atol=1e-7)
     # a later update on the same rollout (old log-probs given, num_iterations > 1) keeps that rollout's alpha
     again, metrics2 = step(new, {**b, "old_logp_BC": logp}, jax.random.key(1))

@@ -98,7 +98,7 @@ def grpo_step(state: TrainState, batch: dict, rng: jax.Array, *, graphdef, tx,
             epsilon_high=settings.epsilon_high, delta=settings.delta, beta=settings.beta,
             kl_estimator=settings.kl_estimator,
             importance_sampling_level=settings.importance_sampling_level,
-            max_completion_length=settings.max_completion_length, num_items=num_items, token_weights=weights,
+            max_completion_length=settings.max_completion_length, num_items=num_items, token_weights_NT=weights,
             use_bias_correction_kl=settings.use_bias_correction_kl)
         if settings.loss_type != "dapo":
             loss = loss / num_micro
