@@ -20,9 +20,13 @@ class RobustGRPOConfig:
     ``((1 - chi) mu_g + chi alpha_g) / mu_g``."""
 
     group_column: Union[str, None] = None
+    """Prompt-data column naming each prompt's group (null = plain GRPO)."""
     eta_alpha: float = 0.1
+    """Step size of alpha's exponentiated-gradient update on the groups' mean scores."""
     chi: float = 1.0
+    """Trade-off: 1 = weights from alpha alone, 0 = plain GRPO (weights from the group shares mu)."""
     score: str = "reward"
+    """What alpha follows: reward (the aggregated reward) or one aspect / reward function name."""
 
     def __post_init__(self):
         non_negative(self, "eta_alpha")

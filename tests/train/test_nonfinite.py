@@ -102,18 +102,18 @@ class PoisonedSFT(SFTTask):
     def train_steps(self, state, step, rngs):
         if step + 1 not in self.bad_steps:
             return super().train_steps(state, step, rngs)
-        real = self.global_rows
+        real = self.placement.global_rows
 
         def poisoned(local):
             local = dict(local, prompt_BQ=np.asarray(local["prompt_BQ"]).copy())
             local["prompt_BQ"][0, 0] = POISON
             return real(local)
 
-        self.global_rows = poisoned
+        self.placement.global_rows = poisoned
         try:
             return super().train_steps(state, step, rngs)
         finally:
-            self.global_rows = real
+            self.placement.global_rows = real
 
 
 def _poisoned_run(tmp_path, bad_steps, overrides):

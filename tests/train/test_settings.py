@@ -16,7 +16,7 @@ from grpojax.train.steps.preference import PreferenceSettings
 from grpojax.train.steps.settings import from_section
 
 # options that are no config key: derived by the task (or a memory knob with its default)
-DERIVED = {GRPOSettings: {"emit_logp", "logprob_chunk"}, PPOSettings: {"logprob_chunk"},
+DERIVED = {GRPOSettings: {"emit_logp", "logprob_chunk", "group_robust"}, PPOSettings: {"logprob_chunk"},
            PreferenceSettings: {"num_groups", "group_sizes", "plateau_factor", "logprob_chunk"}}
 SECTION = {GRPOSettings: GRPOConfig, PPOSettings: PPOConfig, PreferenceSettings: PreferenceConfig}
 
