@@ -32,6 +32,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from grpojax.models.attention import IMPLEMENTATIONS, attention
 from grpojax.models.config import QwenConfig
 from grpojax.models.kv_cache import layer_kv, write_cache
 from grpojax.models.rope import apply_rope, rope_angles
@@ -39,7 +40,6 @@ from grpojax.sharding.rules import ACTIVATION_AXES, pin
 from grpojax.types import Array
 
 _INIT = nnx.initializers.normal(stddev=0.02)
-_NEG = -0.7 * float(jnp.finfo(jnp.float32).max)
 _X_BTD, _H_BTF = ACTIVATION_AXES["x_BTD"], ACTIVATION_AXES["h_BTF"]
 
 
@@ -117,31 +117,15 @@ class RMSNorm(nnx.Module):
         return normed * w.reshape((1,) * (x.ndim - 1) + w.shape)
 
 
-def attend(q_BTNH: Array, k_BSKH: Array, v_BSKH: Array, mask_BTS: Array) -> Array:
-    """Grouped-query attention ``softmax(q k^T / sqrt(H) + mask) v`` (softmax in float32).
-
-    Query head n reads key/value head ``n // g`` (g = N / K query heads per KV head), as HF ``repeat_kv``.
-    A query whose keys are all masked gets finite (uniform) weights instead of NaN; callers ignore such rows.
-    Shapes: q ``[B, T, N, H]``, k/v ``[B, S, K, H]``, mask ``[B, T, S]`` (bool, True = may attend).
-    Returns ``[B, T, N, H]``.
-    """
-    B, T, N, H = q_BTNH.shape
-    K = k_BSKH.shape[2]
-    chex.assert_equal_shape([k_BSKH, v_BSKH])
-    chex.assert_shape(mask_BTS, (B, T, k_BSKH.shape[1]))
-    q_BTKgH = q_BTNH.reshape(B, T, K, N // K, H)
-    logits_BKgTS = jnp.einsum("BTKGH,BSKH->BKGTS", q_BTKgH, k_BSKH.astype(q_BTNH.dtype),
-                              preferred_element_type=jnp.float32) * (H ** -0.5)
-    logits_BKgTS = jnp.where(mask_BTS[:, None, None, :, :], logits_BKgTS, _NEG)
-    probs_BKgTS = jax.nn.softmax(logits_BKgTS, axis=-1).astype(q_BTNH.dtype)
-    out_BTKgH = jnp.einsum("BKGTS,BSKH->BTKGH", probs_BKgTS, v_BSKH.astype(q_BTNH.dtype))
-    return out_BTKgH.reshape(B, T, N, H)
-
-
 class Attention(nnx.Module):
-    """Self-attention block: q/k/v projections, optional q/k norm, RoPE, GQA, output projection."""
+    """Self-attention block: q/k/v projections, optional q/k norm, RoPE, GQA, output projection.
 
-    def __init__(self, cfg: QwenConfig, *, dtype: Any, param_dtype: Any, keys: KeyStream):
+    ``implementation`` names the attention kernel (:mod:`grpojax.models.attention`); ``mask`` is the
+    ``(q_segment_BT, kv_segment_BS, offset)`` triple that describes the mask there."""
+
+    def __init__(self, cfg: QwenConfig, *, dtype: Any, param_dtype: Any, keys: KeyStream,
+                 implementation: str = "einsum"):
+        self.implementation = implementation
         D, N, K, H = cfg.hidden_size, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
         kw = dict(dtype=dtype, param_dtype=param_dtype, keys=keys)
         self.q = Dense("BTD,DNH->BTNH", (D,), (N, H), ("embed", "q_heads", "head_dim"), bias=cfg.qkv_bias, **kw)
@@ -155,7 +139,7 @@ class Attention(nnx.Module):
             self.q_norm = nnx.data(None)
             self.k_norm = nnx.data(None)
 
-    def __call__(self, x_BTD: Array, cos_BTJ: Array, sin_BTJ: Array, mask_BTS: Array,
+    def __call__(self, x_BTD: Array, cos_BTJ: Array, sin_BTJ: Array, mask: tuple,
                  layer_cache: dict | None = None, cache_pos: Array | None = None):
         q_BTNH = pin(self.q(x_BTD), ACTIVATION_AXES["q_BTNH"])
         k_BTKH = pin(self.k(x_BTD), ACTIVATION_AXES["k_BTKH"])
@@ -164,11 +148,14 @@ class Attention(nnx.Module):
             q_BTNH, k_BTKH = self.q_norm(q_BTNH), self.k_norm(k_BTKH)
         q_BTNH = apply_rope(q_BTNH, cos_BTJ, sin_BTJ)
         k_BTKH = apply_rope(k_BTKH, cos_BTJ, sin_BTJ)
+        q_segment_BT, kv_segment_BS, offset = mask
         if layer_cache is None:
-            out_BTNH = attend(q_BTNH, k_BTKH, v_BTKH, mask_BTS)
+            k_BSKH, v_BSKH = k_BTKH, v_BTKH
         else:
             layer_cache = write_cache(layer_cache, k_BTKH, v_BTKH, cache_pos)
-            out_BTNH = attend(q_BTNH, *layer_kv(layer_cache), mask_BTS)
+            k_BSKH, v_BSKH = layer_kv(layer_cache)
+        out_BTNH = attention(q_BTNH, k_BSKH, v_BSKH, q_segment_BT, kv_segment_BS, offset=offset,
+                             implementation=self.implementation)
         return self.o(out_BTNH), layer_cache
 
 
@@ -190,15 +177,16 @@ class MLP(nnx.Module):
 class Block(nnx.Module):
     """Pre-norm decoder layer: ``h = x + attn(norm(x)); y = h + mlp(norm(h))``."""
 
-    def __init__(self, cfg: QwenConfig, *, dtype: Any, param_dtype: Any, keys: KeyStream):
+    def __init__(self, cfg: QwenConfig, *, dtype: Any, param_dtype: Any, keys: KeyStream,
+                 attention: str = "einsum"):
         kw = dict(dtype=dtype, param_dtype=param_dtype, keys=keys)
         self.attn_norm = RMSNorm(cfg.hidden_size, "embed", eps=cfg.rms_norm_eps, **kw)
-        self.attn = Attention(cfg, **kw)
+        self.attn = Attention(cfg, implementation=attention, **kw)
         self.mlp_norm = RMSNorm(cfg.hidden_size, "embed", eps=cfg.rms_norm_eps, **kw)
         self.mlp = MLP(cfg, **kw)
 
-    def __call__(self, x_BTD, cos_BTJ, sin_BTJ, mask_BTS, layer_cache=None, cache_pos=None):
-        attn_BTD, layer_cache = self.attn(self.attn_norm(x_BTD), cos_BTJ, sin_BTJ, mask_BTS,
+    def __call__(self, x_BTD, cos_BTJ, sin_BTJ, mask, layer_cache=None, cache_pos=None):
+        attn_BTD, layer_cache = self.attn(self.attn_norm(x_BTD), cos_BTJ, sin_BTJ, mask,
                                           layer_cache, cache_pos)
         h_BTD = pin(x_BTD + attn_BTD, _X_BTD)
         return pin(h_BTD + self.mlp(self.mlp_norm(h_BTD)), _X_BTD), layer_cache
@@ -228,8 +216,8 @@ def stack_layers(modules: Sequence[nnx.Module]) -> nnx.Module:
     return stacked
 
 
-def _call_block(layer, x_BTD, cos_BTJ, sin_BTJ, mask_BTS, layer_cache, cache_pos):
-    return layer(x_BTD, cos_BTJ, sin_BTJ, mask_BTS, layer_cache, cache_pos)
+def _call_block(layer, x_BTD, cos_BTJ, sin_BTJ, mask, layer_cache, cache_pos):
+    return layer(x_BTD, cos_BTJ, sin_BTJ, mask, layer_cache, cache_pos)
 
 
 def _remat_block(policy):
@@ -238,10 +226,10 @@ def _remat_block(policy):
     ``jax.grad``: "Cannot mutate Param from a different trace level".) A training block mutates nothing,
     so nothing is written back."""
 
-    def call(layer, x_BTD, cos_BTJ, sin_BTJ, mask_BTS, layer_cache, cache_pos):
+    def call(layer, x_BTD, cos_BTJ, sin_BTJ, mask, layer_cache, cache_pos):
         graphdef, state = nnx.split(layer)
         pure = lambda st, *a: _call_block(nnx.merge(graphdef, st), *a)  # noqa: E731
-        return jax.checkpoint(pure, policy=policy)(state, x_BTD, cos_BTJ, sin_BTJ, mask_BTS, layer_cache,
+        return jax.checkpoint(pure, policy=policy)(state, x_BTD, cos_BTJ, sin_BTJ, mask, layer_cache,
                                                    cache_pos)
 
     return call
@@ -250,11 +238,13 @@ def _remat_block(policy):
 class Qwen(nnx.Module):
     """A dense Qwen2 / Qwen2.5 / Qwen3 decoder.
 
-    ``model(tokens_BT, positions_BT=None, *, attn_mask_BT=None, cache=None, cache_pos=None,
-    return_hidden=False)``:
+    ``model(tokens_BT, positions_BT=None, *, attn_mask_BT=None, segment_ids_BT=None, cache=None,
+    cache_pos=None, return_hidden=False)``:
 
     * no cache: causal attention over the T tokens; ``attn_mask_BT`` (bool, True = real token) masks
       padded keys; ``positions_BT`` defaults to ``arange(T)`` per row. Returns float32 logits ``[B, T, V]``.
+      ``segment_ids_BT`` (int, instead of ``attn_mask_BT``) packs several examples in a row: a token reads
+      only earlier tokens of its own segment, 0 = padding (pass their restarting ``positions_BT``).
     * with ``cache`` (from :func:`init_cache`, S slots) and scalar ``cache_pos``: the new keys/values go
       to slots ``[cache_pos, cache_pos + T)``; query t attends to slot s iff ``s <= cache_pos + t`` and
       ``attn_mask_BT[b, s]`` (then of length S). ``positions_BT`` defaults to ``cache_pos + arange(T)``.
@@ -264,6 +254,7 @@ class Qwen(nnx.Module):
 
     ``with_lm_head=False`` drops an untied LM head (reward-model backbones). ``remat`` ("none", "block",
     "full"; see ``REMAT_POLICIES``) checkpoints every block of a cache-free forward (training).
+    ``attention`` names the attention implementation (:data:`grpojax.models.attention.IMPLEMENTATIONS`).
 
     ``config.scan_layers`` picks the layout of the decoder layers: ``layers`` is an ``nnx.List`` of L
     :class:`Block` (``model.layers[i].attn.q.w: [D, N, H]``) run by a Python loop, or ONE Block whose
@@ -273,17 +264,21 @@ class Qwen(nnx.Module):
     """
 
     def __init__(self, config: QwenConfig, *, dtype: Any = jnp.float32, param_dtype: Any = jnp.float32,
-                 rngs: nnx.Rngs | None = None, with_lm_head: bool = True, remat: str = "none"):
+                 rngs: nnx.Rngs | None = None, with_lm_head: bool = True, remat: str = "none",
+                 attention: str = "einsum"):
         keys = KeyStream(nnx.Rngs(0) if rngs is None else rngs)
         if remat not in REMAT_POLICIES:
             raise ValueError(f"Qwen: remat={remat!r}; valid: {', '.join(REMAT_POLICIES)}")
+        if attention not in IMPLEMENTATIONS:
+            raise ValueError(f"Qwen: attention={attention!r}; valid: {', '.join(IMPLEMENTATIONS)}")
+        self.attention = attention
         self.config = config
         self.dtype = dtype
         self.remat = remat
         kw = dict(dtype=dtype, param_dtype=param_dtype, keys=keys)
         self.embed = _param(_INIT, keys, (config.vocab_size, config.hidden_size), ("vocab", "embed"),
                             param_dtype)
-        blocks = [Block(config, **kw) for _ in range(config.num_layers)]
+        blocks = [Block(config, attention=attention, **kw) for _ in range(config.num_layers)]
         # scan_layers: one Block whose parameters are [L, ...] (see QwenConfig.scan_layers)
         self.layers = stack_layers(blocks) if config.scan_layers else nnx.List(blocks)
         self.final_norm = RMSNorm(config.hidden_size, "embed", eps=config.rms_norm_eps, **kw)
@@ -330,8 +325,8 @@ class Qwen(nnx.Module):
         return jax.lax.optimization_barrier(z_VN).T.reshape(*lead, table.shape[0])
 
     def __call__(self, tokens_BT: Array, positions_BT: Array | None = None, *,
-                 attn_mask_BT: Array | None = None, cache: list | None = None,
-                 cache_pos: Array | None = None, return_hidden: bool = False):
+                 attn_mask_BT: Array | None = None, segment_ids_BT: Array | None = None,
+                 cache: list | None = None, cache_pos: Array | None = None, return_hidden: bool = False):
         chex.assert_rank(tokens_BT, 2)
         B, T = tokens_BT.shape
         steps_T = jnp.arange(T, dtype=jnp.int32)
@@ -339,10 +334,12 @@ class Qwen(nnx.Module):
             S = T
             if positions_BT is None:
                 positions_BT = jnp.broadcast_to(steps_T[None, :], (B, T))
-            allowed_TS = steps_T[None, :] <= steps_T[:, None]
+            offset = 0
         else:
             if cache_pos is None:
                 raise ValueError("Qwen: cache_pos is required when a cache is given")
+            if segment_ids_BT is not None:
+                raise ValueError("Qwen: segment_ids_BT (packed rows) is for cache-free forwards only")
             stacked = isinstance(cache, dict)
             n = cache["k"].shape[0] if stacked else len(cache)
             if stacked != self.config.scan_layers or n != self.config.num_layers:
@@ -353,21 +350,31 @@ class Qwen(nnx.Module):
             cache_pos = jnp.asarray(cache_pos, jnp.int32)
             if positions_BT is None:
                 positions_BT = jnp.broadcast_to(cache_pos + steps_T[None, :], (B, T))
-            allowed_TS = jnp.arange(S, dtype=jnp.int32)[None, :] <= cache_pos + steps_T[:, None]
+            offset = cache_pos
         chex.assert_shape(positions_BT, (B, T))
-        mask_BTS = jnp.broadcast_to(allowed_TS[None], (B, T, S))
-        if attn_mask_BT is not None:
+        if segment_ids_BT is not None:
+            if attn_mask_BT is not None:
+                raise ValueError("Qwen: pass segment_ids_BT or attn_mask_BT, not both")
+            chex.assert_shape(segment_ids_BT, (B, T))
+            kv_segment_BS = segment_ids_BT.astype(jnp.int32)
+        elif attn_mask_BT is not None:
             if attn_mask_BT.shape != (B, S):
                 raise ValueError(f"Qwen: attn_mask_BT has shape {attn_mask_BT.shape}, expected {(B, S)} "
                                  "(token length without a cache, cache length S with one)")
-            mask_BTS = mask_BTS & attn_mask_BT.astype(bool)[:, None, :]
+            kv_segment_BS = attn_mask_BT.astype(bool).astype(jnp.int32)
+        else:
+            kv_segment_BS = jnp.ones((B, S), jnp.int32)
+        # the new tokens sit at key slots [offset, offset + T): their segments are those slots'
+        q_segment_BT = (kv_segment_BS if cache is None
+                        else jax.lax.dynamic_slice_in_dim(kv_segment_BS, offset, T, axis=1))
+        mask = (q_segment_BT, kv_segment_BS, offset)
 
         cos_BTJ, sin_BTJ = rope_angles(positions_BT, self.config.head_dim, self.config.rope_theta)
         x_BTD = pin(jnp.take(self.embed[...], tokens_BT, axis=0).astype(self.dtype), _X_BTD)
         call = _call_block
         if self.remat != "none" and cache is None:
             call = _remat_block(REMAT_POLICIES[self.remat])
-        args = (cos_BTJ, sin_BTJ, mask_BTS)
+        args = (cos_BTJ, sin_BTJ, mask)
         if self.config.scan_layers:
             x_BTD, new_cache = self._scan_layers(call, x_BTD, args, cache, cache_pos)
         else:
