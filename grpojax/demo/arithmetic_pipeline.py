@@ -119,14 +119,8 @@ def run_arithmetic(out: str = "runs/arithmetic", seed: int = 0, overwrite: bool 
     os.makedirs(out, exist_ok=True)
     use_compilation_cache(os.environ.get("JAX_COMPILATION_CACHE_DIR") or os.path.join(out, "xla_cache"),
                           min_compile_seconds=0.2)
-    seconds = {}
-
-    def timed(name, fn):
-        _log(f"stage {name} ...")
-        t = time.perf_counter()
-        result = fn()
-        seconds[name] = round(time.perf_counter() - t, 1)
-        return result
+    timed = S.StageTimer(_log)
+    seconds = timed.seconds
 
     manifest_path = os.path.join(out, "world", "world.json")
     if os.path.isfile(manifest_path):

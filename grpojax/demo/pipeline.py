@@ -123,15 +123,8 @@ def run_pipeline(out: str = "runs/demo", seed: int = 0, quick: bool = False, ove
     # every stage's compiled programs persist: a resumed or repeated run (and a stage compiling a program
     # an earlier one did) loads them instead of compiling (the tiny models' steps take seconds to compile)
     use_compilation_cache(cache_dir(out), min_compile_seconds=0.2)
-    seconds = {}
-
-    def timed(name, fn):
-        _log(f"stage {name} ...")
-        t = time.perf_counter()
-        result = fn()
-        seconds[name] = round(time.perf_counter() - t, 1)
-        _log(f"stage {name} done in {seconds[name]:.1f} s")
-        return result
+    timed = S.StageTimer(_log)
+    seconds = timed.seconds
 
     world = timed("world", lambda: world_at(out, seed))
     with open(world["world"], encoding="utf-8") as f:

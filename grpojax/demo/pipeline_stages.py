@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import time
 
 import numpy as np
 
@@ -28,6 +29,23 @@ DONE = "stage_done.json"
 
 
 # ------------------------------------------------------------------------------------------- data files
+class StageTimer:
+    """``timed(name, fn)`` runs ``fn()`` as the stage ``name``: logs its start and end through ``log`` and
+    records its wall seconds (one decimal) in ``timed.seconds[name]``; returns ``fn()``'s result."""
+
+    def __init__(self, log):
+        self.log = log
+        self.seconds: dict[str, float] = {}
+
+    def __call__(self, name: str, fn):
+        self.log(f"stage {name} ...")
+        t = time.perf_counter()
+        result = fn()
+        self.seconds[name] = round(time.perf_counter() - t, 1)
+        self.log(f"stage {name} done in {self.seconds[name]:.1f} s")
+        return result
+
+
 def prepare_data(world: dict[str, str], data_dir: str) -> dict[str, str]:
     """The world's JSONL files in the library's column layout, written under ``data_dir``.
 
