@@ -57,9 +57,8 @@ def run(argv, prog: str = "evaluate.py"):
         state, step = restored.state, restored.step
     if cfg.kind != "dpo":  # prompts: sampled and scored by the method's own reward
         data = load_from_config(cfg.data, "grpo", split=cfg.data.eval_split or "validation")
-        columns = {k: data[k] for k in data.column_names if k != "prompt"}  # for GRPO's reward functions
-        result = task.evaluate(state, list(data["prompt"]), seed=cfg.train.seed,
-                               **({"columns": columns} if cfg.kind == "grpo" else {}))
+        columns = {k: data[k] for k in data.column_names if k != "prompt"}  # for the reward functions
+        result = task.evaluate(state, list(data["prompt"]), seed=cfg.train.seed, columns=columns)
     else:
         result = task.evaluate(state)
     result = {"run_dir": cfg.run_dir, "step": step, **result}

@@ -7,10 +7,11 @@ import os
 import sys
 
 import numpy as np
+import pytest
 
 from grpojax.config import load_config
 from grpojax.train.runner import run
-from grpojax.train.tasks import GRPOTask
+from grpojax.train.tasks import GRPOTask, OnlineDPOTask, PPOTask
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # pytest runs with --import-mode=importlib
 from test_runner import _metrics, _repo_root  # noqa: F401 (autouse fixture)
@@ -57,3 +58,29 @@ def test_user_reward_file_gets_the_answer_column_and_is_logged(tmp_path):
     for r in rows:
         assert 0.0 <= r["rewards/parity_matches/mean"] <= 1.0 and np.isfinite(r["loss"])
     assert 0.0 <= rows[1]["eval/rewards/parity_matches/mean"] <= 1.0
+
+
+@pytest.mark.parametrize("kind", ["ppo", "online_dpo"])
+def test_ppo_and_online_dpo_reward_functions_get_the_data_columns(tmp_path, kind):
+    """PPO's and online DPO's rollouts (and their held-out evaluation) hand the data's other columns to the
+    reward functions as GRPO's do: ``answer`` aligned with every completion's prompt."""
+    user = tmp_path / "user"
+    user.mkdir()
+    (user / "my_reward.py").write_text(REWARD_FILE)
+    with open("configs/data/tiny_prompts.jsonl") as f:
+        prompts = [json.loads(line)["prompt"] for line in f][:8]
+    answers = {p: str(i) for i, p in enumerate(prompts)}
+    data = tmp_path / "qa.jsonl"
+    data.write_text("".join(json.dumps({"prompt": p, "answer": answers[p]}) + "\n" for p in prompts))
+    extra = (["ppo.ppo_epochs=1", "ppo.num_mini_batches=1", "train.batch_size=8"] if kind == "ppo"
+             else ["train.batch_size=8", "online_dpo.num_generations=2"])
+    cfg = load_config(f"configs/tiny_{kind}.yaml", [
+        "train.steps=1", "train.eval_every=1", f"data.path={data}", f"data.eval_path={data}",
+        f"run_dir={tmp_path / 'run'}", f"{kind}.reward_funcs=[{user / 'my_reward.py'}:parity_matches]",
+        f"{kind}.max_completion_length=4", "train.save_every=100", "mesh.data=1", *extra])
+    run(cfg, {"ppo": PPOTask, "online_dpo": OnlineDPOTask}[kind](cfg))
+    calls = [json.loads(line) for line in (user / "calls.jsonl").read_text().splitlines()]
+    assert len(calls) >= 2  # the rollout, then the held-out evaluation
+    for c in calls:
+        assert c["answer"] == [answers[p] for p in c["prompts"]] and c["n"] == len(c["prompts"])
+    assert 0.0 <= _metrics(tmp_path / "run")[-1]["eval/rewards/parity_matches/mean"] <= 1.0

@@ -195,7 +195,7 @@ class BaseTask(abc.ABC):
         rollout kinds (GRPO, PPO, online DPO read prompt data, ``kind == "grpo"``), pairs for SFT."""
         d = self.cfg.data
         data = load_from_config(d, self.kind, split=d.eval_split or "validation")
-        if self.kind == "grpo":  # the other columns reach the reward functions (GRPOTask.periodic_eval)
+        if self.kind == "grpo":  # the other columns reach the reward functions (periodic_eval)
             self._eval_columns = {k: data[k] for k in data.column_names if k != "prompt"}
             return list(data["prompt"])
         return data
@@ -203,8 +203,9 @@ class BaseTask(abc.ABC):
     def periodic_eval(self, state) -> dict:
         """Rollout kinds: the policy's mean reward and per-aspect scores on the held-out prompts
         (:meth:`evaluate`, seeded by ``train.seed`` as ``scripts/evaluate.py`` is): ``eval/reward``,
-        ``eval/rewards/<name>/mean``, ``eval/completions/mean_length``, ``eval/num_prompts``."""
-        return self.evaluate(state, self._eval_data, seed=self.cfg.train.seed)
+        ``eval/rewards/<name>/mean``, ``eval/completions/mean_length``, ``eval/num_prompts``; the held-out
+        prompts' other columns reach the reward functions."""
+        return self.evaluate(state, self._eval_data, seed=self.cfg.train.seed, columns=self._eval_columns)
 
     def model_of(self, state):
         return merge_model(self.graphdef, state.params, state.frozen)

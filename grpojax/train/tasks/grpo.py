@@ -144,7 +144,3 @@ class GRPOTask(BaseTask):
         return self.evaluate_policy(state, prompts, self.cfg.grpo, self.scorer,
                                     batch_prompts=batch_prompts, seed=seed, columns=columns)
 
-    def periodic_eval(self, state) -> dict:
-        """:meth:`BaseTask.periodic_eval` with the held-out prompts' other columns for the reward functions."""
-        return self.evaluate(state, self._eval_data, seed=self.cfg.train.seed, columns=self._eval_columns)
-

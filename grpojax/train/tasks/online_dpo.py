@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from grpojax.losses.dpo import dpo_loss
-from grpojax.rollout import completion_reward_metrics
+from grpojax.rollout import completion_reward_metrics, text_rewards
 from grpojax.rollout.records import completion_records
 from grpojax.rollout.scoring import Scorer
 from grpojax.sharding import to_host
@@ -87,6 +87,7 @@ class OnlineDPOTask(BaseTask):
         self.prompts = cfg.train.batch_size // self.G
         self.placement.check_rows(self.prompts, "train.batch_size / online_dpo.num_generations")
         self.scorer = Scorer(cfg, self.tok, reward_model_scorer, mesh=self.mesh)
+        text_rewards.check_columns(self.scorer.funcs, self.dataset.column_names, cfg.data.path or cfg.data.format)
         self.settings = from_section(PreferenceSettings, pc, num_groups=1)
         mb = cfg.train.micro_batch_size
         self.num_micro = 1 if mb is None else self.prompts // mb
@@ -120,9 +121,10 @@ class OnlineDPOTask(BaseTask):
 
     def make_batch(self, state, rng):
         """Sample, score, pair; returns ``(batch, valid_B, host metrics)``."""
-        prompts = self.next_prompts()
+        rows = self.next_rows()
+        prompts = list(rows["prompt"])
         _, ro = self.sample_prompts(self.model_of(state), prompts, rng, self.cfg.online_dpo,
-                                    self.scorer)
+                                    self.scorer, columns=rows)
         rewards_BG = ro.rewards_N.reshape(self.prompts, self.G)
         best, worst, valid = best_worst_pairs(rewards_BG)
         self._samples = (prompts, ro, best, worst, valid)
@@ -148,8 +150,9 @@ class OnlineDPOTask(BaseTask):
         row["pairs/loss"] = (B * row["loss"] - (B - n) * c) / n if n else float("nan")
         return state, [{**ro_metrics, **row}]
 
-    def evaluate(self, state, prompts: list, *, batch_prompts: int | None = None, seed: int = 0) -> dict:
+    def evaluate(self, state, prompts: list, *, batch_prompts: int | None = None, seed: int = 0,
+                 columns: dict | None = None) -> dict:
         """Mean reward and per-aspect scores of the policy on held-out ``prompts`` with the ``online_dpo``
         section's sampling and reward, as GRPO's evaluation (:meth:`BaseTask.evaluate_policy`)."""
         return self.evaluate_policy(state, prompts, self.cfg.online_dpo, self.scorer,
-                                    batch_prompts=batch_prompts, seed=seed)
+                                    batch_prompts=batch_prompts, seed=seed, columns=columns)

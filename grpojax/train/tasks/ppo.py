@@ -30,7 +30,7 @@ from flax import nnx
 from grpojax.cli import UserError
 from grpojax.losses.ppo_rollout import adaptive_kl_controller, fixed_kl_controller
 from grpojax.models.value_head import ActorCritic, ValueHead
-from grpojax.rollout import completion_reward_metrics
+from grpojax.rollout import completion_reward_metrics, text_rewards
 from grpojax.rollout.records import completion_records
 from grpojax.rollout.scoring import Scorer
 from grpojax.sharding import to_host, traced_on_mesh
@@ -51,6 +51,7 @@ class PPOTask(BaseTask):
         p = cfg.ppo
         self.G = p.num_generations
         self.scorer = Scorer(cfg, self.tok, reward_model_scorer, mesh=self.mesh)
+        text_rewards.check_columns(self.scorer.funcs, self.dataset.column_names, cfg.data.path or cfg.data.format)
         self.settings = from_section(PPOSettings, p)
         self.controller = (adaptive_kl_controller(p.kl_coef, target=p.kl_target, horizon=p.kl_horizon)
                            if p.adaptive_kl else fixed_kl_controller(p.kl_coef))
@@ -140,8 +141,9 @@ class PPOTask(BaseTask):
     def rollout(self, state, rng):
         """One scored rollout with every PPO target; returns ``(batch, metrics)``."""
         p = self.cfg.ppo
-        prompts = self.next_prompts()
-        _, ro = self.sample_prompts(self.model_of(state), prompts, rng, p, self.scorer)
+        rows = self.next_rows()
+        prompts = list(rows["prompt"])
+        _, ro = self.sample_prompts(self.model_of(state), prompts, rng, p, self.scorer, columns=rows)
         self._samples = (prompts, ro)
         scores = np.nan_to_num(ro.rewards_N, nan=0.0)
         if p.missing_eos_penalty is not None:
@@ -188,11 +190,12 @@ class PPOTask(BaseTask):
             rows.append({**ro_metrics, **host_row(metrics), "ppo/epoch": float(epoch)})
         return state, rows
 
-    def evaluate(self, state, prompts: list, *, batch_prompts: int | None = None, seed: int = 0) -> dict:
+    def evaluate(self, state, prompts: list, *, batch_prompts: int | None = None, seed: int = 0,
+                 columns: dict | None = None) -> dict:
         """Mean reward and per-aspect scores of the policy on held-out ``prompts`` with the ``ppo``
         section's sampling and reward, as GRPO's evaluation (:meth:`BaseTask.evaluate_policy`)."""
         return self.evaluate_policy(state, prompts, self.cfg.ppo, self.scorer,
-                                    batch_prompts=batch_prompts, seed=seed)
+                                    batch_prompts=batch_prompts, seed=seed, columns=columns)
 
     def position(self) -> dict:
         return {**super().position(), "kl_coef": float(self.kl_state.kl_coef)}
