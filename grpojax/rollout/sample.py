@@ -45,6 +45,7 @@ class Rollout(NamedTuple):
                                 # sampler_logp_BC, advantages_B  (B = prompts x G rows)
     metrics: dict               # host floats
     completions: list           # decoded completion texts, prompt-major
+    prompts: list               # each completion's prompt as given (text or conversation), G copies each
     scores_NR: np.ndarray       # aspect scores, N = prompts x G
     rewards_N: np.ndarray       # aggregated reward per completion (NaN = no applicable aspect)
     truncated_N: np.ndarray     # bool: hit the length limit without EOS
@@ -146,7 +147,7 @@ def sample_and_score(model, prompt_ids_BQ, prompt_mask_BQ, prompts: Sequence[str
                "completions/min_length": float(lengths.min()),
                "completions/clipped_ratio": float(truncated.mean())}
     metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
-    return Rollout(batch=batch, metrics=metrics, completions=texts, scores_NR=scores_NR,
+    return Rollout(batch=batch, metrics=metrics, completions=texts, prompts=prompts_N, scores_NR=scores_NR,
                    rewards_N=np.asarray(rewards_BG, np.float32).reshape(-1), truncated_N=np.asarray(truncated))
 
 

@@ -23,6 +23,7 @@ def _rounds(*informative):
         ids = np.array([100 * r + i for i in range(len(good) * G)])
         ro = Rollout(batch={"advantages_B": adv, "row_id": ids, "completion_BC": np.stack([ids, ids], 1)},
                      metrics={"reward": float(r)}, completions=[f"c{i}" for i in ids],
+                     prompts=[f"p{i // G}" for i in ids],
                      scores_NR=ids[:, None].astype(np.float32), rewards_N=ids.astype(np.float32),
                      truncated_N=ids % 3 == 0)
         made.append(ro)
@@ -42,6 +43,7 @@ def test_zero_spread_groups_are_replaced_from_later_rounds():
     np.testing.assert_array_equal(ro.batch["row_id"], [0, 1, 4, 5, 102, 103, 104, 105])
     np.testing.assert_array_equal(ro.batch["completion_BC"][:, 0], ro.batch["row_id"])
     assert ro.completions == [f"c{i}" for i in ro.batch["row_id"]]
+    assert ro.prompts == [f"p{i // G}" for i in ro.batch["row_id"]]  # each row keeps its own prompt
     np.testing.assert_array_equal(ro.scores_NR[:, 0], ro.batch["row_id"])
     np.testing.assert_array_equal(ro.rewards_N, ro.batch["row_id"])
     np.testing.assert_array_equal(ro.truncated_N, ro.batch["row_id"] % 3 == 0)

@@ -58,6 +58,10 @@ def test_user_reward_file_gets_the_answer_column_and_is_logged(tmp_path):
     for r in rows:
         assert 0.0 <= r["rewards/parity_matches/mean"] <= 1.0 and np.isfinite(r["loss"])
     assert 0.0 <= rows[1]["eval/rewards/parity_matches/mean"] <= 1.0
+    # completions.jsonl names each group's prompt as the data gave it, also when dynamic sampling mixed rounds
+    assert max(rounds) > 1
+    records = [json.loads(line) for line in (tmp_path / "run" / "completions.jsonl").read_text().splitlines()]
+    assert records and all(r["prompt"] in answers for r in records)
 
 
 @pytest.mark.parametrize("kind", ["ppo", "online_dpo"])

@@ -78,7 +78,6 @@ class GRPOTask(BaseTask):
 
         def sample_round(round_rng):
             rows = self.next_rows()
-            holder.setdefault("prompts", []).append(list(rows["prompt"]))
             holder["model"], ro = self.sample_prompts(holder["model"], list(rows["prompt"]), round_rng, g, self.scorer,
                                                       columns=rows, scale_rewards=g.scale_rewards,
                                                       mask_truncated_completions=g.mask_truncated_completions)
@@ -94,11 +93,7 @@ class GRPOTask(BaseTask):
                                 g.dynamic_sampling_max_rounds)
         else:
             ro = sample_round(rng)
-        if len(holder["prompts"]) == 1:
-            prompts = holder["prompts"][0]
-        else:  # dynamic sampling mixed the rounds' groups: each group's prompt as the policy saw it
-            ids, mask = np.asarray(ro.batch["prompt_BQ"]), np.asarray(ro.batch["prompt_mask_BQ"]).astype(bool)
-            prompts = [self.tok.decode(ids[i][mask[i]].tolist()) for i in range(0, ids.shape[0], self.G)]
+        prompts = ro.prompts[::self.G]  # each group's prompt (dynamic sampling mixes the rounds' groups)
         self._samples = (prompts, ro, np.asarray(ro.batch["advantages_B"], np.float32))  # host copies
         ro = ro._replace(batch=self.placement.full_rows(ro.batch))
         if self.settings.beta > 0:
