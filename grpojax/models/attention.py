@@ -25,9 +25,10 @@ import chex
 import jax
 import jax.numpy as jnp
 
+from grpojax.models.attention_blockwise import attend_blockwise
 from grpojax.types import Array
 
-IMPLEMENTATIONS = ("einsum",)  # the names ``Qwen(attention=...)`` / ``model.attention`` accept
+IMPLEMENTATIONS = ("einsum", "blockwise")  # the names ``Qwen(attention=...)`` / ``model.attention`` accept
 _NEG = -0.7 * float(jnp.finfo(jnp.float32).max)
 
 
@@ -69,4 +70,6 @@ def attention(q_BTNH: Array, k_BSKH: Array, v_BSKH: Array, q_segment_BT: Array, 
         raise ValueError(f"attention: {N} query heads are not a multiple of {k_BSKH.shape[2]} key/value heads")
     if implementation == "einsum":
         return attend_einsum(q_BTNH, k_BSKH, v_BSKH, q_segment_BT, kv_segment_BS, offset)
+    if implementation == "blockwise":
+        return attend_blockwise(q_BTNH, k_BSKH, v_BSKH, q_segment_BT, kv_segment_BS, offset)
     raise ValueError(f"attention: implementation={implementation!r}; valid: {', '.join(IMPLEMENTATIONS)}")
