@@ -78,19 +78,19 @@ def _forward(q_BTKgH, k_BSKH, v_BSKH, qseg_BT, kseg_BS, offset, bq, bk):
         q_i, seg_i = _slice(q_BTKgH, i, bq), _slice(qseg_BT, i, bq)
 
         def body(j, carry):
-            m, l, acc = carry
+            m, denom, acc = carry
             s = _scores(q_i, _slice(k_BSKH, j, bk), seg_i, _slice(kseg_BS, j, bk), i, j, bq, bk, offset)
             m_new = jnp.maximum(m, s.max(-1))
             p = jnp.exp(s - m_new[..., None])
             corr = jnp.exp(m - m_new)
             pv = jnp.einsum("BKGTS,BSKH->BKGTH", p.astype(v_BSKH.dtype), _slice(v_BSKH, j, bk),
                             preferred_element_type=jnp.float32)
-            return m_new, l * corr + p.sum(-1), acc * corr[..., None] + pv
+            return m_new, denom * corr + p.sum(-1), acc * corr[..., None] + pv
 
         init = (jnp.full((B, K, g, bq), _NEG, jnp.float32), jnp.zeros((B, K, g, bq), jnp.float32),
                 jnp.zeros((B, K, g, bq, H), jnp.float32))
-        m, l, acc = jax.lax.fori_loop(0, _hi(i, bq, bk, nk, offset), body, init)
-        return acc / l[..., None], m + jnp.log(l)
+        m, denom, acc = jax.lax.fori_loop(0, _hi(i, bq, bk, nk, offset), body, init)
+        return acc / denom[..., None], m + jnp.log(denom)
 
     out_nBKgbH, lse_nBKgb = jax.lax.map(q_block, jnp.arange(nq, dtype=jnp.int32))
     out = jnp.moveaxis(out_nBKgbH, 0, 3).reshape(B, K, g, T, H).transpose(0, 3, 1, 2, 4)
