@@ -40,13 +40,14 @@ import jax
 import jax.numpy as jnp
 
 from grpojax.models import attention_cudnn
-from grpojax.models.attention_blockwise import attend_blockwise
+from grpojax.models.attention_blockwise import attend_blockwise, backend, target_backend  # noqa: F401
 from grpojax.models.attention_splash import attend_splash
 from grpojax.types import Array
 
 # the names ``Qwen(attention=...)`` / ``model.attention`` accept (docs/attention.md)
 IMPLEMENTATIONS = ("auto", "einsum", "blockwise", "cudnn", "splash")
 AUTO_CPU_EINSUM_MAX_KEYS = 1024  # auto on CPU: einsum up to this many keys, blockwise above
+AUTO_EINSUM_MAX_QUERIES = 16  # auto on any backend: einsum for this few queries (decode steps)
 _NEG = -0.7 * float(jnp.finfo(jnp.float32).max)
 
 
@@ -97,33 +98,38 @@ def attention(q_BTNH: Array, k_BSKH: Array, v_BSKH: Array, q_segment_BT: Array, 
     return attend_splash(*args)
 
 
-def check_backend(implementation: str, backend: str | None = None) -> str | None:
-    """None when ``implementation`` can run on ``backend`` (default: jax's), else why not (one line)."""
+def check_backend(implementation: str, platform: str | None = None) -> str | None:
+    """None when ``implementation`` can run on ``platform`` (default: :func:`backend`), else why not."""
     if implementation not in IMPLEMENTATIONS:
         return f"attention={implementation!r}; valid: {', '.join(IMPLEMENTATIONS)}"
-    backend = backend or jax.default_backend()
-    if implementation == "cudnn" and backend not in ("gpu", "cuda"):
-        return f"attention=cudnn needs a CUDA GPU (the jax backend is {backend}); use auto or blockwise"
+    platform = platform or backend()
+    if implementation == "cudnn" and platform not in ("gpu", "cuda"):
+        return f"attention=cudnn needs a CUDA GPU (the jax backend is {platform}); use auto or blockwise"
     return None
 
 
 def resolve(implementation: str, q_BTNH: Array, k_BSKH: Array, offset: int | Array = 0,
-            backend: str | None = None) -> str:
+            platform: str | None = None) -> str:
     """The implementation a call runs: ``auto`` picked, a fused kernel with a traced offset -> blockwise.
 
-    ``auto``: TPU -> splash; GPU -> cudnn when :func:`attention_cudnn.supported` (bf16 / fp16, no cache),
-    else blockwise; CPU -> einsum up to :data:`AUTO_CPU_EINSUM_MAX_KEYS` keys (faster there, and the numbers
-    of every existing CPU run stay as they were), else blockwise.
+    ``platform``: the backend compiled for (default: :func:`backend`, which :func:`target_backend` sets).
+    ``auto``: einsum for at most :data:`AUTO_EINSUM_MAX_QUERIES` queries (a decode step: its scores are
+    one short row per query, and the cache forwards stay as they were); else TPU -> splash; GPU -> cudnn
+    when :func:`attention_cudnn.supported` (bf16 / fp16, no cache), else blockwise; CPU -> einsum up to
+    :data:`AUTO_CPU_EINSUM_MAX_KEYS` keys (faster there, and the numbers of every existing CPU run stay as
+    they were), else blockwise.
     """
-    why = check_backend(implementation, backend)
+    why = check_backend(implementation, platform)
     if why:
         raise ValueError(f"attention: {why}")
-    backend = backend or jax.default_backend()
+    platform = platform or backend()
     static = isinstance(offset, int)
     if implementation == "auto":
-        if backend == "tpu":
+        if q_BTNH.shape[1] <= AUTO_EINSUM_MAX_QUERIES:
+            implementation = "einsum"
+        elif platform == "tpu":
             implementation = "splash"
-        elif backend in ("gpu", "cuda"):
+        elif platform in ("gpu", "cuda"):
             ok = attention_cudnn.supported(q_BTNH, k_BSKH, offset) is None
             implementation = "cudnn" if ok else "blockwise"
         else:

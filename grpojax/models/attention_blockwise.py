@@ -24,12 +24,33 @@ block counts.
 
 from __future__ import annotations
 
+import contextlib
 from functools import partial
 
 import jax
 import jax.numpy as jnp
 
 from grpojax.types import Array
+
+_TARGET: list[str] = []  # the backend being compiled for, when not jax's default (see target_backend)
+
+
+@contextlib.contextmanager
+def target_backend(name: str | None):
+    """Within it, ``auto`` / ``splash`` / ``cudnn`` decide for backend ``name`` ("tpu", "gpu", "cpu")
+    instead of ``jax.default_backend()``: for ahead-of-time compiles for a TPU topology on a CPU host
+    (``grpojax plan-memory --topology``). None = jax's default."""
+    _TARGET.append(name)
+    try:
+        yield
+    finally:
+        _TARGET.pop()
+
+
+def backend() -> str:
+    """The backend attention compiles for: the innermost :func:`target_backend`, else jax's default."""
+    return next((b for b in reversed(_TARGET) if b), None) or jax.default_backend()
+
 
 BLOCK_Q = 512  # default query block length
 BLOCK_K = 512  # default key block length

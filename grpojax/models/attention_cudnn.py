@@ -54,15 +54,10 @@ def _roll_rows(x_BT, shift_B, sign: int):
     return jnp.take_along_axis(x_BT, idx, axis=1)
 
 
-def attend_cudnn(q_BTNH: Array, k_BSKH: Array, v_BSKH: Array, q_segment_BT: Array, kv_segment_BS: Array,
-                 offset: int = 0, *, impl: str = "cudnn") -> Array:
-    """cuDNN flash attention for rows of the form ``0* c+ 0*`` (module docstring); ``impl`` as in
-    ``jax.nn.dot_product_attention`` (``"xla"`` to test the mapping on any backend)."""
-    if impl == "cudnn":
-        why = supported(q_BTNH, k_BSKH, offset)
-        if why:
-            raise ValueError(f"attention: {why}")
-    T = q_BTNH.shape[1]
+def rows(q_segment_BT: Array, kv_segment_BS: Array) -> tuple[Array, Array, Array]:
+    """``(ok_B, start_B, n_B)``: whether each row is ``0* c+ 0*`` with equal q / kv segments (what cuDNN can
+    express), the index of its first real token and its number of real tokens."""
+    T = kv_segment_BS.shape[1]
     seg_BT = kv_segment_BS.astype(jnp.int32)
     real_BT = seg_BT != 0
     n_B = real_BT.sum(1, dtype=jnp.int32)
@@ -72,6 +67,18 @@ def attend_cudnn(q_BTNH: Array, k_BSKH: Array, v_BSKH: Array, q_segment_BT: Arra
     inside_BT = (pos_BT >= start_B[:, None]) & (pos_BT < (start_B + n_B)[:, None])
     ok_B = jnp.all(jnp.where(inside_BT, seg_BT == first_B[:, None], ~real_BT), axis=1)
     ok_B &= jnp.all(q_segment_BT.astype(jnp.int32) == seg_BT, axis=1)
+    return ok_B, start_B, n_B
+
+
+def attend_cudnn(q_BTNH: Array, k_BSKH: Array, v_BSKH: Array, q_segment_BT: Array, kv_segment_BS: Array,
+                 offset: int = 0, *, impl: str = "cudnn") -> Array:
+    """cuDNN flash attention for rows of the form ``0* c+ 0*`` (module docstring); ``impl`` as in
+    ``jax.nn.dot_product_attention`` (``"xla"`` to test the mapping on any backend)."""
+    if impl == "cudnn":
+        why = supported(q_BTNH, k_BSKH, offset)
+        if why:
+            raise ValueError(f"attention: {why}")
+    ok_B, start_B, n_B = rows(q_segment_BT, kv_segment_BS)
 
     def fused(q_BTNH, k_BSKH, v_BSKH):
         q, k, v = (_roll_rows(x, start_B, 1) for x in (q_BTNH, k_BSKH, v_BSKH))

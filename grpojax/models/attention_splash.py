@@ -31,6 +31,7 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import PartitionSpec as P
 
+from grpojax.models.attention_blockwise import backend
 from grpojax.types import Array
 
 BLOCK = 512  # default tile length along T and S (a multiple of 128)
@@ -81,7 +82,8 @@ def attend_splash(q_BTNH: Array, k_BSKH: Array, v_BSKH: Array, q_segment_BT: Arr
     """Splash attention (module docstring); same arguments and result as ``attend_einsum``.
 
     ``block``: tile length along T and S (a multiple of 128; shorter sequences use one tile).
-    ``interpret``: run the kernel in Pallas' interpreter (default: when the backend is not a TPU).
+    ``interpret``: run the kernel in Pallas' interpreter (default: when the target backend is not a TPU,
+    ``attention_blockwise.backend``).
     """
     if not isinstance(offset, int):
         raise ValueError("attention: splash needs a static (Python int) offset; a KV-cache forward with a "
@@ -89,7 +91,7 @@ def attend_splash(q_BTNH: Array, k_BSKH: Array, v_BSKH: Array, q_segment_BT: Arr
     if block % _LANES:
         raise ValueError(f"attention: splash block={block} is not a multiple of {_LANES}")
     if interpret is None:
-        interpret = jax.default_backend() != "tpu"
+        interpret = backend() != "tpu"
     run = functools.partial(_local, offset=offset, block=block, interpret=interpret)
     mesh = jax.sharding.get_abstract_mesh()
     if mesh.empty or mesh.size == 1:
