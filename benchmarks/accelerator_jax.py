@@ -1,0 +1,394 @@
+"""Worker of ``benchmarks/accelerator.py --suite`` for the JAX groups: ``device``, ``small``, ``large``.
+
+    python benchmarks/accelerator_jax.py --group large --plan DIR/plan.json --result DIR/result_large.json
+
+Every part runs under :meth:`Results.part`, which records its numbers or its error (one line) and rewrites
+the result file at once, so a part that crashes or a worker killed at its budget keeps what was done.
+One device (the first), random weights, no downloads; only grpojax, jax, flax, optax and numpy are
+imported (no ``datasets``, no tokenizer). Formulas and shapes live in ``accelerator.py``.
+
+* ``device``: matmul peak (``[n, n] @ [n, n]`` bf16, best of 5), HBM bandwidth (``x + 1`` over a bf16
+  array: bytes read + written / seconds, best of 5), and :func:`parity` for every attention implementation.
+* ``small`` / ``large``: a random-init train state (bf16 params, float32 Adam moments through
+  ``grpojax.sharding.f32_optimizer_state``, born under ``jax.jit``); :func:`mfu` per sequence length; for
+  ``large`` then :func:`sampler` per batch size and :func:`grpo_step_part`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import functools
+import json
+import os
+import sys
+import time
+import traceback
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.dirname(HERE))
+
+import accelerator as A  # noqa: E402
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+import optax  # noqa: E402
+from flax import nnx  # noqa: E402
+
+from grpojax import sharding as shd  # noqa: E402
+from grpojax.losses import group_advantages  # noqa: E402
+from grpojax.models import PRESETS, Qwen, QwenConfig, apply_lora  # noqa: E402
+from grpojax.models.attention import IMPLEMENTATIONS, attention  # noqa: E402
+from grpojax.sampling import sample  # noqa: E402
+from grpojax.train.steps.forward import reference_logp_fn  # noqa: E402
+from grpojax.train.steps.grpo import GRPOSettings, grpo_step  # noqa: E402
+from grpojax.train.steps.state import create_train_state, merge_model  # noqa: E402
+
+T0 = time.perf_counter()
+
+
+def log(msg: str) -> None:
+    print(f"[{time.perf_counter() - T0:7.1f}s] {msg}", flush=True)
+
+
+class Results:
+    """``name -> dict`` of one group, rewritten to ``path`` after every part."""
+
+    def __init__(self, path: str):
+        self.path, self.data = path, {}
+
+    def part(self, name: str, fn, **meta) -> dict:
+        log(f"{name}: start {meta or ''}")
+        t = time.perf_counter()
+        try:
+            r = {**meta, **fn()}
+        except Exception as e:  # recorded, and the next part runs
+            traceback.print_exc()
+            r = {**meta, "error": f"{type(e).__name__}: {' '.join(str(e).split())[:600]}"}
+        r["part_seconds"] = time.perf_counter() - t
+        self.data[name] = r
+        with open(self.path, "w") as f:
+            json.dump(self.data, f, indent=1)
+        log(f"{name}: {'ERROR ' + r['error'] if 'error' in r else 'done'} in {r['part_seconds']:.1f}s")
+        return r
+
+
+def timed(fn, n: int) -> list[float]:
+    out = []
+    for _ in range(n):
+        t = time.perf_counter()
+        jax.block_until_ready(fn())
+        out.append(time.perf_counter() - t)
+    return out
+
+
+def device_peaks(dev) -> dict:
+    """Datasheet bf16 peak and bandwidth of ``dev``; for an unknown kind (a CPU) quick measurements."""
+    known = A.known_peaks(dev.device_kind)
+    if known:
+        return {"peak_flops": known[0], "bandwidth": known[1], "peaks_source": "datasheet"}
+    return {"peak_flops": matmul_peak(256)["flops"], "bandwidth": bandwidth(16)["bytes_per_s"],
+            "peaks_source": "measured (unknown device kind)"}
+
+
+def matmul_peak(n: int) -> dict:
+    a = jax.random.normal(jax.random.key(0), (n, n), jnp.bfloat16)
+    f = jax.jit(lambda x: x @ x)
+    best = min(timed(lambda: f(a), 6)[1:])
+    return {"flops": 2 * n ** 3 / best, "tflops": round(2 * n ** 3 / best / 1e12, 2), "shape": f"{n}^3 bf16"}
+
+
+def bandwidth(mib: int) -> dict:
+    x = jnp.zeros((mib * 2 ** 19,), jnp.bfloat16)
+    f = jax.jit(lambda y: y + 1)
+    best = min(timed(lambda: f(x), 6)[1:])
+    return {"bytes_per_s": 2 * x.nbytes / best, "gb_per_s": round(2 * x.nbytes / best / 1e9, 1),
+            "shape": f"x + 1 over {mib} MiB bf16"}
+
+
+# ------------------------------------------------------------------------------------------ attention parity
+
+def numpy_attention(q, k, v, seg):
+    """float64 reference: causal, same-segment GQA attention (``grpojax.models.attention`` docstring)."""
+    B, T, N, H = q.shape
+    g = N // k.shape[2]
+    kk, vv = np.repeat(k, g, axis=2), np.repeat(v, g, axis=2)
+    logits = np.einsum("btnh,bsnh->bnts", q, kk) / np.sqrt(H)
+    allowed = (np.arange(T)[None, :] <= np.arange(T)[:, None])[None] & (seg[:, :, None] == seg[:, None, :])
+    logits = np.where(allowed[:, None], logits, -np.inf)
+    p = np.exp(logits - logits.max(-1, keepdims=True))
+    p /= p.sum(-1, keepdims=True)
+    return np.einsum("bnts,bsnh->btnh", p, vv)
+
+
+def parity(impl: str, dtype, B: int, T: int, N: int, K: int, H: int) -> dict:
+    """``impl`` vs float64 NumPy (forward) and vs einsum at float32 ``highest`` (gradients of
+    ``sum(out * cotangent)`` w.r.t. q, k, v); pad queries (segment 0) are left out of both."""
+    r = np.random.default_rng(0)
+    q, k, v = (r.standard_normal(s) for s in ((B, T, N, H), (B, T, K, H), (B, T, K, H)))
+    seg = np.ones((B, T), np.int32)
+    seg[0, -3:] = 0                                       # row 0: one example, padded
+    seg[1, T // 2:] = 2                                   # row 1: two packed examples, then padding
+    seg[1, -2:] = 0
+    real = (seg > 0)[:, :, None, None]
+    ct = r.standard_normal((B, T, N, H)) * real
+    segj = jnp.asarray(seg)
+
+    def loss(impl_, q_, k_, v_):
+        out = attention(q_, k_, v_, segj, segj, offset=0, implementation=impl_)
+        return jnp.sum(out.astype(jnp.float32) * ct), out
+
+    def run(impl_, dt):
+        args = [jnp.asarray(a, dt) for a in (q, k, v)]
+        with jax.default_matmul_precision("highest"):
+            (_, out), grads = jax.jit(jax.value_and_grad(functools.partial(loss, impl_), argnums=(0, 1, 2),
+                                                         has_aux=True))(*args)
+        return np.asarray(out, np.float64), [np.asarray(g, np.float64) for g in grads]
+
+    ref = numpy_attention(q, k, v, seg)
+    out, grads = run(impl, dtype)
+    _, ref_grads = run("einsum", jnp.float32)
+    scale = max(1.0, float(np.abs(ref).max()))
+    fwd = float(np.abs(np.where(real, out - ref, 0)).max()) / scale
+    grad = max(float(np.abs(a - b).max()) / max(1.0, float(np.abs(b).max())) for a, b in zip(grads, ref_grads))
+    tol = (1e-4, 1e-3) if dtype == jnp.float32 else (3e-2, 6e-2)
+    return {"fwd_err": float(f"{fwd:.2e}"), "grad_err": float(f"{grad:.2e}"), "tol": list(tol),
+            "ok": fwd <= tol[0] and grad <= tol[1], "shape": f"B{B} T{T} N{N} K{K} H{H}"}
+
+
+def group_device(p: dict, res: Results) -> None:
+    dev = jax.devices()[0]
+    known = A.known_peaks(dev.device_kind)
+    res.part("info", lambda: {"device_kind": dev.device_kind, "platform": dev.platform, "jax": jax.__version__,
+                              "devices": jax.device_count(), "implementations": list(IMPLEMENTATIONS),
+                              "memory_stats": {k: v for k, v in (dev.memory_stats() or {}).items()
+                                               if k in ("bytes_limit", "bytes_in_use")}})
+    res.part("matmul_peak", lambda: {**matmul_peak(p["matmul_n"]), "datasheet": known and known[0] / 1e12})
+    res.part("bandwidth", lambda: {**bandwidth(p["copy_mib"]), "datasheet": known and known[1] / 1e9})
+    for impl in IMPLEMENTATIONS:
+        for name, dt in (("float32", jnp.float32), ("bfloat16", jnp.bfloat16)):
+            res.part(f"parity_{impl}_{name}", functools.partial(parity, impl, dt, **p["parity"]))
+
+
+# ------------------------------------------------------------------------------------------ models
+
+def model_config(spec, scan_layers: bool) -> QwenConfig:
+    cfg = PRESETS[spec] if isinstance(spec, str) else QwenConfig(**spec)
+    return cfg.replace(scan_layers=scan_layers)
+
+
+class Model:
+    """A random-init train state of one model on a 1-device mesh, and the jitted pieces around it."""
+
+    def __init__(self, cfg: QwenConfig, common: dict, lora_rank: int | None):
+        self.cfg, self.common, self.lora_rank = cfg, common, lora_rank
+        self.attention = common["attention"] if common["attention"] in IMPLEMENTATIONS else "einsum"
+        self.mesh = shd.make_mesh({"data": 1}, devices=jax.devices()[:1])
+        self.tx = shd.f32_optimizer_state(optax.adamw(1e-6))
+
+        def build():
+            m = Qwen(cfg, dtype=jnp.bfloat16, param_dtype=jnp.bfloat16, rngs=nnx.Rngs(0), remat=common["remat"],
+                     attention=self.attention)
+            if lora_rank:
+                apply_lora(m, rank=lora_rank, alpha=2 * lora_rank, rngs=nnx.Rngs(1))
+            graphdef, state = create_train_state(m, self.tx, jax.random.key(0), lora=bool(lora_rank))
+            return state, graphdef
+
+        self.state, self.graphdef, self.state_sh = shd.init_sharded_tree(build, self.mesh)
+        jax.block_until_ready(self.state)
+        self.cfg_dict = dataclasses.asdict(cfg)
+        self.peaks = device_peaks(jax.devices()[0])
+
+    def describe(self) -> dict:
+        return {"mode": "lora" if self.lora_rank else "full", "lora_rank": self.lora_rank, "params_dtype": "bfloat16",
+                "adam_moments": "float32", "remat": self.common["remat"], "attention_requested":
+                self.common["attention"], "attention_used": self.attention, "scan_layers": self.cfg.scan_layers,
+                **self.peaks}
+
+    def step_fn(self, batch: dict, num_micro: int = 1):
+        settings = GRPOSettings(beta=0.04, logprob_chunk=self.common["logprob_chunk"])
+        fn = functools.partial(grpo_step, graphdef=self.graphdef, tx=self.tx, settings=settings, num_micro=num_micro)
+        return shd.jit_step(fn, self.state_sh, shd.batch_shardings(batch, self.mesh), self.mesh)
+
+
+def random_batch(cfg: QwenConfig, rows: int, prompt: int, completion: int, seed: int = 0) -> dict:
+    r = np.random.default_rng(seed)
+    return {"prompt_BQ": r.integers(0, cfg.vocab_size, (rows, prompt), dtype=np.int32),
+            "prompt_mask_BQ": np.ones((rows, prompt), np.int32),
+            "completion_BC": r.integers(0, cfg.vocab_size, (rows, completion), dtype=np.int32),
+            "completion_mask_BC": np.ones((rows, completion), np.int32),
+            "ref_logp_BC": np.full((rows, completion), -5.0, np.float32),
+            "advantages_B": r.standard_normal(rows).astype(np.float32)}
+
+
+def extra_bytes(compiled) -> int | None:
+    """Device bytes a compiled step needs beyond its (resident) arguments: temporaries + unaliased outputs."""
+    m = compiled.memory_analysis()
+    if m is None:
+        return None
+    return int(m.temp_size_in_bytes + m.output_size_in_bytes - m.alias_size_in_bytes)
+
+
+def xla_flops(compiled) -> float | None:
+    c = compiled.cost_analysis()
+    c = c[0] if isinstance(c, list | tuple) else c
+    return None if not c or "flops" not in c else float(c["flops"])
+
+
+def mfu(model: Model, seq: int, rows: int, steps: int) -> dict:
+    """MFU of ``grpo_step`` on ``rows`` random sequences of ``seq`` tokens (half prompt, half completion);
+    a batch whose compiled step needs more than the free device memory is halved (``rows_tried``)."""
+    prompt = seq // 2
+    free = None
+    stats = jax.devices()[0].memory_stats()
+    if stats and "bytes_limit" in stats:
+        free = stats["bytes_limit"] - stats.get("bytes_in_use", 0)
+    tried = []
+    while True:
+        host = random_batch(model.cfg, rows, prompt, seq - prompt)
+        batch = shd.shard(host, shd.batch_shardings(host, model.mesh))
+        t = time.perf_counter()
+        compiled = model.step_fn(host).lower(model.state, batch, jax.random.key(1)).compile()
+        need = extra_bytes(compiled)
+        tried.append({"rows": rows, "extra_bytes": need, "compile_s": time.perf_counter() - t})
+        if free is None or need is None or need <= 0.97 * free or rows == 1:
+            break
+        rows //= 2
+
+    def one():
+        model.state, metrics = compiled(model.state, batch, jax.random.key(1))
+        return metrics["loss"]
+
+    first = timed(one, 1)[0]
+    times = timed(one, steps)
+    step_s = float(np.median(times))
+    fl = A.update_flops(model.cfg_dict, rows=rows, prompt=prompt, completion=seq - prompt, lora_rank=model.lora_rank)
+    return {"shape": f"{rows} x {seq}", "rows": rows, "seq": seq, "rows_tried": tried, "step_s": step_s,
+            "step_s_all": times, "first_step_s": first, "model_flops": fl, "xla_flops": xla_flops(compiled),
+            "mfu": fl["flops"] / step_s / model.peaks["peak_flops"],
+            "mfu_palm": fl["flops_palm"] / step_s / model.peaks["peak_flops"],
+            "tokens_per_s": rows * seq / step_s, **model.describe()}
+
+
+def sampler(model: Model, rows: int, prompt: int, new: int, repeats: int) -> dict:
+    """Tokens/s of ``grpojax.sampling.sample`` (temperature 1, no EOS: exactly ``new`` tokens per row) on the
+    current weights, against :func:`accelerator.sampler_floor`."""
+    r = np.random.default_rng(1)
+    prompts = r.integers(0, model.cfg.vocab_size, (rows, prompt), dtype=np.int32)
+    mask = np.ones_like(prompts)
+    policy = merge_model(model.graphdef, model.state.params, model.state.frozen)
+    run = lambda: sample(policy, prompts, mask, jax.random.key(2), max_new_tokens=new, temperature=1.0)  # noqa: E731
+    first = timed(run, 1)[0]
+    times = timed(run, repeats)
+    out = run()
+    made = int(np.asarray(out.completion_mask_BC).sum())
+    if made != rows * new:
+        raise RuntimeError(f"sampled {made} tokens, expected {rows * new} (an EOS stopped a row?)")
+    s = float(np.median(times))
+    floor = A.sampler_floor(model.cfg_dict, rows=rows, prompt=prompt, new=new, peak_flops=model.peaks["peak_flops"],
+                            bandwidth=model.peaks["bandwidth"])
+    return {"shape": f"{rows} x ({prompt} + {new})", "seconds": s, "seconds_all": times, "first_call_s": first,
+            "tokens_per_s": rows * new / s, "fraction_of_floor": floor["floor_s"] / s, "floor": floor,
+            **model.describe()}
+
+
+def grpo_step_part(model: Model, g: dict, steps: int) -> dict:
+    """One whole GRPO step as ``GRPOTask.train_steps`` runs it (minus text decoding): sample ``group``
+    completions for each of ``prompts`` random prompts, a token rule reward on the host (share of even ids),
+    group advantages, reference log-probs (a copy of the initial trainable params; under LoRA the
+    base), the jitted ``grpo_step`` over micro-batches of ``micro_rows``. NeMo RL's metric: (prompt +
+    generated tokens) / step seconds / GPUs."""
+    nP, G = g["prompts"], g["group"]
+    rows = nP * G
+    micro = g["micro_rows"] * (2 if model.lora_rank else 1)  # LoRA: no full-size gradients, room for 2x rows
+    micro = micro if rows % micro == 0 else rows
+    r = np.random.default_rng(3)
+    prompts = r.integers(0, model.cfg.vocab_size, (nP, g["prompt"]), dtype=np.int32)
+    mask = np.ones_like(prompts)
+    example = random_batch(model.cfg, rows, g["prompt"], g["new"])
+    step = model.step_fn(example, num_micro=rows // micro)
+    ref_fn = reference_logp_fn(model.graphdef, 1.0, model.common["logprob_chunk"], model.mesh)
+    ref_params = jax.tree.map(jnp.copy, model.state.params)
+    keys = iter(jax.random.split(jax.random.key(4), 4 * (steps + 1)))
+
+    def one():
+        t0 = time.perf_counter()
+        policy = merge_model(model.graphdef, model.state.params, model.state.frozen)
+        out = sample(policy, prompts, mask, next(keys), max_new_tokens=g["new"], num_samples=G, temperature=1.0)
+        tokens = np.asarray(out.completion_tokens_BC)
+        cmask = np.asarray(out.completion_mask_BC)
+        reward = ((tokens % 2 == 0) * cmask).sum(1) / np.maximum(cmask.sum(1), 1)
+        batch = {"prompt_BQ": out.prompt_tokens_BT, "prompt_mask_BQ": out.prompt_mask_BT,
+                 "completion_BC": out.completion_tokens_BC, "completion_mask_BC": out.completion_mask_BC,
+                 "advantages_B": group_advantages(jnp.asarray(reward.reshape(nP, G), jnp.float32)).reshape(-1)}
+        t1 = time.perf_counter()
+        batch["ref_logp_BC"] = jax.block_until_ready(ref_fn(ref_params, model.state.frozen, batch))
+        t2 = time.perf_counter()
+        model.state, metrics = step(model.state, batch, next(keys))
+        float(metrics["loss"])
+        t3 = time.perf_counter()
+        used = int(np.asarray(out.prompt_mask_BT).sum()) + int(cmask.sum())
+        return {"rollout_s": t1 - t0, "ref_s": t2 - t1, "update_s": t3 - t2, "step_s": t3 - t0, "tokens": used}
+
+    first = one()
+    runs = [one() for _ in range(steps)]
+    best = sorted(runs, key=lambda x: x["step_s"])[len(runs) // 2]
+    return {"shape": f"{nP} prompts x G {G}, {g['prompt']} + {g['new']} tokens, micro-batch {micro}",
+            "first_step": first, "steps": runs, **best, "gpus": 1,
+            "tokens_per_s_per_gpu": best["tokens"] / best["step_s"] / 1, **model.describe()}
+
+
+def group_model(name: str, p: dict, common: dict, res: Results, mode: str) -> None:
+    cfg = model_config(p["model"], common["scan_layers"])
+    lora = None
+    if name == "large":
+        stats = jax.devices()[0].memory_stats() or {}
+        if mode == "auto":
+            mode = "full" if stats.get("bytes_limit", 0) >= 120 * 2 ** 30 or p.get("tiny") else "lora"
+        lora = p["lora_rank"] if mode == "lora" else None
+    holder = {}
+    res.part("build", lambda: holder.setdefault("m", Model(cfg, common, lora)).describe(), model=p["name"])
+    model = holder.get("m")
+    if model is None:
+        return
+    for shape in (p["mfu_lora"] if lora else p["mfu"]):
+        goal = A.GOALS["mfu_small"] if name == "small" else (
+            A.GOALS["mfu_large_1k"] if shape["seq"] <= 1024 else A.GOALS["mfu_large_8k"])
+        res.part(f"mfu_{shape['seq']}", lambda s=shape: mfu(model, s["seq"], s["batch"], common["steps"]),
+                 model=p["name"], goal=goal)
+    if name != "large":
+        return
+    sp = p["sampler"]
+    for rows in sp["batches"]:
+        res.part(f"sampler_b{rows}", lambda n=rows: sampler(model, n, sp["prompt"], sp["new"], sp["repeats"]),
+                 model=p["name"], goal=A.GOALS["sampler_floor_b16"] if rows == 16 else None)
+    res.part("grpo_step", lambda: grpo_step_part(model, p["grpo"], 1), model=p["name"])
+
+
+def main(argv=None) -> int:
+    a = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    a.add_argument("--group", required=True, choices=("device", "small", "large"))
+    a.add_argument("--plan", required=True)
+    a.add_argument("--result", required=True)
+    a.add_argument("--cache-dir", default=None, help="persistent XLA cache (JAX_COMPILATION_CACHE_DIR wins)")
+    args = a.parse_args(argv)
+    with open(args.plan) as f:
+        plan = json.load(f)
+    cache = os.environ.get("JAX_COMPILATION_CACHE_DIR") or args.cache_dir
+    if cache:
+        jax.config.update("jax_compilation_cache_dir", cache)
+        if "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS" not in os.environ:
+            jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+    res = Results(args.result)
+    log(f"group {args.group} on {jax.devices()[0].device_kind} ({jax.default_backend()}), jax {jax.__version__}")
+    if args.group == "device":
+        group_device(plan["device"], res)
+    else:
+        p = {**plan[args.group], "tiny": plan["tiny"]}
+        group_model(args.group, p, plan["common"], res, plan.get("large_mode") or p.get("mode", "auto"))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
