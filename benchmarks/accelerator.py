@@ -78,7 +78,9 @@ TINY_LARGE = dict(TINY_SMALL, tie_word_embeddings=False, hidden_size=96, num_hea
 def plan(tiny: bool) -> dict:
     """The shapes of every part. Batch sizes fill one 141 GB H200 (the workers halve a batch whose compiled
     step would not fit the device and record it); ``large.mode`` "auto" trains the 7B fully where the device
-    holds >= 120 GiB, else LoRA (rank 16, all projections; full 7B with AdamW does not fit 80 GB)."""
+    holds >= 120 GiB, else LoRA (rank 16, all projections; full 7B with AdamW does not fit 80 GB).
+    ``sampler.group``: rows per distinct prompt (the tiny plan samples the GRPO step's rollout shape, so one
+    compile serves both)."""
     if tiny:  # one shape per part: the smoke test runs every part's code, not every size
         mfu = [{"seq": 16, "batch": 4}]  # the GRPO step's update shape: one compile serves both
         return {
@@ -86,9 +88,9 @@ def plan(tiny: bool) -> dict:
             "device": {"matmul_n": 256, "copy_mib": 16, "parity": dict(B=2, T=24, N=4, K=2, H=16)},
             "small": {"model": TINY_SMALL, "name": "tiny-small", "mfu": mfu},
             "large": {"model": TINY_LARGE, "name": "tiny-large", "mode": "auto", "lora_rank": 4, "mfu": mfu,
-                      "mfu_lora": mfu, "sampler": {"batches": [2], "prompt": 8, "new": 8, "repeats": 1},
+                      "mfu_lora": mfu, "sampler": {"batches": [4], "group": 2, "prompt": 8, "new": 8, "repeats": 1},
                       "grpo": {"prompts": 2, "group": 2, "prompt": 8, "new": 8, "micro_rows": 4}},
-            "hf": {"model": TINY_LARGE, "name": "tiny-large", "batches": [2], "prompt": 8, "new": 8},
+            "hf": {"model": TINY_LARGE, "name": "tiny-large", "batches": [4], "prompt": 8, "new": 8},
             "common": {"remat": "block", "attention": "auto", "scan_layers": True, "logprob_chunk": 16,
                        "steps": 2},
         }
@@ -100,7 +102,7 @@ def plan(tiny: bool) -> dict:
         "large": {"model": "qwen2.5-7b", "name": "qwen2.5-7b", "mode": "auto", "lora_rank": 16,
                   "mfu": [{"seq": 1024, "batch": 8}, {"seq": 8192, "batch": 1}],
                   "mfu_lora": [{"seq": 1024, "batch": 16}, {"seq": 8192, "batch": 2}],
-                  "sampler": {"batches": [16, 64], "prompt": 1024, "new": 1024, "repeats": 1},
+                  "sampler": {"batches": [16, 64], "group": 1, "prompt": 1024, "new": 1024, "repeats": 1},
                   "grpo": {"prompts": 8, "group": 8, "prompt": 256, "new": 768, "micro_rows": 4}},
         "hf": {"model": "qwen2.5-7b", "name": "qwen2.5-7b", "batches": [16, 64], "prompt": 1024, "new": 1024},
         "common": {"remat": "block", "attention": "auto", "scan_layers": True, "logprob_chunk": 256,

@@ -271,14 +271,16 @@ def mfu(model: Model, seq: int, rows: int, steps: int) -> dict:
             "tokens_per_s": rows * seq / step_s, **model.describe()}
 
 
-def sampler(model: Model, rows: int, prompt: int, new: int, repeats: int) -> dict:
-    """Tokens/s of ``grpojax.sampling.sample`` (temperature 1, no EOS: exactly ``new`` tokens per row) on the
-    current weights, against :func:`accelerator.sampler_floor`."""
+def sampler(model: Model, rows: int, prompt: int, new: int, repeats: int, group: int = 1) -> dict:
+    """Tokens/s of ``grpojax.sampling.sample`` (temperature 1, no EOS: exactly ``new`` tokens per row;
+    ``rows / group`` random prompts, ``group`` samples each) on the current weights, against
+    :func:`accelerator.sampler_floor` (which counts every row's KV cache)."""
     r = np.random.default_rng(1)
-    prompts = r.integers(0, model.cfg.vocab_size, (rows, prompt), dtype=np.int32)
+    prompts = r.integers(0, model.cfg.vocab_size, (rows // group, prompt), dtype=np.int32)
     mask = np.ones_like(prompts)
     policy = merge_model(model.graphdef, model.state.params, model.state.frozen)
-    run = lambda: sample(policy, prompts, mask, jax.random.key(2), max_new_tokens=new, temperature=1.0)  # noqa: E731
+    run = lambda: sample(policy, prompts, mask, jax.random.key(2), max_new_tokens=new, temperature=1.0,  # noqa: E731
+                         num_samples=group)
     first = timed(run, 1)[0]
     times = timed(run, repeats)
     out = run()
@@ -288,7 +290,8 @@ def sampler(model: Model, rows: int, prompt: int, new: int, repeats: int) -> dic
     s = float(np.median(times))
     floor = A.sampler_floor(model.cfg_dict, rows=rows, prompt=prompt, new=new, peak_flops=model.peaks["peak_flops"],
                             bandwidth=model.peaks["bandwidth"])
-    return {"shape": f"{rows} x ({prompt} + {new})", "seconds": s, "seconds_all": times, "first_call_s": first,
+    shape = f"{rows} x ({prompt} + {new})" + (f", {group} per prompt" if group > 1 else "")
+    return {"shape": shape, "seconds": s, "seconds_all": times, "first_call_s": first,
             "tokens_per_s": rows * new / s, "fraction_of_floor": floor["floor_s"] / s, "floor": floor,
             **model.describe()}
 
@@ -361,7 +364,8 @@ def group_model(name: str, p: dict, common: dict, res: Results, mode: str) -> No
         return
     sp = p["sampler"]
     for rows in sp["batches"]:
-        res.part(f"sampler_b{rows}", lambda n=rows: sampler(model, n, sp["prompt"], sp["new"], sp["repeats"]),
+        res.part(f"sampler_b{rows}",
+                 lambda n=rows: sampler(model, n, sp["prompt"], sp["new"], sp["repeats"], sp["group"]),
                  model=p["name"], goal=A.GOALS["sampler_floor_b16"] if rows == 16 else None)
     res.part("grpo_step", lambda: grpo_step_part(model, p["grpo"], 1), model=p["name"])
 

@@ -89,12 +89,12 @@ def test_tiny_suite_runs_every_part(tiny_suite):
     dev, large, hf = (suite["groups"][g] for g in ("device", "large", "hf"))
     assert all(r["ok"] for k, r in dev.items() if k.startswith("parity")) and "parity_einsum_bfloat16" in dev
     assert 0 < large["mfu_16"]["mfu"] and large["mfu_16"]["mode"] == "full"
-    assert large["sampler_b2"]["tokens_per_s"] > 0 and large["sampler_b2"]["fraction_of_floor"] > 0
+    assert large["sampler_b4"]["tokens_per_s"] > 0 and large["sampler_b4"]["fraction_of_floor"] > 0
     assert large["grpo_step"]["tokens"] == 4 * (8 + 8)  # 2 prompts x G 2, prompt + generated tokens
     assert large["grpo_step"]["tokens_per_s_per_gpu"] > 0
-    assert hf["generate_b2"]["tokens_per_s"] > 0
+    assert hf["generate_b4"]["tokens_per_s"] > 0
     md = (out / "suite.md").read_text()
-    assert "large.grpo_step" in md and "hf.generate_b2" in md and "ours / HF" in md
+    assert "large.grpo_step" in md and "hf.generate_b4" in md and "ours / HF" in md
 
 
 def test_a_part_that_fails_is_recorded_and_the_next_runs(tmp_path):
