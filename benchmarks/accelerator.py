@@ -67,7 +67,7 @@ NEMO_RL_GRPO_TOKENS_PER_S_PER_GPU = 1562.0  # on-policy Llama-3.1-8B GRPO, DGX-H
 GOALS = {"mfu_small": 0.30, "mfu_large_1k": 0.50, "mfu_large_8k": 0.45, "sampler_floor_b16": 0.85,
          "grpo_tokens_per_s_per_gpu": NEMO_RL_GRPO_TOKENS_PER_S_PER_GPU}
 GROUPS = ("device", "small", "large", "hf")
-BUDGET_S = {"device": 40, "small": 80, "large": 260, "hf": 100}  # adds up to the default --max-seconds
+BUDGET_S = {"device": 30, "small": 70, "large": 290, "hf": 90}  # adds up to the default --max-seconds
 
 # the model sizes as Qwen presets, or tiny QwenConfig fields for --tiny
 TINY_SMALL = dict(vocab_size=512, hidden_size=64, intermediate_size=128, num_layers=1, num_heads=4,
