@@ -209,6 +209,8 @@ def _line(grp: str, name: str, r: dict, suite: dict) -> list | None:
     label = f"{grp}.{name}"
     if "error" in r:
         return [label, r.get("shape", ""), "ERROR " + r["error"][:200], "", ""]
+    if "skipped" in r:
+        return [label, "", "skipped: " + r["skipped"], "", ""]
     if name.startswith("parity"):
         return [label, r["shape"], f"fwd {r['fwd_err']:.1e}, grad {r['grad_err']:.1e}", f"tol {r['tol']}",
                 "ok" if r["ok"] else "FAILED"]

@@ -39,6 +39,7 @@ from flax import nnx  # noqa: E402
 from grpojax import sharding as shd  # noqa: E402
 from grpojax.losses import group_advantages  # noqa: E402
 from grpojax.models import PRESETS, Qwen, QwenConfig, apply_lora  # noqa: E402
+from grpojax.models import attention as attention_module  # noqa: E402
 from grpojax.models.attention import IMPLEMENTATIONS, attention  # noqa: E402
 from grpojax.sampling import sample  # noqa: E402
 from grpojax.train.steps.forward import reference_logp_fn  # noqa: E402
@@ -168,7 +169,21 @@ def group_device(p: dict, res: Results) -> None:
     res.part("bandwidth", lambda: {**bandwidth(p["copy_mib"]), "datasheet": known and known[1] / 1e9})
     for impl in IMPLEMENTATIONS:
         for name, dt in (("float32", jnp.float32), ("bfloat16", jnp.bfloat16)):
-            res.part(f"parity_{impl}_{name}", functools.partial(parity, impl, dt, **p["parity"]))
+            why = cannot_run(impl, dt)
+            res.part(f"parity_{impl}_{name}", (lambda w=why: {"skipped": w}) if why else
+                     functools.partial(parity, impl, dt, **p["parity"]))
+
+
+def cannot_run(impl: str, dtype) -> str | None:
+    """Why ``impl`` is not checked at ``dtype`` on this backend (None: it is)."""
+    platform = jax.default_backend()
+    if impl == "splash" and platform != "tpu":
+        return "a Pallas TPU kernel (off TPU only its interpreter runs)"
+    check = getattr(attention_module, "check_backend", None)
+    why = check(impl, platform) if check else None
+    if not why and impl == "cudnn" and dtype == jnp.float32:
+        why = "cuDNN flash attention takes bfloat16 / float16 only"
+    return why
 
 
 # ------------------------------------------------------------------------------------------ models
