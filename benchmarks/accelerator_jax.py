@@ -125,11 +125,12 @@ def numpy_attention(q, k, v, seg):
 
 def parity(impl: str, dtype, B: int, T: int, N: int, K: int, H: int) -> dict:
     """``impl`` vs float64 NumPy (forward) and vs einsum at float32 ``highest`` (gradients of
-    ``sum(out * cotangent)`` w.r.t. q, k, v); pad queries (segment 0) are left out of both."""
+    ``sum(out * cotangent)`` w.r.t. q, k, v); pad queries (segment 0) are left out of both. Row 0 is the
+    GRPO layout (``0* c+ 0*``, what cuDNN takes), row 1 two packed examples (cuDNN's blockwise fallback)."""
     r = np.random.default_rng(0)
     q, k, v = (r.standard_normal(s) for s in ((B, T, N, H), (B, T, K, H), (B, T, K, H)))
     seg = np.ones((B, T), np.int32)
-    seg[0, -3:] = 0                                       # row 0: one example, padded
+    seg[0, :3], seg[0, -2:] = 0, 0                        # row 0: a left-padded prompt + right-padded completion
     seg[1, T // 2:] = 2                                   # row 1: two packed examples, then padding
     seg[1, -2:] = 0
     real = (seg > 0)[:, :, None, None]
