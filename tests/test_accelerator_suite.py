@@ -115,3 +115,15 @@ def test_a_group_past_its_budget_is_killed_and_recorded(tmp_path):
     plan_path.write_text(json.dumps(A.plan(True)))
     res = A.run_group("device", str(plan_path), str(tmp_path), 1, dict(os.environ, PYTHONPATH=ROOT))
     assert res["_group"]["status"].startswith("killed at its time budget")
+
+
+def test_parity_flags_an_attention_that_ignores_the_segments(monkeypatch):
+    import accelerator_jax as J
+    import jax.numpy as jnp
+
+    right = J.parity("einsum", jnp.float32, B=2, T=24, N=4, K=2, H=16)
+    assert right["ok"]
+    real = J.attention
+    monkeypatch.setattr(J, "attention", lambda q, k, v, qs, ks, **kw: real(q, k, v, qs > 0, ks > 0, **kw))
+    wrong = J.parity("einsum", jnp.float32, B=2, T=24, N=4, K=2, H=16)
+    assert not wrong["ok"] and wrong["fwd_err"] > 1e-2
