@@ -265,6 +265,7 @@ def main(argv=None) -> int:
                    help="the whole suite's time; each group gets its budget share plus what earlier ones left")
     p.add_argument("--large-mode", choices=("auto", "full", "lora"), default="auto",
                    help="7B: full fine-tuning, LoRA, or auto (full where the device holds >= 120 GiB)")
+    p.add_argument("--attention", default="auto", help="Qwen(attention=...) of every JAX part (model.attention)")
     args = p.parse_args(argv)
     groups = [x for x in args.groups.split(",") if x]
     bad = [x for x in groups if x not in GROUPS]
@@ -272,6 +273,7 @@ def main(argv=None) -> int:
         p.error(f"--groups: unknown {bad or args.groups!r}; choose from {GROUPS}")
     os.makedirs(args.out, exist_ok=True)
     the_plan = {**plan(args.tiny), "large_mode": args.large_mode}
+    the_plan["common"]["attention"] = args.attention
     plan_path = os.path.join(args.out, "plan.json")
     with open(plan_path, "w") as f:
         json.dump(the_plan, f, indent=1)

@@ -252,25 +252,34 @@ def xla_flops(compiled) -> float | None:
     return None if not c or "flops" not in c else float(c["flops"])
 
 
+def compile_fitting(compile_at, n: int, smaller) -> tuple:
+    """``compile_at(n) -> (compiled, extra)`` at ``n``, then at ``smaller(n)`` (None: no smaller) while the
+    compiled program needs more than 97% of the free device memory (never checked where the backend reports
+    none, e.g. a CPU). Returns ``(compiled, extra, n, tried)``."""
+    stats = jax.devices()[0].memory_stats() or {}
+    free = stats["bytes_limit"] - stats.get("bytes_in_use", 0) if "bytes_limit" in stats else None
+    tried = []
+    while True:
+        t = time.perf_counter()
+        compiled, extra = compile_at(n)
+        need = extra_bytes(compiled)
+        tried.append({"n": n, "extra_bytes": need, "free_bytes": free, "compile_s": time.perf_counter() - t})
+        if free is None or need is None or need <= 0.97 * free or smaller(n) is None:
+            return compiled, extra, n, tried
+        n = smaller(n)
+
+
 def mfu(model: Model, seq: int, rows: int, steps: int) -> dict:
     """MFU of ``grpo_step`` on ``rows`` random sequences of ``seq`` tokens (half prompt, half completion);
     a batch whose compiled step needs more than the free device memory is halved (``rows_tried``)."""
     prompt = seq // 2
-    free = None
-    stats = jax.devices()[0].memory_stats()
-    if stats and "bytes_limit" in stats:
-        free = stats["bytes_limit"] - stats.get("bytes_in_use", 0)
-    tried = []
-    while True:
-        host = random_batch(model.cfg, rows, prompt, seq - prompt)
+
+    def compile_at(n):
+        host = random_batch(model.cfg, n, prompt, seq - prompt)
         batch = shd.shard(host, shd.batch_shardings(host, model.mesh))
-        t = time.perf_counter()
-        compiled = model.step_fn(host).lower(model.state, batch, jax.random.key(1)).compile()
-        need = extra_bytes(compiled)
-        tried.append({"rows": rows, "extra_bytes": need, "compile_s": time.perf_counter() - t})
-        if free is None or need is None or need <= 0.97 * free or rows == 1:
-            break
-        rows //= 2
+        return model.step_fn(host).lower(model.state, batch, jax.random.key(1)).compile(), batch
+
+    compiled, batch, rows, tried = compile_fitting(compile_at, rows, lambda n: n // 2 or None)
 
     def one():
         model.state, metrics = compiled(model.state, batch, jax.random.key(1))
@@ -316,7 +325,8 @@ def grpo_step_part(model: Model, g: dict, steps: int) -> dict:
     """One whole GRPO step as ``GRPOTask.train_steps`` runs it (minus text decoding): sample ``group``
     completions for each of ``prompts`` random prompts, a token rule reward on the host (share of even ids),
     group advantages, reference log-probs (a copy of the initial trainable params; under LoRA the
-    base), the jitted ``grpo_step`` over micro-batches of ``micro_rows``. NeMo RL's metric: (prompt +
+    base), the jitted ``grpo_step`` over micro-batches of ``micro_rows`` (halved while the compiled update
+    needs more than the free device memory: ``micro_tried``). NeMo RL's metric: (prompt +
     generated tokens) / step seconds / GPUs."""
     nP, G = g["prompts"], g["group"]
     rows = nP * G
@@ -325,10 +335,16 @@ def grpo_step_part(model: Model, g: dict, steps: int) -> dict:
     r = np.random.default_rng(3)
     prompts = r.integers(0, model.cfg.vocab_size, (nP, g["prompt"]), dtype=np.int32)
     mask = np.ones_like(prompts)
-    example = random_batch(model.cfg, rows, g["prompt"], g["new"])
-    step = model.step_fn(example, num_micro=rows // micro)
     ref_fn = reference_logp_fn(model.graphdef, 1.0, model.common["logprob_chunk"], model.mesh)
     ref_params = jax.tree.map(jnp.copy, model.state.params)
+    example = random_batch(model.cfg, rows, g["prompt"], g["new"])
+    batch_sh = shd.batch_shardings(example, model.mesh)
+
+    def compile_at(m):  # the update of rows // m micro-batches, compiled with the reference already resident
+        ex = shd.shard(example, batch_sh)
+        return model.step_fn(example, num_micro=rows // m).lower(model.state, ex, jax.random.key(1)).compile(), None
+
+    step, _, micro, tried = compile_fitting(compile_at, micro, lambda m: m // 2 if m % 2 == 0 else None)
     keys = iter(jax.random.split(jax.random.key(4), 4 * (steps + 1)))
 
     def one():
@@ -344,7 +360,7 @@ def grpo_step_part(model: Model, g: dict, steps: int) -> dict:
         t1 = time.perf_counter()
         batch["ref_logp_BC"] = jax.block_until_ready(ref_fn(ref_params, model.state.frozen, batch))
         t2 = time.perf_counter()
-        model.state, metrics = step(model.state, batch, next(keys))
+        model.state, metrics = step(model.state, shd.shard(batch, batch_sh), next(keys))
         float(metrics["loss"])
         t3 = time.perf_counter()
         used = int(np.asarray(out.prompt_mask_BT).sum()) + int(cmask.sum())
@@ -354,7 +370,7 @@ def grpo_step_part(model: Model, g: dict, steps: int) -> dict:
     runs = [one() for _ in range(steps)]
     best = sorted(runs, key=lambda x: x["step_s"])[len(runs) // 2]
     return {"shape": f"{nP} prompts x G {G}, {g['prompt']} + {g['new']} tokens, micro-batch {micro}",
-            "first_step": first, "steps": runs, **best, "gpus": 1,
+            "micro_tried": tried, "first_step": first, "steps": runs, **best, "gpus": 1,
             "tokens_per_s_per_gpu": best["tokens"] / best["step_s"] / 1, **model.describe()}
 
 
