@@ -118,7 +118,7 @@ def test_a_group_past_its_budget_is_killed_and_recorded(tmp_path):
 
 
 def test_parity_flags_an_attention_that_ignores_the_segments(monkeypatch):
-    import accelerator_jax as J
+    import accelerator_device as J
     import jax.numpy as jnp
 
     right = J.parity("einsum", jnp.float32, B=2, T=24, N=4, K=2, H=16)
