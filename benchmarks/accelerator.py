@@ -10,8 +10,8 @@ cache lives in ``DIR/jax_cache`` (a second run skips the compiles). This file do
 runs each group in its own worker process, one after the other, so a crash or an out-of-memory in one
 group loses nothing else, the GPU memory is returned between groups (the HF group needs it), and each
 group is killed at its time budget (the budgets add up to ``--max-seconds``; a group that finishes early
-hands its time on). Groups and what they measure (``benchmarks/accelerator_jax.py``,
-``benchmarks/accelerator_hf.py``):
+hands its time on). Groups and what they measure (``benchmarks/accelerator_device.py``,
+``benchmarks/accelerator_jax.py``, ``benchmarks/accelerator_hf.py``):
 
 * ``device``: the matmul peak and HBM bandwidth measured on the device, and the attention parity lines:
   every implementation of :data:`grpojax.models.attention.IMPLEMENTATIONS` against a float64 NumPy

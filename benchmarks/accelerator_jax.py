@@ -199,12 +199,16 @@ def sampler(model: Model, rows: int, prompt: int, new: int, repeats: int, group:
     prompts = r.integers(0, model.cfg.vocab_size, (rows // group, prompt), dtype=np.int32)
     mask = np.ones_like(prompts)
     policy = merge_model(model.graphdef, model.state.params, model.state.frozen)
-    run = lambda: sample(policy, prompts, mask, jax.random.key(2), max_new_tokens=new, temperature=1.0,  # noqa: E731
-                         num_samples=group)
+    last = {}
+
+    def run():
+        last["out"] = sample(policy, prompts, mask, jax.random.key(2), max_new_tokens=new, temperature=1.0,
+                             num_samples=group)
+        return last["out"]
+
     first = timed(run, 1)[0]
     times = timed(run, repeats)
-    out = run()
-    made = int(np.asarray(out.completion_mask_BC).sum())
+    made = int(np.asarray(last["out"].completion_mask_BC).sum())
     if made != rows * new:
         raise RuntimeError(f"sampled {made} tokens, expected {rows * new} (an EOS stopped a row?)")
     s = float(np.median(times))
