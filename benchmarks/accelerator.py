@@ -47,6 +47,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -179,7 +180,17 @@ def run_group(group: str, plan_path: str, out: str, timeout_s: float, env: dict)
     t0 = time.perf_counter()
     status = "ok"
     with open(os.path.join(out, f"log_{group}.txt"), "w") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, cwd=ROOT,
+                                text=True, bufsize=1)
+
+        def pump():  # everything to the log; the workers' progress lines ("[   12.3s] ...") to the console too
+            for line in proc.stdout:
+                log.write(line)
+                if line.startswith("["):
+                    print(f"    {group} {line}", end="", flush=True)
+
+        reader = threading.Thread(target=pump, daemon=True)
+        reader.start()
         try:
             rc = proc.wait(timeout=max(timeout_s, 1))
             if rc:
@@ -188,6 +199,7 @@ def run_group(group: str, plan_path: str, out: str, timeout_s: float, env: dict)
             proc.kill()
             proc.wait()
             status = f"killed at its time budget of {timeout_s:.0f}s (log_{group}.txt)"
+        reader.join(10)
     results = {}
     if os.path.exists(result_path):
         with open(result_path) as f:
