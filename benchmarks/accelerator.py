@@ -108,6 +108,9 @@ def plan(tiny: bool) -> dict:
         "hf": {"model": "qwen2.5-7b", "name": "qwen2.5-7b", "batches": [16, 64], "prompt": 1024, "new": 1024},
         "common": {"remat": "block", "attention": "auto", "scan_layers": True, "logprob_chunk": 256,
                    "steps": 3},
+        # max seconds of a part (compiles included) on one H200: a part is skipped when less is left in its group
+        "part_s": {"small": {"mfu": 30}, "large": {"mfu": 50, "sampler": 35, "grpo": 80},
+                   "hf": {"generate_b16": 30, "generate_b64": 35}},
     }
 
 
@@ -176,7 +179,7 @@ def run_group(group: str, plan_path: str, out: str, timeout_s: float, env: dict)
     if os.path.exists(result_path):
         os.remove(result_path)
     cmd = [sys.executable, os.path.join(HERE, worker), "--group", group, "--plan", plan_path,
-           "--result", result_path, "--cache-dir", os.path.join(out, "jax_cache")]
+           "--result", result_path, "--cache-dir", os.path.join(out, "jax_cache"), "--seconds", f"{timeout_s:.1f}"]
     t0 = time.perf_counter()
     status = "ok"
     with open(os.path.join(out, f"log_{group}.txt"), "w") as log:

@@ -93,12 +93,18 @@ def main(argv=None) -> int:
     a.add_argument("--plan", required=True)
     a.add_argument("--result", required=True)
     a.add_argument("--cache-dir", default=None, help="unused (the JAX workers' argument)")
+    a.add_argument("--seconds", type=float, default=None, help="the group's time budget")
     args = a.parse_args(argv)
     with open(args.plan) as f:
-        p = json.load(f)["hf"]
+        full_plan = json.load(f)
+    p, budgets = full_plan["hf"], full_plan.get("part_s", {}).get("hf", {})
     data = {}
 
-    def part(name, fn):
+    def part(name, fn):  # as accelerator_jax.Results.part
+        budget = budgets.get(name, budgets.get(name.split("_")[0]))
+        left = None if args.seconds is None else T0 + args.seconds - time.perf_counter()
+        if budget is not None and left is not None and left < budget:
+            fn = lambda: {"skipped": f"{left:.0f}s left in the group, the part's budget is {budget:.0f}s"}  # noqa: E731
         log(f"{name}: start")
         t = time.perf_counter()
         try:

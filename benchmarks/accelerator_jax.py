@@ -51,13 +51,25 @@ def log(msg: str) -> None:
     print(f"[{time.perf_counter() - T0:7.1f}s] {msg}", flush=True)
 
 
-class Results:
-    """``name -> dict`` of one group, rewritten to ``path`` after every part."""
+def part_budget(budgets: dict, name: str) -> float | None:
+    """The plan's max seconds of part ``name`` (``mfu_1024`` falls back to ``mfu``), or None."""
+    return budgets.get(name, budgets.get(name.split("_")[0]))
 
-    def __init__(self, path: str):
-        self.path, self.data = path, {}
+
+class Results:
+    """``name -> dict`` of one group, rewritten to ``path`` after every part. With ``seconds`` (the group's
+    time) and ``budgets`` (max seconds per part), a part is skipped, and says why, when less time is left
+    than its budget: the worker would be killed in it, and a later, cheaper part may still fit."""
+
+    def __init__(self, path: str, seconds: float | None = None, budgets: dict | None = None):
+        self.path, self.data, self.budgets = path, {}, budgets or {}
+        self.deadline = None if seconds is None else T0 + seconds
 
     def part(self, name: str, fn, **meta) -> dict:
+        budget = part_budget(self.budgets, name)
+        left = None if self.deadline is None else self.deadline - time.perf_counter()
+        if budget is not None and left is not None and left < budget:
+            fn = lambda: {"skipped": f"{left:.0f}s left in the group, the part's budget is {budget:.0f}s"}  # noqa: E731
         log(f"{name}: start {meta or ''}")
         t = time.perf_counter()
         try:
@@ -307,6 +319,8 @@ def main(argv=None) -> int:
     a.add_argument("--plan", required=True)
     a.add_argument("--result", required=True)
     a.add_argument("--cache-dir", default=None, help="persistent XLA cache (JAX_COMPILATION_CACHE_DIR wins)")
+    a.add_argument("--seconds", type=float, default=None, help="the group's time budget (parts that would "
+                   "not fit in what is left are skipped)")
     args = a.parse_args(argv)
     with open(args.plan) as f:
         plan = json.load(f)
@@ -315,7 +329,7 @@ def main(argv=None) -> int:
         jax.config.update("jax_compilation_cache_dir", cache)
         if "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS" not in os.environ:
             jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
-    res = Results(args.result)
+    res = Results(args.result, args.seconds, plan.get("part_s", {}).get(args.group))
     log(f"group {args.group} on {jax.devices()[0].device_kind} ({jax.default_backend()}), jax {jax.__version__}")
     if args.group == "device":
         group_device(plan["device"], res)

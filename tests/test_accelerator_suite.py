@@ -102,12 +102,15 @@ def test_tiny_suite_runs_every_part(tiny_suite):
 def test_a_part_that_fails_is_recorded_and_the_next_runs(tmp_path):
     import accelerator_jax as J
 
-    res = J.Results(str(tmp_path / "r.json"))
+    res = J.Results(str(tmp_path / "r.json"), seconds=3600, budgets={"slow": 7200, "mfu": 1})
     res.part("bad", lambda: {"x": 1 / 0})
     res.part("good", lambda: {"x": 1})
+    res.part("slow_part", lambda: {"x": 1})  # budget 7200 s > the hour left: skipped
+    res.part("mfu_1024", lambda: {"x": 1})   # "mfu" budget: runs
     with open(tmp_path / "r.json") as f:
         data = json.load(f)
     assert data["bad"]["error"].startswith("ZeroDivisionError") and data["good"]["x"] == 1
+    assert "skipped" in data["slow_part"] and data["mfu_1024"]["x"] == 1
 
 
 def test_a_group_past_its_budget_is_killed_and_recorded(tmp_path):
