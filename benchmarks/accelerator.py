@@ -29,10 +29,9 @@ Formulas (the functions below, tested in ``tests/test_accelerator_suite.py``):
   (PaLM appendix B; remat recompute not counted): each matmul weight costs 2 FLOPs per token forward and
   4 backward when trained (activation + weight gradient), 2 backward when frozen (LoRA base: activation
   gradient only), 6 per LoRA adapter weight; the LM head is applied to the ``C`` scored positions only;
-  causal attention adds
-  ``6 L rows T^2 N H`` (``T = P + C``; the causal half of PaLM's ``12 L rows T^2 N H``, which is recorded
-  as ``mfu_palm``). MFU = FLOPs / step seconds / the device's dense bf16 peak (``PEAKS``, datasheet; the
-  measured matmul peak is reported beside it).
+  causal attention adds ``6 L rows T^2 N H`` (``T = P + C``; the causal half of PaLM's
+  ``12 L rows T^2 N H``, which is recorded as ``mfu_palm``). MFU = FLOPs / step seconds / the device's
+  dense bf16 peak (``PEAKS``, datasheet; the measured matmul peak is reported beside it).
 * sampler floor: prefill at the bf16 peak, then every decoding step reads all weights once plus the
   filled part of the KV cache (``rows x (P + i)`` tokens at step i) at the datasheet HBM bandwidth;
   fraction of floor = floor seconds / measured seconds.
