@@ -264,8 +264,9 @@ def table(suite: dict) -> str:
         rows.append([f"group {grp}", "", f"{st.get('status')} in {st.get('seconds', 0):.0f}s", "", ""])
     info = suite["groups"].get("device", {}).get("info", {})
     head = ["measurement", "shape", "value", "goal", ""]
+    tiny = " (--tiny: toy shapes, the numbers mean nothing)" if suite.get("plan", {}).get("tiny") else ""
     lines = [f"device: {info.get('device_kind', '?')}, jax {info.get('jax', '?')}, attention implementations "
-             f"{info.get('implementations', '?')}; {suite.get('seconds', 0):.0f}s in all", "",
+             f"{info.get('implementations', '?')}; {suite.get('seconds', 0):.0f}s in all{tiny}", "",
              "| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
     return "\n".join(lines + ["| " + " | ".join(str(c) for c in r) + " |" for r in rows])
 
