@@ -111,7 +111,7 @@ def shared_prompt_attention(q_BTNH: Array, prompt_k_bQKH: Array, prompt_v_bQKH: 
                              preferred_element_type=jnp.float32) * (H ** -0.5)
         slot_c = start + jnp.arange(chunk, dtype=jnp.int32)
         ok_Tc = (slot_c[None, :] >= nominal) & (slot_c[None, :] <= last_T[:, None])
-        s_BKgTc = jnp.where(ok_Tc, s_BKgTc, _NEG)
+        s_BKgTc = jnp.where(ok_Tc[None, None, None], s_BKgTc, _NEG)
         m_new = jnp.maximum(m_BKgT, jnp.max(s_BKgTc, axis=-1))
         alpha = jnp.exp(m_BKgT - m_new)
         p_BKgTc = jnp.exp(s_BKgTc - m_new[..., None])
