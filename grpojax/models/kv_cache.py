@@ -66,6 +66,22 @@ def is_shared_prompt(cache: Cache) -> bool:
     return "prompt_k" in (cache if isinstance(cache, dict) else cache[0])
 
 
+def cache_geometry(cache: Cache, config: QwenConfig) -> tuple[int, int | None]:
+    """Checks the cache's layer layout against ``config``; returns ``(S, None)`` for a ``[.., B, S, K, H]``
+    cache and ``(Q, b)`` for a shared-prompt one (its prompt part ``[.., b, Q, K, H]``)."""
+    stacked = isinstance(cache, dict)
+    n = cache["k"].shape[0] if stacked else len(cache)
+    if stacked != config.scan_layers or n != config.num_layers:
+        raise ValueError(f"Qwen: cache has {n} layers ({'stacked' if stacked else 'per-layer'}), "
+                         f"model has {config.num_layers} (scan_layers={config.scan_layers}); build it with "
+                         "init_cache(model.config, ...)")
+    first = cache if stacked else cache[0]
+    if "prompt_k" in first:
+        b, Q = first["prompt_k"].shape[-4:-2]
+        return Q, b
+    return first["k"].shape[-3], None
+
+
 def write_cache(layer_cache: dict, k_BTKH: Array, v_BTKH: Array, cache_pos: Array) -> dict:
     """Writes ``T`` new keys/values at slots ``[cache_pos, cache_pos + T)`` of one layer's cache.
 

@@ -35,7 +35,7 @@ from flax import nnx
 from grpojax.models.attention import IMPLEMENTATIONS, attention
 from grpojax.models.config import QwenConfig
 from grpojax.models.decode_attention import shared_prompt_attention
-from grpojax.models.kv_cache import is_shared_prompt, layer_kv, write_cache
+from grpojax.models.kv_cache import cache_geometry, layer_kv, write_cache
 from grpojax.models.rope import apply_rope, rope_angles
 from grpojax.sharding.rules import ACTIVATION_AXES, pin
 from grpojax.types import Array
@@ -154,8 +154,7 @@ class Attention(nnx.Module):
             k_BSKH, v_BSKH = k_BTKH, v_BTKH
         elif "prompt_k" in layer_cache:  # shared-prompt cache: kv_segment is the prompts' [b, Q] segments
             layer_cache = write_cache(layer_cache, k_BTKH, v_BTKH, cache_pos)
-            prompt_k_bQKH, prompt_v_bQKH = layer_kv(layer_cache, "prompt_")
-            out_BTNH = shared_prompt_attention(q_BTNH, prompt_k_bQKH, prompt_v_bQKH, kv_segment_BS,
+            out_BTNH = shared_prompt_attention(q_BTNH, *layer_kv(layer_cache, "prompt_"), kv_segment_BS,
                                                layer_cache["k"], layer_cache["v"], offset,
                                                layer=layer_cache.get("layer"))
             return self.o(out_BTNH), layer_cache
@@ -257,10 +256,9 @@ class Qwen(nnx.Module):
       to slots ``[cache_pos, cache_pos + T)``; query t attends to slot s iff ``s <= cache_pos + t`` and
       ``attn_mask_BT[b, s]`` (then of length S). ``positions_BT`` defaults to ``cache_pos + arange(T)``.
       Returns ``(logits_BTV, new_cache)``.
-    * with a shared-prompt cache (:func:`grpojax.models.kv_cache.shared_prompt_cache`: ``b`` prompts' keys
-      once, ``C`` generated slots per row, ``B = b * G`` rows): ``cache_pos`` is the generated slot of the
-      first new token and ``attn_mask_BT`` the prompts' mask ``[b, Q]``; query t reads the real prompt
-      tokens of its prompt and generated slots ``c <= cache_pos + t`` (pass ``positions_BT``).
+    * with a shared-prompt cache (``kv_cache.shared_prompt_cache``, B = b * G rows): ``cache_pos`` is the
+      generated slot of the first new token, ``attn_mask_BT`` the b prompts' ``[b, Q]`` mask; query t reads
+      its prompt's real tokens and generated slots ``c <= cache_pos + t`` (pass ``positions_BT``).
     * ``return_hidden=True`` returns the final-normed hidden states ``[B, T, D]`` instead of logits; apply
       :meth:`logits_from_hidden` (e.g. chunk by chunk) to get logits.
 
@@ -355,16 +353,8 @@ class Qwen(nnx.Module):
                 raise ValueError("Qwen: cache_pos is required when a cache is given")
             if segment_ids_BT is not None:
                 raise ValueError("Qwen: segment_ids_BT (packed rows) is for cache-free forwards only")
-            stacked = isinstance(cache, dict)
-            n = cache["k"].shape[0] if stacked else len(cache)
-            if stacked != self.config.scan_layers or n != self.config.num_layers:
-                raise ValueError(f"Qwen: cache has {n} layers ({'stacked' if stacked else 'per-layer'}), "
-                                 f"model has {self.config.num_layers} (scan_layers="
-                                 f"{self.config.scan_layers}); build it with init_cache(model.config, ...)")
-            S = (cache["k"] if stacked else cache[0]["k"]).shape[-3]
-            shared = is_shared_prompt(cache)
-            if shared:
-                mask_rows, S = (cache["prompt_k"] if stacked else cache[0]["prompt_k"]).shape[-4:-2]
+            S, prompts = cache_geometry(cache, self.config)
+            mask_rows, shared = (B, False) if prompts is None else (prompts, True)
             cache_pos = jnp.asarray(cache_pos, jnp.int32)
             if positions_BT is None:
                 positions_BT = jnp.broadcast_to(cache_pos + steps_T[None, :], (B, T))
@@ -377,9 +367,8 @@ class Qwen(nnx.Module):
             kv_segment_BS = segment_ids_BT.astype(jnp.int32)
         elif attn_mask_BT is not None:
             if attn_mask_BT.shape != (mask_rows, S):
-                raise ValueError(f"Qwen: attn_mask_BT has shape {attn_mask_BT.shape}, expected {(mask_rows, S)} "
-                                 "(token length without a cache, cache length S with one, [prompts, prompt "
-                                 "length] with a shared-prompt cache)")
+                raise ValueError(f"Qwen: attn_mask_BT has shape {attn_mask_BT.shape}, expected {(mask_rows, S)} (token "
+                                 "length / cache length S / [prompts, prompt length] of a shared-prompt cache)")
             kv_segment_BS = attn_mask_BT.astype(bool).astype(jnp.int32)
         else:
             kv_segment_BS = jnp.ones((mask_rows, S), jnp.int32)
