@@ -158,14 +158,26 @@ def main(argv=None) -> int:
     mem_shape = dict(prompts=2, group=8, prompt_len=512, budget=64)
     mem = memory(model, **mem_shape)
 
-    a = common.table([[r["max_new_tokens"], f"{r['dense_ms']:.3f}", f"{r['shared_ms']:.3f}",
-                       f"{r['dense_ms'] / r['shared_ms']:.2f}", f"{r['dense_ms'] / budget_rows[0]['dense_ms']:.2f}",
-                       f"{r['shared_ms'] / budget_rows[0]['shared_ms']:.2f}"] for r in budget_rows],
-                     ["max_new_tokens", "dense ms/step", "shared ms/step", "dense / shared",
-                      "dense vs L=64", "shared vs L=64"])
-    b = common.table([[r["G"], f"{r['dense_ms_per_row']:.3f}", f"{r['shared_ms_per_row']:.3f}",
-                       f"{r['dense_ms_per_row'] / r['shared_ms_per_row']:.2f}"] for r in group_rows],
-                     ["G", "dense ms/row/step", "shared ms/row/step", "dense / shared"])
+    def cells(r, unit, first):
+        out = []
+        for stat in ("", "_min"):
+            d, s = r[f"dense{stat}_{unit}"], r[f"shared{stat}_{unit}"]
+            out += [f"{d:.3f}", f"{s:.3f}", f"{d / s:.2f}"]
+            if first is not None:
+                out += [f"{d / first[f'dense{stat}_{unit}']:.2f}", f"{s / first[f'shared{stat}_{unit}']:.2f}"]
+        return out
+
+    def head(unit, growth):
+        out = []
+        for stat in ("median", "min"):
+            out += [f"dense {unit} ({stat})", f"shared {unit} ({stat})", "dense / shared"]
+            out += ["dense vs L=64", "shared vs L=64"] if growth else []
+        return out
+
+    a = common.table([[r["max_new_tokens"]] + cells(r, "ms", budget_rows[0]) for r in budget_rows],
+                     ["max_new_tokens"] + head("ms/step", True))
+    b = common.table([[r["G"]] + cells(r, "ms_per_row", None) for r in group_rows],
+                     ["G"] + head("ms/row/step", False))
     c = common.table([[k, mem[k]["temp_bytes"], mem[k]["argument_bytes"], mem["cache_bytes"][k]]
                       for k in ("dense", "shared")],
                      ["layout", "XLA temp bytes", "argument bytes", "KV cache bytes (computed)"])
