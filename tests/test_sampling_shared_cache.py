@@ -5,8 +5,8 @@
   several filled lengths, ragged last chunks, padded prompts, GQA, per-layer and stacked caches; NaN in
   the chunks past the filled ones never reaches the output (they are not read);
 * ``sample`` with the shared layout (the default for ``Qwen``) gives the dense layout's tokens, masks and
-  log-probs in float32: greedy with G = 3, left / right / middle padded prompts, two EOS ids that stop
-  some rows (both layer layouts), and top-k / top-p sampling with the same key.
+  log-probs in float32, with G = 3, left / right / middle padded prompts and EOS ids that stop some rows:
+  greedy (per-layer cache) and top-k / top-p sampling with the same key (stacked ``scan_layers`` cache).
 """
 
 import jax
@@ -16,9 +16,11 @@ import pytest
 from flax import nnx
 
 from grpojax.models import Qwen, QwenConfig, decode_attention
+from grpojax.models import qwen as qwen_module
 from grpojax.models.attention import attend_einsum
 from grpojax.sampling import sample
 
+EOS_SAMPLED = [3, 17, 40]
 CFG = QwenConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_layers=2, num_heads=4,
                  num_kv_heads=2, head_dim=8)
 
@@ -64,11 +66,6 @@ def _prompts():
     return toks, (toks != 0).astype(np.int32)
 
 
-@pytest.fixture(scope="module", params=[False, True], ids=["per-layer", "scan_layers"])
-def model(request):
-    return Qwen(CFG.replace(scan_layers=request.param), rngs=nnx.Rngs(4))
-
-
 @pytest.fixture
 def small_chunks(monkeypatch):
     """Chunks of 4 generated slots (read when the sampler is traced), so 10 new tokens take 3 chunks."""
@@ -85,24 +82,31 @@ def _assert_same(shared, dense):
 
 
 @pytest.mark.usefixtures("small_chunks")
-def test_greedy_with_eos_equals_dense(model):
+def test_greedy_with_eos_equals_dense(monkeypatch):
+    model = Qwen(CFG, rngs=nnx.Rngs(4))  # per-layer cache (the sampled test below: stacked)
+    traced = []  # the default layout of a Qwen must go through the shared-prompt kernel
+    kernel = qwen_module.shared_prompt_attention
+    monkeypatch.setattr(qwen_module, "shared_prompt_attention", lambda *a, **k: traced.append(1) or kernel(*a, **k))
     toks, mask = _prompts()
     kw = dict(max_new_tokens=10, greedy=True, num_samples=3, pad_id=0)
     free = sample(model, toks, mask, jax.random.key(0), eos_ids=[64, 65], cache_layout="dense", **kw)
     assert np.all(free.truncated_B)  # ids 64, 65 are outside the vocabulary: no row stops
     ends = [int(free.completion_tokens_BC[0, 2]), int(free.completion_tokens_BC[9, 5])]
     dense = sample(model, toks, mask, jax.random.key(0), eos_ids=ends, cache_layout="dense", **kw)
+    assert not traced
     shared = sample(model, toks, mask, jax.random.key(0), eos_ids=ends, **kw)  # Qwen's default: shared
+    assert traced
     assert not np.all(dense.truncated_B) and not np.all(dense.completion_mask_BC)  # some rows stopped early
     _assert_same(shared, dense)
 
 
 @pytest.mark.usefixtures("small_chunks")
-def test_sampled_equals_dense_with_the_same_key():
-    model = Qwen(CFG, rngs=nnx.Rngs(4))  # per-layer only: the layer layouts differ in the cache, not here
+def test_sampled_with_eos_equals_dense_with_the_same_key():
+    model = Qwen(CFG.replace(scan_layers=True), rngs=nnx.Rngs(4))  # stacked [L, ...] cache
     toks, mask = _prompts()
-    kw = dict(max_new_tokens=10, temperature=0.9, top_k=20, top_p=0.95, num_samples=3)
+    kw = dict(max_new_tokens=10, temperature=0.9, top_k=20, top_p=0.95, num_samples=3, eos_ids=EOS_SAMPLED)
     dense = sample(model, toks, mask, jax.random.key(3), cache_layout="dense", **kw)
     shared = sample(model, toks, mask, jax.random.key(3), cache_layout="shared", **kw)
     assert len({tuple(np.asarray(row)) for row in dense.completion_tokens_BC}) > 6  # samples differ
+    assert 0 < int(dense.truncated_B.sum()) < 12  # some rows stopped at an EOS, some did not
     _assert_same(shared, dense)
