@@ -61,11 +61,6 @@ def shared_prompt_cache(prompt_cache: Cache, generated_cache: Cache) -> Cache:
     return [join(p, g) for p, g in zip(prompt_cache, generated_cache)]
 
 
-def is_shared_prompt(cache: Cache) -> bool:
-    """Whether ``cache`` is in the shared-prompt layout (:func:`shared_prompt_cache`)."""
-    return "prompt_k" in (cache if isinstance(cache, dict) else cache[0])
-
-
 def cache_geometry(cache: Cache, config: QwenConfig) -> tuple[int, int | None]:
     """Checks the cache's layer layout against ``config``; returns ``(S, None)`` for a ``[.., B, S, K, H]``
     cache and ``(Q, b)`` for a shared-prompt one (its prompt part ``[.., b, Q, K, H]``)."""
