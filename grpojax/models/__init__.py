@@ -7,6 +7,8 @@ Public API:
     Qwen                           the NNX decoder (logits, hidden states, cached decode)
     init_cache                     zero KV cache pytree: [dict(k=[B,S,K,H], v=[B,S,K,H])] * L, or one
                                    stacked dict(k=[L,B,S,K,H], v=...) with scan_layers
+                                   (the sampler decodes from kv_cache.shared_prompt_cache: prompt
+                                   keys once per prompt, see decode_attention and docs/decode.md)
     from_hf, to_hf                 HF checkpoint (dir or hub id) <-> Qwen
     config_from_hf_dict, config_to_hf_dict
     apply_lora, merge_lora, lora_params, LORA_TARGETS

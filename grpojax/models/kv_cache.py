@@ -12,6 +12,12 @@ index: the caller passes ``cache_pos`` (a scalar) to the model, which writes the
 into slots ``[cache_pos, cache_pos + T)`` and attends over slots ``s <= cache_pos + t`` that are also
 valid in the caller's ``attn_mask_BS``. Keys are stored after RoPE, so a slot never needs its position
 again.
+
+The sampler decodes from a **shared-prompt** cache (:func:`shared_prompt_cache`): each layer's dict (or
+the stacked dict) also holds ``prompt_k`` / ``prompt_v`` ``[..., b, Q, K, H]``, the keys / values of ``b``
+prompts stored once, while ``k`` / ``v`` ``[..., b * G, C, K, H]`` hold the ``C`` generated tokens of each
+of the ``G`` samples per prompt. ``cache_pos`` then counts generated slots, and attention runs through
+:func:`grpojax.models.decode_attention.shared_prompt_attention`.
 """
 
 from __future__ import annotations
@@ -37,6 +43,40 @@ def init_cache(config: QwenConfig, batch: int, max_len: int, dtype=jnp.float32) 
     return [dict(k=jnp.zeros(shape, dtype), v=jnp.zeros(shape, dtype)) for _ in range(config.num_layers)]
 
 
+def shared_prompt_cache(prompt_cache: Cache, generated_cache: Cache) -> Cache:
+    """The shared-prompt layout from a prefilled ``[..., b, Q, K, H]`` cache and a zero ``[..., b * G, C, K, H]``
+    one (same layer layout): per layer ``dict(prompt_k, prompt_v, k, v)`` (or one stacked such dict)."""
+    def join(p: dict, g: dict) -> dict:
+        if p["k"].shape[:-4] != g["k"].shape[:-4] or p["k"].shape[-2:] != g["k"].shape[-2:] \
+                or g["k"].shape[-4] % p["k"].shape[-4]:
+            raise ValueError(f"prompt cache {p['k'].shape} and generated cache {g['k'].shape} do not fit")
+        return dict(prompt_k=p["k"], prompt_v=p["v"], k=g["k"], v=g["v"])
+
+    if isinstance(prompt_cache, dict) != isinstance(generated_cache, dict):
+        raise ValueError("prompt and generated caches differ in layer layout (stacked vs per-layer)")
+    if isinstance(prompt_cache, dict):
+        return join(prompt_cache, generated_cache)
+    if len(prompt_cache) != len(generated_cache):
+        raise ValueError(f"prompt cache has {len(prompt_cache)} layers, generated {len(generated_cache)}")
+    return [join(p, g) for p, g in zip(prompt_cache, generated_cache)]
+
+
+def cache_geometry(cache: Cache, config: QwenConfig) -> tuple[int, int | None]:
+    """Checks the cache's layer layout against ``config``; returns ``(S, None)`` for a ``[.., B, S, K, H]``
+    cache and ``(Q, b)`` for a shared-prompt one (its prompt part ``[.., b, Q, K, H]``)."""
+    stacked = isinstance(cache, dict)
+    n = cache["k"].shape[0] if stacked else len(cache)
+    if stacked != config.scan_layers or n != config.num_layers:
+        raise ValueError(f"Qwen: cache has {n} layers ({'stacked' if stacked else 'per-layer'}), "
+                         f"model has {config.num_layers} (scan_layers={config.scan_layers}); build it with "
+                         "init_cache(model.config, ...)")
+    first = cache if stacked else cache[0]
+    if "prompt_k" in first:
+        b, Q = first["prompt_k"].shape[-4:-2]
+        return Q, b
+    return first["k"].shape[-3], None
+
+
 def write_cache(layer_cache: dict, k_BTKH: Array, v_BTKH: Array, cache_pos: Array) -> dict:
     """Writes ``T`` new keys/values at slots ``[cache_pos, cache_pos + T)`` of one layer's cache.
 
@@ -59,9 +99,11 @@ def write_cache(layer_cache: dict, k_BTKH: Array, v_BTKH: Array, cache_pos: Arra
     return out
 
 
-def layer_kv(layer_cache: dict) -> tuple[Array, Array]:
-    """This layer's ``[B, S, K, H]`` keys and values (indexed out of a stacked cache)."""
+def layer_kv(layer_cache: dict, prefix: str = "") -> tuple[Array, Array]:
+    """This layer's ``[B, S, K, H]`` keys and values (indexed out of a stacked cache); ``prefix="prompt_"``
+    gives the shared prompt part ``[b, Q, K, H]`` of a shared-prompt cache."""
+    k, v = layer_cache[prefix + "k"], layer_cache[prefix + "v"]
     if "layer" not in layer_cache:
-        return layer_cache["k"], layer_cache["v"]
+        return k, v
     take = lambda x: jax.lax.dynamic_index_in_dim(x, layer_cache["layer"], axis=0, keepdims=False)  # noqa: E731
-    return take(layer_cache["k"]), take(layer_cache["v"])
+    return take(k), take(v)

@@ -34,7 +34,8 @@ from flax import nnx
 
 from grpojax.models.attention import IMPLEMENTATIONS, attention
 from grpojax.models.config import QwenConfig
-from grpojax.models.kv_cache import layer_kv, write_cache
+from grpojax.models.decode_attention import shared_prompt_attention
+from grpojax.models.kv_cache import cache_geometry, layer_kv, write_cache
 from grpojax.models.rope import apply_rope, rope_angles
 from grpojax.sharding.rules import ACTIVATION_AXES, pin
 from grpojax.types import Array
@@ -151,6 +152,12 @@ class Attention(nnx.Module):
         q_segment_BT, kv_segment_BS, offset = mask
         if layer_cache is None:
             k_BSKH, v_BSKH = k_BTKH, v_BTKH
+        elif "prompt_k" in layer_cache:  # shared-prompt cache: kv_segment is the prompts' [b, Q] segments
+            layer_cache = write_cache(layer_cache, k_BTKH, v_BTKH, cache_pos)
+            out_BTNH = shared_prompt_attention(q_BTNH, *layer_kv(layer_cache, "prompt_"), kv_segment_BS,
+                                               layer_cache["k"], layer_cache["v"], offset,
+                                               layer=layer_cache.get("layer"))
+            return self.o(out_BTNH), layer_cache
         else:
             layer_cache = write_cache(layer_cache, k_BTKH, v_BTKH, cache_pos)
             k_BSKH, v_BSKH = layer_kv(layer_cache)
@@ -249,6 +256,9 @@ class Qwen(nnx.Module):
       to slots ``[cache_pos, cache_pos + T)``; query t attends to slot s iff ``s <= cache_pos + t`` and
       ``attn_mask_BT[b, s]`` (then of length S). ``positions_BT`` defaults to ``cache_pos + arange(T)``.
       Returns ``(logits_BTV, new_cache)``.
+    * with a shared-prompt cache (``kv_cache.shared_prompt_cache``, B = b * G rows): ``cache_pos`` is the
+      generated slot of the first new token, ``attn_mask_BT`` the b prompts' ``[b, Q]`` mask; query t reads
+      its prompt's real tokens and generated slots ``c <= cache_pos + t`` (pass ``positions_BT``).
     * ``return_hidden=True`` returns the final-normed hidden states ``[B, T, D]`` instead of logits; apply
       :meth:`logits_from_hidden` (e.g. chunk by chunk) to get logits.
 
@@ -262,6 +272,8 @@ class Qwen(nnx.Module):
     run by ``jax.lax.scan``, with the cache stacked likewise (:mod:`grpojax.models.kv_cache`). Both layouts
     compute the same function from the same keys (``tests/models/test_scan_layers.py``).
     """
+
+    cache_layouts = ("dense", "shared")  # KV-cache layouts the cache branch reads (grpojax.sampling.decode)
 
     def __init__(self, config: QwenConfig, *, dtype: Any = jnp.float32, param_dtype: Any = jnp.float32,
                  rngs: nnx.Rngs | None = None, with_lm_head: bool = True, remat: str = "none",
@@ -298,7 +310,7 @@ class Qwen(nnx.Module):
             layer_state, index = xs
             layer_cache = None if kv is None else dict(kv, layer=index)
             x_BTD, layer_cache = call(nnx.merge(graphdef, layer_state), x_BTD, *args, layer_cache, cache_pos)
-            kv = None if kv is None else {"k": layer_cache["k"], "v": layer_cache["v"]}
+            kv = None if kv is None else {name: layer_cache[name] for name in kv}
             return (x_BTD, kv), None
 
         index = jnp.arange(self.config.num_layers, dtype=jnp.int32)
@@ -330,6 +342,7 @@ class Qwen(nnx.Module):
         chex.assert_rank(tokens_BT, 2)
         B, T = tokens_BT.shape
         steps_T = jnp.arange(T, dtype=jnp.int32)
+        mask_rows, shared = B, False  # rows of attn_mask_BT: the b prompts with a shared-prompt cache
         if cache is None:
             S = T
             if positions_BT is None:
@@ -340,13 +353,8 @@ class Qwen(nnx.Module):
                 raise ValueError("Qwen: cache_pos is required when a cache is given")
             if segment_ids_BT is not None:
                 raise ValueError("Qwen: segment_ids_BT (packed rows) is for cache-free forwards only")
-            stacked = isinstance(cache, dict)
-            n = cache["k"].shape[0] if stacked else len(cache)
-            if stacked != self.config.scan_layers or n != self.config.num_layers:
-                raise ValueError(f"Qwen: cache has {n} layers ({'stacked' if stacked else 'per-layer'}), "
-                                 f"model has {self.config.num_layers} (scan_layers="
-                                 f"{self.config.scan_layers}); build it with init_cache(model.config, ...)")
-            S = (cache["k"] if stacked else cache[0]["k"]).shape[-3]
+            S, prompts = cache_geometry(cache, self.config)
+            mask_rows, shared = (B, False) if prompts is None else (prompts, True)
             cache_pos = jnp.asarray(cache_pos, jnp.int32)
             if positions_BT is None:
                 positions_BT = jnp.broadcast_to(cache_pos + steps_T[None, :], (B, T))
@@ -358,15 +366,19 @@ class Qwen(nnx.Module):
             chex.assert_shape(segment_ids_BT, (B, T))
             kv_segment_BS = segment_ids_BT.astype(jnp.int32)
         elif attn_mask_BT is not None:
-            if attn_mask_BT.shape != (B, S):
-                raise ValueError(f"Qwen: attn_mask_BT has shape {attn_mask_BT.shape}, expected {(B, S)} "
-                                 "(token length without a cache, cache length S with one)")
+            if attn_mask_BT.shape != (mask_rows, S):
+                raise ValueError(f"Qwen: attn_mask_BT has shape {attn_mask_BT.shape}, expected {(mask_rows, S)} (token "
+                                 "length / cache length S / [prompts, prompt length] of a shared-prompt cache)")
             kv_segment_BS = attn_mask_BT.astype(bool).astype(jnp.int32)
         else:
-            kv_segment_BS = jnp.ones((B, S), jnp.int32)
+            kv_segment_BS = jnp.ones((mask_rows, S), jnp.int32)
         # the new tokens sit at key slots [offset, offset + T): their segments are those slots'
-        q_segment_BT = (kv_segment_BS if cache is None
-                        else jax.lax.dynamic_slice_in_dim(kv_segment_BS, offset, T, axis=1))
+        if cache is None:
+            q_segment_BT = kv_segment_BS
+        elif shared:  # generated tokens are real: they read every real prompt token
+            q_segment_BT = jnp.ones((B, T), jnp.int32)
+        else:
+            q_segment_BT = jax.lax.dynamic_slice_in_dim(kv_segment_BS, offset, T, axis=1)
         mask = (q_segment_BT, kv_segment_BS, offset)
 
         cos_BTJ, sin_BTJ = rope_angles(positions_BT, self.config.head_dim, self.config.rope_theta)

@@ -3,7 +3,8 @@
 Public API:
 
 - :func:`sample` -> :class:`SampleOutput` (completion tokens, mask, per-token log-probs, truncation flags,
-  the left-padded prompts used), ``num_samples`` completions per prompt for GRPO groups;
+  the left-padded prompts used), ``num_samples`` completions per prompt for GRPO groups, decoded from a
+  KV cache whose prompt part the group shares (``cache_layout``, ``docs/decode.md``);
   :func:`lower_sample`: the same program lowered ahead of time for abstract weights (memory planning).
 - strategies (pure functions of logits ``[B, V]``): :func:`apply_temperature`, :func:`top_k_filter`,
   :func:`top_p_filter`, :func:`filter_logits`, :func:`greedy`, :func:`categorical`,

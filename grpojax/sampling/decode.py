@@ -10,14 +10,23 @@ where ``cache`` is a plain pytree of ``[..., B, S, K, H]`` arrays (batch 4th fro
 stacked ``[L, B, S, K, H]``, see ``grpojax.models.kv_cache``), the T new tokens are written to cache slots
 ``[pos, pos + T)``, and query ``t`` attends to slot ``s`` iff ``s <= pos + t`` and ``slots_BS[b, s]``.
 
-Layout used here (``T`` prompt length after padding, ``L`` = ``max_new_tokens``, ``S = T + L``):
+Prompts are normalised to **left padding** (a stable sort of each row by its mask, so right-, left- or
+even middle-padded rows all work); RoPE positions are ``cumsum(mask) - 1`` (pads get 0). The i-th
+completion token (i = 0..L-1, ``L`` = ``max_new_tokens``) has position ``n_b + i`` (``n_b`` = real prompt
+length of row b). Two cache layouts (``cache_layout``, ``T`` = prompt length after padding):
 
-* prompts are normalised to **left padding** (a stable sort of each row by its mask, so right-, left- or
-  even middle-padded rows all work); RoPE positions are ``cumsum(mask) - 1`` (pads get 0);
-* prefill writes the prompt to slots ``[0, T)``; the i-th completion token (i = 0..L-1) has position
-  ``n_b + i`` (``n_b`` = real prompt length of row b) and, when fed back, cache slot ``T + i``;
-* slot validity ``slots_BS = [prompt_mask_BT, ones_BC]``: pad slots of the prompt are never attended;
-  decode slots are protected by the causal rule ``s <= pos + t`` until written.
+* ``"shared"`` (for models with ``"shared"`` in their ``cache_layouts``, e.g. ``Qwen``): prefill writes the
+  B prompts into a ``[.., B, T, K, H]`` cache; decoding uses it once per prompt for all G samples plus a
+  ``[.., B * G, L, K, H]`` cache of generated tokens (:func:`grpojax.models.kv_cache.shared_prompt_cache`),
+  the i-th completion token going to generated slot i. Each step reads the prompt keys once per group
+  and only the filled chunks of the generated slots
+  (:func:`grpojax.models.decode_attention.shared_prompt_attention`), so its cost does not depend on the
+  unused part of the budget (``benchmarks/decode_cost.py``, ``docs/decode.md``).
+* ``"dense"`` (any model with the interface above): one ``[.., B, T + L, K, H]`` cache; prefill writes
+  slots ``[0, T)``, then the cache is repeated G times and the i-th completion token goes to slot
+  ``T + i``; slot validity ``slots_BS = [prompt_mask_BT, ones_BC]`` hides the prompt pads, and decode
+  slots are protected by the causal rule ``s <= pos + t`` until written. Every step attends over all
+  ``T + L`` slots of all ``B * G`` rows.
 """
 
 from __future__ import annotations
@@ -29,17 +38,19 @@ import chex
 import jax
 import jax.numpy as jnp
 
-from grpojax.models.kv_cache import CACHE_BATCH_AXIS
+from grpojax.models.kv_cache import CACHE_BATCH_AXIS, shared_prompt_cache
 from grpojax.sampling import strategies
 from grpojax.types import Array, PRNGKey, PyTree
 
 DECODE_SCOPE = "decode_loop"  # jax.named_scope of the decoding while-loop
+CACHE_LAYOUTS = ("shared", "dense")  # values of decode's cache_layout (module docstring)
+
 
 class DecodeState(NamedTuple):
     """The ``lax.while_loop`` carry (rows are the ``B * G`` sequences being decoded).
 
     step: scalar int32, the completion index the next token will be written to (1..L).
-    cache: the model's KV-cache pytree (``[..., B, S, K, H]`` leaves).
+    cache: the model's KV-cache pytree (``[..., B, S, K, H]`` leaves; shared-prompt: module docstring).
     last_B: int32 token sampled at ``step - 1``; it is fed to the model next.
     done_B: bool, the row has emitted an EOS (it then emits ``pad_id`` with mask 0).
     tokens_BC: int32 completion tokens (``pad_id`` where not generated).
@@ -142,15 +153,20 @@ def decode(
     top_k: int | None,
     use_greedy: bool,
     num_samples: int,
+    cache_layout: str = "dense",
 ) -> SampleOutput:
     """Traceable body of :func:`grpojax.sampling.sample` (call it under ``jit``; arguments as there).
 
     ``eos_ids_E`` (int32 ``[E]``, E may be 0) and ``pad_id`` (int32 scalar) are arrays, so their values
     can change without recompiling; ``max_new_tokens``, ``top_k``, ``use_greedy``, ``num_samples`` are static.
 
-    ``init_cache_fn(batch, max_len)`` builds the zero KV cache. Prefill runs once per prompt; its cache
-    and last logits are then repeated ``num_samples`` times, so a GRPO group shares one prefill.
+    ``init_cache_fn(batch, max_len)`` builds a zero ``[.., batch, max_len, K, H]`` KV cache. Prefill runs
+    once per prompt, so a GRPO group shares one prefill; ``cache_layout`` (static, module docstring) says
+    whether its keys / values are then shared by the group (``"shared"``) or repeated ``num_samples``
+    times (``"dense"``). Both give the same tokens and log-probs up to float rounding.
     """
+    if cache_layout not in CACHE_LAYOUTS:
+        raise ValueError(f"decode: cache_layout={cache_layout!r}; valid: {', '.join(CACHE_LAYOUTS)}")
     chex.assert_rank([prompt_tokens_BT, prompt_mask_BT], 2)
     chex.assert_equal_shape([prompt_tokens_BT, prompt_mask_BT])
     pad_id = jnp.asarray(pad_id, jnp.int32)
@@ -158,15 +174,21 @@ def decode(
     batch, prompt_len = prompt_tokens_BT.shape
     steps = max_new_tokens
     tokens_BT, mask_BT, positions_BT = left_pad(prompt_tokens_BT, prompt_mask_BT, pad_id)
-    slots_BS = jnp.concatenate([mask_BT.astype(bool), jnp.ones((batch, steps), bool)], axis=1)
-
-    cache = init_cache_fn(batch, prompt_len + steps)
-    logits_BV, cache = forward_last(model, tokens_BT, positions_BT, slots_BS, cache, jnp.int32(0))
-
     rows = batch * num_samples
-    cache = repeat_rows(cache, num_samples, axis=CACHE_BATCH_AXIS)  # [..., B, S, K, H] (stacked or not)
-    logits_BV, slots_BS, tokens_BT, mask_BT = repeat_rows((logits_BV, slots_BS, tokens_BT, mask_BT),
-                                                          num_samples)
+    if cache_layout == "shared":
+        slots_BS = mask_BT.astype(bool)  # [B, T]: the prompts' slots; generated slot i is fed at step i
+        cache = init_cache_fn(batch, prompt_len)
+        logits_BV, cache = forward_last(model, tokens_BT, positions_BT, slots_BS, cache, jnp.int32(0))
+        cache = shared_prompt_cache(cache, init_cache_fn(rows, steps))
+        first_slot = 0
+    else:
+        slots_BS = jnp.concatenate([mask_BT.astype(bool), jnp.ones((batch, steps), bool)], axis=1)
+        cache = init_cache_fn(batch, prompt_len + steps)
+        logits_BV, cache = forward_last(model, tokens_BT, positions_BT, slots_BS, cache, jnp.int32(0))
+        cache = repeat_rows(cache, num_samples, axis=CACHE_BATCH_AXIS)  # [..., B, S, K, H] (stacked or not)
+        slots_BS = repeat_rows(slots_BS, num_samples)
+        first_slot = prompt_len
+    logits_BV, tokens_BT, mask_BT = repeat_rows((logits_BV, tokens_BT, mask_BT), num_samples)
     prompt_lens_B = jnp.sum(mask_BT, axis=-1).astype(jnp.int32)
 
     def choose(step: Array, logits_BV: Array) -> tuple[Array, Array]:
@@ -191,7 +213,7 @@ def decode(
         fed = s.step - 1  # completion index of the token fed to the model now
         positions_B1 = (prompt_lens_B + fed)[:, None]
         logits_BV, cache = forward_last(model, s.last_B[:, None], positions_B1, slots_BS, s.cache,
-                                        prompt_len + fed)
+                                        first_slot + fed)
         new_B, logp_B = choose(s.step, logits_BV)
         live_B = ~s.done_B
         new_B = jnp.where(live_B, new_B, pad_id)

@@ -16,7 +16,7 @@ from flax import nnx
 from jax.sharding import Mesh
 
 from grpojax.models import init_cache
-from grpojax.sampling.decode import SampleOutput, decode
+from grpojax.sampling.decode import CACHE_LAYOUTS, SampleOutput, decode
 from grpojax.sharding import constrain, kv_cache_axes
 from grpojax.types import Array, PRNGKey, PyTree
 
@@ -58,14 +58,19 @@ class ShardedCache:
 
 @functools.partial(
     jax.jit,
-    static_argnames=("graphdef", "cache_fn", "max_new_tokens", "top_k", "use_greedy", "num_samples"),
+    static_argnames=("graphdef", "cache_fn", "max_new_tokens", "top_k", "use_greedy", "num_samples",
+                     "cache_layout"),
 )
 def _sample_jit(graphdef, state, prompt_tokens_BT, prompt_mask_BT, rng, temperature, top_p, eos_ids_E,
-                pad_id, *, cache_fn, max_new_tokens, top_k, use_greedy, num_samples) -> SampleOutput:
+                pad_id, *, cache_fn, max_new_tokens, top_k, use_greedy, num_samples,
+                cache_layout=None) -> SampleOutput:
     model = nnx.merge(graphdef, state)
+    if cache_layout is None:  # the model's best: "shared" when it supports it (grpojax.sampling.decode)
+        cache_layout = "shared" if "shared" in getattr(model, "cache_layouts", ()) else "dense"
     return decode(model, cache_fn, prompt_tokens_BT, prompt_mask_BT, rng, temperature, top_p, eos_ids_E,
                   pad_id, max_new_tokens=max_new_tokens, top_k=top_k, use_greedy=use_greedy,
-                  num_samples=num_samples)
+                  num_samples=num_samples, cache_layout=cache_layout)
+
 
 
 def _eos_tuple(eos_ids: int | Iterable[int] | None) -> tuple[int, ...]:
@@ -127,11 +132,11 @@ def _traced_on(cache_fn):
 
 def lower_sample(graphdef, state, prompt_tokens_BT, prompt_mask_BT, *, max_new_tokens: int, cache_fn,
                  num_samples: int = 1, top_k: int | None = None, top_p: bool = False, greedy: bool = False,
-                 num_eos_ids: int = 1):
+                 num_eos_ids: int = 1, cache_layout: str | None = None):
     """The program :func:`sample` runs, lowered ahead of time (``.compile()`` it for XLA's memory analysis
     and HLO) for ``state`` / prompts that may be ``jax.ShapeDtypeStruct`` s with shardings: no weight
     needs to exist (``scripts/plan_memory.py --kind sample``). Static choices as in :func:`sample`
-    (``top_p``: whether a nucleus value is passed); the scalar arguments are replicated on
+    (``top_p``: whether a nucleus value is passed; ``cache_layout`` as there); the scalar arguments are replicated on
     ``cache_fn.mesh`` when it has one."""
     mesh = getattr(cache_fn, "mesh", None)
 
@@ -146,7 +151,7 @@ def lower_sample(graphdef, state, prompt_tokens_BT, prompt_mask_BT, *, max_new_t
             struct((), jnp.float32), struct((), jnp.float32) if top_p else None,
             struct((num_eos_ids,), jnp.int32), struct((), jnp.int32), cache_fn=cache_fn,
             max_new_tokens=int(max_new_tokens), top_k=None if top_k is None else int(top_k),
-            use_greedy=bool(greedy), num_samples=int(num_samples))
+            use_greedy=bool(greedy), num_samples=int(num_samples), cache_layout=cache_layout)
 
 
 def sample(
@@ -165,6 +170,7 @@ def sample(
     num_samples: int = 1,
     cache_fn: Callable[[int, int], PyTree] | None = None,
     cache_dtype: Any = None,
+    cache_layout: str | None = None,
 ) -> SampleOutput:
     """Samples ``num_samples`` completions per prompt with a static-shape KV cache.
 
@@ -198,6 +204,9 @@ def sample(
         ``model.config`` and ``cache_dtype``.
       cache_dtype: KV-cache dtype; default the model's compute dtype (``model.dtype``) if it has one,
         else float32.
+      cache_layout: ``"shared"`` (the G samples of a prompt share its keys / values; each step reads only
+        the filled part of the cache), ``"dense"`` (G copies, every step reads the whole budget: the
+        reference), or None: ``"shared"`` when the model lists it in ``cache_layouts`` (``Qwen`` does).
 
     Returns:
       :class:`SampleOutput` with ``B * G`` rows.
@@ -210,6 +219,8 @@ def sample(
     """
     _validate(prompt_tokens_BT, prompt_mask_BT, max_new_tokens=max_new_tokens, temperature=temperature,
               top_k=top_k, top_p=top_p, pad_id=pad_id, num_samples=num_samples)
+    if cache_layout is not None and cache_layout not in CACHE_LAYOUTS:
+        raise ValueError(f"cache_layout must be one of {CACHE_LAYOUTS} or None, got {cache_layout!r}")
     if cache_fn is None:
         if not hasattr(model, "config"):
             raise ValueError(f"{type(model).__name__} has no .config: pass cache_fn=(batch, max_len) -> cache")
@@ -222,4 +233,4 @@ def sample(
             jnp.asarray(temperature, jnp.float32), None if top_p is None else jnp.asarray(top_p, jnp.float32),
             jnp.asarray(_eos_tuple(eos_ids), jnp.int32), jnp.int32(pad_id), cache_fn=cache_fn,
             max_new_tokens=int(max_new_tokens), top_k=None if top_k is None else int(top_k),
-            use_greedy=bool(greedy), num_samples=int(num_samples))
+            use_greedy=bool(greedy), num_samples=int(num_samples), cache_layout=cache_layout)
