@@ -25,14 +25,13 @@ from grpojax.models import Qwen, QwenConfig, RewardModel
 from grpojax.train.steps.preference import (
     PreferenceSettings,
     init_robust_state,
-    jitted_pair_logprobs,
     preference_step,
 )
 from grpojax.train.steps.reward import reward_step
 from grpojax.train.steps.sft import sft_step
 from grpojax.train.steps.state import create_train_state
 
-CFG = QwenConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_layers=2, num_heads=4,
+CFG = QwenConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_layers=1, num_heads=4,
                  num_kv_heads=2, head_dim=8, tie_word_embeddings=True)
 EOS, P_LEN, T_LEN, B = 3, 8, 24, 8
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -76,8 +75,7 @@ def _assert_same(a, b, keys, rtol=2e-5, atol=1e-6):
         np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=rtol, atol=atol)
 
 
-@pytest.mark.parametrize("num_micro", [1, 2])
-def test_sft_packed_step_equals_unpacked(num_micro):
+def test_sft_packed_step_equals_unpacked(num_micro=2):
     prompts, responses = _texts(0)
     raw = encode_sequences(_Tok(), prompts, responses, P_LEN, T_LEN)
     packed = pack_sft(raw, T_LEN, EOS, rows_multiple=num_micro)
@@ -105,8 +103,8 @@ def test_reward_packed_step_equals_unpacked():
     _assert_same(_run(step, state, plain), _run(step, state, packed), ["loss", "mse", "grad_norm"])
 
 
-@pytest.mark.parametrize("loss,average", [("dpo", False), ("gr_ipo", True)])
-def test_preference_packed_step_and_reference_equal_unpacked(loss, average):
+def test_preference_packed_step_equals_unpacked():
+    """GR-DPO: the pairs' sequence log-probs, the alpha update and the weighted loss's gradient."""
     prompts, chosen = _texts(3)
     _, rejected = _texts(4)
     tok = _Tok()
@@ -119,21 +117,60 @@ def test_preference_packed_step_and_reference_equal_unpacked(loss, average):
              "rejected_mask_BC": rj["completion_mask_BC"], "group_id_B": group}
     packed = {**pack_preference(raw, T_LEN, EOS), "group_id_B": group}
     assert packed["input_ids_BT"].shape[0] < 2 * B  # the unpacked step runs 2B sequences
-    settings = PreferenceSettings(loss=loss, beta=0.5, num_groups=2, group_sizes=(30, 70), eta_alpha=0.5,
-                                  average_logprobs=average, logprob_chunk=8)
+    r = np.random.default_rng(5)  # reference log-probs (the reference runs the same pair_logprobs)
+    ref = (r.normal(-40.0, 3.0, B).astype(np.float32), r.normal(-45.0, 3.0, B).astype(np.float32))
+    for batch in (plain, packed):
+        batch["ref_chosen_logp_B"], batch["ref_rejected_logp_B"] = ref
+    settings = PreferenceSettings(loss="gr_dpo", beta=0.5, num_groups=2, group_sizes=(30, 70), eta_alpha=0.5,
+                                  logprob_chunk=8)
     tx = optax.sgd(1.0)
     graphdef, state = create_train_state(Qwen(CFG, rngs=nnx.Rngs(2)), tx, jax.random.key(0),
                                          robust=init_robust_state(settings))
-    ref = jitted_pair_logprobs(graphdef, settings)  # the reference's log-probs, both layouts
-    ref_plain = ref(state.params, state.frozen, jax.tree.map(jnp.asarray, plain))
-    ref_packed = ref(state.params, state.frozen, jax.tree.map(jnp.asarray, packed))
-    for a, b in zip(ref_plain, ref_packed):
-        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-5)
-    shift = 0.3 * np.arange(B, dtype=np.float32)  # a reference != policy, so the loss has a gradient
-    for batch in (plain, packed):
-        batch["ref_chosen_logp_B"] = np.asarray(ref_plain[0]) + shift
-        batch["ref_rejected_logp_B"] = np.asarray(ref_plain[1])
     step = functools.partial(preference_step, graphdef=graphdef, tx=tx, settings=settings)
     a, b = _run(step, state, plain), _run(step, state, packed)
-    keys = ["loss", "rewards/margins", "rewards/chosen_rewards", "group_loss", "grad_norm"]
-    _assert_same(a, b, keys + (["robust/alpha"] if loss == "gr_ipo" else []))
+    _assert_same(a, b, ["loss", "rewards/margins", "rewards/chosen_rewards", "rewards/rejected_rewards",
+                        "group_loss", "robust/alpha", "grad_norm"])
+
+
+def _metrics(run_dir):
+    with open(os.path.join(run_dir, "metrics.jsonl")) as f:
+        return [json.loads(line) for line in f]
+
+
+@pytest.mark.parametrize("kind", ["sft", "reward", "dpo"])
+def test_two_step_run_with_packing_matches_unpacked(kind, tmp_path, monkeypatch):
+    """The real task and runner, 2 steps of 16 examples (2 per row of 112 tokens): the same metrics with
+    data.packing on as off, on fewer rows (8 devices: rows come in multiples of 8)."""
+    from grpojax.train.runner import run
+    from grpojax.train.tasks import PreferenceTask, RewardTask, SFTTask
+
+    monkeypatch.chdir(ROOT)
+    task = {"sft": SFTTask, "reward": RewardTask, "dpo": PreferenceTask}[kind]
+    rows = {}
+    for packing in (False, True):
+        out = tmp_path / str(packing)
+        cfg = load_config(f"configs/tiny_{kind}.yaml", [
+            "train.steps=2", "train.batch_size=16", "data.max_length=112", f"data.packing={packing}",
+            f"run_dir={out}", "train.save_every=100", "model.shape.num_layers=1"])
+        run(cfg, task(cfg))
+        rows[packing] = _metrics(out)
+    assert len(rows[True]) == len(rows[False]) == 2
+    sequences = 32 if kind == "dpo" else 16
+    for off, on in zip(rows[False], rows[True]):
+        assert on["packing/rows"] < sequences and "packing/rows" not in off
+        for k, v in off.items():
+            if isinstance(v, float) and "time" not in k and "per_sec" not in k:
+                np.testing.assert_allclose(on[k], v, rtol=1e-4, atol=1e-6, err_msg=k)
+
+
+@pytest.mark.parametrize("kind,overrides,words", [
+    ("grpo", [], "grpo runs train on sampled completions"),
+    ("reward", ["reward.loss=bradley_terry", "reward.aspects=[safety]", "data.label_columns=[]"],
+     "reward.loss=regression"),
+    ("dpo", ["train.micro_batch_size=4"], "unset train.micro_batch_size"),
+])
+def test_packing_is_refused_where_it_cannot_work(kind, overrides, words):
+    with pytest.raises(UserError, match="data.packing") as e:
+        load_config(os.path.join(ROOT, f"configs/tiny_{kind}.yaml"),
+                    ["run_dir=/tmp/never", "data.packing=true", *overrides])
+    assert words in str(e.value) and "\n" not in str(e.value)
