@@ -8,6 +8,10 @@ Batch (P pairs; the prompt is shared by the two responses of a pair):
     ref_chosen_logp_B, ref_rejected_logp_B    reference sequence log-probs (precomputed, frozen)
     group_id_B                                int group of each pair (robust / IS losses only)
 
+A packed batch (``data.packing``, :func:`grpojax.data.packing.pack_preference`) replaces the sequence
+arrays by ``input_ids_BT, positions_BT, segment_ids_BT, loss_mask_BT, slot_mask_BX`` and the flat slot
+indices ``chosen_index_P, rejected_index_P`` (:func:`pair_logprobs`); the rest is the same per pair.
+
 Group-robust losses (ALGORITHMS.md 2.3, mini-batch form of the official code): alpha is updated FIRST from
 the whole step's per-pair losses, then theta descends ``Σ_g w_g ĝ_g / |batch|`` with the new alpha held
 constant. With ``num_micro > 1`` the step therefore makes a forward-only pass over the micro-batches to get
