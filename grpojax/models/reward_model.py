@@ -94,7 +94,8 @@ def _project(params: dict, pooled_ND: Array) -> Array:
     """``pooled @ w (+ b)`` in float32 over any leading axes ``N``."""
     scores = jnp.einsum("...D,DR->...R", pooled_ND.astype(jnp.float32), params["w"].astype(jnp.float32))
     if params.get("b") is not None:
-        scores = scores + params["b"].astype(jnp.float32)
+        b_R = params["b"].astype(jnp.float32)
+        scores = scores + b_R.reshape((1,) * (scores.ndim - 1) + b_R.shape)
     return scores
 
 
