@@ -97,3 +97,32 @@ def test_pack_preference_indexes_each_pairs_two_sequences():
     assert [flat_ids[i] for i in out["rejected_index_P"]] == [[5, 6, 20, 21], [8, 9, 22]]
     np.testing.assert_array_equal(out["slot_mask_BX"], slot_mask(out["segment_ids_BT"], X))
     assert int(out["slot_mask_BX"].sum()) == 4
+
+
+def test_packing_follows_the_loaders_order_resume_and_process_split(monkeypatch):
+    """Packing runs after the loader: a restored loader packs the same next batch, and each process packs
+    its own rows of the global batch (a preference batch's flat indices start at its first global row)."""
+    import functools
+    import os
+
+    from grpojax.config.sections import DataConfig
+    from grpojax.data import COLLATE, DataLoader, load_from_config, load_tokenizer, packing
+
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    tok = load_tokenizer(os.path.join(root, "configs/data/tiny_tokenizer"), True, None)
+    d = DataConfig(path=os.path.join(root, "configs/data/tiny_preference.jsonl"), max_prompt_length=32,
+                   max_length=112, group_column="group")
+    ds = load_from_config(d, "dpo")
+    collate = functools.partial(COLLATE["dpo"], tok, max_prompt_length=32, max_length=112)
+    first = DataLoader(ds, collate, 8, seed=3)
+    next(first)
+    saved, want = first.state(), pack_preference(next(first), 112, tok.pad_id)
+    again = DataLoader(ds, collate, 8, seed=3).restore(saved)
+    got = pack_preference(next(again), 112, tok.pad_id)
+    assert all(np.array_equal(want[k], got[k]) for k in want)
+    halves = [DataLoader(ds, collate, 8, seed=3, shard=(i, 2)).restore(saved) for i in range(2)]
+    monkeypatch.setattr(packing.jax, "process_index", lambda: 1)
+    second = pack_preference(next(halves[1]), 112, tok.pad_id)
+    rows, X = second["slot_mask_BX"].shape
+    assert second["chosen_index_P"].min() >= rows * X  # process 1's rows follow process 0's
+    assert len(second["chosen_index_P"]) == 4 and set(halves[1].last_indices) <= set(again.last_indices)
