@@ -104,7 +104,8 @@ def test_reward_packed_step_equals_unpacked():
 
 
 def test_preference_packed_step_equals_unpacked():
-    """GR-DPO: the pairs' sequence log-probs, the alpha update and the weighted loss's gradient."""
+    """GR-IPO with length-averaged log-probs (the run test below covers summed ones): the pairs' sequence
+    log-probs, the alpha update and the weighted loss's gradient."""
     prompts, chosen = _texts(3)
     _, rejected = _texts(4)
     tok = _Tok()
@@ -118,11 +119,11 @@ def test_preference_packed_step_equals_unpacked():
     packed = {**pack_preference(raw, T_LEN, EOS), "group_id_B": group}
     assert packed["input_ids_BT"].shape[0] < 2 * B  # the unpacked step runs 2B sequences
     r = np.random.default_rng(5)  # reference log-probs (the reference runs the same pair_logprobs)
-    ref = (r.normal(-40.0, 3.0, B).astype(np.float32), r.normal(-45.0, 3.0, B).astype(np.float32))
+    ref = (r.normal(-4.0, 0.3, B).astype(np.float32), r.normal(-4.5, 0.3, B).astype(np.float32))
     for batch in (plain, packed):
         batch["ref_chosen_logp_B"], batch["ref_rejected_logp_B"] = ref
-    settings = PreferenceSettings(loss="gr_dpo", beta=0.5, num_groups=2, group_sizes=(30, 70), eta_alpha=0.5,
-                                  logprob_chunk=8)
+    settings = PreferenceSettings(loss="gr_ipo", beta=0.5, num_groups=2, group_sizes=(30, 70), eta_alpha=0.5,
+                                  average_logprobs=True, logprob_chunk=8)
     tx = optax.sgd(1.0)
     graphdef, state = create_train_state(Qwen(CFG, rngs=nnx.Rngs(2)), tx, jax.random.key(0),
                                          robust=init_robust_state(settings))
