@@ -119,6 +119,8 @@ class DPORunConfig(_RunBase):
         robust = self.preference.loss in ("gr_dpo", "gr_ipo", "is_dpo")
         check(not robust or self.data.group_column is not None or self.data.format == "global_opinions",
               "data.group_column", f"preference.loss={self.preference.loss} needs groups: set data.group_column")
+        check(not self.data.packing or self.train.grad_accum == 1, "data.packing",
+              "packed pairs span rows, so they cannot be split into micro-batches: unset train.micro_batch_size")
 
 
 @dataclass(frozen=True)

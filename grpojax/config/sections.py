@@ -167,6 +167,8 @@ class DataConfig:
     """Use only the first N examples (null = all)."""
     shuffle_seed: int = 0
     """Seed of the data order."""
+    packing: bool = False
+    """Pack several short training examples per row of max_length tokens (sft, reward regression, dpo)."""
 
     def __post_init__(self):
         check(self.path is not None or self.format != "columns", "path",

@@ -11,6 +11,8 @@ which is transformers' ``Qwen2ForSequenceClassification`` / ``Qwen3ForSequenceCl
 right padded. Qwen base tokenizers have pad == EOS (``<|endoftext|>``): a response ending in EOS is then
 pooled at its last token before the EOS, at training time, at scoring time and by transformers alike.
 Without a ``pad_token_id`` the last real token (``mask``) is pooled.
+Packed rows (``RewardModel.packed``, ``data.packing``) read each example at the last non-pad token of its
+own segment (:func:`segment_last_index`), the same rule per example.
 
 Labels may be declared on another scale through a per-aspect affine map stored with the model:
 ``label = score * label_scale + label_shift``. :func:`reward_model_to_hf` writes a HF directory whose
@@ -85,10 +87,37 @@ def reward_head(params: dict, hidden_BTD: Array, mask_BT: Array) -> Array:
     chex.assert_equal(params["w"].shape[0], hidden_BTD.shape[2])
     last_B = last_token_index(mask_BT)
     pooled_BD = jnp.take_along_axis(hidden_BTD, last_B[:, None, None], axis=1)[:, 0, :]
-    scores_BR = jnp.einsum("BD,DR->BR", pooled_BD.astype(jnp.float32), params["w"].astype(jnp.float32))
+    return _project(params, pooled_BD)
+
+
+def _project(params: dict, pooled_ND: Array) -> Array:
+    """``pooled @ w (+ b)`` in float32 over any leading axes ``N``."""
+    scores = jnp.einsum("...D,DR->...R", pooled_ND.astype(jnp.float32), params["w"].astype(jnp.float32))
     if params.get("b") is not None:
-        scores_BR = scores_BR + params["b"].astype(jnp.float32)[None, :]
-    return scores_BR
+        b_R = params["b"].astype(jnp.float32)
+        scores = scores + b_R.reshape((1,) * (scores.ndim - 1) + b_R.shape)
+    return scores
+
+
+def segment_last_index(segment_ids_BT: Array, pool_BT: Array, num_slots: int) -> Array:
+    """``[B, X]``: the index of the last token of segment ``x + 1`` of each row that ``pool_BT`` allows
+    (0 for a slot with none). Segment 0 (padding) is never pooled."""
+    chex.assert_equal_shape([segment_ids_BT, pool_BT])
+    T = segment_ids_BT.shape[1]
+    slot_BTX = segment_ids_BT[:, :, None] == jnp.arange(1, num_slots + 1, dtype=segment_ids_BT.dtype)[None, None, :]
+    t_BTX = jnp.arange(T, dtype=jnp.int32)[None, :, None]
+    return jnp.max(jnp.where(slot_BTX & pool_BT.astype(bool)[:, :, None], t_BTX, 0), axis=1)
+
+
+def reward_head_packed(params: dict, hidden_BTD: Array, segment_ids_BT: Array, pool_BT: Array,
+                       num_slots: int) -> Array:
+    """Packed rows (several examples per row, ``segment_ids_BT``): ``scores_BXR`` of each example read at
+    its last poolable token (:func:`segment_last_index`), the unpacked :func:`reward_head`'s rule per
+    segment. Empty slots get the score of token 0 (callers mask them)."""
+    chex.assert_rank([hidden_BTD, segment_ids_BT], [3, 2])
+    last_BX = segment_last_index(segment_ids_BT, pool_BT, num_slots)
+    pooled_BXD = jnp.take_along_axis(hidden_BTD, last_BX[:, :, None], axis=1)
+    return _project(params, pooled_BXD)
 
 
 def _head_param(init, keys: KeyStream, shape: tuple, param_dtype) -> HeadParam:
@@ -153,6 +182,13 @@ class RewardModel(nnx.Module):
             positions_BT = jnp.maximum(jnp.cumsum(mask_BT.astype(jnp.int32), axis=1) - 1, 0)
         hidden_BTD = self.backbone(tokens_BT, positions_BT, attn_mask_BT=mask_BT, return_hidden=True)
         return reward_head(self.head_params(), hidden_BTD, pooling_mask(tokens_BT, mask_BT, self.pad_token_id))
+
+    def packed(self, tokens_BT: Array, positions_BT: Array, segment_ids_BT: Array, num_slots: int) -> Array:
+        """``scores_BXR`` of packed rows (``segment_ids_BT``: 1, 2, ... per example, 0 = padding; positions
+        restart at 0 per example): each example scored at its last non-pad token, as unpacked."""
+        hidden_BTD = self.backbone(tokens_BT, positions_BT, segment_ids_BT=segment_ids_BT, return_hidden=True)
+        pool_BT = pooling_mask(tokens_BT, segment_ids_BT > 0, self.pad_token_id)
+        return reward_head_packed(self.head_params(), hidden_BTD, segment_ids_BT, pool_BT, num_slots)
 
     def to_label_space(self, scores_BR: Array) -> Array:
         """``scores * label_scale + label_shift``: scores back on the labels' declared scale."""

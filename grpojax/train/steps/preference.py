@@ -8,6 +8,10 @@ Batch (P pairs; the prompt is shared by the two responses of a pair):
     ref_chosen_logp_B, ref_rejected_logp_B    reference sequence log-probs (precomputed, frozen)
     group_id_B                                int group of each pair (robust / IS losses only)
 
+A packed batch (``data.packing``, :func:`grpojax.data.packing.pack_preference`) replaces the sequence
+arrays by ``input_ids_BT, positions_BT, segment_ids_BT, loss_mask_BT, slot_mask_BX`` and the flat slot
+indices ``chosen_index_P, rejected_index_P`` (:func:`pair_logprobs`); the rest is the same per pair.
+
 Group-robust losses (ALGORITHMS.md 2.3, mini-batch form of the official code): alpha is updated FIRST from
 the whole step's per-pair losses, then theta descends ``Σ_g w_g ĝ_g / |batch|`` with the new alpha held
 constant. With ``num_micro > 1`` the step therefore makes a forward-only pass over the micro-batches to get
@@ -29,6 +33,7 @@ from grpojax.losses.robust import group_metrics, robust_weights
 from grpojax.sharding.jit import traced_on_mesh
 from grpojax.train.steps.accumulate import apply_gradients, split_micro
 from grpojax.train.steps.forward import completion_logprobs
+from grpojax.train.steps.packed import packed_sequence_logprobs
 from grpojax.train.steps.state import TrainState, merge_model
 
 PREFERENCE_LOSSES = ("dpo", "ipo", "hinge", "gr_dpo", "gr_ipo", "is_dpo", "is_ipo")
@@ -85,7 +90,13 @@ def init_robust_state(settings: PreferenceSettings):
 
 
 def pair_logprobs(model, mb, settings: PreferenceSettings):
-    """Sequence log-probs ``(chosen_B, rejected_B)`` of one micro-batch in a single [2B] forward."""
+    """Sequence log-probs ``(chosen_B, rejected_B)`` of one micro-batch in a single [2B] forward; of a
+    packed batch (``data.packing``) from one forward of its rows, each pair's two sequences read at their
+    flat slots ``chosen_index_P`` / ``rejected_index_P`` (:func:`grpojax.data.packing.pack_preference`)."""
+    if "segment_ids_BT" in mb:
+        seq = packed_sequence_logprobs(model, mb, mb["slot_mask_BX"].shape[1], average=settings.average_logprobs,
+                                       chunk_size=settings.logprob_chunk)
+        return seq[mb["chosen_index_P"]], seq[mb["rejected_index_P"]]
     P = mb["prompt_BQ"]
     two = lambda a, b: jnp.concatenate([a, b], axis=0)  # noqa: E731
     out = completion_logprobs(model, two(P, P), two(mb["prompt_mask_BQ"], mb["prompt_mask_BQ"]),
@@ -119,7 +130,9 @@ def _pair_losses(model, mb, settings):
 def preference_step(state: TrainState, batch: dict, rng: jax.Array, *, graphdef, tx,
                     settings: PreferenceSettings, num_micro: int = 1):
     del rng
-    B = batch["prompt_BQ"].shape[0]
+    B = batch["ref_chosen_logp_B"].shape[0]  # pairs (a packed batch's rows are not pairs)
+    if num_micro > 1 and "segment_ids_BT" in batch:
+        raise ValueError("preference_step: packed pairs span rows; gradient accumulation needs unpacked pairs")
     cuts = jnp.round(jnp.log(state.lr_scale) / jnp.log(settings.plateau_factor))
     eta_scale = settings.eta_alpha_decay_on_lr_cut ** cuts
     rw = settings.robust() if settings.weighted else None

@@ -31,6 +31,8 @@ from grpojax import sharding as shd
 from grpojax.cli import UserError
 from grpojax.compilation import use_compilation_cache
 from grpojax.data import COLLATE, DataLoader, load_from_config, load_tokenizer
+from grpojax.data.packing import fill as packed_fill
+from grpojax.data.packing import rows_multiple_of
 from grpojax.data.tokenizer import write_generation_config
 from grpojax.models import to_hf
 from grpojax.models.lora import merge_lora
@@ -244,6 +246,21 @@ class BaseTask(abc.ABC):
         write_generation_config(out_dir, self.tok, self.cfg.model.path)  # every end id travels with it
         print(f"exported the policy to {path}")
         return path
+
+
+def rows_multiple(task) -> int:
+    """This process's packed-row quantum (``data.packing``): the global rows divide over the mesh's batch
+    axes and into ``train.grad_accum`` micro-batches, an equal share per process."""
+    return rows_multiple_of(shd.batch_axis_size(task.mesh), task.cfg.train.grad_accum, jax.process_count())
+
+
+def packing_metrics(data_cfg, local: dict) -> dict:
+    """``packing/rows`` (the step's global rows) and ``packing/fill`` (this host's share of row tokens that
+    are real) for a packed batch; nothing without ``data.packing``."""
+    if not data_cfg.packing:
+        return {}
+    return {"packing/rows": float(len(local["segment_ids_BT"]) * jax.process_count()),
+            "packing/fill": packed_fill(local)}
 
 
 def split_sequences(batch: dict, prompt_len: int, prefix: str = "") -> dict:

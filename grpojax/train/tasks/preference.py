@@ -2,7 +2,10 @@
 
 A frozen reference's log-probs are computed per batch (or read from the dataset), the pure
 ``grpojax.train.steps.preference.preference_step`` updates the policy (and the group weights alpha of the robust
-losses), and ``after_steps`` evaluates per group and applies LR-on-plateau (the GR-IPO paper's schedule).
+losses), and ``after_steps`` evaluates per group and applies LR-on-plateau (the GR-IPO paper's schedule). With
+``data.packing`` a step's chosen and rejected sequences are packed into rows (:mod:`grpojax.data.packing`),
+the reference log-probs computed from the same packed rows (or read from the precomputed table); evaluation
+and the precomputed table stay unpacked.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import numpy as np
 from grpojax import sharding as shd
 from grpojax.cli import UserError
 from grpojax.data import COLLATE, load_from_config, padded_batches
+from grpojax.data.packing import pack_preference
 from grpojax.losses.dpo import dpo_loss, preference_metrics
 from grpojax.losses.robust import group_metrics
 from grpojax.metrics import format_duration
@@ -29,7 +33,7 @@ from grpojax.train.steps.preference import (
     preference_step,
 )
 from grpojax.train.steps.settings import from_section
-from grpojax.train.tasks.base import BaseTask, host_row, split_sequences
+from grpojax.train.tasks.base import BaseTask, host_row, packing_metrics, rows_multiple, split_sequences
 
 
 class PreferenceTask(BaseTask):
@@ -115,7 +119,13 @@ class PreferenceTask(BaseTask):
         holds this host's rows of a training batch (``local``) or a whole evaluation batch; the log-probs
         are the dataset rows ``rows`` of a precomputed ``table`` (:meth:`_ref_rows`), else one reference
         forward of the batch."""
-        batch = self._pairs(raw, local=local)
+        d = self.cfg.data
+        if d.packing and local:  # training pairs: chosen and rejected sequences packed into rows
+            self._packed = pack_preference(raw, d.max_length, self.tok.pad_id, rows_multiple=rows_multiple(self),
+                                           names=rows)
+            batch = self.placement.global_rows({**self._packed, "group_id_B": np.asarray(raw["group_B"], np.int32)})
+        else:
+            batch = self._pairs(raw, local=local)
         if table is not None:
             ref = self._ref_table[table][np.asarray(rows)]
             ref = {"c": ref[:, 0], "r": ref[:, 1]}
@@ -133,7 +143,7 @@ class PreferenceTask(BaseTask):
         raw = next(self.loader)
         batch = self.make_batch(raw, state, rows=self.loader.last_indices, table=self._ref_rows("train", state))
         state, metrics = self._step(state, batch, rngs[0])
-        row = host_row(metrics, self.group_names)
+        row = host_row(metrics, self.group_names) | packing_metrics(self.cfg.data, getattr(self, "_packed", {}))
         row["lr_scale"] = float(state.lr_scale)
         return state, [row]
 

@@ -2,6 +2,8 @@
 :func:`grpojax.train.steps.reward.reward_step`; held-out per-aspect MSE / Pearson every
 ``train.eval_every`` steps; ``export`` writes the trained model as a HF ``*ForSequenceClassification``
 directory that :func:`grpojax.rollout.reward_scorer.load_reward_scorer` loads as a rollout scorer.
+With ``data.packing`` (regression) a step's rows are packed several per row (:mod:`grpojax.data.packing`);
+the held-out evaluation stays unpacked.
 """
 
 from __future__ import annotations
@@ -13,13 +15,14 @@ import numpy as np
 
 from grpojax.cli import UserError
 from grpojax.data import COLLATE, load_from_config
+from grpojax.data.packing import pack_reward
 from grpojax.models.lora import merge_lora
 from grpojax.models.reward_model import reward_model_to_hf
 from grpojax.sharding import is_main_process, to_host, traced_on_mesh
 from grpojax.train.build import build_reward_model
 from grpojax.train.steps.reward import reward_step
 from grpojax.train.steps.state import merge_model
-from grpojax.train.tasks.base import BaseTask, host_row
+from grpojax.train.tasks.base import BaseTask, host_row, packing_metrics, rows_multiple
 
 
 class RewardTask(BaseTask):
@@ -65,9 +68,13 @@ class RewardTask(BaseTask):
         return raw
 
     def train_steps(self, state, step, rngs):
-        state, metrics = self._step(state, self.placement.global_rows(self._labels(next(self.loader))), rngs[0])
+        raw, d = self._labels(next(self.loader)), self.cfg.data
+        if d.packing:  # config: regression only
+            raw = pack_reward(raw, d.max_length, self.tok.pad_id, rows_multiple=rows_multiple(self),
+                              names=self.loader.last_indices)
+        state, metrics = self._step(state, self.placement.global_rows(raw), rngs[0])
         names = self.aspects if self.rc.loss == "regression" else None
-        return state, [host_row(metrics, names)]
+        return state, [host_row(metrics, names) | packing_metrics(d, raw)]
 
     def evaluate(self, state) -> dict:
         """Held-out per-aspect MSE and Pearson correlation (on the model's training scale)."""

@@ -1,5 +1,6 @@
 """The SFT task: (prompt, response) pairs -> token-mean response NLL, one jitted step per optimizer step;
-held-out ``eval/loss`` and ``eval/perplexity`` every ``train.eval_every`` steps."""
+held-out ``eval/loss`` and ``eval/perplexity`` every ``train.eval_every`` steps. With ``data.packing`` a
+step's pairs are packed several per row (:mod:`grpojax.data.packing`); the held-out pass stays unpacked."""
 
 from __future__ import annotations
 
@@ -10,8 +11,9 @@ import numpy as np
 
 from grpojax import sharding as shd
 from grpojax.data import COLLATE, padded_batches
+from grpojax.data.packing import pack_sft
 from grpojax.train.steps.sft import sft_nll_sums, sft_step
-from grpojax.train.tasks.base import BaseTask, host_row, split_sequences
+from grpojax.train.tasks.base import BaseTask, host_row, packing_metrics, rows_multiple, split_sequences
 
 
 class SFTTask(BaseTask):
@@ -23,9 +25,14 @@ class SFTTask(BaseTask):
                                    self.cfg.train.batch_size)
 
     def train_steps(self, state, step, rngs):
-        batch = self.placement.global_rows(split_sequences(next(self.loader), self.cfg.data.max_prompt_length))
-        state, metrics = self._step(state, batch, rngs[0])
-        return state, [host_row(metrics)]
+        raw, d = next(self.loader), self.cfg.data
+        if d.packing:
+            local = pack_sft(raw, d.max_length, self.tok.pad_id, rows_multiple=rows_multiple(self),
+                             names=self.loader.last_indices)
+        else:
+            local = split_sequences(raw, d.max_prompt_length)
+        state, metrics = self._step(state, self.placement.global_rows(local), rngs[0])
+        return state, [host_row(metrics) | packing_metrics(d, local)]
 
     def periodic_eval(self, state) -> dict:
         """The training loss on the held-out pairs: token-mean response NLL over every pair once
