@@ -47,4 +47,5 @@ DIMENSIONS = {
     "P": "preference pairs",
     "E": "end-of-sequence ids",
     "L": "layers",
+    "X": "packed examples (slots) per row",
 }
