@@ -46,7 +46,9 @@ from grpojax.types import Array
 
 # the names ``Qwen(attention=...)`` / ``model.attention`` accept (docs/attention.md)
 IMPLEMENTATIONS = ("auto", "einsum", "blockwise", "cudnn", "splash")
-AUTO_CPU_EINSUM_MAX_KEYS = 1024  # auto on CPU: einsum up to this many keys, blockwise above
+# auto on CPU: einsum up to this many keys (the longest sequence of any config in configs/, so their numbers
+# stay as they were), blockwise above (2.1x faster at 1024 keys, benchmarks/attention_cpu.py)
+AUTO_CPU_EINSUM_MAX_KEYS = 768
 AUTO_EINSUM_MAX_QUERIES = 16  # auto on any backend: einsum for this few queries (decode steps)
 _NEG = -0.7 * float(jnp.finfo(jnp.float32).max)
 
@@ -116,8 +118,8 @@ def resolve(implementation: str, q_BTNH: Array, k_BSKH: Array, offset: int | Arr
     ``auto``: einsum for at most :data:`AUTO_EINSUM_MAX_QUERIES` queries (a decode step: its scores are
     one short row per query, and the cache forwards stay as they were); else TPU -> splash; GPU -> cudnn
     when :func:`attention_cudnn.supported` (bf16 / fp16, no cache), else blockwise; CPU -> einsum up to
-    :data:`AUTO_CPU_EINSUM_MAX_KEYS` keys (faster there, and the numbers of every existing CPU run stay as
-    they were), else blockwise.
+    :data:`AUTO_CPU_EINSUM_MAX_KEYS` keys (every existing CPU run keeps its numbers bit for bit), else
+    blockwise.
     """
     why = check_backend(implementation, platform)
     if why:
