@@ -141,7 +141,7 @@ def resolve(implementation: str, q_BTNH: Array, k_BSKH: Array, offset: int | Arr
     return implementation
 
 
-def parity_inputs(B: int = 2, T: int = 300, N: int = 4, K: int = 2, H: int = 64, dtype=jnp.float32, seed: int = 0):
+def parity_inputs(B: int = 2, T: int = 1100, N: int = 4, K: int = 2, H: int = 64, dtype=jnp.float32, seed: int = 0):
     """Random ``(q, k, v, segment_BT, w)`` for a parity check: row 0 left-padded, row 1 right-padded, the rest
     both (prompt left-padded, completion right-padded); ``w`` weights the output in a scalar loss."""
     kq, kk, kv, kw = jax.random.split(jax.random.key(seed), 4)
@@ -156,7 +156,7 @@ def parity_inputs(B: int = 2, T: int = 300, N: int = 4, K: int = 2, H: int = 64,
     return q, k, v, segment_BT, jax.random.normal(kw, (B, T, N, H), jnp.float32)
 
 
-def check_parity(implementation: str, *, B: int = 2, T: int = 300, N: int = 4, K: int = 2, H: int = 64,
+def check_parity(implementation: str, *, B: int = 2, T: int = 1100, N: int = 4, K: int = 2, H: int = 64,
                  dtype=jnp.bfloat16, seed: int = 0) -> dict[str, float]:
     """Max |difference| against the float32 einsum reference, over real (non-pad) query rows: the output
     and the gradients of ``sum(w * out)`` with respect to q, k, v (``{"out", "dq", "dk", "dv"}``, each
