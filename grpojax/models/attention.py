@@ -170,7 +170,8 @@ def check_parity(implementation: str, *, B: int = 2, T: int = 1100, N: int = 4, 
         return jnp.sum(jnp.where(real, out * w, 0.0)), out
 
     f32 = [x.astype(jnp.float32) for x in (q, k, v)]
-    (_, ref), ref_grads = jax.value_and_grad(partial(loss, "einsum"), argnums=(0, 1, 2), has_aux=True)(*f32)
+    (_, ref), ref_grads = jax.jit(jax.value_and_grad(partial(loss, "einsum"), argnums=(0, 1, 2),
+                                                     has_aux=True))(*f32)
     (_, out), grads = jax.jit(jax.value_and_grad(partial(loss, implementation), argnums=(0, 1, 2),
                                                  has_aux=True))(q, k, v)
     result = {"out": jnp.where(real, out - ref, 0.0), **{

@@ -217,6 +217,13 @@ def test_auto_resolution_and_refusals():
         attn.resolve("cudnn", q, k, platform="cpu")
 
 
+def test_check_parity_reports_small_errors_for_blockwise():
+    """The accelerator check's entry point (``check_parity``: what benchmarks/accelerator.py calls on a GPU
+    for cudnn) runs and finds blockwise in float32 within 1e-5 of einsum."""
+    errs = attn.check_parity("blockwise", T=40, dtype=jnp.float32)
+    assert set(errs) == {"out", "dq", "dk", "dv"} and max(errs.values()) <= F32_TOL
+
+
 def test_model_attention_config_key():
     """``model.attention`` reaches the built Qwen; cudnn on CPU is refused in one line naming the key."""
     from grpojax.config.sections import ModelConfig
