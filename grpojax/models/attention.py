@@ -24,7 +24,7 @@ Implementations (``implementation=``; docs/attention.md has the details and pari
 * ``auto``: :func:`resolve` picks one per call from the backend, dtype, shape and offset.
 
 cudnn and splash compile the causal structure into the kernel, so they need a static offset; with a traced
-one (a KV-cache forward) they, and auto, use blockwise.
+one (a KV-cache forward) they use blockwise (auto: see :func:`resolve`).
 
 A query with no allowed key (only possible with ``offset < 0``) gets finite, meaningless output; callers
 ignore such rows. Pad queries (segment 0) read the pad keys before them, so their outputs are finite and
