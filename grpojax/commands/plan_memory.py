@@ -27,6 +27,9 @@ brings into a chip once per rollout and its largest temporaries; 0 without ``--r
 (``grpojax.sharding.hlo.loop_collective_bytes``: the decoding loop's body, scanned layers x their count),
 and ``program_collective_bytes`` (every collective of the program once).
 
+``--attention`` is ``model.attention`` (default auto, decided for the backend compiled for: splash for a
+TPU ``--topology``, einsum / blockwise by length for fake CPU devices; ``grpojax.models.attention``).
+
 Backends: ``--topology v5e-8|v5e-16|v5e-32|v5p-8|v5p-16`` compiles for that TPU topology on this CPU
 machine with libtpu's compile-only client (``pip install -e .[tpu-plan]``; MaxText ``train_compile.py``
 approach). ``--devices N`` (or a topology libtpu cannot give) uses N fake CPU devices: the CPU compiler's

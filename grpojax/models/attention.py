@@ -24,7 +24,7 @@ Implementations (``implementation=``; docs/attention.md has the details and pari
 * ``auto``: :func:`resolve` picks one per call from the backend, dtype, shape and offset.
 
 cudnn and splash compile the causal structure into the kernel, so they need a static offset; with a traced
-one (a KV-cache forward) they, and auto, use blockwise.
+one (a KV-cache forward) they use blockwise (auto: see :func:`resolve`).
 
 A query with no allowed key (only possible with ``offset < 0``) gets finite, meaningless output; callers
 ignore such rows. Pad queries (segment 0) read the pad keys before them, so their outputs are finite and
@@ -46,7 +46,9 @@ from grpojax.types import Array
 
 # the names ``Qwen(attention=...)`` / ``model.attention`` accept (docs/attention.md)
 IMPLEMENTATIONS = ("auto", "einsum", "blockwise", "cudnn", "splash")
-AUTO_CPU_EINSUM_MAX_KEYS = 1024  # auto on CPU: einsum up to this many keys, blockwise above
+# auto on CPU: einsum up to this many keys (the longest sequence of any config in configs/, so their numbers
+# stay as they were), blockwise above (2.1x faster at 1024 keys, benchmarks/attention_cpu.py)
+AUTO_CPU_EINSUM_MAX_KEYS = 768
 AUTO_EINSUM_MAX_QUERIES = 16  # auto on any backend: einsum for this few queries (decode steps)
 _NEG = -0.7 * float(jnp.finfo(jnp.float32).max)
 
@@ -116,8 +118,8 @@ def resolve(implementation: str, q_BTNH: Array, k_BSKH: Array, offset: int | Arr
     ``auto``: einsum for at most :data:`AUTO_EINSUM_MAX_QUERIES` queries (a decode step: its scores are
     one short row per query, and the cache forwards stay as they were); else TPU -> splash; GPU -> cudnn
     when :func:`attention_cudnn.supported` (bf16 / fp16, no cache), else blockwise; CPU -> einsum up to
-    :data:`AUTO_CPU_EINSUM_MAX_KEYS` keys (faster there, and the numbers of every existing CPU run stay as
-    they were), else blockwise.
+    :data:`AUTO_CPU_EINSUM_MAX_KEYS` keys (every existing CPU run keeps its numbers bit for bit), else
+    blockwise.
     """
     why = check_backend(implementation, platform)
     if why:
@@ -139,7 +141,7 @@ def resolve(implementation: str, q_BTNH: Array, k_BSKH: Array, offset: int | Arr
     return implementation
 
 
-def parity_inputs(B: int = 2, T: int = 300, N: int = 4, K: int = 2, H: int = 64, dtype=jnp.float32, seed: int = 0):
+def parity_inputs(B: int = 2, T: int = 1100, N: int = 4, K: int = 2, H: int = 64, dtype=jnp.float32, seed: int = 0):
     """Random ``(q, k, v, segment_BT, w)`` for a parity check: row 0 left-padded, row 1 right-padded, the rest
     both (prompt left-padded, completion right-padded); ``w`` weights the output in a scalar loss."""
     kq, kk, kv, kw = jax.random.split(jax.random.key(seed), 4)
@@ -154,7 +156,7 @@ def parity_inputs(B: int = 2, T: int = 300, N: int = 4, K: int = 2, H: int = 64,
     return q, k, v, segment_BT, jax.random.normal(kw, (B, T, N, H), jnp.float32)
 
 
-def check_parity(implementation: str, *, B: int = 2, T: int = 300, N: int = 4, K: int = 2, H: int = 64,
+def check_parity(implementation: str, *, B: int = 2, T: int = 1100, N: int = 4, K: int = 2, H: int = 64,
                  dtype=jnp.bfloat16, seed: int = 0) -> dict[str, float]:
     """Max |difference| against the float32 einsum reference, over real (non-pad) query rows: the output
     and the gradients of ``sum(w * out)`` with respect to q, k, v (``{"out", "dq", "dk", "dv"}``, each
@@ -168,7 +170,8 @@ def check_parity(implementation: str, *, B: int = 2, T: int = 300, N: int = 4, K
         return jnp.sum(jnp.where(real, out * w, 0.0)), out
 
     f32 = [x.astype(jnp.float32) for x in (q, k, v)]
-    (_, ref), ref_grads = jax.value_and_grad(partial(loss, "einsum"), argnums=(0, 1, 2), has_aux=True)(*f32)
+    (_, ref), ref_grads = jax.jit(jax.value_and_grad(partial(loss, "einsum"), argnums=(0, 1, 2),
+                                                     has_aux=True))(*f32)
     (_, out), grads = jax.jit(jax.value_and_grad(partial(loss, implementation), argnums=(0, 1, 2),
                                                  has_aux=True))(q, k, v)
     result = {"out": jnp.where(real, out - ref, 0.0), **{

@@ -109,9 +109,9 @@ class RewardModelScorer:
 def _dtypes(model_cfg) -> dict:
     """The run's compute dtype ``model.dtype`` (float32 where it names none) for the frozen reward model's
     compute and storage: nothing trains it, so float32 storage (``model.param_dtype``, kept for the
-    policy's optimizer) would only double its memory."""
+    policy's optimizer) would only double its memory. Also the run's ``model.attention`` (default auto)."""
     dtype = DTYPES[getattr(model_cfg, "dtype", "float32")]
-    return {"dtype": dtype, "param_dtype": dtype}
+    return {"dtype": dtype, "param_dtype": dtype, "attention": getattr(model_cfg, "attention", "auto")}
 
 
 def _hf_tokenizer(ckpt: str, meta: dict):
@@ -169,7 +169,7 @@ def load_reward_scorer(path: str, cfg, tok, *, mesh=None, section: str = "grpo")
             # reward model in float32 next to a bf16 policy would double its memory) for the reward model too
             model = reward_model.reward_model_from_hf(path, num_labels=len(aspects),
                                                       scan_layers=cfg.model.scan_layers,
-                                                      attention=cfg.model.attention, **_dtypes(cfg.model))
+                                                      **_dtypes(cfg.model))
         except (FileNotFoundError, OSError, ValueError) as e:
             raise UserError(f"cannot load reward model {path!r}: {e}") from None
         names = hf_aspect_names(raw) or aspects
