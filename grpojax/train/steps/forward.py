@@ -21,7 +21,6 @@ from typing import NamedTuple
 import chex
 import jax
 import jax.numpy as jnp
-from flax import nnx
 
 from grpojax.losses import token_entropy, token_logprobs
 from grpojax.sharding.jit import traced_on_mesh
@@ -148,27 +147,22 @@ def shares_prompts(prompt_BQ, prompt_mask_BQ, group: int):
 def grouped_completion_logprobs(model, prompt_BQ, prompt_mask_BQ, completion_BC, completion_mask_BC, *,
                                 group: int, temperature: float = 1.0, chunk_size: int | None = 128,
                                 with_entropy: bool = True):
-    """:func:`completion_logprobs` of prompt-major rows (``group`` consecutive rows per prompt, as a GRPO
-    rollout): the shared-prefix forward when :func:`shares_prompts` holds, else the concatenated forward
-    (``jax.lax.cond``, so a batch whose rows do not share their prompts is still computed exactly).
-    Returns ``(CompletionLogprobs [B, C], shared)`` with ``shared`` the bool scalar of the check."""
+    """:func:`completion_logprobs` of prompt-major rows (``group`` consecutive rows per prompt, as the
+    sampler lays out a GRPO rollout) through the shared-prefix forward, each prompt computed once from the
+    first row of its group. The rows are checked (:func:`shares_prompts`): when a group's rows hold
+    different prompts the log-probs and entropies are NaN, so a train step built on them is not applied
+    (``grpojax.train.steps.accumulate.apply_gradients`` skips non-finite steps) instead of training on
+    the wrong prompts. Returns ``(CompletionLogprobs [B, C], shared)`` with ``shared`` the bool scalar."""
     B, Q = prompt_BQ.shape
     C = completion_BC.shape[1]
     shared = shares_prompts(prompt_BQ, prompt_mask_BQ, group)
-    kw = dict(temperature=temperature, chunk_size=chunk_size, with_entropy=with_entropy)
-    graphdef, state = nnx.split(model)
-
-    def split(st):
-        first = lambda x: x.reshape(B // group, group, Q)[:, 0]  # noqa: E731
-        return shared_prefix_logprobs(nnx.merge(graphdef, st), first(prompt_BQ), first(prompt_mask_BQ),
-                                      completion_BC.reshape(B // group, group, C),
-                                      completion_mask_BC.reshape(B // group, group, C), **kw)
-
-    def concat(st):
-        return completion_logprobs(nnx.merge(graphdef, st), prompt_BQ, prompt_mask_BQ, completion_BC,
-                                   completion_mask_BC, **kw)
-
-    return jax.lax.cond(shared, split, concat, state), shared
+    first = lambda x: x.reshape(B // group, group, Q)[:, 0]  # noqa: E731
+    out = shared_prefix_logprobs(model, first(prompt_BQ), first(prompt_mask_BQ),
+                                 completion_BC.reshape(B // group, group, C),
+                                 completion_mask_BC.reshape(B // group, group, C), temperature=temperature,
+                                 chunk_size=chunk_size, with_entropy=with_entropy)
+    poison = lambda x: jnp.where(shared, x, jnp.nan)  # noqa: E731
+    return CompletionLogprobs(poison(out.logp_BC), poison(out.entropy_BC)), shared
 
 
 def reference_logp_fn(graphdef, temperature: float, chunk: int | None = 128, mesh=None,

@@ -24,9 +24,11 @@ truncated): every per-token loss is weighted by ``min(exp(old_logp - sampler_log
 (``sampler_logp_BC`` required).
 
 With ``settings.shared_prefix`` (``grpo.shared_prefix``) the forward computes each prompt once for its
-``num_generations`` consecutive rows (:func:`grpojax.train.steps.forward.grouped_completion_logprobs`): the
-step checks that those rows hold one prompt and otherwise runs the concatenated forward, reporting
-``shared_prefix/fallback`` = 1; the log-probs, loss and gradients are those of the concatenated forward.
+``num_generations`` consecutive rows (:func:`grpojax.train.steps.forward.grouped_completion_logprobs`); the
+log-probs, loss and gradients are those of the concatenated forward. A rollout is prompt-major by
+construction (the sampler repeats each prompt G times; dynamic sampling keeps whole groups). The step also
+checks it: a batch whose groups hold different prompts gives ``shared_prefix/mismatch`` = 1 and a
+non-finite loss, so the update is skipped (``nonfinite`` = 1) rather than trained on the wrong prompts.
 
 ``num_micro`` micro-batches are accumulated inside the step; with ``loss_type="dapo"`` the token
 normaliser is the active-token count of the whole batch, so the update is independent of ``num_micro``.
@@ -132,8 +134,8 @@ def grpo_step(state: TrainState, batch: dict, rng: jax.Array, *, graphdef, tx,
             metrics["sampler/is_weight_mean"] = Ratio(masked_sum(is_w, mask), n)
             metrics["sampler/is_capped_frac"] = Ratio(masked_sum((is_w >= settings.sampler_is_cap)
                                                                  .astype(jnp.float32), mask), n)
-        if shared is not None:  # 1 when some micro-batch's rows did not share their prompts
-            metrics["shared_prefix/fallback"] = Max(1.0 - shared.astype(jnp.float32))
+        if shared is not None:  # 1 when some micro-batch's rows did not share their prompts (step skipped)
+            metrics["shared_prefix/mismatch"] = Max(1.0 - shared.astype(jnp.float32))
         if settings.emit_logp and on_policy:
             metrics["old_logp_BC"] = Rows(jax.lax.stop_gradient(out.logp_BC))
         return loss, metrics
