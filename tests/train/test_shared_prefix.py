@@ -1,14 +1,14 @@
 """Shared-prefix forward (``grpo.shared_prefix`` / ``preference.shared_prefix``) == the concatenated forward.
 
-The GRPO step (G = 4 rows per prompt) and the DPO step (chosen / rejected sharing the prompt) are run with
-and without the shared prefix on left-padded prompts of different lengths and right-padded completions
-(one of them empty); the loss and the gradient of every trainable parameter must agree to float32
-rounding: GRPO with LoRA adapters (made non-zero) under scanned layers and ``remat="block"``, DPO with full
-fine-tuning and per-layer modules. The gradients are read from an optimizer that stores them as its state.
-A GRPO batch whose groups do not share a prompt is not trained on (``shared_prefix/mismatch`` = 1, the
-step skipped as non-finite). On 8 fake devices the sharded shared-prefix steps equal the single-device
-concatenated ones. The compiled shared-prefix forward costs fewer FLOPs than the concatenated one on a
-long-prompt shape. Each step is compiled once per module and reused across the tests.
+The GRPO step (G = 4 rows per prompt) and the DPO step (chosen / rejected sharing the prompt) run with the
+shared prefix on a 2 x 4 (data x fsdp) mesh of the 8 fake devices and without it on one device, on
+left-padded prompts of different lengths and right-padded completions (one of them empty); the loss and
+the gradient of every trainable parameter must agree to float32 rounding: GRPO with LoRA adapters (made
+non-zero) under scanned layers and ``remat="block"``, DPO with full fine-tuning and per-layer modules. The
+gradients are read from an optimizer that stores them as its state. A GRPO batch whose groups do not
+share a prompt is not trained on (``shared_prefix/mismatch`` = 1, the step skipped as non-finite). The
+compiled shared-prefix forward costs fewer FLOPs than the concatenated one on a long-prompt shape. Each
+step is compiled once per module.
 """
 
 import functools
@@ -102,15 +102,33 @@ def _state(variant):
                               lora=VARIANTS[variant]["lora"])
 
 
-@functools.cache
-def _step(kind, shared, variant):  # one compile per (kind, shared, variant), reused across tests
+def _run(kind, variant, batch):
+    """The single-device step with the concatenated forward."""
     step, settings, _ = KINDS[kind]
-    return jax.jit(functools.partial(step, graphdef=_state(variant)[0], tx=_capture(), settings=settings(shared)))
-
-
-def _run(kind, shared, variant, batch):
-    new, metrics = _step(kind, shared, variant)(_state(variant)[1], batch, jax.random.key(1))
+    graphdef, state = _state(variant)
+    fn = jax.jit(functools.partial(step, graphdef=graphdef, tx=_capture(), settings=settings(False)))
+    new, metrics = fn(state, batch, jax.random.key(1))
     return jax.device_get(metrics), jax.device_get(new.opt_state)
+
+
+@functools.cache
+def _sharded(kind, variant):
+    """The shared-prefix step jitted on a 2 x 4 (data x fsdp) mesh of the 8 fake devices: ``run(batch)``."""
+    step, settings, make_batch = KINDS[kind]
+    mesh = shd.make_mesh((2, 4, 1))
+    graphdef, state, state_sh = init_train_state(functools.partial(_model, **VARIANTS[variant]), _capture(),
+                                                 jax.random.key(0), mesh, lora=VARIANTS[variant]["lora"])
+    batch_sh = shd.batch_shardings(make_batch(), mesh)
+    fn = shd.jit_step(functools.partial(step, graphdef=graphdef, tx=_capture(), settings=settings(True)),
+                      state_sh, batch_sh, mesh)
+    holder = {"state": state}
+
+    def run(batch):
+        new, metrics = fn(holder["state"], shd.shard(batch, batch_sh), jax.random.key(1))
+        holder["state"] = new._replace(opt_state=jax.tree.map(jnp.zeros_like, new.opt_state))  # the input was donated
+        return jax.device_get(metrics), jax.device_get(new.opt_state)
+
+    return run
 
 
 def _assert_same(a, b):
@@ -126,10 +144,10 @@ CASES = {"grpo": "lora-scan-remat", "dpo": "full-loop"}
 
 
 @pytest.mark.parametrize("kind", list(CASES))
-def test_steps_with_shared_prefix_equal_the_concatenated_forward(kind):
+def test_sharded_shared_prefix_steps_equal_single_device_concatenated(kind):
     b = KINDS[kind][2]()
-    shared = _run(kind, True, CASES[kind], b)
-    _assert_same(shared, _run(kind, False, CASES[kind], b))
+    shared = _sharded(kind, CASES[kind])(b)
+    _assert_same(shared, _run(kind, CASES[kind], b))
     if kind == "grpo":
         assert shared[0]["shared_prefix/mismatch"] == 0.0 and shared[0]["nonfinite"] == 0.0
 
@@ -137,21 +155,8 @@ def test_steps_with_shared_prefix_equal_the_concatenated_forward(kind):
 def test_grpo_rows_that_do_not_share_a_prompt_are_not_trained_on():
     b = grpo_batch()
     b = {k: v[np.r_[1:len(v), 0]] for k, v in b.items()}  # every group straddles two prompts
-    metrics, _ = _run("grpo", True, CASES["grpo"], b)
+    metrics, _ = _sharded("grpo", CASES["grpo"])(b)
     assert metrics["shared_prefix/mismatch"] == 1.0 and metrics["nonfinite"] == 1.0
-
-
-def test_sharded_shared_prefix_steps_equal_single_device_concatenated():
-    mesh = shd.make_mesh((2, 4, 1))
-    for kind, (step, settings, make_batch) in KINDS.items():
-        variant, batch = CASES[kind], make_batch()
-        graphdef, state, state_sh = init_train_state(functools.partial(_model, **VARIANTS[variant]), _capture(),
-                                                     jax.random.key(0), mesh, lora=VARIANTS[variant]["lora"])
-        batch_sh = shd.batch_shardings(batch, mesh)
-        fn = shd.jit_step(functools.partial(step, graphdef=graphdef, tx=_capture(), settings=settings(True)),
-                          state_sh, batch_sh, mesh)
-        new, metrics = fn(state, shd.shard(batch, batch_sh), jax.random.key(1))
-        _assert_same((jax.device_get(metrics), jax.device_get(new.opt_state)), _run(kind, False, variant, batch))
 
 
 def test_shared_prefix_forward_costs_fewer_flops_on_a_long_prompt():
