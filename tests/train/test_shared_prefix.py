@@ -3,12 +3,12 @@
 The GRPO step (G = 4 rows per prompt) and the DPO step (chosen / rejected sharing the prompt) run with the
 shared prefix on a 2 x 4 (data x fsdp) mesh of the 8 fake devices and without it on one device, on
 left-padded prompts of different lengths and right-padded completions (one of them empty); the loss and
-the gradient of every trainable parameter must agree to float32 rounding: GRPO with LoRA adapters (made
-non-zero) under scanned layers and ``remat="block"``, DPO with full fine-tuning and per-layer modules. The
-gradients are read from an optimizer that stores them as its state. A GRPO batch whose groups do not
+the gradient of every parameter must agree to float32 rounding, on a model with scanned layers and LoRA
+adapters (made non-zero) whose base weights and adapters are all trained. The gradients are read from an
+optimizer that stores them as its state. A GRPO batch whose groups do not
 share a prompt is not trained on (``shared_prefix/mismatch`` = 1, the step skipped as non-finite). The
-compiled shared-prefix forward costs fewer FLOPs than the concatenated one on a long-prompt shape. Each
-step is compiled once per module.
+compiled shared-prefix forward costs fewer FLOPs than the concatenated one on a long-prompt shape, and
+gives its log-probs with per-layer modules under ``remat="full"``. Each step is compiled once per module.
 """
 
 import functools
@@ -27,12 +27,12 @@ from grpojax.train.placement import init_train_state
 from grpojax.train.steps.forward import completion_logprobs, shared_prefix_logprobs
 from grpojax.train.steps.grpo import GRPOSettings, grpo_step
 from grpojax.train.steps.preference import PreferenceSettings, preference_step
-from grpojax.train.steps.state import create_train_state
 
 CFG = QwenConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_layers=2, num_heads=4,
                  num_kv_heads=2, head_dim=8)
 G, Q, C = 4, 7, 5
 TOL = dict(rtol=1e-5, atol=2e-6)
+MESH = (2, 4, 1)
 
 
 def _capture():
@@ -92,41 +92,53 @@ def _dpo(shared):
 
 
 KINDS = {"grpo": (grpo_step, _grpo, grpo_batch), "dpo": (preference_step, _dpo, dpo_batch)}
-VARIANTS = {"full-loop": dict(scan=False, remat="none", lora=False),
-            "lora-scan-remat": dict(scan=True, remat="block", lora=True)}
 
 
-@functools.cache
-def _state(variant):
-    return create_train_state(_model(**VARIANTS[variant]), _capture(), jax.random.key(0),
-                              lora=VARIANTS[variant]["lora"])
+def _lora_model():
+    """Scanned layers and LoRA adapters; every ``nnx.Param`` (``nnx.LoRAParam`` included) is trained, so
+    the gradients cover the base weights and the adapters."""
+    return _model(scan=True, lora=True)
 
 
-def _run(kind, variant, batch):
+def _run(kind, batch):
     """The single-device step with the concatenated forward."""
     step, settings, _ = KINDS[kind]
-    graphdef, state = _state(variant)
+    graphdef, state = _single()
     fn = jax.jit(functools.partial(step, graphdef=graphdef, tx=_capture(), settings=settings(False)))
     new, metrics = fn(state, batch, jax.random.key(1))
     return jax.device_get(metrics), jax.device_get(new.opt_state)
 
 
 @functools.cache
-def _sharded(kind, variant):
-    """The shared-prefix step jitted on a 2 x 4 (data x fsdp) mesh of the 8 fake devices: ``run(batch)``."""
+def _single():
+    """The same train state as host arrays (before any sharded step donates it)."""
+    _, graphdef, holder, _ = _on_mesh()
+    return graphdef, jax.device_get(holder["state"])
+
+
+@functools.cache
+def _on_mesh():
+    """The train state born sharded on a 2 x 4 (data x fsdp) mesh of the 8 fake devices (one per module)."""
+    mesh = shd.make_mesh(MESH)
+    graphdef, state, state_sh = init_train_state(_lora_model, _capture(), jax.random.key(0), mesh)
+    return mesh, graphdef, {"state": state}, state_sh
+
+
+@functools.cache
+def _sharded(kind):
+    """The shared-prefix step jitted on the mesh: ``run(batch) -> (metrics, gradients)``."""
     step, settings, make_batch = KINDS[kind]
-    mesh = shd.make_mesh((2, 4, 1))
-    graphdef, state, state_sh = init_train_state(functools.partial(_model, **VARIANTS[variant]), _capture(),
-                                                 jax.random.key(0), mesh, lora=VARIANTS[variant]["lora"])
+    _single()
+    mesh, graphdef, holder, state_sh = _on_mesh()
     batch_sh = shd.batch_shardings(make_batch(), mesh)
     fn = shd.jit_step(functools.partial(step, graphdef=graphdef, tx=_capture(), settings=settings(True)),
                       state_sh, batch_sh, mesh)
-    holder = {"state": state}
 
     def run(batch):
         new, metrics = fn(holder["state"], shd.shard(batch, batch_sh), jax.random.key(1))
-        holder["state"] = new._replace(opt_state=jax.tree.map(jnp.zeros_like, new.opt_state))  # the input was donated
-        return jax.device_get(metrics), jax.device_get(new.opt_state)
+        out = jax.device_get(metrics), jax.device_get(new.opt_state)
+        holder["state"] = new  # the input was donated; the update is zero, so the params are the same
+        return out
 
     return run
 
@@ -139,15 +151,12 @@ def _assert_same(a, b):
     jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, **TOL), ga, gb)
 
 
-# GRPO with LoRA adapters, scanned layers and remat; DPO with full fine-tuning and per-layer modules
-CASES = {"grpo": "lora-scan-remat", "dpo": "full-loop"}
-
-
-@pytest.mark.parametrize("kind", list(CASES))
+@pytest.mark.parametrize("kind", list(KINDS))
 def test_sharded_shared_prefix_steps_equal_single_device_concatenated(kind):
     b = KINDS[kind][2]()
-    shared = _sharded(kind, CASES[kind])(b)
-    _assert_same(shared, _run(kind, CASES[kind], b))
+    shared = _sharded(kind)(b)
+    assert any("lora" in str(path) for path, _ in jax.tree_util.tree_leaves_with_path(shared[1]))
+    _assert_same(shared, _run(kind, b))
     if kind == "grpo":
         assert shared[0]["shared_prefix/mismatch"] == 0.0 and shared[0]["nonfinite"] == 0.0
 
@@ -155,22 +164,26 @@ def test_sharded_shared_prefix_steps_equal_single_device_concatenated(kind):
 def test_grpo_rows_that_do_not_share_a_prompt_are_not_trained_on():
     b = grpo_batch()
     b = {k: v[np.r_[1:len(v), 0]] for k, v in b.items()}  # every group straddles two prompts
-    metrics, _ = _sharded("grpo", CASES["grpo"])(b)
+    metrics, _ = _sharded("grpo")(b)
     assert metrics["shared_prefix/mismatch"] == 1.0 and metrics["nonfinite"] == 1.0
 
 
 def test_shared_prefix_forward_costs_fewer_flops_on_a_long_prompt():
-    """Q = 64 prompt tokens, C = 2 answer tokens, a pair: the prompt's projections and MLPs run once."""
-    model = _model()
+    """Q = 64 prompt tokens, C = 2 answer tokens, a pair: the prompt's projections and MLPs run once, and
+    the per-layer (unscanned) model's log-probs under ``remat="full"`` are those of the concatenated forward."""
+    model = _model(remat="full")
     r = np.random.default_rng(3)
-    p = r.integers(1, CFG.vocab_size, (2, 64)).astype(np.int32)
+    pm = (np.arange(64)[None, :] >= np.array([[0], [10]])).astype(np.int32)
+    p = np.where(pm, r.integers(1, CFG.vocab_size, (2, 64)), 0).astype(np.int32)
     c = r.integers(1, CFG.vocab_size, (2, 2, 2)).astype(np.int32)
-    ones = lambda x: np.ones(x.shape, np.int32)  # noqa: E731
+    cm = np.array([[[1, 1], [1, 0]], [[1, 0], [1, 1]]], np.int32)
 
-    def flops(fn, *args):
-        return jax.jit(fn).lower(*args).compile().cost_analysis()["flops"]
+    def compiled(fn, *args):
+        return jax.jit(fn).lower(*args).compile()
 
-    shared = flops(lambda p, c: shared_prefix_logprobs(model, p, ones(p), c, ones(c)).logp_BC, p, c)
-    concat = flops(lambda p, c: completion_logprobs(model, p, ones(p), c, ones(c)).logp_BC,
-                   np.repeat(p, 2, axis=0), c.reshape(4, 2))
-    assert shared < 0.6 * concat, (shared, concat)
+    shared = compiled(lambda *a: shared_prefix_logprobs(model, *a).logp_BC, p, pm, c, cm)
+    concat_args = (np.repeat(p, 2, axis=0), np.repeat(pm, 2, axis=0), c.reshape(4, 2), cm.reshape(4, 2))
+    concat = compiled(lambda *a: completion_logprobs(model, *a).logp_BC, *concat_args)
+    assert shared.cost_analysis()["flops"] < 0.6 * concat.cost_analysis()["flops"]
+    np.testing.assert_allclose(shared(p, pm, c, cm) * cm.reshape(4, 2), concat(*concat_args) * cm.reshape(4, 2),
+                               **TOL)
