@@ -9,9 +9,11 @@ optimizer that stores them as its state. A GRPO batch whose groups do not
 share a prompt is not trained on (``shared_prefix/mismatch`` = 1, the step skipped as non-finite). The
 compiled shared-prefix forward costs fewer FLOPs than the concatenated one on a long-prompt shape, and
 gives its log-probs with per-layer modules under ``remat="full"``. Each step is compiled once per module.
+A run whose prompts per micro-batch the mesh's batch axes do not divide is refused in one line.
 """
 
 import functools
+import os
 
 import jax
 import jax.numpy as jnp
@@ -21,13 +23,17 @@ import pytest
 from flax import nnx
 
 from grpojax import sharding as shd
+from grpojax.cli import UserError
+from grpojax.config import load_config
 from grpojax.models import Qwen, QwenConfig
 from grpojax.models.lora import apply_lora
 from grpojax.train.placement import init_train_state
 from grpojax.train.steps.forward import completion_logprobs, shared_prefix_logprobs
 from grpojax.train.steps.grpo import GRPOSettings, grpo_step
 from grpojax.train.steps.preference import PreferenceSettings, preference_step
+from grpojax.train.tasks.grpo import GRPOTask
 
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CFG = QwenConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_layers=2, num_heads=4,
                  num_kv_heads=2, head_dim=8)
 G, Q, C = 4, 7, 5
@@ -187,3 +193,12 @@ def test_shared_prefix_forward_costs_fewer_flops_on_a_long_prompt():
     assert shared.cost_analysis()["flops"] < 0.6 * concat.cost_analysis()["flops"]
     np.testing.assert_allclose(shared(p, pm, c, cm) * cm.reshape(4, 2), concat(*concat_args) * cm.reshape(4, 2),
                                **TOL)
+
+
+def test_prompts_the_batch_axes_do_not_divide_are_refused(monkeypatch):
+    """tiny_grpo: 16 completions = 4 prompts per step, the mesh's data axis takes all 8 devices."""
+    monkeypatch.chdir(ROOT)
+    cfg = load_config("configs/tiny_grpo.yaml", ["run_dir=/tmp/never", "grpo.shared_prefix=true"])
+    with pytest.raises(UserError, match=r"grpo.shared_prefix: prompts per micro-batch=4 is not divisible by mesh "
+                                        r"data\*fsdp=8"):
+        GRPOTask(cfg)
