@@ -96,6 +96,8 @@ class GRPOConfig:
     """Multiply each token's KL term by the differentiated ratio pi_theta / pi_old (TRL's name; DeepSeek-V3.2)."""
     dynamic_sampling_max_rounds: int = 0
     """DAPO dynamic sampling: up to this many rollouts per step to replace zero-spread groups (0 = off)."""
+    shared_prefix: bool = False
+    """Compute each prompt once for its G completions in the training and reference forwards (same numbers)."""
     robust: RobustGRPOConfig = field(default_factory=RobustGRPOConfig)
     """Group-robust GRPO (ALGORITHMS.md 3): groups from a data column, alpha by exponentiated gradient."""
 
@@ -146,6 +148,8 @@ class PreferenceConfig:
     """Length-averaged instead of summed sequence log-probs."""
     precompute_ref_logps: bool = False
     """Compute the reference log-probs once before training and free the reference."""
+    shared_prefix: bool = False
+    """Compute each prompt once for its chosen and rejected responses (policy and reference; same numbers)."""
 
     def __post_init__(self):
         positive(self, "beta")

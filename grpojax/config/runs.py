@@ -121,6 +121,9 @@ class DPORunConfig(_RunBase):
               "data.group_column", f"preference.loss={self.preference.loss} needs groups: set data.group_column")
         check(not self.data.packing or self.train.grad_accum == 1, "data.packing",
               "packed pairs span rows, so they cannot be split into micro-batches: unset train.micro_batch_size")
+        check(not (self.data.packing and self.preference.shared_prefix), "preference.shared_prefix",
+              "a packed batch has no separate prompt rows to share: set data.packing=false or "
+              "preference.shared_prefix=false")
 
 
 @dataclass(frozen=True)

@@ -37,6 +37,7 @@ from grpojax.models.config import QwenConfig
 from grpojax.models.decode_attention import shared_prompt_attention
 from grpojax.models.kv_cache import cache_geometry, layer_kv, write_cache
 from grpojax.models.rope import apply_rope, rope_angles
+from grpojax.models.shared_prefix import shared_prefix_hidden
 from grpojax.sharding.rules import ACTIVATION_AXES, pin
 from grpojax.types import Array
 
@@ -335,6 +336,16 @@ class Qwen(nnx.Module):
         lead = h.shape[:-1]
         z_VN = jnp.einsum("VD,ND->VN", table, h.reshape(-1, h.shape[-1]), preferred_element_type=jnp.float32)
         return jax.lax.optimization_barrier(z_VN).T.reshape(*lead, table.shape[0])
+
+    def forward_shared_prefix(self, prompt_BQ: Array, prompt_mask_BQ: Array, completion_BGC: Array,
+                              completion_mask_BGC: Array) -> tuple[Array, Array]:
+        """Final-normed hidden states ``(prompt [B, Q, D], completions [B * G, C, D])`` with each of the B
+        left-padded prompts computed once for its G right-padded completions: the function of the
+        cache-free forward on the B * G concatenated rows ``prompt + completion`` (positions
+        ``cumsum(mask) - 1``), split at Q (:mod:`grpojax.models.shared_prefix`). Completion row ``b * G + g``
+        is ``completion_BGC[b, g]``; ``remat`` applies as in the cache-free forward."""
+        return shared_prefix_hidden(self, prompt_BQ, prompt_mask_BQ, completion_BGC, completion_mask_BGC,
+                                    remat_policy=REMAT_POLICIES[self.remat])
 
     def __call__(self, tokens_BT: Array, positions_BT: Array | None = None, *,
                  attn_mask_BT: Array | None = None, segment_ids_BT: Array | None = None,

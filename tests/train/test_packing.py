@@ -170,6 +170,7 @@ def test_two_step_run_with_packing_matches_unpacked(kind, tmp_path, monkeypatch)
     ("reward", ["reward.loss=bradley_terry", "reward.aspects=[safety]", "data.label_columns=[]"],
      "reward.loss=regression"),
     ("dpo", ["train.micro_batch_size=4"], "unset train.micro_batch_size"),
+    ("dpo", ["preference.shared_prefix=true"], "no separate prompt rows to share"),
 ])
 def test_packing_is_refused_where_it_cannot_work(kind, overrides, words):
     with pytest.raises(UserError, match="data.packing") as e:

@@ -83,6 +83,16 @@ def completion_logprobs(model, prompt_BQ, prompt_mask_BQ, completion_BC, complet
     P, L = prompt_BQ.shape[1], completion_BC.shape[1]
     hidden_BTD = model(tokens, positions, attn_mask_BT=mask, return_hidden=True)
     hidden_BCD = _pin(jax.lax.slice_in_dim(hidden_BTD, P - 1, P - 1 + L, axis=1), _H)
+    return head_logprobs(model, hidden_BCD, completion_BC, temperature=temperature, chunk_size=chunk_size,
+                         with_entropy=with_entropy)
+
+
+def head_logprobs(model, hidden_BCD, completion_BC, *, temperature: float = 1.0, chunk_size: int | None = 128,
+                  with_entropy: bool = True) -> CompletionLogprobs:
+    """Log-probs (and entropies) of ``completion_BC`` from the hidden states that predict them
+    (``hidden_BCD[:, j]`` predicts ``completion_BC[:, j]``), the LM head applied ``chunk_size`` tokens at a
+    time under ``jax.checkpoint`` (module docstring)."""
+    L = completion_BC.shape[1]
     c = _chunk_size(L, chunk_size)
     n = L // c
 
@@ -106,16 +116,70 @@ def completion_logprobs(model, prompt_BQ, prompt_mask_BQ, completion_BC, complet
     return CompletionLogprobs(logp_BC=logp, entropy_BC=ent)
 
 
-def reference_logp_fn(graphdef, temperature: float, chunk: int | None = 128, mesh=None):
+def shared_prefix_logprobs(model, prompt_BQ, prompt_mask_BQ, completion_BGC, completion_mask_BGC, *,
+                           temperature: float = 1.0, chunk_size: int | None = 128,
+                           with_entropy: bool = True) -> CompletionLogprobs:
+    """:func:`completion_logprobs` of B prompts with G completions each, every prompt computed once
+    (:meth:`grpojax.models.Qwen.forward_shared_prefix`): row ``b * G + g`` of the ``[B * G, C]`` result is
+    completion ``completion_BGC[b, g]``, the values of ``completion_logprobs`` on the prompt repeated G
+    times. Completion token 0 is predicted by the prompt's last hidden state (column Q - 1; prompts are
+    left-padded), token j > 0 by the completion stream's column j - 1."""
+    B, G, C = completion_BGC.shape
+    prompt_BQD, comp_BCD = model.forward_shared_prefix(prompt_BQ, prompt_mask_BQ, completion_BGC,
+                                                       completion_mask_BGC)
+    first_B1D = jnp.repeat(prompt_BQD[:, -1:, :], G, axis=0)
+    hidden_BCD = _pin(jnp.concatenate([first_B1D, comp_BCD[:, :C - 1, :]], axis=1), _H)
+    return head_logprobs(model, hidden_BCD, completion_BGC.reshape(B * G, C), temperature=temperature,
+                         chunk_size=chunk_size, with_entropy=with_entropy)
+
+
+def shares_prompts(prompt_BQ, prompt_mask_BQ, group: int):
+    """True (a bool scalar) when every run of ``group`` consecutive rows holds one prompt: equal masks and
+    equal tokens where the mask is 1."""
+    B, Q = prompt_BQ.shape
+    if B % group:
+        raise ValueError(f"shared prefix: {B} rows are not a multiple of the group size {group}")
+    m = prompt_mask_BQ.astype(bool).reshape(B // group, group, Q)
+    t = jnp.where(m, prompt_BQ.reshape(B // group, group, Q), 0)
+    return jnp.all(m == m[:, :1]) & jnp.all(t == t[:, :1])
+
+
+def grouped_completion_logprobs(model, prompt_BQ, prompt_mask_BQ, completion_BC, completion_mask_BC, *,
+                                group: int, temperature: float = 1.0, chunk_size: int | None = 128,
+                                with_entropy: bool = True):
+    """:func:`completion_logprobs` of prompt-major rows (``group`` consecutive rows per prompt, as the
+    sampler lays out a GRPO rollout) through the shared-prefix forward, each prompt computed once from the
+    first row of its group. The rows are checked (:func:`shares_prompts`): when a group's rows hold
+    different prompts the log-probs and entropies are NaN, so a train step built on them is not applied
+    (``grpojax.train.steps.accumulate.apply_gradients`` skips non-finite steps) instead of training on
+    the wrong prompts. Returns ``(CompletionLogprobs [B, C], shared)`` with ``shared`` the bool scalar."""
+    B, Q = prompt_BQ.shape
+    C = completion_BC.shape[1]
+    shared = shares_prompts(prompt_BQ, prompt_mask_BQ, group)
+    first = lambda x: x.reshape(B // group, group, Q)[:, 0]  # noqa: E731
+    out = shared_prefix_logprobs(model, first(prompt_BQ), first(prompt_mask_BQ),
+                                 completion_BC.reshape(B // group, group, C),
+                                 completion_mask_BC.reshape(B // group, group, C), temperature=temperature,
+                                 chunk_size=chunk_size, with_entropy=with_entropy)
+    poison = lambda x: jnp.where(shared, x, jnp.nan)  # noqa: E731
+    return CompletionLogprobs(poison(out.logp_BC), poison(out.entropy_BC)), shared
+
+
+def reference_logp_fn(graphdef, temperature: float, chunk: int | None = 128, mesh=None,
+                      shared_group: int | None = None):
     """Jitted ``(params, frozen, batch) -> [B, L]`` completion log-probs of a plain policy (the reference).
+
+    ``shared_group`` = G runs :func:`grouped_completion_logprobs` (each prompt once for its G rows).
 
     With a ``mesh`` the forward is traced under it (:func:`grpojax.sharding.traced_on_mesh`), so the LM-head
     chunks are pinned to the batch layout exactly as in the train step."""
 
     def ref_logp(params, frozen, b):
         model = merge_model(graphdef, params, frozen)
-        return completion_logprobs(model, b["prompt_BQ"], b["prompt_mask_BQ"], b["completion_BC"],
-                                   b["completion_mask_BC"], temperature=temperature, chunk_size=chunk,
-                                   with_entropy=False).logp_BC
+        args = (model, b["prompt_BQ"], b["prompt_mask_BQ"], b["completion_BC"], b["completion_mask_BC"])
+        kw = dict(temperature=temperature, chunk_size=chunk, with_entropy=False)
+        if shared_group:
+            return grouped_completion_logprobs(*args, group=shared_group, **kw)[0].logp_BC
+        return completion_logprobs(*args, **kw).logp_BC
 
     return jax.jit(traced_on_mesh(ref_logp, mesh))

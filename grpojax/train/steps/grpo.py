@@ -23,6 +23,13 @@ sampler / trainer mismatch of this forward given ``sampler_logp_BC`` (the task l
 truncated): every per-token loss is weighted by ``min(exp(old_logp - sampler_logp), cap)``
 (``sampler_logp_BC`` required).
 
+With ``settings.shared_prefix`` (``grpo.shared_prefix``) the forward computes each prompt once for its
+``num_generations`` consecutive rows (:func:`grpojax.train.steps.forward.grouped_completion_logprobs`); the
+log-probs, loss and gradients are those of the concatenated forward. A rollout is prompt-major by
+construction (the sampler repeats each prompt G times; dynamic sampling keeps whole groups). The step also
+checks it: a batch whose groups hold different prompts gives ``shared_prefix/mismatch`` = 1 and a
+non-finite loss, so the update is skipped (``nonfinite`` = 1) rather than trained on the wrong prompts.
+
 ``num_micro`` micro-batches are accumulated inside the step; with ``loss_type="dapo"`` the token
 normaliser is the active-token count of the whole batch, so the update is independent of ``num_micro``.
 Metrics are those of the whole step whatever ``num_micro`` (``grpojax.train.steps.accumulate``): ``kl``,
@@ -38,7 +45,7 @@ import jax.numpy as jnp
 
 from grpojax.losses import grpo_loss, masked_sum
 from grpojax.train.steps.accumulate import Max, Ratio, Rows, accumulate, apply_gradients, ratio_of
-from grpojax.train.steps.forward import completion_logprobs
+from grpojax.train.steps.forward import completion_logprobs, grouped_completion_logprobs
 from grpojax.train.steps.robust_grpo import RobustGRPOSettings, step_metrics, step_weights
 from grpojax.train.steps.state import TrainState, merge_model
 
@@ -61,6 +68,12 @@ class GRPOSettings:
     sampler_is_cap: float | None = None  # truncated IS correction min(pi_old / pi_sampler, cap); None = off
     use_bias_correction_kl: bool = False  # the KL term times the differentiated ratio (TRL / DeepSeek-V3.2)
     group_robust: RobustGRPOSettings | None = None  # group-robust GRPO (alpha in ``state.robust``); None = off
+    shared_prefix: bool = False  # each prompt computed once for its num_generations rows (module docstring)
+    num_generations: int | None = None  # G: consecutive rows per prompt (needed by shared_prefix)
+
+    def __post_init__(self):
+        if self.shared_prefix and not self.num_generations:
+            raise ValueError("GRPOSettings: shared_prefix needs num_generations (rows per prompt)")
 
 
 def grpo_step(state: TrainState, batch: dict, rng: jax.Array, *, graphdef, tx,
@@ -80,10 +93,13 @@ def grpo_step(state: TrainState, batch: dict, rng: jax.Array, *, graphdef, tx,
 
     def loss_fn(params, mb):
         model = merge_model(graphdef, params, state.frozen)
-        out = completion_logprobs(model, mb["prompt_BQ"], mb["prompt_mask_BQ"],
-                                  mb["completion_BC"], mb["completion_mask_BC"],
-                                  temperature=settings.temperature,
-                                  chunk_size=settings.logprob_chunk)
+        args = (model, mb["prompt_BQ"], mb["prompt_mask_BQ"], mb["completion_BC"], mb["completion_mask_BC"])
+        kw = dict(temperature=settings.temperature, chunk_size=settings.logprob_chunk)
+        shared = None
+        if settings.shared_prefix:
+            out, shared = grouped_completion_logprobs(*args, group=settings.num_generations, **kw)
+        else:
+            out = completion_logprobs(*args, **kw)
         mask = mb["completion_mask_BC"].astype(jnp.float32)
         old_BC = jax.lax.stop_gradient(out.logp_BC) if on_policy else mb["old_logp_BC"]
         weights = is_w = None
@@ -118,6 +134,8 @@ def grpo_step(state: TrainState, batch: dict, rng: jax.Array, *, graphdef, tx,
             metrics["sampler/is_weight_mean"] = Ratio(masked_sum(is_w, mask), n)
             metrics["sampler/is_capped_frac"] = Ratio(masked_sum((is_w >= settings.sampler_is_cap)
                                                                  .astype(jnp.float32), mask), n)
+        if shared is not None:  # 1 when some micro-batch's rows did not share their prompts (step skipped)
+            metrics["shared_prefix/mismatch"] = Max(1.0 - shared.astype(jnp.float32))
         if settings.emit_logp and on_policy:
             metrics["old_logp_BC"] = Rows(jax.lax.stop_gradient(out.logp_BC))
         return loss, metrics

@@ -32,7 +32,7 @@ from grpojax.losses.dpo import dpo_loss, preference_metrics, sequence_logprob
 from grpojax.losses.robust import group_metrics, robust_weights
 from grpojax.sharding.jit import traced_on_mesh
 from grpojax.train.steps.accumulate import apply_gradients, split_micro
-from grpojax.train.steps.forward import completion_logprobs
+from grpojax.train.steps.forward import completion_logprobs, shared_prefix_logprobs
 from grpojax.train.steps.packed import packed_sequence_logprobs
 from grpojax.train.steps.state import TrainState, merge_model
 
@@ -65,6 +65,7 @@ class PreferenceSettings:
     eta_alpha_decay_on_lr_cut: float = 1.0
     plateau_factor: float = 0.1
     logprob_chunk: int | None = 128
+    shared_prefix: bool = False
 
     def __post_init__(self):
         if self.loss not in PREFERENCE_LOSSES:
@@ -92,12 +93,23 @@ def init_robust_state(settings: PreferenceSettings):
 def pair_logprobs(model, mb, settings: PreferenceSettings):
     """Sequence log-probs ``(chosen_B, rejected_B)`` of one micro-batch in a single [2B] forward; of a
     packed batch (``data.packing``) from one forward of its rows, each pair's two sequences read at their
-    flat slots ``chosen_index_P`` / ``rejected_index_P`` (:func:`grpojax.data.packing.pack_preference`)."""
+    flat slots ``chosen_index_P`` / ``rejected_index_P`` (:func:`grpojax.data.packing.pack_preference`);
+    with ``settings.shared_prefix`` each prompt is computed once for its two responses (the pair shares it
+    by construction; :func:`grpojax.train.steps.forward.shared_prefix_logprobs`)."""
     if "segment_ids_BT" in mb:
         seq = packed_sequence_logprobs(model, mb, mb["slot_mask_BX"].shape[1], average=settings.average_logprobs,
                                        chunk_size=settings.logprob_chunk)
         return seq[mb["chosen_index_P"]], seq[mb["rejected_index_P"]]
     P = mb["prompt_BQ"]
+    if settings.shared_prefix:
+        pair = lambda a, b: jnp.stack([a, b], axis=1)  # noqa: E731  [B, 2, C]: row 2b chosen, 2b + 1 rejected
+        mask_B2C = pair(mb["chosen_mask_BC"], mb["rejected_mask_BC"])
+        out = shared_prefix_logprobs(model, P, mb["prompt_mask_BQ"], pair(mb["chosen_BC"], mb["rejected_BC"]),
+                                     mask_B2C, chunk_size=settings.logprob_chunk, with_entropy=False)
+        B, _, C = mask_B2C.shape
+        seq = sequence_logprob(out.logp_BC, mask_B2C.reshape(2 * B, C).astype(jnp.float32),
+                               average=settings.average_logprobs).reshape(B, 2)
+        return seq[:, 0], seq[:, 1]
     two = lambda a, b: jnp.concatenate([a, b], axis=0)  # noqa: E731
     out = completion_logprobs(model, two(P, P), two(mb["prompt_mask_BQ"], mb["prompt_mask_BQ"]),
                               two(mb["chosen_BC"], mb["rejected_BC"]),

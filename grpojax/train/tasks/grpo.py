@@ -45,6 +45,9 @@ class GRPOTask(BaseTask):
             self.group_names, _, robust = prompt_groups(cfg, self.dataset)
             self.score_col = score_column(cfg, self.scorer.names)
         self.settings = from_section(GRPOSettings, g, emit_logp=g.num_iterations > 1, group_robust=robust)
+        if g.shared_prefix:  # a prompt's G rows must sit on the device of its prompt (docs/shared_prefix.md)
+            self.placement.check_rows(cfg.train.batch_size // cfg.train.grad_accum // self.G,
+                                      "grpo.shared_prefix: prompts per micro-batch")
         self._rollout = None
         self._samples = None  # (prompts, Rollout, host advantages) of the latest rollout, for sample_records
 
@@ -59,7 +62,8 @@ class GRPOTask(BaseTask):
         state = super().init_state(robust=None if robust is None else robust.weights().init())
         if self.settings.beta > 0:
             self._ref = self.frozen_reference(state)
-            self._ref_logp = reference_logp_fn(self._ref.graphdef, self.settings.temperature, mesh=self.mesh)
+            self._ref_logp = reference_logp_fn(self._ref.graphdef, self.settings.temperature, mesh=self.mesh,
+                                               shared_group=self.G if self.settings.shared_prefix else None)
         return state
 
     def _compile(self, graphdef):

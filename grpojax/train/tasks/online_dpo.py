@@ -91,6 +91,8 @@ class OnlineDPOTask(BaseTask):
         self.settings = from_section(PreferenceSettings, pc, num_groups=1)
         mb = cfg.train.micro_batch_size
         self.num_micro = 1 if mb is None else self.prompts // mb
+        if pc.shared_prefix:  # a pair's two responses sit on the device of its prompt (docs/shared_prefix.md)
+            self.placement.check_rows(self.prompts // self.num_micro, "preference.shared_prefix: pairs per micro-batch")
 
     def loader_rows(self) -> int:
         return self.cfg.train.batch_size // self.cfg.online_dpo.num_generations  # prompts per step

@@ -52,6 +52,9 @@ class PreferenceTask(BaseTask):
         self.settings = from_section(PreferenceSettings, pc, num_groups=len(self.group_names),
                                      group_sizes=tuple(int(c) for c in counts),
                                      plateau_factor=cfg.train.plateau.factor)
+        if pc.shared_prefix:  # a pair's two responses sit on the device of its prompt (docs/shared_prefix.md)
+            self.placement.check_rows(cfg.train.batch_size // cfg.train.grad_accum,
+                                      "preference.shared_prefix: pairs per micro-batch")
         p = cfg.train.plateau
         self.plateau = Plateau(p.factor, p.patience, p.min_delta) if p.enabled else None
         self.eval_set, self._eval_metrics = None, None
