@@ -397,6 +397,9 @@ def write_markdown(recs: list[dict], path: str, seq: int) -> None:
             f"`{r['compile_error'].rstrip('.')}`" for r in refused) + "."]
     lines += CAVEATS.rstrip("\n").split("\n")
     lines += pinning_lines(recs, seq) + comparison_lines(recs, seq)
+    from long_plans import section_lines  # the long-sequence rows (scripts/long_plans.py) share the cache
+
+    lines += section_lines(recs)
     with open(path, "w") as f:
         f.write("\n".join(lines) + "\n" + LEVERS)
 

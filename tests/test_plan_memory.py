@@ -287,3 +287,61 @@ def test_rollout_layouts_renders_compiled_refused_and_pending_points(tmp_path):
             "| 12.5 |") in rows["rollout_tensor=4"]
     assert "does not fit (16): libtpu refused it" in rows["rollout_tensor=1"]
     assert "not compiled yet" in rows["training (fsdp)"]
+
+
+def test_mlp_chunks_long_sequences_same_values_less_memory(monkeypatch):
+    """``MLP`` over a sequence longer than ``MLP_CHUNK_TOKENS``: chunk by chunk (last chunk padded) it gives
+    the unchunked output and gradients (float32), and the compiled backward holds one chunk's ``[B, c, F]``
+    intermediates instead of the whole sequence's."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+    from flax import nnx
+
+    from grpojax.models import qwen
+
+    cfg = PRESETS["qwen2.5-0.5b"].replace(hidden_size=32, intermediate_size=512)
+    mlp = qwen.MLP(cfg, dtype=jnp.float32, param_dtype=jnp.float32, keys=qwen.KeyStream(nnx.Rngs(0)))
+    graphdef, state = nnx.split(mlp)
+
+    def loss(st, x_BTD, chunk):
+        monkeypatch.setattr(qwen, "MLP_CHUNK_TOKENS", chunk)  # read at trace time
+        return jnp.sum(jnp.sin(nnx.merge(graphdef, st)(x_BTD)))
+
+    x_BTD = jax.random.normal(jax.random.key(1), (2, 1000, 32), jnp.float32)
+    step = {c: jax.jit(jax.value_and_grad(loss, argnums=(0, 1)), static_argnums=2).lower(state, x_BTD, c).compile()
+            for c in (128, 4096)}  # 8 chunks (the last one 104 real tokens) vs one pass
+    got, want = step[128](state, x_BTD), step[4096](state, x_BTD)
+    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-5)
+    temp = {c: s.memory_analysis().temp_size_in_bytes for c, s in step.items()}
+    whole_F = 2 * 1000 * 512 * 4  # one [B, T, F] float32 intermediate
+    assert whole_F < temp[4096] and 4 * temp[128] < temp[4096], temp
+
+
+def test_plan_mlp_chunk_flag_is_set_while_tracing_and_restored(monkeypatch):
+    """``--mlp-chunk N`` sets ``MLP_CHUNK_TOKENS`` for the trace of the step (0: no chunking), then puts the
+    default back; without the flag the default stays."""
+    import types
+
+    import jax
+
+    from grpojax import sharding as shd
+    from grpojax.models import qwen
+
+    seen = []
+    mesh = shd.make_mesh({"fsdp": -1}, devices=jax.devices()[:1])
+
+    def fake_build(args, devices):
+        def lower():
+            seen.append(qwen.MLP_CHUNK_TOKENS)
+            raise RuntimeError("RESOURCE_EXHAUSTED: traced")
+        return PRESETS["qwen2.5-7b"], mesh, lower, 8, 10, 10, {}
+
+    monkeypatch.setattr(pm, "setup_backend", lambda args: (jax.devices()[:1], "cpu", 2**34))
+    monkeypatch.setattr(pm, "build", fake_build)
+    default = qwen.MLP_CHUNK_TOKENS
+    for flag in (["--mlp-chunk", "512"], ["--mlp-chunk", "0"], []):
+        out = pm.plan(pm.parse_args(["--model", "qwen2.5-7b", "--batch", "8", "--devices", "1", *flag]))
+        assert out["compile_error"] == "RESOURCE_EXHAUSTED: traced" and qwen.MLP_CHUNK_TOKENS == default
+    assert seen == [512, sys.maxsize, default]

@@ -159,8 +159,19 @@ class Attention(nnx.Module):
         return self.o(out_BTNH), layer_cache
 
 
+# Sequences longer than this run through the MLP in chunks of this many tokens (``MLP.__call__``).
+MLP_CHUNK_TOKENS = 4096
+
+
 class MLP(nnx.Module):
-    """SwiGLU: ``down(silu(gate(x)) * up(x))``."""
+    """SwiGLU: ``down(silu(gate(x)) * up(x))``, token by token.
+
+    A sequence longer than ``MLP_CHUNK_TOKENS`` is cut into chunks of that many tokens (the last one
+    zero-padded; a zero row gives a zero output) that go through the MLP one after another
+    (``lax.map``), each under ``jax.checkpoint``: the forward and the backward then hold the ``[B, c, F]``
+    gate / up / product of one chunk instead of ``[B, T, F]`` (F is 5x D in Qwen2.5-7B), for the price of
+    recomputing the chunk's forward in the backward. Every token's output is the same function as unchunked.
+    """
 
     def __init__(self, cfg: QwenConfig, *, dtype: Any, param_dtype: Any, keys: KeyStream):
         D, F = cfg.hidden_size, cfg.intermediate_size
@@ -169,9 +180,22 @@ class MLP(nnx.Module):
         self.up = Dense("BTD,DF->BTF", (D,), (F,), ("embed", "mlp"), **kw)
         self.down = Dense("BTF,FD->BTD", (F,), (D,), ("mlp", "embed"), **kw)
 
-    def __call__(self, x_BTD: Array) -> Array:
+    def swiglu(self, x_BTD: Array) -> Array:
         h_BTF = jax.nn.silu(pin(self.gate(x_BTD), _H_BTF)) * pin(self.up(x_BTD), _H_BTF)
         return self.down(h_BTF)
+
+    def __call__(self, x_BTD: Array) -> Array:
+        B, T, D = x_BTD.shape
+        c = MLP_CHUNK_TOKENS
+        if T <= c:
+            return self.swiglu(x_BTD)
+        n = -(-T // c)
+        x_BnD = jnp.pad(x_BTD, ((0, 0), (0, n * c - T), (0, 0)))
+        x_nBcD = x_BnD.reshape(B, n, c, D).swapaxes(0, 1)
+        graphdef, state = nnx.split(self)
+        chunk = jax.checkpoint(lambda st, x_BcD: pin(nnx.merge(graphdef, st).swiglu(x_BcD), _X_BTD))
+        y_nBcD = jax.lax.map(lambda x_BcD: chunk(state, x_BcD), x_nBcD)
+        return y_nBcD.swapaxes(0, 1).reshape(B, n * c, D)[:, :T]
 
 
 class Block(nnx.Module):
