@@ -35,7 +35,7 @@ KIND = "long_point"
 # variant -> (plan_memory flags, what it is); "einsum" is the program before this work (6225ad4): the
 # einsum attention and the MLP over the whole sequence
 VARIANTS = {
-    "einsum": (["--mlp-chunk", "0"], "einsum attention, MLP unchunked (before)"),
+    "einsum": (["--attention", "einsum", "--mlp-chunk", "0"], "einsum attention, MLP unchunked (before)"),
     "splash-whole-mlp": (["--attention", "splash", "--mlp-chunk", "0"], "splash attention, MLP unchunked"),
     "blockwise": (["--attention", "blockwise"], "blockwise attention, MLP in 4096-token chunks"),
     "splash": (["--attention", "splash"], "splash attention, MLP in 4096-token chunks"),
@@ -58,12 +58,13 @@ class Row:
         return argv + VARIANTS[variant][0]
 
 
-_LORA_POINTS = [(s, 1) for s in (1024, 4096, 8192, 16384, 32768)] + [(s, 2) for s in (4096, 8192, 16384)]
+# compile order: the 8k -> 16k growth first, then 32k, then the shorter ones
+_LORA_POINTS = [(8192, 1), (16384, 1), (8192, 2), (16384, 2), (32768, 1), (4096, 1), (4096, 2), (1024, 1)]
 ROWS = {
     "lora-v5e-8": Row("Qwen2.5-7B LoRA r=16, v5e-8", "v5e-8", 8, 16, _LORA_POINTS),
-    "full-v5e-16": Row("Qwen2.5-7B full fine-tuning, v5e-16", "v5e-16", 16, 0, [(8192, 1), (4096, 1)]),
+    "full-v5e-16": Row("Qwen2.5-7B full fine-tuning, v5e-16", "v5e-16", 16, 0, [(8192, 1)]),
 }
-# einsum programs past these lengths materialise > 100 GiB of scores per chip: not compiled
+# einsum programs past this length materialise > 100 GiB of scores per chip: not compiled
 EINSUM_MAX_SEQ = 16384
 WHOLE_MLP = ("splash-whole-mlp",)  # compiled from 8k on only: below, the MLP is not chunked anyway
 
@@ -77,7 +78,9 @@ def points(rows, variants):
         row = ROWS[key]
         for variant in variants:
             for seq, per_chip in row.points:
-                if (variant == "einsum" and seq > EINSUM_MAX_SEQ) or (variant in WHOLE_MLP and seq < 8192):
+                if variant == "einsum" and (seq > EINSUM_MAX_SEQ or per_chip > 1):
+                    continue  # einsum: its 8k program is over HBM at one sequence per chip already
+                if variant in WHOLE_MLP and seq < 8192:
                     continue
                 yield key, row, seq, per_chip, variant
 

@@ -68,6 +68,8 @@ def parse_args(argv=None, prog=None):
                         "(what grpojax.sharding.copy_to_rollout avoids) instead of its hops")
     p.add_argument("--lora-rank", type=int, default=0)
     p.add_argument("--remat", choices=("none", "block", "full"), default="full")
+    p.add_argument("--attention", choices=("auto", "einsum", "blockwise", "cudnn", "splash"), default="auto",
+                   help="model.attention; auto = what the compiled-for backend picks (splash for --topology)")
     p.add_argument("--param-dtype", choices=("bfloat16", "float32"), default="bfloat16")
     p.add_argument("--micro", type=int, default=1, help="gradient-accumulation micro-batches")
     p.add_argument("--logprob-chunk", type=int, default=128)
@@ -177,7 +179,7 @@ def build(args, devices):
         raise SystemExit(f"--seq {args.seq} / --prompt-len {P}: both parts need >= 1 token")
 
     def ctor():
-        m = Qwen(cfg, dtype=jnp.bfloat16, param_dtype=pdt, remat=args.remat)
+        m = Qwen(cfg, dtype=jnp.bfloat16, param_dtype=pdt, remat=args.remat, attention=args.attention)
         if args.lora_rank:
             apply_lora(m, rank=args.lora_rank, alpha=2 * args.lora_rank, param_dtype=jnp.float32)
         return m
@@ -226,6 +228,11 @@ def build(args, devices):
         sum(x.size for x in jax.tree.leaves(abstract.frozen))
     n_train = sum(x.size for x in jax.tree.leaves(abstract.params))
     return cfg, mesh, lambda: jitted.lower(abstract, batch, rng_abs), seqs, n_params, n_train, {}
+
+
+def target_platform(devices) -> str:
+    """The backend the plan compiles for (``tpu`` for a libtpu topology), for the attention choice."""
+    return devices[0].platform
 
 
 def build_sampler(args, cfg, ctor, mesh, P, Lc):
@@ -297,10 +304,16 @@ def plan(args) -> dict:
     ``per_device_bytes`` / ``flops_per_step`` are None and ``compile_error`` holds the compiler's line."""
     devices, backend, hbm = setup_backend(args)
     compiled, error = None, None
+    from grpojax.models.attention import check_backend, target_backend
+
+    platform = target_platform(devices)
+    why = check_backend(args.attention, platform)
+    if why:
+        raise SystemExit(f"plan_memory: --attention: {why}")
     cfg, mesh, lower, seqs, n_params, n_train, extra = build(args, devices)
     t0 = time.time()
     try:
-        with mlp_chunk(args.mlp_chunk):
+        with target_backend(platform), mlp_chunk(args.mlp_chunk):
             compiled = lower().compile()
     except Exception as e:  # only the compiler's out-of-memory verdict is an answer; the rest propagates
         if "RESOURCE_EXHAUSTED" not in str(e):
@@ -313,6 +326,7 @@ def plan(args) -> dict:
         args.lora_rank > 0)
     out = {
         "model": args.model, "kind": args.kind, "lora_rank": args.lora_rank, "remat": args.remat,
+        "attention": args.attention,
         "scan_layers": args.scan_layers, "layers": cfg.num_layers, "mlp_chunk": args.mlp_chunk,
         "param_dtype": args.param_dtype, "batch": args.batch, "seq": args.seq, "micro": args.micro,
         "mesh": dict(mesh.shape), "devices": n_dev, "backend": backend,

@@ -72,7 +72,8 @@ class ModelConfig:
     ``scan_layers``: stack the layers and run them with ``jax.lax.scan`` (compile time independent of
     depth; ``QwenConfig.scan_layers``), for the policy and its reference (a reward run: its backbone).
     It changes the checkpoint's parameter tree, so a run resumes only with the value it started with;
-    ``remat`` may change on resume."""
+    ``remat`` may change on resume. ``attention``: the attention implementation of every Qwen the run
+    builds (policy, reference, reward backbone, critic; docs/attention.md)."""
 
     path: Union[str, None] = None
     """The policy (or reward backbone) checkpoint: a HF directory or hub id; exclusive with preset."""
@@ -92,6 +93,8 @@ class ModelConfig:
     """Activation checkpointing of each decoder block: none, block (keep matmul outputs) or full."""
     scan_layers: bool = False
     """Stack the layers and run them with jax.lax.scan (compile time independent of depth)."""
+    attention: Literal["auto", "einsum", "blockwise", "cudnn", "splash"] = "auto"
+    """Attention kernel: auto (best the backend has), einsum, blockwise, cudnn (GPU) or splash (TPU)."""
 
     def __post_init__(self):
         check((self.path is None) != (self.preset is None), "path",

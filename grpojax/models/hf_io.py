@@ -234,7 +234,7 @@ def load_into(abstract: nnx.Module, entries: list[Entry], source: TensorSource, 
 
 
 def from_hf(path_or_hub_id: str, *, dtype: Any = jnp.float32, param_dtype: Any = None,
-            scan_layers: bool = False, remat: str = "none") -> Qwen:
+            scan_layers: bool = False, remat: str = "none", attention: str = "einsum") -> Qwen:
     """Loads a HF Qwen2 / Qwen2.5 / Qwen3 causal-LM checkpoint (directory or hub id) as a :class:`Qwen`.
 
     Args:
@@ -243,13 +243,14 @@ def from_hf(path_or_hub_id: str, *, dtype: Any = jnp.float32, param_dtype: Any =
       param_dtype: parameter storage dtype (default: ``dtype``).
       scan_layers: stack the layers for ``jax.lax.scan`` (see ``QwenConfig.scan_layers``).
       remat: rematerialisation policy of training forwards (``Qwen(remat=...)``).
+      attention: attention implementation (``Qwen(attention=...)``, :mod:`grpojax.models.attention`).
     """
     ckpt = resolve_checkpoint(path_or_hub_id)
     raw = read_hf_config(ckpt)
     cfg = config_from_hf_dict(raw, source=os.path.join(ckpt, "config.json")).replace(scan_layers=scan_layers)
     param_dtype = dtype if param_dtype is None else param_dtype
     abstract = nnx.eval_shape(lambda: Qwen(cfg, dtype=dtype, param_dtype=param_dtype, rngs=nnx.Rngs(0),
-                                           remat=remat))
+                                           remat=remat, attention=attention))
     allowed = ["lm_head.weight"] if cfg.tie_word_embeddings else []
     return load_into(abstract, hf_name_table(cfg), TensorSource(ckpt), param_dtype=param_dtype,
                      allowed_extra=allowed)

@@ -114,6 +114,7 @@ def _label_affine(num_labels: int, label_scale, label_shift) -> tuple[Array, Arr
 class RewardModel(nnx.Module):
     """Qwen backbone (no LM head) + R-output linear head pooled at the last real non-pad token.
 
+    ``attention``: the backbone's attention implementation (``Qwen(attention=)``).
     ``model(tokens_BT, mask_BT, positions_BT=None) -> scores_BR``; positions default to
     ``cumsum(mask) - 1`` (real positions for left-padded rows). ``pad_token_id``: tokens with this id are
     never pooled (transformers' rule, see the module docstring); None = pool the last ``mask`` token.
@@ -121,14 +122,14 @@ class RewardModel(nnx.Module):
 
     def __init__(self, config, num_labels: int, *, dtype: Any = jnp.float32, param_dtype: Any = jnp.float32,
                  rngs: nnx.Rngs | None = None, head_bias: bool = False, label_scale=None, label_shift=None,
-                 remat: str = "none", pad_token_id: int | None = None):
+                 remat: str = "none", pad_token_id: int | None = None, attention: str = "einsum"):
         if int(num_labels) <= 0:
             raise ValueError(f"RewardModel: num_labels={num_labels!r} must be positive")
         rngs = nnx.Rngs(0) if rngs is None else rngs
         self.num_labels = int(num_labels)
         self.pad_token_id = None if pad_token_id is None else int(pad_token_id)
         self.backbone = Qwen(config, dtype=dtype, param_dtype=param_dtype, rngs=rngs, with_lm_head=False,
-                             remat=remat)
+                             remat=remat, attention=attention)
         keys = KeyStream(rngs)
         self.head_w = _head_param(nnx.initializers.normal(0.02), keys, (config.hidden_size, self.num_labels),
                                   param_dtype)
@@ -183,7 +184,7 @@ def hf_aspect_names(raw: dict) -> list[str] | None:
 def reward_model_from_hf(path_or_hub_id: str, *, num_labels: int | None = None, dtype: Any = jnp.float32,
                          param_dtype: Any = None, rngs: nnx.Rngs | None = None, label_scale=None,
                          label_shift=None, scan_layers: bool = False, remat: str = "none",
-                         pad_token_id: int | None = None) -> RewardModel:
+                         pad_token_id: int | None = None, attention: str = "einsum") -> RewardModel:
     """A :class:`RewardModel` from a HF checkpoint.
 
     * ``Qwen2ForSequenceClassification`` / ``Qwen3ForSequenceClassification`` checkpoints: backbone and
@@ -194,6 +195,7 @@ def reward_model_from_hf(path_or_hub_id: str, *, num_labels: int | None = None, 
 
     A label map saved by :func:`reward_model_to_hf` (config.json ``"grpojax"``) is restored unless
     ``label_scale`` / ``label_shift`` are given. ``param_dtype``: storage dtype (default ``dtype``).
+    ``attention``: the backbone's attention implementation (``Qwen(attention=)``).
     ``scan_layers`` / ``remat``: the backbone's layer layout and rematerialisation (see
     :class:`grpojax.models.Qwen`).
     """
@@ -218,7 +220,7 @@ def reward_model_from_hf(path_or_hub_id: str, *, num_labels: int | None = None, 
     abstract = nnx.eval_shape(lambda: RewardModel(cfg, num_labels, dtype=dtype, param_dtype=param_dtype,
                                                   rngs=nnx.Rngs(0), label_scale=label_scale,
                                                   label_shift=label_shift, remat=remat,
-                                                  pad_token_id=pad_token_id))
+                                                  pad_token_id=pad_token_id, attention=attention))
     source = TensorSource(ckpt)
     entries = hf_name_table(cfg, lm_head=False, prefix=("backbone",))
     if is_seqcls:

@@ -168,7 +168,8 @@ def load_reward_scorer(path: str, cfg, tok, *, mesh=None, section: str = "grpo")
             # the run's layer layout (model.scan_layers: on in the 7B / 14B presets) and compute dtype (a 14B
             # reward model in float32 next to a bf16 policy would double its memory) for the reward model too
             model = reward_model.reward_model_from_hf(path, num_labels=len(aspects),
-                                                      scan_layers=cfg.model.scan_layers, **_dtypes(cfg.model))
+                                                      scan_layers=cfg.model.scan_layers,
+                                                      attention=cfg.model.attention, **_dtypes(cfg.model))
         except (FileNotFoundError, OSError, ValueError) as e:
             raise UserError(f"cannot load reward model {path!r}: {e}") from None
         names = hf_aspect_names(raw) or aspects

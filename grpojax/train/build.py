@@ -15,6 +15,7 @@ from flax import nnx
 
 from grpojax import models
 from grpojax.cli import UserError
+from grpojax.models.attention import check_backend
 from grpojax.models.lora import apply_lora
 from grpojax.models.reward_model import RewardModel, reward_model_from_hf
 from grpojax.train.steps.optim import make_optimizer
@@ -25,7 +26,8 @@ DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float
 def build_model(model_cfg, *, seed: int = 0, path: str | None = None):
     """The policy / reference / backbone described by ``model_cfg`` (``path`` overrides its path)."""
     dtype, param_dtype = DTYPES[model_cfg.dtype], DTYPES[model_cfg.param_dtype]
-    layout = dict(remat=model_cfg.remat, scan_layers=model_cfg.scan_layers)
+    layout = dict(remat=model_cfg.remat, scan_layers=model_cfg.scan_layers,
+                  attention=checked_attention(model_cfg))
     path = path or model_cfg.path
     if path is not None:
         try:
@@ -33,7 +35,15 @@ def build_model(model_cfg, *, seed: int = 0, path: str | None = None):
         except (FileNotFoundError, OSError, ValueError) as e:
             raise UserError(f"cannot load model {path!r}: {e}") from None
     return models.Qwen(preset_config(model_cfg), dtype=dtype, param_dtype=param_dtype, rngs=nnx.Rngs(seed),
-                       remat=model_cfg.remat)
+                       remat=model_cfg.remat, attention=layout["attention"])
+
+
+def checked_attention(model_cfg) -> str:
+    """``model.attention``, refused with one line when the jax backend cannot run it (cudnn off a GPU)."""
+    why = check_backend(model_cfg.attention)
+    if why:
+        raise UserError(f"model.attention: {why}")
+    return model_cfg.attention
 
 
 def preset_config(model_cfg):
@@ -79,13 +89,14 @@ def build_reward_model(cfg, pad_token_id: int | None = None):
         try:
             model = reward_model_from_hf(mc.path, num_labels=R, dtype=dtype, param_dtype=DTYPES[mc.param_dtype],
                                          rngs=nnx.Rngs(seed), label_scale=scale, label_shift=shift,
-                                         remat=mc.remat, scan_layers=mc.scan_layers, pad_token_id=pad_token_id)
+                                         remat=mc.remat, scan_layers=mc.scan_layers, pad_token_id=pad_token_id,
+                                         attention=checked_attention(mc))
         except (FileNotFoundError, OSError, ValueError) as e:
             raise UserError(f"cannot load reward backbone {mc.path!r}: {e}") from None
     else:
         model = RewardModel(preset_config(mc), R, dtype=dtype, param_dtype=DTYPES[mc.param_dtype],
                             rngs=nnx.Rngs(seed), label_scale=scale, label_shift=shift, remat=mc.remat,
-                            pad_token_id=pad_token_id)
+                            pad_token_id=pad_token_id, attention=checked_attention(mc))
     if mc.lora.rank:
         maybe_lora(model.backbone, mc, seed=seed)
     return model
