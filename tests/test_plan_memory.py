@@ -322,8 +322,6 @@ def test_mlp_chunks_long_sequences_same_values_less_memory(monkeypatch):
 def test_plan_mlp_chunk_flag_is_set_while_tracing_and_restored(monkeypatch):
     """``--mlp-chunk N`` sets ``MLP_CHUNK_TOKENS`` for the trace of the step (0: no chunking), then puts the
     default back; without the flag the default stays."""
-    import types
-
     import jax
 
     from grpojax import sharding as shd
@@ -345,3 +343,22 @@ def test_plan_mlp_chunk_flag_is_set_while_tracing_and_restored(monkeypatch):
         out = pm.plan(pm.parse_args(["--model", "qwen2.5-7b", "--batch", "8", "--devices", "1", *flag]))
         assert out["compile_error"] == "RESOURCE_EXHAUSTED: traced" and qwen.MLP_CHUNK_TOKENS == default
     assert seen == [512, sys.maxsize, default]
+
+
+def test_long_plans_render_per_sequence_slope_and_growth():
+    """scripts/long_plans.py: per-sequence bytes are bytes(2 per chip) - bytes(1 per chip) of the same seq,
+    the growth is that over the half-length slope; a libtpu refusal renders with its temporaries."""
+    import long_plans as lp
+
+    def rec(variant, seq, per_chip, nbytes, error=None):
+        return {"type": lp.KIND, "row": "lora-v5e-8", "variant": variant, "seq": seq, "per_chip": per_chip,
+                "per_device_bytes": nbytes, "temp_bytes": None if nbytes is None else nbytes // 2,
+                "compile_seconds": 100.0, "compile_error": error}
+
+    refused = "RESOURCE_EXHAUSTED: Ran out of memory on HBM, the total memory required (49.06G) exceeds (15.75G)"
+    recs = [rec("splash", 8192, 1, 8 * GIB), rec("splash", 8192, 2, 11 * GIB), rec("splash", 16384, 1, 13 * GIB),
+            rec("splash", 16384, 2, 19.3 * GIB), rec("einsum", 16384, 1, None, refused)]
+    lines = {ln.split(" | ")[0] + " " + ln.split(" | ")[1]: ln for ln in lp.section_lines(recs) if ln.startswith("| ")}
+    assert lines["| splash 8,192"] == "| splash | 8,192 | 65,536 | 8.00 | 4.00 | yes | 3,072 | - | 100 |"
+    assert lines["| splash 16,384"] == "| splash | 16,384 | 131,072 | 13.00 | 6.50 | yes | 6,451 | 2.10 | 100 |"
+    assert "refused by libtpu (49.06G temporaries) | - | - | - | - | 100 |" in lines["| einsum 16,384"]
