@@ -131,7 +131,13 @@ def section_lines(recs: list[dict]) -> list[str]:
              "per chip (`-` = not compiled or refused).",
              "`x vs half`: per-sequence bytes over those at half the length (2.0 = linear, 4.0 = quadratic).",
              "Variants (flags added to the command of each row):", "",
-             *(f"- `{name}`: `{' '.join(flags)}`: {what}" for name, (flags, what) in VARIANTS.items()), ""]
+             *(f"- `{name}`: `{' '.join(flags)}`: {what}" for name, (flags, what) in VARIANTS.items()), "",
+             "Past the attention, what a long sequence costs a chip is linear in its length: with `--remat full`",
+             "and scanned layers the backward keeps every layer's input, L T D bf16 bytes (Qwen2.5-7B at 32k:",
+             "28 x 32,768 x 3,584 x 2 B = 6.1 GiB, arithmetic), plus one layer's recompute and backward at full",
+             "length (`[T, D]` / `[T, N, H]` buffers and, unchunked, the MLP's `[T, F]` with F = 5.3 D). Lowering",
+             "the first needs the layer stack's inputs offloaded to host memory or checkpointed in groups of layers",
+             "(not done).", ""]
     for key, row in ROWS.items():
         body = []
         for variant in VARIANTS:
