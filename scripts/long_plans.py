@@ -13,7 +13,8 @@ Rows (``ROWS``): Qwen2.5-7B LoRA r=16 on v5e-8 (``--mesh fsdp=8``), one and two 
 Qwen2.5-7B full fine-tuning on v5e-16 (``--mesh fsdp=16``), one sequence per chip; both ``--remat full
 --scan-layers``, prompt = completion = seq / 2, log-prob chunks of 128. "Per sequence" is the slope
 ``bytes(2 per chip) - bytes(1 per chip)`` of the same seq and variant: what one more sequence costs a
-chip, without the state and the other fixed buffers.
+chip, without the state and the other fixed buffers (where two per chip do not compile, the growth of
+the temporaries at one per chip over the half-length row's is the measure of linear vs quadratic).
 """
 
 from __future__ import annotations
@@ -118,7 +119,7 @@ def _cell(r: dict | None) -> str:
 def section_lines(recs: list[dict]) -> list[str]:
     """The "Long sequences" section of docs/memory_plan.md from the cache's ``long_point`` records: per
     row, one line per (variant, seq) with the GiB per chip at one sequence per chip, the per-sequence
-    slope where both points compiled, and the 8k -> 16k growth of that slope."""
+    slope where both points compiled, and the growth of the temporaries over the half-length row's."""
     got = records(recs)
     if not got:
         return []
@@ -129,7 +130,8 @@ def section_lines(recs: list[dict]) -> list[str]:
              "within the 15.75 GiB libtpu gives a program on a v5e chip (libtpu itself refuses a program only when",
              "its temporaries alone exceed that: `refused`); `per sequence`: bytes at 2 per chip minus bytes at 1",
              "per chip (`-` = not compiled or refused).",
-             "`x vs half`: per-sequence bytes over those at half the length (2.0 = linear, 4.0 = quadratic).",
+             "`temp x vs half`: temporaries at one sequence per chip (everything but the state and the batch,",
+             "which are the arguments) over those at half the length: 2.0 = linear, 4.0 = quadratic.",
              "Variants (flags added to the command of each row):", "",
              *(f"- `{name}`: `{' '.join(flags)}`: {what}" for name, (flags, what) in VARIANTS.items()), "",
              "Past the attention, what a long sequence costs a chip is linear in its length: with `--remat full`",
@@ -141,28 +143,29 @@ def section_lines(recs: list[dict]) -> list[str]:
     for key, row in ROWS.items():
         body = []
         for variant in VARIANTS:
-            prev, prev_seq = None, None
+            prev = {}
             for seq in sorted({s for s, _ in row.points}):
                 one, two = got.get((key, variant, seq, 1)), got.get((key, variant, seq, 2))
                 if one is None and two is None:
                     continue
                 slope = (two["per_device_bytes"] - one["per_device_bytes"]
                          if one and two and one["per_device_bytes"] and two["per_device_bytes"] else None)
-                growth = f"{slope / prev:.2f}" if slope and prev and seq == 2 * prev_seq else "-"
+                t = None if one is None else one["temp_bytes"]
+                growth = f"{t / prev[seq // 2]:.2f}" if t and prev.get(seq // 2) else "-"
                 fit = "-" if one is None or one["per_device_bytes"] is None else (
                     "yes" if one["per_device_bytes"] <= 15.75 * GIB else "no")
                 temp = "-" if one is None or one["temp_bytes"] is None else f"{one['temp_bytes'] / GIB:.2f}"
                 per_seq = "-" if slope is None else f"{slope / 2**20:,.0f}"
                 secs = "-" if one is None else f"{one['compile_seconds']:.0f}"
-                body.append(f"| {variant} | {seq:,} | {seq * row.chips:,} | {_cell(one)} | {temp} | {fit} | "
-                            f"{per_seq} | {growth} | {secs} |")
-                prev, prev_seq = slope, seq
+                body.append(f"| {variant} | {seq:,} | {seq * row.chips:,} | {_cell(one)} | {temp} | {growth} | "
+                            f"{fit} | {per_seq} | {secs} |")
+                prev[seq] = t
         if body:
             base = " ".join(row.argv(0, 1, "einsum")[:-len(VARIANTS["einsum"][0])]).replace("--seq 0", "--seq SEQ")
             lines += [f"### {row.name}", "", f"`python scripts/plan_memory.py {base}` + the variant's flags "
                       f"(`--batch {2 * row.chips}` for 2 per chip)", "",
-                      "| variant | tokens/seq | tokens/step | GiB/chip | temp GiB | fits | MiB per sequence | "
-                      "x vs half | compile s |", "|---|---|---|---|---|---|---|---|---|", *body, ""]
+                      "| variant | tokens/seq | tokens/step | GiB/chip | temp GiB | temp x vs half | fits | "
+                      "MiB per sequence | compile s |", "|---|---|---|---|---|---|---|---|---|", *body, ""]
     return lines
 
 

@@ -347,7 +347,7 @@ def test_plan_mlp_chunk_flag_is_set_while_tracing_and_restored(monkeypatch):
 
 def test_long_plans_render_per_sequence_slope_and_growth():
     """scripts/long_plans.py: per-sequence bytes are bytes(2 per chip) - bytes(1 per chip) of the same seq,
-    the growth is that over the half-length slope; a libtpu refusal renders with its temporaries."""
+    the growth is the temporaries over the half-length row's; a libtpu refusal renders with its temporaries."""
     import long_plans as lp
 
     def rec(variant, seq, per_chip, nbytes, error=None):
@@ -359,6 +359,6 @@ def test_long_plans_render_per_sequence_slope_and_growth():
     recs = [rec("splash", 8192, 1, 8 * GIB), rec("splash", 8192, 2, 11 * GIB), rec("splash", 16384, 1, 13 * GIB),
             rec("splash", 16384, 2, 19.3 * GIB), rec("einsum", 16384, 1, None, refused)]
     lines = {ln.split(" | ")[0] + " " + ln.split(" | ")[1]: ln for ln in lp.section_lines(recs) if ln.startswith("| ")}
-    assert lines["| splash 8,192"] == "| splash | 8,192 | 65,536 | 8.00 | 4.00 | yes | 3,072 | - | 100 |"
-    assert lines["| splash 16,384"] == "| splash | 16,384 | 131,072 | 13.00 | 6.50 | yes | 6,451 | 2.10 | 100 |"
+    assert lines["| splash 8,192"] == "| splash | 8,192 | 65,536 | 8.00 | 4.00 | - | yes | 3,072 | 100 |"
+    assert lines["| splash 16,384"] == "| splash | 16,384 | 131,072 | 13.00 | 6.50 | 1.62 | yes | 6,451 | 100 |"
     assert "refused by libtpu (49.06G temporaries) | - | - | - | - | 100 |" in lines["| einsum 16,384"]
