@@ -37,7 +37,7 @@ KIND = "long_point"
 # einsum attention and the MLP over the whole sequence
 VARIANTS = {
     "einsum": (["--attention", "einsum", "--mlp-chunk", "0"], "einsum attention, MLP unchunked (before)"),
-    "splash-whole-mlp": (["--attention", "splash", "--mlp-chunk", "0"], "splash attention, MLP unchunked"),
+    "blockwise-whole-mlp": (["--attention", "blockwise", "--mlp-chunk", "0"], "blockwise attention, MLP unchunked"),
     "blockwise": (["--attention", "blockwise"], "blockwise attention, MLP in 4096-token chunks"),
     "splash": (["--attention", "splash"], "splash attention, MLP in 4096-token chunks"),
 }
@@ -59,15 +59,15 @@ class Row:
         return argv + VARIANTS[variant][0]
 
 
-# compile order: the 8k -> 16k growth first, then 32k, then the shorter ones
-_LORA_POINTS = [(8192, 1), (16384, 1), (8192, 2), (16384, 2), (32768, 1), (4096, 1), (4096, 2), (1024, 1)]
+# compile order: 32k, the 8k -> 16k growth, then the shorter ones
+_LORA_POINTS = [(32768, 1), (8192, 1), (16384, 1), (8192, 2), (16384, 2), (4096, 1), (4096, 2), (1024, 1)]
 ROWS = {
     "lora-v5e-8": Row("Qwen2.5-7B LoRA r=16, v5e-8", "v5e-8", 8, 16, _LORA_POINTS),
     "full-v5e-16": Row("Qwen2.5-7B full fine-tuning, v5e-16", "v5e-16", 16, 0, [(8192, 1)]),
 }
 # einsum programs past this length materialise > 100 GiB of scores per chip: not compiled
 EINSUM_MAX_SEQ = 16384
-WHOLE_MLP = ("splash-whole-mlp",)  # compiled at 16k and 32k, one sequence per chip
+WHOLE_MLP = ("blockwise-whole-mlp",)  # compiled at 16k and 32k, one sequence per chip
 
 
 def command(argv: list[str]) -> str:

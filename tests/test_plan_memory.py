@@ -362,3 +362,26 @@ def test_long_plans_render_per_sequence_slope_and_growth():
     assert lines["| splash 8,192"] == "| splash | 8,192 | 65,536 | 8.00 | 4.00 | - | yes | 3,072 | 100 |"
     assert lines["| splash 16,384"] == "| splash | 16,384 | 131,072 | 13.00 | 6.50 | 1.62 | yes | 6,451 | 100 |"
     assert "refused by libtpu (49.06G temporaries) | - | - | - | - | 100 |" in lines["| einsum 16,384"]
+
+
+@pytest.mark.parametrize("remat", ["full", "block"])
+def test_remat_keeps_the_attention_offset_static_so_splash_is_not_routed_to_blockwise(monkeypatch, remat):
+    """Under ``jax.checkpoint`` (remat) a training forward's attention still gets the Python-int offset 0:
+    ``resolve`` keeps ``splash`` (a traced offset would send it to blockwise, silently, in every training
+    plan). Traced only (``eval_shape``), the TPU kernel replaced by the einsum."""
+    import jax
+    import jax.numpy as jnp
+    from flax import nnx
+
+    from grpojax.models import Qwen
+    from grpojax.models import attention as A
+
+    seen, resolve = set(), A.resolve
+    monkeypatch.setattr(A, "resolve", lambda impl, q, k, offset=0, platform=None: seen.add(
+        (type(offset).__name__, resolve(impl, q, k, offset, platform="tpu"))) or resolve(impl, q, k, offset, "tpu"))
+    monkeypatch.setattr(A, "attend_splash", lambda *a, **kw: A.attend_einsum(*a))
+    cfg = PRESETS["qwen2.5-0.5b"].replace(num_layers=2, hidden_size=32, intermediate_size=64, num_heads=4,
+                                          num_kv_heads=2, head_dim=8, vocab_size=64, scan_layers=True)
+    graphdef, state = nnx.split(Qwen(cfg, remat=remat, attention="splash", rngs=nnx.Rngs(0)))
+    jax.eval_shape(jax.grad(lambda st: nnx.merge(graphdef, st)(jnp.ones((1, 64), jnp.int32)).sum()), state)
+    assert seen == {("int", "splash")}, seen

@@ -248,13 +248,20 @@ def _remat_block(policy):
     """``_call_block`` under ``jax.checkpoint``: the layer is split into (graphdef, state) and merged again
     inside, so the checkpointed function is pure. (``nnx.remat`` fails on LoRA layers merged inside
     ``jax.grad``: "Cannot mutate Param from a different trace level".) A training block mutates nothing,
-    so nothing is written back."""
+    so nothing is written back. A Python-int attention ``offset`` stays out of the checkpointed arguments
+    (they are traced), so the attention sees it static, as the fused kernels (splash) need."""
 
     def call(layer, x_BTD, cos_BTJ, sin_BTJ, mask, layer_cache, cache_pos):
         graphdef, state = nnx.split(layer)
-        pure = lambda st, *a: _call_block(nnx.merge(graphdef, st), *a)  # noqa: E731
-        return jax.checkpoint(pure, policy=policy)(state, x_BTD, cos_BTJ, sin_BTJ, mask, layer_cache,
-                                                   cache_pos)
+        q_segment_BT, kv_segment_BS, offset = mask
+        static = isinstance(offset, int)
+
+        def pure(st, x, cos, sin, q_seg, kv_seg, traced_offset, lc, pos):
+            mask = (q_seg, kv_seg, offset if static else traced_offset)
+            return _call_block(nnx.merge(graphdef, st), x, cos, sin, mask, lc, pos)
+
+        return jax.checkpoint(pure, policy=policy)(state, x_BTD, cos_BTJ, sin_BTJ, q_segment_BT, kv_segment_BS,
+                                                   None if static else offset, layer_cache, cache_pos)
 
     return call
 
