@@ -308,6 +308,8 @@ LEVERS = """
 | LM head on the batch sharding | `completion_logprobs` under `jit_step`'s mesh | logits `[B, chunk, V]` split over (data, fsdp) (V over tensor): per-sequence memory independent of the device count; the head table is gathered per device (`fixed`) |
 | decoder activations on the batch sharding | `grpojax.sharding.pin` in the model, active under `jit_step`'s mesh | each chip runs its own sequences only: per-sequence memory independent of the chip count |
 | gradient accumulation | `grpo_step(num_micro=...)` | activation memory of `batch / num_micro` sequences; the `fixed` part unchanged |
+| attention implementation | run config `model.attention` (`Qwen(attention=...)`); `plan-memory --attention` | `splash` / `blockwise` keep no `[T, S]` scores: memory per sequence linear in its length (long-sequence section); `einsum` holds float32 `[K, g, T, S]` scores per sequence |
+| MLP in sequence chunks | `grpojax.models.qwen.MLP_CHUNK_TOKENS` (4096); `plan-memory --mlp-chunk` | past 4096 tokens the MLP holds one chunk's `[B, c, F]` intermediates at a time (recomputed in the backward) |
 
 Check one configuration yourself, e.g. the 7B row on v5e-16:
 
@@ -397,6 +399,9 @@ def write_markdown(recs: list[dict], path: str, seq: int) -> None:
             f"`{r['compile_error'].rstrip('.')}`" for r in refused) + "."]
     lines += CAVEATS.rstrip("\n").split("\n")
     lines += pinning_lines(recs, seq) + comparison_lines(recs, seq)
+    from long_plans import section_lines  # the long-sequence rows (scripts/long_plans.py) share the cache
+
+    lines += section_lines(recs)
     with open(path, "w") as f:
         f.write("\n".join(lines) + "\n" + LEVERS)
 

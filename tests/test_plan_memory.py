@@ -287,3 +287,101 @@ def test_rollout_layouts_renders_compiled_refused_and_pending_points(tmp_path):
             "| 12.5 |") in rows["rollout_tensor=4"]
     assert "does not fit (16): libtpu refused it" in rows["rollout_tensor=1"]
     assert "not compiled yet" in rows["training (fsdp)"]
+
+
+def test_mlp_chunks_long_sequences_same_values_less_memory(monkeypatch):
+    """``MLP`` over a sequence longer than ``MLP_CHUNK_TOKENS``: chunk by chunk (last chunk padded) it gives
+    the unchunked output and gradients (float32), and the compiled backward holds one chunk's ``[B, c, F]``
+    intermediates instead of the whole sequence's."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+    from flax import nnx
+
+    from grpojax.models import qwen
+
+    cfg = PRESETS["qwen2.5-0.5b"].replace(hidden_size=32, intermediate_size=512)
+    mlp = qwen.MLP(cfg, dtype=jnp.float32, param_dtype=jnp.float32, keys=qwen.KeyStream(nnx.Rngs(0)))
+    graphdef, state = nnx.split(mlp)
+
+    def loss(st, x_BTD, chunk):
+        monkeypatch.setattr(qwen, "MLP_CHUNK_TOKENS", chunk)  # read at trace time
+        return jnp.sum(jnp.sin(nnx.merge(graphdef, st)(x_BTD)))
+
+    x_BTD = jax.random.normal(jax.random.key(1), (2, 1000, 32), jnp.float32)
+    step = {c: jax.jit(jax.value_and_grad(loss, argnums=(0, 1)), static_argnums=2).lower(state, x_BTD, c).compile()
+            for c in (128, 4096)}  # 8 chunks (the last one 104 real tokens) vs one pass
+    got, want = step[128](state, x_BTD), step[4096](state, x_BTD)
+    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-5)
+    temp = {c: s.memory_analysis().temp_size_in_bytes for c, s in step.items()}
+    whole_F = 2 * 1000 * 512 * 4  # one [B, T, F] float32 intermediate
+    assert whole_F < temp[4096] and 4 * temp[128] < temp[4096], temp
+
+
+def test_plan_mlp_chunk_flag_is_set_while_tracing_and_restored(monkeypatch):
+    """``--mlp-chunk N`` sets ``MLP_CHUNK_TOKENS`` for the trace of the step (0: no chunking), then puts the
+    default back; without the flag the default stays."""
+    import jax
+
+    from grpojax import sharding as shd
+    from grpojax.models import qwen
+
+    seen = []
+    mesh = shd.make_mesh({"fsdp": -1}, devices=jax.devices()[:1])
+
+    def fake_build(args, devices):
+        def lower():
+            seen.append(qwen.MLP_CHUNK_TOKENS)
+            raise RuntimeError("RESOURCE_EXHAUSTED: traced")
+        return PRESETS["qwen2.5-7b"], mesh, lower, 8, 10, 10, {}
+
+    monkeypatch.setattr(pm, "setup_backend", lambda args: (jax.devices()[:1], "cpu", 2**34))
+    monkeypatch.setattr(pm, "build", fake_build)
+    default = qwen.MLP_CHUNK_TOKENS
+    for flag in (["--mlp-chunk", "512"], ["--mlp-chunk", "0"], []):
+        out = pm.plan(pm.parse_args(["--model", "qwen2.5-7b", "--batch", "8", "--devices", "1", *flag]))
+        assert out["compile_error"] == "RESOURCE_EXHAUSTED: traced" and qwen.MLP_CHUNK_TOKENS == default
+    assert seen == [512, sys.maxsize, default]
+
+
+def test_long_plans_render_per_sequence_slope_and_growth():
+    """scripts/long_plans.py: per-sequence bytes are bytes(2 per chip) - bytes(1 per chip) of the same seq,
+    the growth is the temporaries over the half-length row's; a libtpu refusal renders with its temporaries."""
+    import long_plans as lp
+
+    def rec(variant, seq, per_chip, nbytes, error=None):
+        return {"type": lp.KIND, "row": "lora-v5e-8", "variant": variant, "seq": seq, "per_chip": per_chip,
+                "per_device_bytes": nbytes, "temp_bytes": None if nbytes is None else nbytes // 2,
+                "compile_seconds": 100.0, "compile_error": error}
+
+    refused = "RESOURCE_EXHAUSTED: Ran out of memory on HBM, the total memory required (49.06G) exceeds (15.75G)"
+    recs = [rec("splash", 8192, 1, 8 * GIB), rec("splash", 8192, 2, 11 * GIB), rec("splash", 16384, 1, 13 * GIB),
+            rec("splash", 16384, 2, 19.3 * GIB), rec("einsum", 16384, 1, None, refused)]
+    lines = {ln.split(" | ")[0] + " " + ln.split(" | ")[1]: ln for ln in lp.section_lines(recs) if ln.startswith("| ")}
+    assert lines["| splash 8,192"] == "| splash | 8,192 | 65,536 | 8.00 | 4.00 | - | yes | 3,072 | 100 |"
+    assert lines["| splash 16,384"] == "| splash | 16,384 | 131,072 | 13.00 | 6.50 | 1.62 | yes | 6,451 | 100 |"
+    assert "refused by libtpu (49.06G temporaries) | - | - | - | - | 100 |" in lines["| einsum 16,384"]
+
+
+@pytest.mark.parametrize("remat", ["full", "block"])
+def test_remat_keeps_the_attention_offset_static_so_splash_is_not_routed_to_blockwise(monkeypatch, remat):
+    """Under ``jax.checkpoint`` (remat) a training forward's attention still gets the Python-int offset 0:
+    ``resolve`` keeps ``splash`` (a traced offset would send it to blockwise, silently, in every training
+    plan). Traced only (``eval_shape``), the TPU kernel replaced by the einsum."""
+    import jax
+    import jax.numpy as jnp
+    from flax import nnx
+
+    from grpojax.models import Qwen
+    from grpojax.models import attention as A
+
+    seen, resolve = set(), A.resolve
+    monkeypatch.setattr(A, "resolve", lambda impl, q, k, offset=0, platform=None: seen.add(
+        (type(offset).__name__, resolve(impl, q, k, offset, platform="tpu"))) or resolve(impl, q, k, offset, "tpu"))
+    monkeypatch.setattr(A, "attend_splash", lambda *a, **kw: A.attend_einsum(*a))
+    cfg = PRESETS["qwen2.5-0.5b"].replace(num_layers=2, hidden_size=32, intermediate_size=64, num_heads=4,
+                                          num_kv_heads=2, head_dim=8, vocab_size=64, scan_layers=True)
+    graphdef, state = nnx.split(Qwen(cfg, remat=remat, attention="splash", rngs=nnx.Rngs(0)))
+    jax.eval_shape(jax.grad(lambda st: nnx.merge(graphdef, st)(jnp.ones((1, 64), jnp.int32)).sum()), state)
+    assert seen == {("int", "splash")}, seen

@@ -40,6 +40,7 @@ says which backend produced it. ``python scripts/plan_memory.py ...`` (a clone) 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -75,6 +76,9 @@ def parse_args(argv=None, prog=None):
     p.add_argument("--param-dtype", choices=("bfloat16", "float32"), default="bfloat16")
     p.add_argument("--micro", type=int, default=1, help="gradient-accumulation micro-batches")
     p.add_argument("--logprob-chunk", type=int, default=128)
+    p.add_argument("--mlp-chunk", type=int, default=None,
+                   help="tokens per MLP chunk of a long sequence (grpojax.models.qwen.MLP_CHUNK_TOKENS, default "
+                        "4096); 0 runs the MLP over the whole sequence at once")
     p.add_argument("--layers", type=int, default=None, help="override num_layers")
     p.add_argument("--scan-layers", action="store_true",
                    help="stacked layers run by lax.scan (QwenConfig.scan_layers): the compile takes about as "
@@ -280,6 +284,23 @@ def build_sampler(args, cfg, ctor, mesh, P, Lc):
                                            max_new_tokens=Lc, cache_fn=cache, top_p=True), B, n_params, 0, copy
 
 
+@contextlib.contextmanager
+def mlp_chunk(tokens: int | None):
+    """``grpojax.models.qwen.MLP_CHUNK_TOKENS`` = ``tokens`` (0: no chunking) while the step is traced,
+    restored after; None leaves it alone."""
+    from grpojax.models import qwen
+
+    old = qwen.MLP_CHUNK_TOKENS
+    if tokens is not None:
+        if tokens < 0:
+            raise SystemExit(f"--mlp-chunk {tokens}: expected 0 (off) or a token count")
+        qwen.MLP_CHUNK_TOKENS = tokens or sys.maxsize
+    try:
+        yield
+    finally:
+        qwen.MLP_CHUNK_TOKENS = old
+
+
 def plan(args) -> dict:
     """Compiles the step and returns XLA's numbers. A program the TPU compiler itself rejects for its size
     (``RESOURCE_EXHAUSTED: Ran out of memory on HBM``) is a plan too: ``fits`` is False,
@@ -295,7 +316,7 @@ def plan(args) -> dict:
     cfg, mesh, lower, seqs, n_params, n_train, extra = build(args, devices)
     t0 = time.time()
     try:
-        with target_backend(platform):
+        with target_backend(platform), mlp_chunk(args.mlp_chunk):
             compiled = lower().compile()
     except Exception as e:  # only the compiler's out-of-memory verdict is an answer; the rest propagates
         if "RESOURCE_EXHAUSTED" not in str(e):
@@ -309,7 +330,7 @@ def plan(args) -> dict:
     out = {
         "model": args.model, "kind": args.kind, "lora_rank": args.lora_rank, "remat": args.remat,
         "attention": args.attention,
-        "scan_layers": args.scan_layers, "layers": cfg.num_layers,
+        "scan_layers": args.scan_layers, "layers": cfg.num_layers, "mlp_chunk": args.mlp_chunk,
         "param_dtype": args.param_dtype, "batch": args.batch, "seq": args.seq, "micro": args.micro,
         "mesh": dict(mesh.shape), "devices": n_dev, "backend": backend,
         "topology": args.topology, "hbm_bytes_per_device": hbm,

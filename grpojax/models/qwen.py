@@ -167,8 +167,19 @@ class Attention(nnx.Module):
         return self.o(out_BTNH), layer_cache
 
 
+# Sequences longer than this run through the MLP in chunks of this many tokens (``MLP.__call__``).
+MLP_CHUNK_TOKENS = 4096
+
+
 class MLP(nnx.Module):
-    """SwiGLU: ``down(silu(gate(x)) * up(x))``."""
+    """SwiGLU: ``down(silu(gate(x)) * up(x))``, token by token.
+
+    A sequence longer than ``MLP_CHUNK_TOKENS`` is cut into chunks of that many tokens (the last one
+    zero-padded; a zero row gives a zero output) that go through the MLP one after another
+    (``lax.map``), each under ``jax.checkpoint``: the forward and the backward then hold the ``[B, c, F]``
+    gate / up / product of one chunk instead of ``[B, T, F]`` (F is 5x D in Qwen2.5-7B), for the price of
+    recomputing the chunk's forward in the backward. Every token's output is the same function as unchunked.
+    """
 
     def __init__(self, cfg: QwenConfig, *, dtype: Any, param_dtype: Any, keys: KeyStream):
         D, F = cfg.hidden_size, cfg.intermediate_size
@@ -177,9 +188,22 @@ class MLP(nnx.Module):
         self.up = Dense("BTD,DF->BTF", (D,), (F,), ("embed", "mlp"), **kw)
         self.down = Dense("BTF,FD->BTD", (F,), (D,), ("mlp", "embed"), **kw)
 
-    def __call__(self, x_BTD: Array) -> Array:
+    def swiglu(self, x_BTD: Array) -> Array:
         h_BTF = jax.nn.silu(pin(self.gate(x_BTD), _H_BTF)) * pin(self.up(x_BTD), _H_BTF)
         return self.down(h_BTF)
+
+    def __call__(self, x_BTD: Array) -> Array:
+        B, T, D = x_BTD.shape
+        c = MLP_CHUNK_TOKENS
+        if T <= c:
+            return self.swiglu(x_BTD)
+        n = -(-T // c)
+        x_BnD = jnp.pad(x_BTD, ((0, 0), (0, n * c - T), (0, 0)))
+        x_nBcD = x_BnD.reshape(B, n, c, D).swapaxes(0, 1)
+        graphdef, state = nnx.split(self)
+        chunk = jax.checkpoint(lambda st, x_BcD: pin(nnx.merge(graphdef, st).swiglu(x_BcD), _X_BTD))
+        y_nBcD = jax.lax.map(lambda x_BcD: chunk(state, x_BcD), x_nBcD)
+        return y_nBcD.swapaxes(0, 1).reshape(B, n * c, D)[:, :T]
 
 
 class Block(nnx.Module):
@@ -232,13 +256,20 @@ def _remat_block(policy):
     """``_call_block`` under ``jax.checkpoint``: the layer is split into (graphdef, state) and merged again
     inside, so the checkpointed function is pure. (``nnx.remat`` fails on LoRA layers merged inside
     ``jax.grad``: "Cannot mutate Param from a different trace level".) A training block mutates nothing,
-    so nothing is written back."""
+    so nothing is written back. A Python-int attention ``offset`` stays out of the checkpointed arguments
+    (they are traced), so the attention sees it static, as the fused kernels (splash) need."""
 
     def call(layer, x_BTD, cos_BTJ, sin_BTJ, mask, layer_cache, cache_pos):
         graphdef, state = nnx.split(layer)
-        pure = lambda st, *a: _call_block(nnx.merge(graphdef, st), *a)  # noqa: E731
-        return jax.checkpoint(pure, policy=policy)(state, x_BTD, cos_BTJ, sin_BTJ, mask, layer_cache,
-                                                   cache_pos)
+        q_segment_BT, kv_segment_BS, offset = mask
+        static = isinstance(offset, int)
+
+        def pure(st, x, cos, sin, q_seg, kv_seg, traced_offset, lc, pos):
+            mask = (q_seg, kv_seg, offset if static else traced_offset)
+            return _call_block(nnx.merge(graphdef, st), x, cos, sin, mask, lc, pos)
+
+        return jax.checkpoint(pure, policy=policy)(state, x_BTD, cos_BTJ, sin_BTJ, q_segment_BT, kv_segment_BS,
+                                                   None if static else offset, layer_cache, cache_pos)
 
     return call
 
