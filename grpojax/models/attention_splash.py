@@ -52,8 +52,11 @@ def _kernel(heads: int, Tp: int, Sp: int, offset: int, bq: int, bk: int, interpr
     from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_mask as sm
 
     mask = sm.MultiHeadMask([sm.CausalMask((Tp, Sp), offset=offset) for _ in range(heads)])
+    # separate dq and dk/dv backward kernels: the fused one writes one partial dq per key block
+    # ([S / block_kv, heads, T, H], summed afterwards: quadratic in the length) and did not fit Qwen2.5-7B
+    # at 32k tokens on a v5e chip (docs/memory_plan.md)
     sizes = sk.BlockSizes(block_q=bq, block_kv=bk, block_kv_compute=bk, block_q_dkv=bq, block_kv_dkv=bk,
-                          block_kv_dkv_compute=bk, use_fused_bwd_kernel=True)
+                          block_kv_dkv_compute=bk, block_q_dq=bq, block_kv_dq=bk, use_fused_bwd_kernel=False)
     with jax.ensure_compile_time_eval():  # concrete block tables, safe to cache across traces
         return sk.make_splash_mha(mask, block_sizes=sizes, head_shards=1, q_seq_shards=1, interpret=interpret)
 
