@@ -139,8 +139,9 @@ def section_lines(recs: list[dict]) -> list[str]:
              "28 x 32,768 x 3,584 x 2 B = 6.1 GiB, arithmetic), plus one layer's recompute and backward at full",
              "length (`[T, D]` / `[T, N, H]` buffers and, unchunked, the MLP's `[T, F]` with F = 5.3 D). Lowering",
              "the first needs the layer stack's inputs offloaded to host memory or checkpointed in groups of layers",
-             "(not done). The splash kernel's program holds more than blockwise's from 16k tokens on (its extra",
-             "temporaries are not analysed here).", ""]
+             "(not done). The splash rows use the kernel's separate dq and dk/dv backward kernels: its fused",
+             "backward writes one partial dq per key block and was refused at 32k (23.83G of temporaries, 17b76ae).",
+             ""]
     for key, row in ROWS.items():
         body = []
         for variant in VARIANTS:
