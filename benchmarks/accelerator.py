@@ -68,6 +68,12 @@ NEMO_RL_GRPO_TOKENS_PER_S_PER_GPU = 1562.0  # on-policy Llama-3.1-8B GRPO, DGX-H
 GOALS = {"mfu_small": 0.30, "mfu_large_1k": 0.50, "mfu_large_8k": 0.45, "sampler_floor_b16": 0.85,
          "grpo_tokens_per_s_per_gpu": NEMO_RL_GRPO_TOKENS_PER_S_PER_GPU}
 GROUPS = ("device", "small", "large", "hf")
+T0 = time.perf_counter()
+
+
+def log(msg: str) -> None:
+    """A progress line with the seconds since this process imported the suite (the workers use it)."""
+    print(f"[{time.perf_counter() - T0:7.1f}s] {msg}", flush=True)
 BUDGET_S = {"device": 30, "small": 70, "large": 290, "hf": 90}  # adds up to the default --max-seconds
 
 # the model sizes as Qwen presets, or tiny QwenConfig fields for --tiny
@@ -182,13 +188,13 @@ def run_group(group: str, plan_path: str, out: str, timeout_s: float, env: dict)
            "--result", result_path, "--cache-dir", os.path.join(out, "jax_cache"), "--seconds", f"{timeout_s:.1f}"]
     t0 = time.perf_counter()
     status = "ok"
-    with open(os.path.join(out, f"log_{group}.txt"), "w") as log:
+    with open(os.path.join(out, f"log_{group}.txt"), "w") as log_file:
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, cwd=ROOT,
                                 text=True, bufsize=1)
 
         def pump():  # everything to the log; the workers' progress lines ("[   12.3s] ...") to the console too
             for line in proc.stdout:
-                log.write(line)
+                log_file.write(line)
                 if line.startswith("["):
                     print(f"    {group} {line}", end="", flush=True)
 

@@ -33,6 +33,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import optax  # noqa: E402
+from accelerator import T0, log  # noqa: E402
 from accelerator_device import bandwidth, group_device, matmul_peak, timed  # noqa: E402
 from flax import nnx  # noqa: E402
 
@@ -43,12 +44,6 @@ from grpojax.sampling import sample  # noqa: E402
 from grpojax.train.steps.forward import reference_logp_fn  # noqa: E402
 from grpojax.train.steps.grpo import GRPOSettings, grpo_step  # noqa: E402
 from grpojax.train.steps.state import create_train_state, merge_model  # noqa: E402
-
-T0 = time.perf_counter()
-
-
-def log(msg: str) -> None:
-    print(f"[{time.perf_counter() - T0:7.1f}s] {msg}", flush=True)
 
 
 def part_budget(budgets: dict, name: str) -> float | None:

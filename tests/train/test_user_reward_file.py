@@ -42,7 +42,8 @@ def test_user_reward_file_gets_the_answer_column_and_is_logged(tmp_path):
         "train.steps=2", "train.eval_every=2", f"data.path={data}", f"data.eval_path={data}",
         f"run_dir={tmp_path / 'run'}",
         f"grpo.reward_funcs=[{user / 'my_reward.py'}:parity_matches]", "train.save_every=100", "mesh.data=1",
-        "grpo.dynamic_sampling_max_rounds=3"])  # DAPO dynamic sampling in a real run, on the way
+        "grpo.dynamic_sampling_max_rounds=3",  # DAPO dynamic sampling in a real run, on the way
+        "grpo.shared_prefix=true"])  # and the shared-prefix forward: the mixed rounds keep whole groups
     run(cfg, GRPOTask(cfg))
     calls = [json.loads(line) for line in (user / "calls.jsonl").read_text().splitlines()]
     rows = _metrics(tmp_path / "run")
@@ -57,6 +58,7 @@ def test_user_reward_file_gets_the_answer_column_and_is_logged(tmp_path):
     assert len(rows) == 2
     for r in rows:
         assert 0.0 <= r["rewards/parity_matches/mean"] <= 1.0 and np.isfinite(r["loss"])
+        assert r["shared_prefix/mismatch"] == 0 and r["train/nonfinite_steps"] == 0
     assert 0.0 <= rows[1]["eval/rewards/parity_matches/mean"] <= 1.0
     # completions.jsonl names each group's prompt as the data gave it, also when dynamic sampling mixed rounds
     assert max(rounds) > 1
